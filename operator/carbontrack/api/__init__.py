@@ -1,0 +1,1 @@
+"""Typed models for everything that crosses a boundary: the CRD and the telemetry wire protocol."""

@@ -1,0 +1,308 @@
+"""The CarbonTrackedJob resource: spec (desired) and status (observed).
+
+These models are the single source of truth: `carbontrack crd` generates the CRD's OpenAPI schema
+from them, and a test fails if the committed YAML drifts. Every cross-field rule exists twice on
+purpose, once as a CEL rule the apiserver enforces (so `kubectl apply` fails early) and once as a
+pydantic validator (so the operator and the CLI refuse the same objects); one table of malformed
+objects tests both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+from carbontrack.api.base import KubeModel
+
+GROUP = "carbontrack.io"
+VERSION = "v1alpha1"
+KIND = "CarbonTrackedJob"
+PLURAL = "carbontrackedjobs"
+SINGULAR = "carbontrackedjob"
+SHORT_NAMES = ["ctj"]
+
+Phase = Literal["Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed"]
+Context = Literal["development", "staging", "production"]
+JsonDict = dict[str, JsonValue]
+StagePercent = Annotated[int, Field(ge=1, le=100)]
+
+
+def _default_of(model: type[KubeModel]) -> JsonDict:
+    """Schema default for an omitted sub-object: the model's own defaults, spelled out in full.
+
+    The apiserver checks a default against the CEL rules without applying nested defaults first, so
+    `default: {}` would not do; spelling it out keeps one source of truth (the model).
+    """
+    return {"default": model().model_dump(by_alias=True, exclude_none=True, mode="json")}
+
+
+def _rules(*rules: JsonDict) -> ConfigDict:
+    """Model config carrying CEL rules into the generated schema as x-kubernetes-validations."""
+    validations: list[JsonValue] = [*rules]
+    return ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={"x-kubernetes-validations": validations},
+    )
+
+
+class CanarySpec(KubeModel):
+    """How the job proves itself before it may scale: a few replicas first, then stages."""
+
+    model_config = _rules(
+        {
+            "rule": "self.stages[size(self.stages) - 1] == 100",
+            "message": "the last canary stage must be 100 (full scale)",
+            "fieldPath": ".stages",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "self.stages.isSorted()",
+            "message": "canary stages must be strictly increasing",
+            "fieldPath": ".stages",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    replicas: int = Field(1, ge=1, le=10000)
+    """Workers while on probation."""
+    min_steps: int = Field(200, ge=1)
+    """Global steps observed in a stage before its gates are judged."""
+    stages: list[StagePercent] = Field(
+        default_factory=lambda: [25, 50, 100],
+        min_length=1,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "set", "default": [25, 50, 100]},
+    )
+    """Percent of spec.replicas after each passed gate round; strictly increasing, ending at 100."""
+
+    @model_validator(mode="after")
+    def _stages_increase_to_full(self) -> CanarySpec:
+        if self.stages[-1] != 100:
+            raise ValueError("canary.stages: the last canary stage must be 100 (full scale)")
+        if any(b <= a for a, b in zip(self.stages, self.stages[1:], strict=False)):
+            raise ValueError("canary.stages: canary stages must be strictly increasing")
+        return self
+
+
+class IntensitySpec(KubeModel):
+    """Where the grid's carbon intensity comes from."""
+
+    provider: Literal["static", "electricitymaps", "watttime"] = "static"
+    """static: the embedded annual-average table; the others are live APIs with fallback to it."""
+    grams_per_kwh: float | None = Field(None, gt=0, le=2000)
+    """Fixed override in gCO2e/kWh; wins over any provider."""
+    secret_name: str | None = Field(None, min_length=1, max_length=253)
+    """Secret holding the live provider's API key (key `apiKey`)."""
+
+
+class CarbonSpec(KubeModel):
+    """Carbon accounting settings and the optional emissions budget."""
+
+    zone: str | None = Field(None, min_length=1, max_length=64)
+    """Grid zone (e.g. DE, US-CAL-CISO); defaults to the node's topology.kubernetes.io/region."""
+    intensity: IntensitySpec = Field(
+        default_factory=IntensitySpec, json_schema_extra=_default_of(IntensitySpec)
+    )
+    pue: float = Field(1.2, ge=1.0, le=3.0)
+    """Power usage effectiveness of the data centre: facility energy / IT energy."""
+    budget_kg: float | None = Field(None, gt=0)
+    """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+
+
+class QualityGate(KubeModel):
+    """Model quality of the canary vs a threshold and vs the baseline model."""
+
+    metric: str = Field(min_length=1, max_length=128)
+    """Name of the eval metric the trainer reports (e.g. eval_accuracy)."""
+    higher_is_better: bool = True
+    min_score: float | None = None
+    """Absolute floor (or ceiling when higherIsBetter is false) for the metric."""
+    baseline: float | None = None
+    """The current production model's score on the same metric."""
+    max_regression: float | None = Field(None, ge=0)
+    """Largest allowed worsening vs baseline, in the metric's units; defaults from the context."""
+    baseline_latency_ms: float | None = Field(None, gt=0)
+    max_latency_increase: float | None = Field(None, ge=0)
+    """Largest allowed relative latency increase vs baseline (0.1 = 10%); defaults from the context."""
+
+
+class SecurityCounts(KubeModel):
+    """Findings of a security scan, by severity."""
+
+    critical: int = Field(0, ge=0)
+    high: int = Field(0, ge=0)
+    medium: int = Field(0, ge=0)
+
+
+class TestsGate(KubeModel):
+    """Test and security-scan results, inline or from a ConfigMap that CI writes."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    pass_rate: float | None = Field(None, ge=0, le=1)
+    coverage: float | None = Field(None, ge=0, le=1)
+    security: SecurityCounts | None = None
+    from_config_map: str | None = Field(None, min_length=1, max_length=253)
+    """ConfigMap in the job's namespace whose `results.json` holds the same fields."""
+
+
+class PrivacyGate(KubeModel):
+    """Differential-privacy budget; epsilon is recomputed by the operator, never taken on trust."""
+
+    epsilon: float = Field(gt=0)
+    """Largest allowed epsilon at totalSteps."""
+    delta: float = Field(1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+
+class Thresholds(KubeModel):
+    """Per-field overrides of the context profile's thresholds."""
+
+    min_pass_rate: float | None = Field(None, ge=0, le=1)
+    min_coverage: float | None = Field(None, ge=0, le=1)
+    max_critical: int | None = Field(None, ge=0)
+    max_high: int | None = Field(None, ge=0)
+    max_medium: int | None = Field(None, ge=0)
+    max_regression: float | None = Field(None, ge=0)
+    max_latency_increase: float | None = Field(None, ge=0)
+
+
+class GatesSpec(KubeModel):
+    """What must hold before each scale-up."""
+
+    context: Context = "production"
+    """Threshold profile; production fails closed on missing data, development warns."""
+    thresholds: Thresholds | None = None
+    quality: QualityGate | None = None
+    tests: TestsGate | None = None
+    privacy: PrivacyGate | None = None
+
+
+class CarbonTrackedJobSpec(KubeModel):
+    """Desired state of a carbon-tracked, gated training job."""
+
+    model_config = _rules(
+        {
+            "rule": "self.canary.replicas <= self.replicas",
+            "message": "canary.replicas must not exceed replicas",
+            "fieldPath": ".canary.replicas",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    replicas: int = Field(ge=1, le=10000)
+    """Workers at full scale."""
+    template: dict[str, Any] = Field(
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    )
+    """A PodTemplateSpec with the user's training container(s)."""
+    total_steps: int = Field(ge=1)
+    """Planned global steps; used for energy, emissions and epsilon projections."""
+    canary: CanarySpec = Field(default_factory=CanarySpec, json_schema_extra=_default_of(CanarySpec))
+    carbon: CarbonSpec = Field(default_factory=CarbonSpec, json_schema_extra=_default_of(CarbonSpec))
+    gates: GatesSpec = Field(default_factory=GatesSpec, json_schema_extra=_default_of(GatesSpec))
+    suspend: bool = False
+    """Stop the job without deleting it; set back to false to resume."""
+
+    @model_validator(mode="after")
+    def _canary_fits(self) -> CarbonTrackedJobSpec:
+        if self.canary.replicas > self.replicas:
+            raise ValueError("canary.replicas: canary.replicas must not exceed replicas")
+        return self
+
+
+class Condition(KubeModel):
+    """A Kubernetes-style condition (API conventions)."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(min_length=1, max_length=1024)
+    """CamelCase, machine-readable."""
+    message: str = Field("", max_length=32768)
+    """A sentence a person can act on."""
+    last_transition_time: datetime
+    observed_generation: int | None = Field(None, ge=0)
+
+
+class GateResult(KubeModel):
+    """One gate's verdict, with the numbers behind it."""
+
+    name: str
+    passed: bool
+    observed: float | None = None
+    threshold: float | None = None
+    message: str = ""
+    warning: bool = False
+    """Passed only because the context allows missing data (development)."""
+
+
+class Projection(KubeModel):
+    """Totals projected to spec.totalSteps from the recent rate."""
+
+    energy_joules: float | None = None
+    emissions_grams: float | None = None
+    epsilon: float | None = None
+
+
+class IntensityStatus(KubeModel):
+    """The grid intensity in force and where the figure came from."""
+
+    grams_per_kwh: float
+    zone: str
+    source: str
+    """e.g. static:ember-2023, electricitymaps, override."""
+    updated_at: datetime | None = None
+
+
+class CarbonTrackedJobStatus(KubeModel):
+    """Observed state; written only by the operator."""
+
+    phase: Phase | None = None
+    replicas: int = Field(0, ge=0)
+    """Workers the Job runs now (parallelism)."""
+    target_replicas: int = Field(0, ge=0)
+    selector: str | None = None
+    """Label selector of the job's pods, for the scale subresource."""
+    replica_summary: str | None = None
+    """current/target, for kubectl get."""
+    steps: int = Field(0, ge=0)
+    """Highest global step reported."""
+    energy_joules: float = Field(0, ge=0)
+    energy_kwh: float = Field(0, ge=0)
+    emissions_grams: float = Field(0, ge=0)
+    emissions_kg: float = Field(0, ge=0)
+    power_watts: float = Field(0, ge=0)
+    intensity: IntensityStatus | None = None
+    epsilon: float | None = None
+    """Recomputed by the operator's accountant at the current step."""
+    epsilon_claimed: float | None = None
+    """What the job itself reported, shown beside the recomputed value."""
+    projected: Projection | None = None
+    gates: list[GateResult] = Field(default_factory=list)
+    gate_summary: str | None = None
+    """e.g. 3/3 passed, or the name of the failing gate, for kubectl get."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(None, ge=0)
+
+
+class CarbonTrackedJob(KubeModel):
+    """A training job whose energy and emissions are measured per step, scaled up only through gates."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    api_version: Literal["carbontrack.io/v1alpha1"] = "carbontrack.io/v1alpha1"
+    kind: Literal["CarbonTrackedJob"] = "CarbonTrackedJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: CarbonTrackedJobSpec
+    status: CarbonTrackedJobStatus | None = None

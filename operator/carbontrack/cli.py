@@ -1,0 +1,47 @@
+"""`carbontrack` command line: one entry point, one subcommand per job the package does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from carbontrack.api.crdgen import CRD_PATH, crd_yaml
+
+    text = crd_yaml()
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output or CRD_PATH)
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            print(f"{path} is out of date with the models: run `carbontrack crd`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carbontrack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    crd = sub.add_parser("crd", help="generate the CustomResourceDefinition from the models")
+    crd.add_argument("-o", "--output", help="file to write (default crds/...yaml; - for stdout)")
+    crd.add_argument("--check", action="store_true", help="exit 1 if the file differs from the models")
+    crd.set_defaults(func=_crd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""One real control plane per test session; each test gets its own namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    workdir = tmp_path_factory.mktemp("controlplane")
+    cp = ControlPlane(workdir)
+    try:
+        cp.up(nodes=2)
+        yield cp
+    finally:
+        keep = os.environ.get("CARBONTRACK_KEEP_LOGS")
+        if keep:
+            subprocess.run(["cp", "-r", str(workdir / "logs"), keep], check=False)
+        cp.down()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: ControlPlane) -> ControlPlane:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/carbontrackedjobs.carbontrack.io"
+    )
+    return cluster
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """kubectl apply one object; returns the completed process (check=False) so tests can read errors."""
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)

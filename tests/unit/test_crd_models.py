@@ -1,0 +1,79 @@
+"""The pydantic models accept what the CRD accepts and refuse what it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from carbontrack.api.crd import CarbonTrackedJob, CarbonTrackedJobSpec
+from carbontrack.api.crdgen import CRD_PATH, crd_manifest, crd_yaml
+from tests.cases.crs import MALFORMED, Malformed, manifest, valid_spec
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crd_matches_models() -> None:
+    committed = (ROOT / CRD_PATH).read_text()
+    assert committed == crd_yaml(), "crds/ is stale: run `carbontrack crd` and commit the result"
+
+
+def test_valid_spec_parses_with_defaults() -> None:
+    spec = CarbonTrackedJobSpec.model_validate({"replicas": 2, "template": {}, "totalSteps": 10})
+    assert spec.canary.replicas == 1
+    assert spec.canary.stages == [25, 50, 100]
+    assert spec.carbon.pue == 1.2
+    assert spec.gates.context == "production"
+    assert spec.suspend is False
+
+
+def test_full_example_round_trips_by_alias() -> None:
+    job = CarbonTrackedJob.model_validate(manifest("full", valid_spec()))
+    again = CarbonTrackedJob.model_validate(job.to_api())
+    assert again == job
+    assert job.to_api()["spec"]["canary"]["minSteps"] == 200  # type: ignore[index]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=lambda c: c.name)
+def test_malformed_spec_is_refused_naming_the_field(case: Malformed) -> None:
+    with pytest.raises(ValidationError) as err:
+        CarbonTrackedJobSpec.model_validate(case.spec)
+    # pydantic names the field by its alias path (e.g. gates.privacy.epsilon) or in the message
+    text = str(err.value)
+    leaf = case.field.removeprefix("spec.")
+    assert leaf.split(".")[-1] in text, text
+
+
+def test_schema_is_structural() -> None:
+    """Every node has a type, and nothing the apiserver refuses in a structural schema is left."""
+    version = crd_manifest()["spec"]["versions"][0]
+    banned = {"$ref", "anyOf", "oneOf", "allOf", "additionalProperties", "title", "$defs"}
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            assert not banned & node.keys(), f"{path}: {banned & node.keys()}"
+            if "properties" in node or "items" in node:
+                assert "type" in node, path
+            for key, sub in node.get("properties", {}).items():
+                assert "type" in sub, f"{path}.{key}"
+                walk(sub, f"{path}.{key}")
+            if "items" in node:
+                walk(node["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+
+
+def test_printer_columns_tell_the_story() -> None:
+    columns = [c["name"] for c in crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Phase", "Replicas", "Steps", "kWh", "kgCO2e", "Epsilon", "Gates", "Age"]
+
+
+def test_scale_subresource_points_at_replicas() -> None:
+    scale = crd_manifest()["spec"]["versions"][0]["subresources"]["scale"]
+    assert scale == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }

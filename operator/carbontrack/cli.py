@@ -28,6 +28,12 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sidecar(args: argparse.Namespace) -> int:
+    from carbontrack.sidecar.app import main as sidecar_main
+
+    return sidecar_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbontrack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     crd.add_argument("-o", "--output", help="file to write (default crds/...yaml; - for stdout)")
     crd.add_argument("--check", action="store_true", help="exit 1 if the file differs from the models")
     crd.set_defaults(func=_crd)
+    sidecar = sub.add_parser("sidecar", help="run the energy sidecar (configured by CARBONTRACK_* env)")
+    sidecar.set_defaults(func=_sidecar)
     return parser
 
 

@@ -1,0 +1,125 @@
+"""The telemetry wire protocol between the sidecar and the operator (one module, both sides).
+
+A batch carries **cumulative** counters since the sidecar booted (energy per GPU, steps seen,
+drops), so delivery is idempotent: a retried, duplicated, reordered or lost batch never changes a
+total, because the newest cumulative value per (pod, boot id) wins. Per-step records ride along for
+step statistics; they are identified by step number, so a record delivered twice is recognised.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from carbontrack.api.base import KubeModel
+
+WIRE_VERSION: Literal[1] = 1
+TELEMETRY_PATH = "/v1/telemetry"
+MAX_BATCH_BYTES = 1 << 20  # operator refuses larger bodies with 413
+MAX_STEP_RECORDS = 10_000  # per batch
+MAX_GPUS = 64
+
+Method = Literal["energy-counter", "power-integration", "simulated", "unavailable"]
+"""How energy was measured: the NVML counter, integrated power samples, a simulated trace, or not at all."""
+
+Joules = Annotated[float, Field(ge=0, le=1e15)]
+Seconds = Annotated[float, Field(ge=0, le=1e9)]
+Count = Annotated[int, Field(ge=0, le=1 << 53)]
+
+
+class WireModel(KubeModel):
+    """Strict wire model: finite numbers only, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=KubeModel.model_config.get("alias_generator"),
+        populate_by_name=True,
+        extra="forbid",
+        allow_inf_nan=False,
+    )
+
+
+class ObjectRef(WireModel):
+    namespace: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+
+
+class PodRef(ObjectRef):
+    uid: str = Field("", max_length=64)
+
+
+class GpuCounter(WireModel):
+    """Cumulative energy of one GPU since the sidecar booted."""
+
+    index: int = Field(ge=0, lt=MAX_GPUS)
+    uuid: str = Field("", max_length=96)
+    energy_joules: Joules
+    lost: bool = False
+    """NVML reported the GPU lost; its counter is frozen at the last good value."""
+
+
+class StepRecord(WireModel):
+    """Energy attributed to the steps (first_step, step], measured between two markers."""
+
+    step: Count
+    first_step: Count
+    """Previous marker's step; step - first_step > 1 when markers were lost in between."""
+    energy_joules: Joules
+    duration_s: Seconds
+    ended_at: float = Field(ge=0, le=1e11)
+    """Unix time of the marker that closed the record."""
+
+
+class EvalReport(WireModel):
+    step: Count
+    metrics: dict[str, float] = Field(max_length=64)
+
+
+class DPParams(WireModel):
+    """DP-SGD parameters as the trainer reports them; the operator recomputes epsilon itself."""
+
+    step: Count
+    noise_multiplier: float = Field(gt=0, le=1e6)
+    sample_rate: float = Field(gt=0, le=1)
+    delta: float = Field(gt=0, lt=1)
+    accountant_epsilon: float | None = Field(None, ge=0)
+
+
+class TelemetryBatch(WireModel):
+    """One POST from a sidecar to the operator."""
+
+    version: Literal[1] = 1
+    job: ObjectRef
+    pod: PodRef
+    boot_id: str = Field(min_length=1, max_length=64)
+    """New on every sidecar start: counters restart from zero under a new boot id."""
+    seq: Count
+    """Increases with every batch of one boot."""
+    sent_at: float = Field(ge=0, le=1e11)
+    method: Method
+    gpus: list[GpuCounter] = Field(default_factory=list, max_length=MAX_GPUS)
+    steps_seen: Count = 0
+    """Step markers received since boot."""
+    global_step: Count = 0
+    """Highest global step seen since boot."""
+    markers_dropped: Count = 0
+    """Markers the client sent that never arrived (gaps in the client's sequence numbers)."""
+    records_dropped: Count = 0
+    """Per-step records dropped from the sidecar's buffer while the operator was unreachable."""
+    steps: list[StepRecord] = Field(default_factory=list, max_length=MAX_STEP_RECORDS)
+    evals: list[EvalReport] = Field(default_factory=list, max_length=1000)
+    dp: DPParams | None = None
+    final: bool = False
+    """The sidecar is shutting down; no further batch will come from this boot."""
+
+    @property
+    def energy_joules(self) -> float:
+        return sum(g.energy_joules for g in self.gpus)
+
+
+class TelemetryAck(WireModel):
+    """The operator's answer: which seq it has, so the sidecar can drop what was delivered."""
+
+    accepted: bool
+    seq: Count
+    message: str = ""

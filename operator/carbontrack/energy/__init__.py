@@ -1,0 +1,1 @@
+"""Energy measurement backends behind one small interface."""

@@ -1,0 +1,1 @@
+"""The sidecar process: receive step markers, attribute energy, ship cumulative batches."""

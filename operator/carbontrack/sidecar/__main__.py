@@ -1,0 +1,3 @@
+from carbontrack.sidecar.app import main
+
+raise SystemExit(main())

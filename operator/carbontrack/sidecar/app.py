@@ -1,0 +1,219 @@
+"""The sidecar process: UDP in, HTTP out, a sampler, a health endpoint, and a clean SIGTERM.
+
+Run as `carbontrack sidecar` or `python -m carbontrack.sidecar`; configured by environment
+(see SidecarConfig). The HTTP client is the standard library's, in a worker thread: one request a
+second does not justify another dependency in a process that must stay under 60 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import partial
+
+from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
+from carbontrack.logs import setup_logging
+from carbontrack.sidecar.backends import make_backend
+from carbontrack.sidecar.config import SidecarConfig
+from carbontrack.sidecar.outbox import Backoff
+from carbontrack.sidecar.state import SidecarState
+
+log = logging.getLogger("carbontrack.sidecar")
+
+
+@dataclass
+class SendResult:
+    status: int
+    """HTTP status, or 0 when the operator could not be reached."""
+    ack: TelemetryAck | None = None
+    error: str = ""
+
+
+def post_batch(url: str, token: str, batch: TelemetryBatch, timeout_s: float) -> SendResult:
+    """POST one batch; never raises (the caller decides about retries from the status)."""
+    body = batch.model_dump_json(by_alias=True, exclude_none=True).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + TELEMETRY_PATH,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            raw = resp.read(1 << 16)
+            try:
+                return SendResult(resp.status, TelemetryAck.model_validate_json(raw))
+            except ValueError:
+                return SendResult(resp.status, None, "unparseable ack")
+    except urllib.error.HTTPError as exc:
+        return SendResult(exc.code, None, exc.read(4096).decode(errors="replace"))
+    except (OSError, ValueError) as exc:
+        return SendResult(0, None, str(exc))
+
+
+class _MarkerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sidecar.on_datagram(data)
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.state = SidecarState(config, partial(make_backend, config), time.monotonic())
+        self.backoff = Backoff(max_s=config.max_backoff_s)
+        self.max_records = 5000
+        self.sent = 0
+        self.refused = 0
+        self.last_ok: float | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def on_datagram(self, data: bytes) -> None:
+        marker = self.state.on_datagram(data, time.monotonic())
+        if marker is not None and marker.kind == "end":
+            self._wake.set()  # flush promptly: the trainer is about to exit
+
+    def _token(self) -> str:
+        try:
+            with open(self.config.token_file) as f:  # re-read: projected tokens rotate
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    async def ship_once(self, final: bool = False) -> SendResult:
+        batch = self.state.batch(time.monotonic(), final=final, max_records=self.max_records)
+        if not self.config.operator_url:
+            self.state.outbox.ack(batch.seq)
+            return SendResult(200)
+        result = await asyncio.to_thread(
+            post_batch, self.config.operator_url, self._token(), batch, self.config.request_timeout_s
+        )
+        if 200 <= result.status < 300:
+            self.state.outbox.ack(batch.seq)
+            self.sent += 1
+            self.last_ok = time.monotonic()
+            self.backoff.reset()
+        elif result.status == 413 and self.max_records > 1:
+            self.max_records //= 2
+            log.warning("batch too large; sending fewer records per batch", extra={"max": self.max_records})
+        elif result.status in (400, 422):
+            # The operator will never take this batch; keep counters (next batch), drop its records.
+            self.refused += 1
+            dropped = len(batch.steps)
+            self.state.outbox.ack(batch.seq)
+            self.state.outbox.records_dropped += dropped
+            log.error(
+                "batch refused as malformed", extra={"status": result.status, "error": result.error[:500]}
+            )
+        else:
+            self.refused += result.status != 0
+            log.warning(
+                "telemetry not delivered; will retry",
+                extra={
+                    "status": result.status,
+                    "error": result.error[:300],
+                    "pending": self.state.outbox.pending,
+                },
+            )
+        return result
+
+    async def _ship_loop(self) -> None:
+        delay = self.config.interval_s
+        while not self._stop.is_set():
+            self._wake.clear()
+            waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())]
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if self._stop.is_set():
+                return
+            result = await self.ship_once()
+            ok = 200 <= result.status < 300 or result.status in (400, 413, 422)
+            delay = self.config.interval_s if ok else max(self.config.interval_s, self.backoff.next_delay())
+
+    async def _sample_loop(self) -> None:
+        period = 1.0 / self.config.sample_hz
+        while not self._stop.is_set():
+            meter = self.state.meter
+            if meter is not None and meter.needs_sampling:
+                meter.read(time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=period)
+
+    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readline(), timeout=2)
+            body = json.dumps(
+                {
+                    "status": "ok",
+                    "bootId": self.state.boot_id,
+                    "method": self.state.method,
+                    "globalStep": self.state.global_step,
+                    "batchesSent": self.sent,
+                    "pending": self.state.outbox.pending,
+                    "recordsDropped": self.state.outbox.records_dropped,
+                    "markersDropped": self.state.gaps.dropped,
+                }
+            ).encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, _, port = self.config.listen.rpartition(":")
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _MarkerProtocol(self), local_addr=(host or "127.0.0.1", int(port))
+        )
+        health = await asyncio.start_server(self._health, "127.0.0.1", self.config.health_port)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        log.info(
+            "sidecar started",
+            extra={
+                "bootId": self.state.boot_id,
+                "listen": self.config.listen,
+                "operator": self.config.operator_url,
+            },
+        )
+        tasks = [asyncio.create_task(self._ship_loop()), asyncio.create_task(self._sample_loop())]
+        await self._stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        transport.close()
+        health.close()
+        # Final batch: the newest counters and every pending record, marked final.
+        result = await self.ship_once(final=True)
+        log.info(
+            "sidecar stopped",
+            extra={
+                "finalStatus": result.status,
+                "energyJ": self.state.read(time.monotonic()),
+                "pending": self.state.outbox.pending,
+            },
+        )
+        if self.state.meter is not None:
+            self.state.meter.backend.close()
+
+
+def main() -> int:
+    setup_logging()
+    config = SidecarConfig.from_env()
+    asyncio.run(Sidecar(config).run())
+    return 0

@@ -1,0 +1,66 @@
+"""Sidecar configuration, from the environment the operator injects (and the downward API)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+BackendName = Literal["nvml", "simulated", "none"]
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    operator_url: str
+    """e.g. http://carbontrack.carbontrack-system.svc:8443 ; empty = keep counting, ship nowhere."""
+    job_namespace: str
+    job_name: str
+    pod_namespace: str
+    pod_name: str
+    pod_uid: str = ""
+    listen: str = "127.0.0.1:9477"
+    """UDP address for the trainer's markers."""
+    health_port: int = 9478
+    backend: BackendName = "nvml"
+    visible_devices: str | None = None
+    """Override for which GPUs are this pod's; normally the trainer's hello says."""
+    allow_all_gpus: bool = False
+    sim_trace: str = "square:350,120,2.0"
+    sim_gpus: int = 1
+    interval_s: float = 1.0
+    sample_hz: float = 10.0
+    token_file: str = "/var/run/secrets/carbontrack/token"
+    buffer_records: int = 10_000
+    request_timeout_s: float = 5.0
+    max_backoff_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> SidecarConfig:
+        e = dict(os.environ if env is None else env)
+
+        def get(name: str, default: str = "") -> str:
+            return e.get(f"CARBONTRACK_{name}", default)
+
+        backend = get("ENERGY_BACKEND", "nvml")
+        if backend not in ("nvml", "simulated", "none"):
+            raise ValueError(f"CARBONTRACK_ENERGY_BACKEND={backend!r}: use nvml, simulated or none")
+        return cls(
+            operator_url=get("OPERATOR_URL"),
+            job_namespace=get("JOB_NAMESPACE") or e.get("POD_NAMESPACE", ""),
+            job_name=get("JOB_NAME"),
+            pod_namespace=e.get("POD_NAMESPACE", ""),
+            pod_name=e.get("POD_NAME", ""),
+            pod_uid=e.get("POD_UID", ""),
+            listen=get("SIDECAR_ADDR", "127.0.0.1:9477"),
+            health_port=int(get("HEALTH_PORT", "9478")),
+            backend=backend,  # type: ignore[arg-type]
+            visible_devices=get("VISIBLE_DEVICES") or None,
+            allow_all_gpus=get("ALLOW_ALL_GPUS", "false").lower() == "true",
+            sim_trace=get("SIM_TRACE", "square:350,120,2.0"),
+            sim_gpus=int(get("SIM_GPUS", "1")),
+            interval_s=float(get("INTERVAL_S", "1.0")),
+            sample_hz=float(get("SAMPLE_HZ", "10")),
+            token_file=get("TOKEN_FILE", "/var/run/secrets/carbontrack/token"),
+            buffer_records=int(get("BUFFER_RECORDS", "10000")),
+            max_backoff_s=float(get("MAX_BACKOFF_S", "30")),
+        )

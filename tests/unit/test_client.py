@@ -1,0 +1,125 @@
+"""The trainer client: one datagram per call, never blocking, never raising, a no-op without a sidecar."""
+
+from __future__ import annotations
+
+import ast
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from carbontrack import client
+from carbontrack.sidecar.markers import parse
+
+CLIENT_SRC = Path(client.__file__)
+
+
+@pytest.fixture
+def receiver() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(2)
+    yield sock
+    sock.close()
+
+
+def addr(sock: socket.socket) -> str:
+    host, port = sock.getsockname()
+    return f"{host}:{port}"
+
+
+def test_client_imports_only_the_standard_library() -> None:
+    tree = ast.parse(CLIENT_SRC.read_text())
+    modules = {
+        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in (n.names if isinstance(n, ast.Import) else [n])  # type: ignore[attr-defined]
+        if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+    }
+    assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
+
+
+def test_without_a_sidecar_every_call_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(client.ENV_ADDR, raising=False)
+    c = client.Client()
+    assert not c.enabled
+    assert c.step(1) is False
+    assert c.report_eval({"acc": 1.0}) is False
+    assert c.report_dp(1.0, 0.01, 1e-5) is False
+    assert c.end() is False
+
+
+def test_hello_then_one_parseable_datagram_per_step(receiver: socket.socket) -> None:
+    c = client.Client(addr(receiver))
+    hello = parse(receiver.recv(65536))
+    assert hello.kind == "hello"
+    for s in (1, 2, 3):
+        assert c.step(s)
+    markers = [parse(receiver.recv(65536)) for _ in range(3)]
+    assert [(m.kind, m.step, m.seq) for m in markers] == [("step", 1, 2), ("step", 2, 3), ("step", 3, 4)]
+    assert markers[0].client == hello.client
+    assert markers[0].t <= markers[1].t  # monotonic clock
+
+
+def test_eval_dp_and_end_messages(receiver: socket.socket) -> None:
+    c = client.Client(addr(receiver))
+    receiver.recv(65536)
+    c.step(7, metrics={"loss": 0.5})
+    c.report_eval({"eval_accuracy": 0.9})
+    c.report_dp(1.1, 0.004, 1e-5, accountant_epsilon=2.5)
+    c.end()
+    kinds = [parse(receiver.recv(65536)) for _ in range(4)]
+    assert [(m.kind, m.step) for m in kinds] == [("step", 7), ("eval", 7), ("dp", 7), ("end", 7)]
+    assert kinds[0].metrics == {"loss": 0.5}
+    assert kinds[2].dp == {
+        "noise_multiplier": 1.1,
+        "sample_rate": 0.004,
+        "delta": 1e-5,
+        "accountant_epsilon": 2.5,
+    }
+
+
+def test_bad_input_never_raises_into_the_training_loop(receiver: socket.socket) -> None:
+    c = client.Client(addr(receiver))
+    assert c.report_eval({"x": float("nan")}) is False  # not JSON-representable: dropped, counted
+    assert c.report_eval({"x": object()}) is False  # type: ignore[dict-item]
+    assert c.report_eval({f"m{i}": 1.0 for i in range(10_000)}) is False  # over the datagram limit
+    assert c.errors == 3
+    assert c.step("seven") is False  # type: ignore[arg-type]
+
+
+def test_dead_sidecar_does_not_block_or_raise() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = client.Client(f"127.0.0.1:{port}")  # nothing listens: ICMP port unreachable comes back
+    results = [c.step(i) for i in range(100)]
+    assert c.sent + c.errors == 101  # hello + 100 steps, each either sent or counted
+    assert any(results)
+
+
+def test_malformed_address_disables_the_client() -> None:
+    c = client.Client("not-an-address")
+    assert not c.enabled and c.errors == 1
+
+
+def test_hf_callback_reports_steps_evals_and_end(receiver: socket.socket) -> None:
+    from transformers import TrainerControl, TrainerState
+
+    from carbontrack.integrations.huggingface import CarbonTrackCallback
+
+    cb = CarbonTrackCallback(client.Client(addr(receiver)))
+    receiver.recv(65536)
+    state = TrainerState()
+    state.global_step = 12
+    args, control = object(), TrainerControl()
+    cb.on_step_end(args, state, control)
+    cb.on_evaluate(args, state, control, metrics={"eval_accuracy": 0.93, "epoch": 1, "note": "x"})
+    cb.on_train_end(args, state, control)
+    got = [json.loads(receiver.recv(65536)) for _ in range(3)]
+    assert [(m["k"], m["s"]) for m in got] == [("step", 12), ("eval", 12), ("end", 12)]
+    assert got[1]["m"] == {"eval_accuracy": 0.93, "epoch": 1.0}

@@ -9,7 +9,7 @@ configured (CARBONTRACK_SIDECAR_ADDR unset), so the same script runs anywhere.
     client.step(global_step)                  # once per optimizer step, after it completes
 
 Datagram (JSON): v (version), c (client id, new per process), q (sequence number, so the sidecar
-counts losses), t (CLOCK_MONOTONIC seconds, shared by all processes of the node), k (kind:
+counts losses), t (CLOCK_MONOTONIC in integer nanoseconds, shared by all processes of the node), k (kind:
 hello | step | eval | dp | end), s (global step), and per kind m (metrics), dp (DP-SGD params).
 """
 
@@ -50,7 +50,7 @@ class Client:
             return
         self._sock = sock
         head = f'{{"v":{VERSION},"c":"{self._id}","k":"step","q":'
-        self._step_fmt = (head + '%d,"t":%.6f,"s":%d}').encode()
+        self._step_fmt = (head + '%d,"t":%d,"s":%d}').encode()
         self._send(self._message("hello", 0, **_identity()))
 
     @property
@@ -66,7 +66,7 @@ class Client:
             return self._send(self._message("step", step, m=metrics))
         self._seq += 1
         try:
-            self._sock.send(self._step_fmt % (self._seq, time.monotonic(), step))
+            self._sock.send(self._step_fmt % (self._seq, time.monotonic_ns(), step))
         except (OSError, TypeError):
             self.errors += 1
             return False
@@ -111,7 +111,7 @@ class Client:
             "c": self._id,
             "k": kind,
             "q": self._seq,
-            "t": time.monotonic(),
+            "t": time.monotonic_ns(),
             "s": step,
             **fields,
         }

@@ -45,7 +45,7 @@ def sidecar(traces: list[Trace], clock: Clock, **backend_kw: object) -> tuple[Si
 
 
 def marker(step: int, seq: int, kind: str = "step", client: str = "c1", **extra: object) -> bytes:
-    return json.dumps({"v": 1, "c": client, "q": seq, "t": 0.0, "k": kind, "s": step, **extra}).encode()
+    return json.dumps({"v": 1, "c": client, "q": seq, "t": 0, "k": kind, "s": step, **extra}).encode()
 
 
 def truth(gpu: SimulatedBackend, t0: float, t1: float) -> float:

@@ -15,7 +15,7 @@ def make_backend(config: SidecarConfig, visible: str | None) -> EnergyBackend:
         from carbontrack.energy.simulated import SimulatedBackend, parse_trace
 
         traces = [parse_trace(config.sim_trace) for _ in range(config.sim_gpus)]
-        return SimulatedBackend(traces)
+        return SimulatedBackend(traces, has_energy_counter=config.sim_counter)
     if config.backend == "none":
         return UnavailableBackend("energy measurement disabled by configuration")
     from carbontrack.energy.nvml import NvmlBackend, parse_visible_devices

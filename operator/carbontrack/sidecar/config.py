@@ -27,6 +27,8 @@ class SidecarConfig:
     allow_all_gpus: bool = False
     sim_trace: str = "square:350,120,2.0"
     sim_gpus: int = 1
+    sim_counter: bool = True
+    """False simulates a GPU without an energy counter (pre-Volta): power is sampled and integrated."""
     interval_s: float = 1.0
     sample_hz: float = 10.0
     token_file: str = "/var/run/secrets/carbontrack/token"
@@ -58,6 +60,7 @@ class SidecarConfig:
             allow_all_gpus=get("ALLOW_ALL_GPUS", "false").lower() == "true",
             sim_trace=get("SIM_TRACE", "square:350,120,2.0"),
             sim_gpus=int(get("SIM_GPUS", "1")),
+            sim_counter=get("SIM_NO_COUNTER", "false").lower() != "true",
             interval_s=float(get("INTERVAL_S", "1.0")),
             sample_hz=float(get("SAMPLE_HZ", "10")),
             token_file=get("TOKEN_FILE", "/var/run/secrets/carbontrack/token"),

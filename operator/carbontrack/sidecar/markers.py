@@ -69,7 +69,7 @@ def parse(data: bytes) -> Marker:
     return Marker(
         client=str(msg.get("c", ""))[:64],
         seq=_count(msg.get("q"), "q"),
-        t=_finite(msg.get("t"), "t"),
+        t=_count(msg.get("t"), "t") / 1e9,
         kind=kind,
         step=_count(msg.get("s", 0), "s"),
         metrics=metrics,

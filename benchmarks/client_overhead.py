@@ -1,0 +1,148 @@
+"""What marking a step costs the training loop: carbontrack's client vs CodeCarbon and Zeus.
+
+Each tool is asked the same question, "attribute energy to this step", in its own idiom:
+  carbontrack   client.step(n)                                 (one UDP datagram to a live sidecar)
+  Zeus          monitor.end_window(prev); monitor.begin_window(n)   (ZeusMonitor, 8 GPUs, no sync)
+  CodeCarbon    tracker.stop_task(); tracker.start_task(n)     (EmissionsTracker task API, 8 GPUs)
+Peers read the same simulated GPUs as the sidecar (benchmarks/simnvml.py). Latency of every call is
+taken with perf_counter_ns; the timer's own floor is reported so it can be subtracted by eye.
+
+    python benchmarks/client_overhead.py [--calls 1000000] [--peer-calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from common import machine, percentile, start_sidecar
+
+from carbontrack import client
+from carbontrack.energy.simulated import SimulatedBackend, bursty
+
+TARGET_P50_US, TARGET_P99_US = 3.0, 20.0
+
+
+def measure(fn: Callable[[int], object], calls: int) -> dict[str, float]:
+    lat = array.array("Q", bytes(8 * calls))
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for i in range(calls):
+            t0 = clock()
+            fn(i)
+            lat[i] = clock() - t0
+    finally:
+        gc.enable()
+    values = sorted(lat)
+    return {
+        "calls": calls,
+        "p50_us": percentile(values, 50) / 1000,
+        "p99_us": percentile(values, 99) / 1000,
+        "mean_us": sum(values) / len(values) / 1000,
+    }
+
+
+def timer_floor(calls: int = 200_000) -> float:
+    return measure(lambda i: None, calls)["p50_us"]
+
+
+def ours(calls: int) -> dict[str, float]:
+    proc, addr = start_sidecar(gpus=8)
+    try:
+        c = client.Client(addr)
+        measure(c.step, 20_000)  # warm-up
+        result = measure(c.step, calls)
+        result["errors"] = c.errors
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def zeus(calls: int, gpu: SimulatedBackend) -> dict[str, float]:
+    from zeus.monitor import ZeusMonitor
+
+    monitor = ZeusMonitor(gpu_indices=list(range(len(gpu.traces))), cpu_indices=[])
+    # sync_execution=False: no CUDA here, and carbontrack does not synchronise either, so both pay
+    # only for their bookkeeping (with a GPU, Zeus's default adds a torch.cuda.synchronize per window).
+    monitor.begin_window("step-0", sync_execution=False)
+
+    def step(i: int) -> None:
+        monitor.end_window(f"step-{i}", sync_execution=False)
+        monitor.begin_window(f"step-{i + 1}", sync_execution=False)
+
+    return measure(step, calls)
+
+
+def codecarbon(calls: int) -> dict[str, float]:
+    from codecarbon import EmissionsTracker
+
+    tracker = EmissionsTracker(save_to_file=False, log_level="error", gpu_ids=list(range(8)))
+    tracker.start_task("step-0")
+
+    def step(i: int) -> None:
+        tracker.stop_task()
+        tracker.start_task(f"step-{i + 1}")
+
+    try:
+        return measure(step, calls)
+    finally:
+        tracker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--peer-calls", type=int, default=2000)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    results: dict[str, dict[str, float] | str] = {"machine": machine()}
+    results["timer floor"] = {"p50_us": timer_floor()}
+    results["carbontrack client.step()"] = ours(args.calls)
+    import simnvml
+
+    gpu = SimulatedBackend([bursty(i) for i in range(8)])
+    simnvml.install(gpu)
+    for name, fn in (
+        ("Zeus end_window+begin_window", lambda: zeus(args.peer_calls, gpu)),
+        ("CodeCarbon stop_task+start_task", lambda: codecarbon(args.peer_calls)),
+    ):
+        try:
+            results[name] = fn()
+        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+            results[name] = f"could not run: {type(exc).__name__}: {exc}"[:300]
+    print(f"\nStep-marking cost per training step ({results['machine']})\n")
+    print(f"| tool | calls | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        if name == "machine":
+            continue
+        if isinstance(r, str):
+            print(f"| {name} | – | {r} | | |")
+        elif "calls" in r:
+            print(
+                f"| {name} | {int(r['calls'])} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r['mean_us']:.2f} |"
+            )
+        else:
+            print(f"| {name} | – | {r['p50_us']:.3f} | | |")
+    ours_r = results["carbontrack client.step()"]
+    assert isinstance(ours_r, dict)
+    print(
+        f"\ntargets: p50 ≤ {TARGET_P50_US} µs ({'met' if ours_r['p50_us'] <= TARGET_P50_US else 'MISSED'}), "
+        f"p99 ≤ {TARGET_P99_US} µs ({'met' if ours_r['p99_us'] <= TARGET_P99_US else 'MISSED'})"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

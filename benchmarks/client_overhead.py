@@ -121,18 +121,18 @@ def main() -> None:
         except Exception as exc:  # a peer that cannot run here is reported, not fatal
             results[name] = f"could not run: {type(exc).__name__}: {exc}"[:300]
     print(f"\nStep-marking cost per training step ({results['machine']})\n")
-    print(f"| tool | calls | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|")
+    print("| tool | calls | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
         if name == "machine":
             continue
         if isinstance(r, str):
-            print(f"| {name} | – | {r} | | |")
+            print(f"| {name} | - | {r} | | |")
         elif "calls" in r:
             print(
                 f"| {name} | {int(r['calls'])} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r['mean_us']:.2f} |"
             )
         else:
-            print(f"| {name} | – | {r['p50_us']:.3f} | | |")
+            print(f"| {name} | - | {r['p50_us']:.3f} | | |")
     ours_r = results["carbontrack client.step()"]
     assert isinstance(ours_r, dict)
     print(

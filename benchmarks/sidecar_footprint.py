@@ -40,10 +40,10 @@ class Ack(BaseHTTPRequestHandler):
 
 
 def watch(pid: int, seconds: float, work: Any = None) -> dict[str, float]:
-    """CPU % of one core and peak RSS of `pid` over `seconds`, while `work(elapsed)` runs at 10 Hz."""
+    """CPU % of one core and peak RSS of `pid` over `seconds`, while `work(n)` runs at 10 Hz."""
     cpu0, t0, peak = cpu_seconds(pid), time.monotonic(), 0.0
     n = 0
-    while (elapsed := time.monotonic() - t0) < seconds:
+    while time.monotonic() - t0 < seconds:
         if work:
             work(n)
         n += 1

@@ -1,0 +1,148 @@
+"""Per-job aggregation of sidecar telemetry: exact totals from cumulative counters.
+
+Each sidecar boot is a *source* (pod, boot id) reporting cumulative energy since it booted. The job's
+energy is the sum over sources of their newest cumulative value, so duplicated, reordered, lost or
+replayed batches never change it; only the growth of a source's counter is new energy, and only new
+energy is turned into emissions, at the grid intensity in force when it arrived. Sources are part of
+the CR status, so an operator restart resumes exactly where the last status write left off.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from carbontrack.api.wire import DPParams, TelemetryBatch
+from carbontrack.core.emissions import emissions_g
+
+MAX_W_PER_GPU = 5000.0
+"""No GPU draws more; a counter growing faster is refused as absurd, not added."""
+WINDOW = 200
+"""Per-step records kept per source for J/step and steps/s."""
+
+
+class Verdict(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
+    BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot
+    ABSURD = "absurd"  # growth no hardware can produce
+
+
+@dataclass
+class Source:
+    """High-water mark of one sidecar boot: everything needed to resume after a restart."""
+
+    pod: str
+    boot_id: str
+    seq: int = -1
+    energy_j: float = 0.0
+    gpu_energy_j: dict[int, float] = field(default_factory=dict)
+    steps_seen: int = 0
+    global_step: int = 0
+    last_record_step: int = -1
+    sent_at: float = 0.0
+    power_w: float = 0.0
+    method: str = "unavailable"
+    markers_dropped: int = 0
+    records_dropped: int = 0
+    final: bool = False
+    records: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    """(steps covered, joules, seconds) of recent per-step records."""
+
+    def joules_per_step(self) -> float | None:
+        steps = sum(r[0] for r in self.records)
+        return sum(r[1] for r in self.records) / steps if steps else None
+
+    def steps_per_s(self) -> float | None:
+        seconds = sum(r[2] for r in self.records)
+        return sum(r[0] for r in self.records) / seconds if seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class Applied:
+    verdict: Verdict
+    energy_j: float = 0.0
+    emissions_g: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class JobAggregate:
+    sources: dict[tuple[str, str], Source] = field(default_factory=dict)
+    emissions_g: float = 0.0
+    evals: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """metric -> (step, value) of the newest report."""
+    dp: DPParams | None = None
+
+    @property
+    def energy_j(self) -> float:
+        return sum(s.energy_j for s in self.sources.values())
+
+    @property
+    def global_step(self) -> int:
+        return max((s.global_step for s in self.sources.values()), default=0)
+
+    def power_w(self, now: float, horizon_s: float = 30.0) -> float:
+        """Sum of the sources' latest power, over sources heard from recently and not finished."""
+        return sum(s.power_w for s in self.sources.values() if not s.final and now - s.sent_at <= horizon_s)
+
+    def joules_per_step(self) -> float | None:
+        """Job energy per global step: every replica works on each global step, so the sum over pods."""
+        live = [s for s in self.sources.values() if not s.final] or list(self.sources.values())
+        per_pod = [j for s in live if (j := s.joules_per_step()) is not None]
+        return sum(per_pod) if per_pod else None
+
+    def apply(self, batch: TelemetryBatch, *, pue: float, intensity_g_per_kwh: float) -> Applied:
+        """Fold one batch in. Only growth beyond the source's high-water mark counts."""
+        key = (batch.pod.name, batch.boot_id)
+        src = self.sources.get(key) or Source(pod=batch.pod.name, boot_id=batch.boot_id)
+        if batch.seq <= src.seq:
+            return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+        total = batch.energy_joules
+        delta = total - src.energy_j
+        if delta < -1e-6 or any(
+            g.energy_joules < src.gpu_energy_j.get(g.index, 0.0) - 1e-6 for g in batch.gpus
+        ):
+            return Applied(
+                Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})"
+            )
+        if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
+            return Applied(
+                Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
+            )
+        elapsed = max(batch.sent_at - src.sent_at, 1.0) if src.seq >= 0 else None
+        if elapsed is not None and delta / elapsed > MAX_W_PER_GPU * max(len(batch.gpus), 1):
+            return Applied(Verdict.ABSURD, message=f"{delta / elapsed:.0f} W is beyond any GPU")
+        delta = max(delta, 0.0)
+        grams = emissions_g(delta, pue, intensity_g_per_kwh)
+        if elapsed is not None and batch.sent_at > src.sent_at:
+            src.power_w = delta / (batch.sent_at - src.sent_at)
+        src.seq, src.energy_j, src.sent_at = batch.seq, max(total, src.energy_j), batch.sent_at
+        src.gpu_energy_j = {g.index: g.energy_joules for g in batch.gpus}
+        src.steps_seen, src.global_step = batch.steps_seen, batch.global_step
+        src.method, src.final = batch.method, batch.final
+        src.markers_dropped, src.records_dropped = batch.markers_dropped, batch.records_dropped
+        for record in batch.steps:
+            if record.step > src.last_record_step:  # a record delivered twice is recognised by its step
+                src.records.append((record.step - record.first_step, record.energy_joules, record.duration_s))
+                src.last_record_step = record.step
+        for report in batch.evals:
+            for name, value in report.metrics.items():
+                if name not in self.evals or report.step >= self.evals[name][0]:
+                    self.evals[name] = (report.step, value)
+        if batch.dp is not None and (self.dp is None or batch.dp.step >= self.dp.step):
+            self.dp = batch.dp
+        self.sources[key] = src
+        self.emissions_g += grams
+        return Applied(Verdict.ACCEPTED, energy_j=delta, emissions_g=grams)
+
+    def projection(
+        self, total_steps: int, pue: float, intensity_g_per_kwh: float
+    ) -> tuple[float, float] | None:
+        """(energy J, emissions g) at total_steps, from the recent J/step and the intensity now."""
+        per_step = self.joules_per_step()
+        if per_step is None:
+            return None
+        remaining = max(total_steps - self.global_step, 0) * per_step
+        return self.energy_j + remaining, self.emissions_g + emissions_g(remaining, pue, intensity_g_per_kwh)

@@ -34,6 +34,23 @@ def _sidecar(args: argparse.Namespace) -> int:
     return sidecar_main()
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from carbontrack.controller import handlers  # noqa: F401  (registers the handlers)
+    from carbontrack.logs import setup_logging
+
+    setup_logging()
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        liveness_endpoint=None,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbontrack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     crd.set_defaults(func=_crd)
     sidecar = sub.add_parser("sidecar", help="run the energy sidecar (configured by CARBONTRACK_* env)")
     sidecar.set_defaults(func=_sidecar)
+    op = sub.add_parser("operator", help="run the operator (kopf) with its telemetry server")
+    op.add_argument("-n", "--namespace", action="append", help="watch only these namespaces (default: all)")
+    op.add_argument(
+        "--peering", default="", help="kopf peering name for several replicas (default: standalone)"
+    )
+    op.set_defaults(func=_operator)
     return parser
 
 

@@ -260,6 +260,34 @@ class IntensityStatus(KubeModel):
     updated_at: datetime | None = None
 
 
+class SourceStatus(KubeModel):
+    """High-water mark of one sidecar boot, kept in status so a restarted operator resumes exactly."""
+
+    pod: str
+    boot_id: str
+    seq: int = Field(ge=0)
+    energy_joules: float = Field(ge=0)
+    gpu_energy_joules: list[float] = Field(default_factory=list)
+    """Cumulative joules per GPU index, for the counters-went-backwards check."""
+    steps_seen: int = Field(0, ge=0)
+    global_step: int = Field(0, ge=0)
+    last_record_step: int = -1
+    sent_at: float = 0
+    method: str = "unavailable"
+    markers_dropped: int = Field(0, ge=0)
+    records_dropped: int = Field(0, ge=0)
+    final: bool = False
+
+
+class TelemetryStatus(KubeModel):
+    """Where the totals come from: one entry per (pod, sidecar boot)."""
+
+    sources: list[SourceStatus] = Field(default_factory=list)
+    last_batch_at: datetime | None = None
+    joules_per_step: float | None = None
+    steps_per_second: float | None = None
+
+
 class CarbonTrackedJobStatus(KubeModel):
     """Observed state; written only by the operator."""
 
@@ -284,6 +312,7 @@ class CarbonTrackedJobStatus(KubeModel):
     epsilon_claimed: float | None = None
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
+    telemetry: TelemetryStatus | None = None
     gates: list[GateResult] = Field(default_factory=list)
     gate_summary: str | None = None
     """e.g. 3/3 passed, or the name of the failing gate, for kubectl get."""

@@ -1,0 +1,47 @@
+"""Operator configuration (environment; the Helm chart sets it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    telemetry_port: int = 8443
+    """Port of the telemetry, metrics and health server."""
+    operator_url: str = "http://carbontrack.carbontrack-system.svc:8443"
+    """How sidecars reach the telemetry server (the Service's address)."""
+    sidecar_image: str = "ghcr.io/carbontrack/carbontrack:0.1.0"
+    sidecar_backend: str = "nvml"
+    sidecar_cpu: str = "50m"
+    sidecar_memory: str = "96Mi"
+    status_interval_s: float = 10.0
+    """At most one status patch per object per interval."""
+    token_cache_s: float = 60.0
+    default_zone: str = ""
+    intensity_provider: str = "static"
+    intensity_secret: str = ""
+    max_body_bytes: int = 1 << 20
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        e = dict(os.environ if env is None else env)
+
+        def get(name: str, default: str) -> str:
+            return e.get(f"CARBONTRACK_{name}", default)
+
+        return cls(
+            telemetry_port=int(get("TELEMETRY_PORT", "8443")),
+            operator_url=get("OPERATOR_URL", cls.operator_url),
+            sidecar_image=get("SIDECAR_IMAGE", cls.sidecar_image),
+            sidecar_backend=get("SIDECAR_BACKEND", "nvml"),
+            sidecar_cpu=get("SIDECAR_CPU", "50m"),
+            sidecar_memory=get("SIDECAR_MEMORY", "96Mi"),
+            status_interval_s=float(get("STATUS_INTERVAL_S", "10")),
+            token_cache_s=float(get("TOKEN_CACHE_S", "60")),
+            default_zone=get("DEFAULT_ZONE", ""),
+            intensity_provider=get("INTENSITY_PROVIDER", "static"),
+            intensity_secret=get("INTENSITY_SECRET", ""),
+            max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
+        )

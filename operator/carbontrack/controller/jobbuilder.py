@@ -1,0 +1,160 @@
+"""What the Job should look like: a pure function of the CarbonTrackedJob (no I/O).
+
+The user's pod template gets the sidecar as a *native sidecar* (an init container with
+restartPolicy: Always, so the Job completes when the trainer exits), the env the trainer's client
+needs, the downward-API pod identity, and a projected service-account token with audience
+`carbontrack` that the operator verifies with a TokenReview. Injection is idempotent: injecting an
+already injected template changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from carbontrack.api.crd import CarbonTrackedJobSpec
+from carbontrack.controller.config import OperatorConfig
+
+SIDECAR_NAME = "carbontrack-sidecar"
+TOKEN_VOLUME = "carbontrack-token"
+TOKEN_DIR = "/var/run/secrets/carbontrack"
+TOKEN_AUDIENCE = "carbontrack"
+SIDECAR_PORT = 9477
+HEALTH_PORT = 9478
+LABEL_JOB = "carbontrack.io/job"
+LABEL_MANAGED = "carbontrack.io/managed"
+INJECTED_ANNOTATION = "carbontrack.io/injected"
+
+
+class InjectionError(ValueError):
+    """The template cannot be injected (say, it already has a container named like the sidecar)."""
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": SIDECAR_NAME,
+        "image": config.sidecar_image,
+        "args": ["sidecar"],
+        "restartPolicy": "Always",
+        "env": [
+            _env("CARBONTRACK_OPERATOR_URL", config.operator_url),
+            _env("CARBONTRACK_JOB_NAME", job_name),
+            _env("CARBONTRACK_JOB_NAMESPACE", namespace),
+            _env("CARBONTRACK_ENERGY_BACKEND", config.sidecar_backend),
+            _env("CARBONTRACK_SIDECAR_ADDR", f"127.0.0.1:{SIDECAR_PORT}"),
+            _env("CARBONTRACK_HEALTH_PORT", str(HEALTH_PORT)),
+            _env("CARBONTRACK_TOKEN_FILE", f"{TOKEN_DIR}/token"),
+            # NVML must see the node's GPUs to find the trainer's; it measures only those the trainer names.
+            _env("NVIDIA_VISIBLE_DEVICES", "all"),
+            _field_env("POD_NAME", "metadata.name"),
+            _field_env("POD_NAMESPACE", "metadata.namespace"),
+            _field_env("POD_UID", "metadata.uid"),
+        ],
+        "resources": {
+            "requests": {"cpu": config.sidecar_cpu, "memory": config.sidecar_memory},
+            "limits": {"cpu": config.sidecar_cpu, "memory": config.sidecar_memory},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT, "host": "127.0.0.1"},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}],
+    }
+
+
+def inject(template: dict[str, Any], job_name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """The user's pod template with the sidecar, the client env and the token volume added."""
+    out = copy.deepcopy(template)
+    meta = out.setdefault("metadata", {})
+    spec = out.setdefault("spec", {})
+    if meta.get("annotations", {}).get(INJECTED_ANNOTATION) == "true":
+        return out
+    names = {c.get("name") for c in spec.get("containers", []) + spec.get("initContainers", [])}
+    if SIDECAR_NAME in names:
+        raise InjectionError(f"the pod template already has a container named {SIDECAR_NAME!r}")
+    if TOKEN_VOLUME in {v.get("name") for v in spec.get("volumes", [])}:
+        raise InjectionError(f"the pod template already has a volume named {TOKEN_VOLUME!r}")
+    if not spec.get("containers"):
+        raise InjectionError("the pod template has no containers")
+    meta.setdefault("labels", {}).update({LABEL_JOB: job_name, LABEL_MANAGED: "true"})
+    meta.setdefault("annotations", {})[INJECTED_ANNOTATION] = "true"
+    spec["initContainers"] = [sidecar_container(job_name, namespace, config), *spec.get("initContainers", [])]
+    for container in spec["containers"]:
+        env = container.setdefault("env", [])
+        if not any(e.get("name") == "CARBONTRACK_SIDECAR_ADDR" for e in env):
+            env.append(_env("CARBONTRACK_SIDECAR_ADDR", f"127.0.0.1:{SIDECAR_PORT}"))
+    spec.setdefault("volumes", []).append(
+        {
+            "name": TOKEN_VOLUME,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": TOKEN_AUDIENCE,
+                            "expirationSeconds": 3600,
+                            "path": "token",
+                        }
+                    }
+                ]
+            },
+        }
+    )
+    spec.setdefault("restartPolicy", "Never")
+    return out
+
+
+def job_name_for(ctj_name: str) -> str:
+    return ctj_name[:63]
+
+
+def build_job(
+    name: str, namespace: str, uid: str, spec: CarbonTrackedJobSpec, replicas: int, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Indexed Job for a CarbonTrackedJob at `replicas` workers (parallelism = completions)."""
+    template = inject(spec.template, name, namespace, config)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name_for(name),
+            "namespace": namespace,
+            "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "carbontrack.io/v1alpha1",
+                    "kind": "CarbonTrackedJob",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": replicas,
+            "parallelism": replicas,
+            "backoffLimitPerIndex": 2,
+            "maxFailedIndexes": 0,
+            "suspend": spec.suspend,
+            "podReplacementPolicy": "Failed",
+            "template": template,
+        },
+    }

@@ -1,0 +1,282 @@
+"""Live per-job state in the operator, and the rate-limited status writer.
+
+Each CarbonTrackedJob the operator hears about gets a JobState: its aggregate (rebuilt from the CR's
+status the first time, so a restart resumes exactly), its spec, and one writer task. The writer
+coalesces: however many batches arrive, it patches status at most once per interval, never with
+more than one patch in flight for the object, and retries a failed patch with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
+from carbontrack.api.wire import TelemetryBatch
+from carbontrack.controller import metrics
+from carbontrack.controller.config import OperatorConfig
+from carbontrack.core.aggregation import Applied, JobAggregate, Source, Verdict
+from carbontrack.core.emissions import kwh
+from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
+from carbontrack.intensity.static import Intensity, zone_for
+
+log = logging.getLogger("carbontrack.telemetry")
+
+
+def restore(status: CarbonTrackedJobStatus | None) -> JobAggregate:
+    """The aggregate as the last status write left it."""
+    agg = JobAggregate()
+    if status is None or status.telemetry is None:
+        return agg
+    for s in status.telemetry.sources:
+        agg.sources[(s.pod, s.boot_id)] = Source(
+            pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
+            gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
+            global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
+            method=s.method, markers_dropped=s.markers_dropped, records_dropped=s.records_dropped,
+            final=s.final,
+        )  # fmt: skip
+    agg.emissions_g = status.emissions_grams
+    return agg
+
+
+def status_patch(
+    agg: JobAggregate, spec: CarbonTrackedJobSpec, intensity: Intensity, now: float
+) -> dict[str, Any]:
+    """The telemetry-owned part of status (merge patch): totals, projection, intensity, sources."""
+    sources = [
+        {
+            "pod": s.pod, "bootId": s.boot_id, "seq": s.seq, "energyJoules": s.energy_j,
+            "gpuEnergyJoules": [s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], "stepsSeen": s.steps_seen,
+            "globalStep": s.global_step, "lastRecordStep": s.last_record_step, "sentAt": s.sent_at,
+            "method": s.method, "markersDropped": s.markers_dropped, "recordsDropped": s.records_dropped,
+            "final": s.final,
+        }
+        for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
+    ]  # fmt: skip
+    projection = agg.projection(spec.total_steps, spec.carbon.pue, intensity.g_per_kwh)
+    per_step = agg.joules_per_step()
+    rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
+    return {
+        "status": {
+            "steps": agg.global_step,
+            "energyJoules": agg.energy_j,
+            "energyKwh": round(kwh(agg.energy_j), 6),
+            "emissionsGrams": agg.emissions_g,
+            "emissionsKg": round(agg.emissions_g / 1000, 6),
+            "powerWatts": round(agg.power_w(now), 3),
+            "intensity": {
+                "gramsPerKwh": intensity.g_per_kwh,
+                "zone": intensity.zone,
+                "source": intensity.source,
+            },
+            "projected": None
+            if projection is None
+            else {"energyJoules": projection[0], "emissionsGrams": projection[1]},
+            "telemetry": {
+                "sources": sources,
+                "lastBatchAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "joulesPerStep": per_step,
+                "stepsPerSecond": max(rates) if rates else None,
+            },
+        }
+    }
+
+
+@dataclass
+class JobState:
+    namespace: str
+    name: str
+    spec: CarbonTrackedJobSpec
+    aggregate: JobAggregate
+    intensity: Intensity
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    writer: asyncio.Task[None] | None = None
+    patch_times: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+    node_region: str | None = None
+
+
+class Registry:
+    """All jobs the telemetry path knows, keyed by (namespace, name)."""
+
+    def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
+        self.api = api
+        self.config = config
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.jobs: dict[tuple[str, str], JobState] = {}
+        self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+        self._resolvers: dict[tuple[str, str, str], IntensityResolver] = {}
+        self.static = IntensityResolver()
+
+    async def get(self, namespace: str, name: str) -> JobState | None:
+        """The job's state, loading (and restoring from status) on first use; None if no such CR."""
+        key = (namespace, name)
+        if key in self.jobs:
+            return self.jobs[key]
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key in self.jobs:
+                return self.jobs[key]
+            try:
+                obj = await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            spec = CarbonTrackedJobSpec.model_validate(obj["spec"])
+            raw_status = obj.get("status") or {}
+            status = CarbonTrackedJobStatus.model_validate(raw_status) if raw_status else None
+            zone = zone_for(spec.carbon.zone, self.config.default_zone or None)
+            state = JobState(namespace, name, spec, restore(status), self.static_intensity(spec, zone))
+            state.writer = asyncio.create_task(
+                self._write_loop(state), name=f"status-writer {namespace}/{name}"
+            )
+            self.jobs[key] = state
+            log.info(
+                "telemetry state loaded",
+                extra={"job": f"{namespace}/{name}", "restoredJ": state.aggregate.energy_j},
+            )
+            return state
+
+    def static_intensity(self, spec: CarbonTrackedJobSpec, zone: str) -> Intensity:
+        from carbontrack.intensity.static import lookup
+
+        if spec.carbon.intensity.grams_per_kwh is not None:
+            return Intensity(spec.carbon.intensity.grams_per_kwh, zone, "override")
+        return lookup(zone)
+
+    async def refresh_intensity(self, state: JobState, pod: str) -> None:
+        """Zone from the spec, else the pod's node's region; value from the configured provider."""
+        spec = state.spec
+        if spec.carbon.intensity.grams_per_kwh is not None:
+            return
+        if not spec.carbon.zone and state.node_region is None:
+            try:
+                p = await self.core.read_namespaced_pod(pod, state.namespace)
+                if p.spec.node_name:
+                    node = await self.core.read_node(p.spec.node_name)
+                    state.node_region = (node.metadata.labels or {}).get("topology.kubernetes.io/region", "")
+            except ApiException:
+                state.node_region = ""
+        zone = zone_for(spec.carbon.zone, state.node_region or self.config.default_zone or None)
+        resolver = await self._resolver(state)
+        state.intensity = await resolver.current(zone)
+
+    async def _resolver(self, state: JobState) -> IntensityResolver:
+        provider = state.spec.carbon.intensity.provider
+        secret = state.spec.carbon.intensity.secret_name or self.config.intensity_secret
+        if provider == "static" or not secret:
+            return self.static
+        key = (state.namespace, provider, secret)
+        if key not in self._resolvers:
+            data = (await self.core.read_namespaced_secret(secret, state.namespace)).data or {}
+            import base64
+
+            def field_(name: str) -> str:
+                return base64.b64decode(data.get(name, "")).decode()
+
+            live = (
+                ElectricityMaps(field_("apiKey"))
+                if provider == "electricitymaps"
+                else WattTime(field_("username"), field_("password"))
+            )
+            self._resolvers[key] = IntensityResolver(live)
+        return self._resolvers[key]
+
+    async def apply(self, state: JobState, batch: TelemetryBatch) -> Applied:
+        async with state.lock:
+            try:
+                await self.refresh_intensity(state, batch.pod.name)
+            except Exception as exc:  # intensity lookup must never lose energy: keep the last figure
+                log.warning(
+                    "intensity refresh failed: %s", exc, extra={"job": f"{state.namespace}/{state.name}"}
+                )
+            before_step = state.aggregate.global_step
+            result = state.aggregate.apply(
+                batch, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
+            )
+        labels = (state.namespace, state.name)
+        if result.verdict is Verdict.ACCEPTED:
+            metrics.batches.labels(*labels).inc()
+            metrics.energy.labels(*labels).inc(result.energy_j)
+            metrics.emissions.labels(*labels).inc(result.emissions_g)
+            metrics.steps.labels(*labels).inc(max(state.aggregate.global_step - before_step, 0))
+            metrics.power.labels(*labels).set(state.aggregate.power_w(batch.sent_at))
+            metrics.intensity.labels(*labels).set(state.intensity.g_per_kwh)
+            state.dirty.set()
+        return result
+
+    async def _write_loop(self, state: JobState) -> None:
+        interval = self.config.status_interval_s
+        last = 0.0
+        failures = 0
+        while True:
+            await state.dirty.wait()
+            wait = last + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)  # coalesce: everything that arrives meanwhile goes in one patch
+            state.dirty.clear()
+            async with state.lock:
+                body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
+            try:
+                await self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, state.namespace, PLURAL, state.name, body,
+                    _content_type="application/merge-patch+json",  # else JSON patch is picked for a dict
+                )  # type: ignore[call-arg]  # fmt: skip
+                failures = 0
+                last = time.monotonic()
+                state.patch_times.append(last)
+                metrics.status_patches.labels(state.namespace, state.name).inc()
+            except ApiException as exc:
+                if exc.status == 404:
+                    self.jobs.pop((state.namespace, state.name), None)
+                    return
+                failures += 1
+                state.dirty.set()
+                last = time.monotonic()
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                log.warning(
+                    "status patch failed; retrying", extra={"status": exc.status, "failures": failures}
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status writer error")
+                failures += 1
+                state.dirty.set()
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+
+    async def flush(self) -> None:
+        """Write every pending status now (shutdown): the next operator resumes from it."""
+        for state in list(self.jobs.values()):
+            if state.writer:
+                state.writer.cancel()
+            if state.dirty.is_set():
+                body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
+                try:
+                    await self.custom.patch_namespaced_custom_object_status(
+                        GROUP, VERSION, state.namespace, PLURAL, state.name, body,
+                        _content_type="application/merge-patch+json",
+                    )  # type: ignore[call-arg]  # fmt: skip
+                except ApiException as exc:
+                    log.warning("final status patch failed", extra={"status": exc.status})
+
+    def forget(self, namespace: str, name: str) -> None:
+        state = self.jobs.pop((namespace, name), None)
+        if state and state.writer:
+            state.writer.cancel()
+
+    def update_spec(self, namespace: str, name: str, spec: CarbonTrackedJobSpec) -> None:
+        state = self.jobs.get((namespace, name))
+        if state is not None:
+            state.spec = spec

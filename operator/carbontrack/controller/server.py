@@ -1,0 +1,118 @@
+"""The operator's HTTP server: telemetry ingestion, /metrics, /healthz and /readyz.
+
+POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{reason}:
+  200 accepted (body: TelemetryAck)      400 malformed or unknown version     401 bad or missing token
+  403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
+  413 body over the size limit           422 counters or steps went backwards, or absurd values
+Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
+from carbontrack.controller import metrics
+from carbontrack.controller.auth import Authenticator, AuthError
+from carbontrack.controller.registry import Registry
+from carbontrack.core.aggregation import Verdict
+
+log = logging.getLogger("carbontrack.telemetry")
+
+_VERDICT_STATUS = {Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422}
+
+
+def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
+    metrics.rejected.labels(reason).inc()
+    body = TelemetryAck(accepted=False, seq=seq, message=message).model_dump_json(by_alias=True)
+    return web.Response(status=status, text=body, content_type="application/json")
+
+
+class TelemetryServer:
+    def __init__(self, registry: Registry, auth: Authenticator, max_body_bytes: int) -> None:
+        self.registry = registry
+        self.auth = auth
+        self.ready = False
+        self.app = web.Application(client_max_size=max_body_bytes)
+        self.app.router.add_post(TELEMETRY_PATH, self.telemetry)
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.ready = True
+        log.info("telemetry server listening", extra={"port": port})
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok") if self.ready else web.Response(status=503, text="starting")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def telemetry(self, request: web.Request) -> web.Response:
+        try:
+            return await self._telemetry(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(413, "too-large", "batch larger than the limit")
+        except Exception:
+            log.exception("telemetry handler failed")
+            return _refuse(500, "internal", "internal error")
+
+    async def _telemetry(self, request: web.Request) -> web.Response:
+        limit = request.app._client_max_size
+        if request.content_length is not None and request.content_length > limit:
+            return _refuse(413, "too-large", f"batch larger than {limit} bytes")
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.startswith("Bearer ") else ""
+        raw = await request.read()
+        try:
+            doc: Any = json.loads(raw)
+        except ValueError:
+            return _refuse(400, "malformed", "body is not JSON")
+        if isinstance(doc, dict) and doc.get("version") != 1:
+            return _refuse(
+                400,
+                "unknown-version",
+                f"unsupported telemetry version {doc.get('version')!r}; this operator speaks 1",
+            )
+        try:
+            batch = TelemetryBatch.model_validate(doc)
+        except ValidationError as exc:
+            return _refuse(400, "malformed", f"invalid batch: {exc.errors(include_url=False)[:3]}")
+        try:
+            identity = await self.auth.identify(token)
+            if batch.job.namespace != batch.pod.namespace:
+                raise AuthError(403, "wrong-job", "a pod reports only for a job in its own namespace")
+            await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
+        except AuthError as exc:
+            return _refuse(exc.status, exc.reason, str(exc), batch.seq)
+        state = await self.registry.get(batch.job.namespace, batch.job.name)
+        if state is None:
+            return _refuse(
+                404, "unknown-job", f"no CarbonTrackedJob {batch.job.namespace}/{batch.job.name}", batch.seq
+            )
+        result = await self.registry.apply(state, batch)
+        if result.verdict is not Verdict.ACCEPTED:
+            return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
+        ack = TelemetryAck(accepted=True, seq=batch.seq)
+        return web.Response(text=ack.model_dump_json(by_alias=True), content_type="application/json")

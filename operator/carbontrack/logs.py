@@ -8,7 +8,8 @@ import os
 import sys
 import time
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# kopf attaches its whole settings object and internal flags to every record: noise in a log line.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "settings", "k8s_skip"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,14 +7,8 @@ tests) so these can check what the sidecar puts on the wire, byte for byte.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from carbontrack import client
 from carbontrack.api.wire import TelemetryBatch
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.sidecars import Sidecar, free_port
 
 
 class Receiver:
@@ -67,53 +55,6 @@ class Receiver:
         return {r.step: r.energy_joules for b in self.batches for r in b.steps}
 
 
-class Sidecar:
-    def __init__(self, tmp: Path, operator_port: int, **env: str) -> None:
-        self.udp = free_port(socket.SOCK_DGRAM)
-        self.health = free_port()
-        token = tmp / "token"
-        token.write_text("test-token\n")
-        self.env = {
-            **os.environ,
-            "CARBONTRACK_OPERATOR_URL": f"http://127.0.0.1:{operator_port}",
-            "CARBONTRACK_JOB_NAME": "llama",
-            "POD_NAMESPACE": "ml",
-            "POD_NAME": "llama-0-abcde",
-            "POD_UID": "uid-1",
-            "CARBONTRACK_SIDECAR_ADDR": f"127.0.0.1:{self.udp}",
-            "CARBONTRACK_HEALTH_PORT": str(self.health),
-            "CARBONTRACK_ENERGY_BACKEND": "simulated",
-            "CARBONTRACK_SIM_TRACE": "constant:300",
-            "CARBONTRACK_SIM_GPUS": "2",
-            "CARBONTRACK_INTERVAL_S": "0.2",
-            "CARBONTRACK_TOKEN_FILE": str(token),
-            **env,
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carbontrack.sidecar"], env=self.env, stderr=subprocess.PIPE, text=True
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                self.healthz()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("sidecar did not come up")
-
-    def healthz(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/healthz", timeout=2) as r:
-            return dict(json.loads(r.read()))
-
-    def client(self) -> client.Client:
-        return client.Client(f"127.0.0.1:{self.udp}")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=20)
-        return err
-
-
 @pytest.fixture
 def operator_port() -> int:
     return free_port()
@@ -138,7 +79,7 @@ def wait_for(cond: Any, timeout: float = 10) -> None:
 def test_client_to_sidecar_to_operator_exact_energy_and_sigterm_flush(
     tmp_path: Path, operator_port: int, receiver: Receiver
 ) -> None:
-    sc = Sidecar(tmp_path, operator_port)
+    sc = Sidecar(tmp_path, f"http://127.0.0.1:{operator_port}")
     trainer = sc.client()
     for step in range(1, 21):
         time.sleep(0.03)
@@ -164,7 +105,7 @@ def test_client_to_sidecar_to_operator_exact_energy_and_sigterm_flush(
 
 
 def test_operator_down_then_up_delivers_everything(tmp_path: Path, operator_port: int) -> None:
-    sc = Sidecar(tmp_path, operator_port, CARBONTRACK_MAX_BACKOFF_S="1")
+    sc = Sidecar(tmp_path, f"http://127.0.0.1:{operator_port}")
     trainer = sc.client()
     for step in range(1, 31):
         trainer.step(step)
@@ -182,7 +123,7 @@ def test_operator_down_then_up_delivers_everything(tmp_path: Path, operator_port
 
 
 def test_buffer_is_bounded_while_the_operator_is_dead(tmp_path: Path, operator_port: int) -> None:
-    sc = Sidecar(tmp_path, operator_port, CARBONTRACK_BUFFER_RECORDS="20")
+    sc = Sidecar(tmp_path, f"http://127.0.0.1:{operator_port}", CARBONTRACK_BUFFER_RECORDS="20")
     trainer = sc.client()
     for step in range(1, 101):
         trainer.step(step)

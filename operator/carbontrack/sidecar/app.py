@@ -75,6 +75,7 @@ class Sidecar:
         self.sent = 0
         self.refused = 0
         self.last_ok: float | None = None
+        self.last_batch: TelemetryBatch | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -92,6 +93,7 @@ class Sidecar:
 
     async def ship_once(self, final: bool = False) -> SendResult:
         batch = self.state.batch(time.monotonic(), final=final, max_records=self.max_records)
+        self.last_batch = batch
         if not self.config.operator_url:
             self.state.outbox.ack(batch.seq)
             return SendResult(200)
@@ -204,7 +206,7 @@ class Sidecar:
             "sidecar stopped",
             extra={
                 "finalStatus": result.status,
-                "energyJ": self.state.read(time.monotonic()),
+                "energyJ": self.last_batch.energy_joules if self.last_batch else 0.0,
                 "pending": self.state.outbox.pending,
             },
         )

@@ -1,0 +1,80 @@
+"""Running the real sidecar process from tests, as the kubelet would run it in a pod."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from carbontrack import client
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sidecar:
+    """One sidecar process; `env` overrides the defaults (simulated 2 x 300 W GPUs, 0.2 s batches)."""
+
+    def __init__(self, tmp: Path, operator_url: str, token: str = "test-token", **env: str) -> None:
+        self.udp = free_port(socket.SOCK_DGRAM)
+        self.health = free_port()
+        token_file = tmp / f"token-{self.udp}"
+        token_file.write_text(token + "\n")
+        self.env = {
+            **os.environ,
+            "CARBONTRACK_OPERATOR_URL": operator_url,
+            "CARBONTRACK_JOB_NAME": "llama",
+            "POD_NAMESPACE": "ml",
+            "POD_NAME": "llama-0-abcde",
+            "POD_UID": "uid-1",
+            "CARBONTRACK_SIDECAR_ADDR": f"127.0.0.1:{self.udp}",
+            "CARBONTRACK_HEALTH_PORT": str(self.health),
+            "CARBONTRACK_ENERGY_BACKEND": "simulated",
+            "CARBONTRACK_SIM_TRACE": "constant:300",
+            "CARBONTRACK_SIM_GPUS": "2",
+            "CARBONTRACK_INTERVAL_S": "0.2",
+            "CARBONTRACK_MAX_BACKOFF_S": "1",
+            "CARBONTRACK_TOKEN_FILE": str(token_file),
+            **env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "carbontrack.sidecar"], env=self.env, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.healthz()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("sidecar did not come up")
+
+    def healthz(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/healthz", timeout=2) as r:
+            return dict(json.loads(r.read()))
+
+    def client(self) -> client.Client:
+        return client.Client(f"127.0.0.1:{self.udp}")
+
+    def stop(self) -> str:
+        """SIGTERM (final flush) and return the sidecar's log."""
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+    def final_energy(self, log: str) -> float:
+        """Energy of the final batch, from the sidecar's structured 'sidecar stopped' line."""
+        for line in log.splitlines():
+            if '"sidecar stopped"' in line:
+                return float(json.loads(line)["energyJ"])
+        raise AssertionError(f"no final line in sidecar log:\n{log[-2000:]}")

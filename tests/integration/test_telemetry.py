@@ -1,0 +1,285 @@
+"""The operator on the real control plane: Jobs on kwok, real sidecars with pod-bound tokens, exact status.
+
+The operator runs as a subprocess (`carbontrack operator`) against the test apiserver. For a pod of a
+CarbonTrackedJob, the test starts the real sidecar process (simulated GPUs) with a token the
+apiserver bound to that very pod (TokenRequest), as the projected volume would hold in a real pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carbontrack.core.emissions import emissions_g
+from tests.cases.crs import TEMPLATE
+from tests.cluster.controlplane import ControlPlane
+from tests.integration.conftest import apply
+from tests.integration.sidecars import Sidecar, free_port
+
+PUE, DE_G_PER_KWH = 1.2, 381.0
+
+
+class Operator:
+    def __init__(self, cluster: ControlPlane, logs: Path) -> None:
+        self.cluster = cluster
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logs = logs
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            **self.cluster.env(),
+            "CARBONTRACK_TELEMETRY_PORT": str(self.port),
+            "CARBONTRACK_OPERATOR_URL": self.url,
+            "CARBONTRACK_STATUS_INTERVAL_S": "1",
+            "CARBONTRACK_SIDECAR_BACKEND": "simulated",
+        }
+        out = self.logs.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "carbontrack.cli", "operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1):
+                    return
+            except OSError:
+                assert self.proc.poll() is None, self.logs.read_text()[-3000:]
+                time.sleep(0.2)
+        raise TimeoutError("operator not ready")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+
+@pytest.fixture(scope="module")
+def operator(crd_installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(crd_installed, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+def ctj(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "carbontrack.io/v1alpha1",
+        "kind": "CarbonTrackedJob",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "totalSteps": 1000,
+            "canary": {"replicas": replicas, "minSteps": 10, "stages": [100]},
+            "carbon": {"zone": "DE", "pue": PUE},
+            "template": TEMPLATE,
+        },
+    }
+
+
+def wait(cond: Any, timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not met in {timeout}s (last: {last!r})")
+
+
+def running_pods(cluster: ControlPlane, namespace: str, job: str, count: int) -> list[tuple[str, str]]:
+    def pods() -> list[tuple[str, str]] | None:
+        out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"carbontrack.io/job={job}", "-o", "json")
+        items = [p for p in json.loads(out.stdout)["items"] if p.get("status", {}).get("phase") == "Running"]
+        return [(p["metadata"]["name"], p["metadata"]["uid"]) for p in items] if len(items) == count else None
+
+    return list(wait(pods, what=f"{count} running pods of {job}"))
+
+
+def pod_token(cluster: ControlPlane, namespace: str, pod: str, uid: str) -> str:
+    """What the projected token volume holds: a token bound to this pod, audience carbontrack."""
+    return cluster.kubectl(
+        "create", "token", "default", "-n", namespace, "--audience=carbontrack", "--duration=1h",
+        "--bound-object-kind=Pod", f"--bound-object-name={pod}", f"--bound-object-uid={uid}",
+    ).stdout.strip()  # fmt: skip
+
+
+def status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "ctj", name, "-n", namespace, "-o", "json").stdout
+    return dict(json.loads(out).get("status") or {})
+
+
+def start_sidecar(
+    tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
+) -> Sidecar:
+    return Sidecar(
+        tmp, op.url, token=pod_token(cluster, ns, pod, uid),
+        CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid,
+    )  # fmt: skip
+
+
+def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: str, tmp_path: Path) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("llama", 2)).returncode == 0
+    job = json.loads(cluster.kubectl("get", "job", "llama", "-n", namespace, "-o", "json").stdout)
+    init = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["name"] == "carbontrack-sidecar" and init["restartPolicy"] == "Always"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CarbonTrackedJob"
+    pods = running_pods(cluster, namespace, "llama", 2)
+    sidecars = [start_sidecar(tmp_path, operator, cluster, namespace, "llama", p, u) for p, u in pods]
+    trainers = [s.client() for s in sidecars]
+    for step in range(1, 21):
+        for t in trainers:
+            t.step(step)
+        time.sleep(0.05)
+    # kubectl get ctj shows energy and emissions growing while the sidecars run
+    row = wait(
+        lambda: (
+            (r := cluster.kubectl("get", "ctj", "llama", "-n", namespace, "--no-headers").stdout.split())
+            and int(r[3]) == 20
+            and r
+        ),
+        what="STEPS column at 20",
+    )
+    assert float(row[4]) > 0 and float(row[5]) > 0  # kWh and kgCO2e
+    first = float(status(cluster, namespace, "llama")["energyJoules"])
+
+    operator.kill()  # SIGKILL: no final status flush; the sidecars keep buffering
+    for step in range(21, 41):
+        for t in trainers:
+            t.step(step)
+        time.sleep(0.05)
+    operator.start()
+    finals = [s.final_energy(s.stop()) for s in sidecars]
+    expected_j = sum(finals)
+    expected_g = emissions_g(expected_j, PUE, DE_G_PER_KWH)
+    st = wait(
+        lambda: (
+            (s := status(cluster, namespace, "llama"))
+            and abs(s.get("energyJoules", 0) - expected_j) < 1e-6
+            and s
+        ),
+        what=f"status energy = {expected_j} J",
+    )
+    assert expected_j > first > 0
+    assert st["emissionsGrams"] == pytest.approx(expected_g, rel=1e-9)
+    assert st["steps"] == 40
+    assert st["intensity"] == {"gramsPerKwh": 381, "zone": "DE", "source": "static:ember-2023"}
+    assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
+    metrics = operator.metrics()
+    assert f'carbontrack_gpu_energy_joules_total{{job="llama",namespace="{namespace}"}}' in metrics
+
+
+def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url + "/v1/telemetry", data=data, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str) -> None:
+    cluster = operator.cluster
+    for name in ("mine", "theirs"):
+        assert apply(cluster, namespace, ctj(name, 1)).returncode == 0
+    ((mine, mine_uid),) = running_pods(cluster, namespace, "mine", 1)
+    ((theirs, theirs_uid),) = running_pods(cluster, namespace, "theirs", 1)
+    my_token = pod_token(cluster, namespace, mine, mine_uid)
+    their_token = pod_token(cluster, namespace, theirs, theirs_uid)
+
+    def batch(seq: int, joules: float, pod: str = mine, job: str = "mine", step: int = 1) -> dict[str, Any]:
+        return {
+            "version": 1, "job": {"namespace": namespace, "name": job},
+            "pod": {"namespace": namespace, "name": pod},
+            "bootId": "b1", "seq": seq, "sentAt": 1.7e9 + seq * 10, "method": "simulated",
+            "gpus": [{"index": 0, "energyJoules": joules}], "stepsSeen": step, "globalStep": step,
+        }  # fmt: skip
+
+    assert post(operator.url, my_token, batch(1, 100.0))[0] == 200
+    assert post(operator.url, "garbage", batch(2, 110.0))[0] == 401
+    assert post(operator.url, their_token, batch(2, 110.0))[0] == 403  # bound to another pod
+    assert post(operator.url, their_token, batch(2, 110.0, pod=theirs))[0] == 403  # their pod, our job
+    assert post(operator.url, my_token, batch(1, 100.0))[0] == 409  # replay
+    assert post(operator.url, my_token, batch(3, 50.0))[0] == 422  # counter went backwards
+    assert post(operator.url, my_token, {**batch(4, 1e14)})[0] == 422  # absurd
+    assert post(operator.url, my_token, {**batch(5, 120.0), "version": 9})[0] == 400
+    assert post(operator.url, my_token, b"{not json")[0] == 400
+    assert post(operator.url, my_token, b"x" * (2 << 20))[0] == 413
+    wait(lambda: status(cluster, namespace, "mine").get("energyJoules") == 100.0, what="status 100 J")
+    assert status(cluster, namespace, "theirs").get("energyJoules", 0) == 0
+    metrics = operator.metrics()
+    for reason in (
+        "invalid-token",
+        "wrong-pod",
+        "wrong-job",
+        "duplicate",
+        "backwards",
+        "absurd",
+        "unknown-version",
+        "malformed",
+        "too-large",
+    ):
+        assert f'carbontrack_telemetry_rejected_total{{reason="{reason}"}}' in metrics, reason
+
+
+def test_status_patches_are_rate_limited(operator: Operator, namespace: str, tmp_path: Path) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("rate", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "rate", 1)
+    sc = start_sidecar(tmp_path, operator, cluster, namespace, "rate", pod, uid)
+    trainer = sc.client()
+    start = time.monotonic()
+    for step in range(1, 61):  # 6 s of 10 steps/s, batches every 0.2 s
+        trainer.step(step)
+        time.sleep(0.1)
+    sc.stop()
+    elapsed = time.monotonic() - start
+    time.sleep(1.5)
+    line = next(
+        ln for ln in operator.metrics().splitlines()
+        if ln.startswith("carbontrack_status_patches_total") and f'job="rate",namespace="{namespace}"' in ln
+    )  # fmt: skip
+    patches = float(line.split()[-1])
+    labels = f'job="rate",namespace="{namespace}"'
+    batches = next(
+        float(ln.split()[-1]) for ln in operator.metrics().splitlines()
+        if ln.startswith("carbontrack_telemetry_batches_total") and labels in ln
+    )  # fmt: skip
+    assert batches >= 25  # ~5 batches a second arrived ...
+    assert (
+        patches <= elapsed / 1.0 + 3
+    )  # ... but at most one status patch a second (interval 1 s), plus the tail

@@ -12,6 +12,7 @@ value stands in, and the status says `fallback`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from dataclasses import dataclass, field
@@ -65,8 +66,8 @@ class WattTime:
     async def _login(self, session: aiohttp.ClientSession) -> str:
         if self._token and time.monotonic() - self._token_at < 25 * 60:  # tokens last 30 minutes
             return self._token
-        auth = aiohttp.BasicAuth(self.username, self.password)
-        async with session.get(f"{self.base_url}/login", auth=auth) as resp:
+        basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        async with session.get(f"{self.base_url}/login", headers={"Authorization": f"Basic {basic}"}) as resp:
             if resp.status != 200:
                 raise ProviderError(f"watttime login answered {resp.status}")
             self._token = str((await resp.json())["token"])

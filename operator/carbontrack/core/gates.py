@@ -1,0 +1,169 @@
+"""The gates a job must pass before it scales up: pure functions from evidence to verdicts.
+
+Every check returns passed, observed, threshold and a sentence. Missing evidence fails closed in
+`staging` and `production` (a gate never passes on data it does not have) and passes with a warning
+in `development`. Thresholds come from the context's profile unless the spec overrides a field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from carbontrack.api.crd import CarbonTrackedJobSpec, Context, GateResult, Thresholds
+
+
+@dataclass(frozen=True)
+class Profile:
+    min_pass_rate: float
+    min_coverage: float
+    max_critical: int
+    max_high: int
+    max_medium: int
+    max_regression: float
+    """Largest allowed worsening of the quality metric vs baseline, in the metric's units."""
+    max_latency_increase: float
+    """Largest allowed relative latency increase vs baseline."""
+    fail_closed: bool
+
+
+PROFILES: dict[str, Profile] = {
+    "development": Profile(0.80, 0.60, 0, 5, 20, 0.05, 0.25, fail_closed=False),
+    "staging": Profile(0.95, 0.80, 0, 1, 10, 0.02, 0.15, fail_closed=True),
+    "production": Profile(0.98, 0.90, 0, 0, 5, 0.01, 0.10, fail_closed=True),
+}
+
+
+def profile_for(context: Context, overrides: Thresholds | None) -> Profile:
+    base = PROFILES[context]
+    if overrides is None:
+        return base
+    changes = {k: v for k, v in overrides.model_dump().items() if v is not None}
+    return replace(base, **changes)
+
+
+@dataclass(frozen=True)
+class TestResults:
+    __test__ = False  # not a pytest class
+
+    pass_rate: float | None = None
+    coverage: float | None = None
+    critical: int | None = None
+    high: int | None = None
+    medium: int | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the operator knows when it judges: reported metrics, test results, budgets' projections."""
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tests: TestResults | None = None
+    epsilon_projected: float | None = None
+    epsilon_claimed: float | None = None
+    emissions_projected_g: float | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    results: tuple[GateResult, ...]
+
+    def all_passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def failed(self) -> list[GateResult]:
+        return [r for r in self.results if not r.passed]
+
+    def summary(self) -> str:
+        failed = self.failed()
+        if failed:
+            return f"{failed[0].name} failed" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
+        warned = sum(r.warning for r in self.results)
+        text = f"{len(self.results)}/{len(self.results)} passed"
+        return text + (f", {warned} warned" if warned else "")
+
+
+def _missing(name: str, what: str, threshold: float | None, prof: Profile) -> GateResult:
+    if prof.fail_closed:
+        return GateResult(
+            name=name, passed=False, threshold=threshold, message=f"no {what} reported: failing closed"
+        )
+    return GateResult(
+        name=name, passed=True, warning=True, threshold=threshold, message=f"no {what} reported"
+    )
+
+
+def _at_most(name: str, observed: float | None, limit: float, what: str, prof: Profile) -> GateResult:
+    if observed is None:
+        return _missing(name, what, limit, prof)
+    ok = observed <= limit
+    return GateResult(
+        name=name, passed=ok, observed=observed, threshold=limit,
+        message=f"{what} {observed:g} {'<=' if ok else '>'} {limit:g}",
+    )  # fmt: skip
+
+
+def _at_least(name: str, observed: float | None, floor: float, what: str, prof: Profile) -> GateResult:
+    if observed is None:
+        return _missing(name, what, floor, prof)
+    ok = observed >= floor
+    return GateResult(
+        name=name, passed=ok, observed=observed, threshold=floor,
+        message=f"{what} {observed:g} {'>=' if ok else '<'} {floor:g}",
+    )  # fmt: skip
+
+
+def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
+    """Every configured gate, in a stable order."""
+    gates = spec.gates
+    prof = profile_for(gates.context, gates.thresholds)
+    out: list[GateResult] = []
+    q = gates.quality
+    if q is not None:
+        value = evidence.metrics.get(q.metric)
+        if q.min_score is not None:
+            if value is None or q.higher_is_better:
+                out.append(_at_least("quality.score", value, q.min_score, q.metric, prof))
+            else:
+                out.append(_at_most("quality.score", value, q.min_score, q.metric, prof))
+        if q.baseline is not None:
+            limit = q.max_regression if q.max_regression is not None else prof.max_regression
+            regression = (
+                None if value is None else (q.baseline - value if q.higher_is_better else value - q.baseline)
+            )
+            out.append(
+                _at_most("quality.regression", regression, limit, f"{q.metric} regression vs baseline", prof)
+            )
+        if q.baseline_latency_ms is not None:
+            limit = (
+                q.max_latency_increase if q.max_latency_increase is not None else prof.max_latency_increase
+            )
+            latency = evidence.metrics.get("latency_ms")
+            increase = None if latency is None else (latency - q.baseline_latency_ms) / q.baseline_latency_ms
+            out.append(_at_most("quality.latency", increase, limit, "relative latency increase", prof))
+    if gates.tests is not None:
+        t = evidence.tests or TestResults()
+        out.append(_at_least("tests.passRate", t.pass_rate, prof.min_pass_rate, "test pass rate", prof))
+        out.append(_at_least("tests.coverage", t.coverage, prof.min_coverage, "coverage", prof))
+        out.append(_at_most("security.critical", t.critical, prof.max_critical, "critical findings", prof))
+        out.append(_at_most("security.high", t.high, prof.max_high, "high findings", prof))
+        out.append(_at_most("security.medium", t.medium, prof.max_medium, "medium findings", prof))
+    if gates.privacy is not None:
+        r = _at_most(
+            "privacy.epsilon", evidence.epsilon_projected, gates.privacy.epsilon,
+            f"epsilon projected to step {spec.total_steps}", prof,
+        )  # fmt: skip
+        if evidence.epsilon_claimed is not None:
+            r = r.model_copy(update={"message": f"{r.message} (the job claims {evidence.epsilon_claimed:g})"})
+        out.append(r)
+    if spec.carbon.budget_kg is not None:
+        out.append(
+            _at_most(
+                "carbon.budget",
+                evidence.emissions_projected_g,
+                spec.carbon.budget_kg * 1000,
+                f"projected gCO2e at step {spec.total_steps}",
+                prof,
+            )
+        )
+    return Report(tuple(out))

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering", default="", help="kopf peering name for several replicas (default: standalone)"
     )
     op.set_defaults(func=_operator)
+    from carbontrack.gates_cli import add_parser as add_gates
+
+    add_gates(sub)
     return parser
 
 

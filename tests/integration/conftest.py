@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
+from tests.integration.harness import Operator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +52,15 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
 def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     """kubectl apply one object; returns the completed process (check=False) so tests can read errors."""
     return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(crd_installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """One operator for the session, cluster-wide, as a Deployment would run it (judging every second)."""
+    op = Operator(crd_installed, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    keep = os.environ.get("CARBONTRACK_KEEP_LOGS")
+    if keep:
+        subprocess.run(["cp", str(op.logs), keep], check=False)

@@ -8,143 +8,27 @@ apiserver bound to that very pod (TokenRequest), as the projected volume would h
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from carbontrack.core.emissions import emissions_g
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
-from tests.integration.sidecars import Sidecar, free_port
-
-PUE, DE_G_PER_KWH = 1.2, 381.0
-
-
-class Operator:
-    def __init__(self, cluster: ControlPlane, logs: Path) -> None:
-        self.cluster = cluster
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.logs = logs
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            **self.cluster.env(),
-            "CARBONTRACK_TELEMETRY_PORT": str(self.port),
-            "CARBONTRACK_OPERATOR_URL": self.url,
-            "CARBONTRACK_STATUS_INTERVAL_S": "1",
-            "CARBONTRACK_SIDECAR_BACKEND": "simulated",
-        }
-        out = self.logs.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carbontrack.cli", "operator"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1):
-                    return
-            except OSError:
-                assert self.proc.poll() is None, self.logs.read_text()[-3000:]
-                time.sleep(0.2)
-        raise TimeoutError("operator not ready")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
-            return str(r.read().decode())
-
-
-@pytest.fixture(scope="module")
-def operator(crd_installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(crd_installed, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
-
-
-def ctj(name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "totalSteps": 1000,
-            "canary": {"replicas": replicas, "minSteps": 10, "stages": [100]},
-            "carbon": {"zone": "DE", "pue": PUE},
-            "template": TEMPLATE,
-        },
-    }
-
-
-def wait(cond: Any, timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not met in {timeout}s (last: {last!r})")
-
-
-def running_pods(cluster: ControlPlane, namespace: str, job: str, count: int) -> list[tuple[str, str]]:
-    def pods() -> list[tuple[str, str]] | None:
-        out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"carbontrack.io/job={job}", "-o", "json")
-        items = [p for p in json.loads(out.stdout)["items"] if p.get("status", {}).get("phase") == "Running"]
-        return [(p["metadata"]["name"], p["metadata"]["uid"]) for p in items] if len(items) == count else None
-
-    return list(wait(pods, what=f"{count} running pods of {job}"))
-
-
-def pod_token(cluster: ControlPlane, namespace: str, pod: str, uid: str) -> str:
-    """What the projected token volume holds: a token bound to this pod, audience carbontrack."""
-    return cluster.kubectl(
-        "create", "token", "default", "-n", namespace, "--audience=carbontrack", "--duration=1h",
-        "--bound-object-kind=Pod", f"--bound-object-name={pod}", f"--bound-object-uid={uid}",
-    ).stdout.strip()  # fmt: skip
-
-
-def status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "ctj", name, "-n", namespace, "-o", "json").stdout
-    return dict(json.loads(out).get("status") or {})
-
-
-def start_sidecar(
-    tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
-) -> Sidecar:
-    return Sidecar(
-        tmp, op.url, token=pod_token(cluster, ns, pod, uid),
-        CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid,
-    )  # fmt: skip
+from tests.integration.harness import (
+    DE_G_PER_KWH,
+    PUE,
+    Operator,
+    ctj,
+    pod_token,
+    running_pods,
+    start_sidecar,
+    status,
+    wait,
+)
 
 
 def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: str, tmp_path: Path) -> None:

@@ -288,6 +288,16 @@ class TelemetryStatus(KubeModel):
     steps_per_second: float | None = None
 
 
+class PromotionStatus(KubeModel):
+    """Where the promotion state machine is, so a restarted operator continues from there."""
+
+    stage: int = Field(-1, ge=-1)
+    """-1 while on the canary; otherwise the index into spec.canary.stages."""
+    stage_start_step: int = Field(0, ge=0)
+    halted_from: str | None = None
+    halted_generation: int | None = None
+
+
 class CarbonTrackedJobStatus(KubeModel):
     """Observed state; written only by the operator."""
 
@@ -313,6 +323,7 @@ class CarbonTrackedJobStatus(KubeModel):
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
     telemetry: TelemetryStatus | None = None
+    promotion: PromotionStatus | None = None
     gates: list[GateResult] = Field(default_factory=list)
     gate_summary: str | None = None
     """e.g. 3/3 passed, or the name of the failing gate, for kubectl get."""

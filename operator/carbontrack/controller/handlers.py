@@ -9,7 +9,9 @@ owns the telemetry fields of status (kopf's patches own phase, replicas and cond
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -30,6 +32,12 @@ from carbontrack.controller.jobbuilder import (
 )
 from carbontrack.controller.registry import Registry
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.gates import Evidence, Report, TestResults, judge
+from carbontrack.core.privacy import epsilon
+from carbontrack.core.promotion import State
+from carbontrack.core.promotion import step as promotion_step
+from carbontrack.gates_cli import tests_from
 
 log = logging.getLogger("carbontrack.operator")
 PHASES = ("Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed")
@@ -48,6 +56,15 @@ def condition(type_: str, status: bool, reason: str, message: str, generation: i
         "lastTransitionTime": _now(),
         "observedGeneration": generation,
     }
+
+
+def _without_nulls(value: Any) -> Any:
+    """Stored status never holds nulls (a merge patch deletes them), so compare without them."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def set_phase_metric(namespace: str, name: str, phase: str) -> None:
@@ -99,11 +116,13 @@ async def reconcile(
         raise kopf.PermanentError(message) from exc
     cfg: OperatorConfig = memo.cfg
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    phase = status.get("phase") or ("Canary" if parsed.canary.replicas < parsed.replicas else "Running")
+    phase = status.get("phase") or "Pending"  # the promotion timer takes it from here
     if phase in ("Succeeded", "Failed"):
         return
+    suspend = parsed.suspend or phase == "Halted"  # only the promotion timer lifts a gate's halt
     try:
         job = build_job(name, namespace, uid, parsed, replicas, cfg)
+        job["spec"]["suspend"] = suspend
     except InjectionError as exc:
         patch.status["conditions"] = [condition("Ready", False, "InjectionRefused", str(exc), generation)]
         kopf.warn(body, reason="InjectionRefused", message=str(exc))
@@ -119,7 +138,7 @@ async def reconcile(
     except ApiException as exc:
         if exc.status != 409:
             raise kopf.TemporaryError(f"creating the Job failed: {exc.reason}", delay=5) from exc
-        scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": parsed.suspend}}
+        scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": suspend}}
         await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
     if status.get("phase") != phase:
         kopf.info(body, reason="PhaseChanged", message=f"phase {status.get('phase') or 'none'} -> {phase}")
@@ -181,3 +200,133 @@ async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> No
         message=f"phase {(ctj.get('status') or {}).get('phase')} -> {phase}: {message}",
     )
     set_phase_metric(namespace, name, phase)
+
+
+JUDGE_INTERVAL_S = float(os.environ.get("CARBONTRACK_JUDGE_INTERVAL_S", "10"))
+
+
+async def _tests_evidence(memo: kopf.Memo, namespace: str, spec: CarbonTrackedJobSpec) -> TestResults | None:
+    t = spec.gates.tests
+    if t is None:
+        return None
+    doc: dict[str, Any] = {"passRate": t.pass_rate, "coverage": t.coverage}
+    if t.security is not None:
+        doc["security"] = t.security.model_dump()
+    if t.from_config_map:
+        try:
+            cm = await client.CoreV1Api(memo.api).read_namespaced_config_map(t.from_config_map, namespace)
+            written = json.loads((cm.data or {}).get("results.json", "{}"))
+            doc.update({k: v for k, v in written.items() if v is not None})
+        except (ApiException, ValueError) as exc:
+            log.warning("test results ConfigMap unreadable: %s", exc, extra={"configMap": t.from_config_map})
+    return tests_from(doc)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=JUDGE_INTERVAL_S, initial_delay=1.0)
+async def promote(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
+    patch: kopf.Patch, memo: kopf.Memo, **_: Any,
+) -> None:  # fmt: skip
+    """Run the promotion state machine for one job and apply its decision: Job scale, status, Events."""
+    if status.get("phase") in (None, "Succeeded", "Failed"):
+        return
+    try:
+        parsed = CarbonTrackedJobSpec.model_validate(dict(spec))
+    except ValidationError:
+        return
+    generation = int(meta.get("generation") or 0)
+    prom = status.get("promotion") or {}
+    state = State(
+        phase=status["phase"], stage=int(prom.get("stage", -1)),
+        stage_start_step=int(prom.get("stageStartStep", 0)),
+        halted_from=prom.get("haltedFrom"), halted_generation=prom.get("haltedGeneration"),
+    )  # fmt: skip
+    job_state = await memo.registry.get(namespace, name)
+    agg = job_state.aggregate if job_state else JobAggregate()
+    intensity = job_state.intensity.g_per_kwh if job_state else 0.0
+    privacy = parsed.gates.privacy
+    eps_now = eps_total = None
+    if privacy is not None and agg.dp is not None:
+        dp = agg.dp
+        delta = privacy.delta
+        eps_now = epsilon(dp.noise_multiplier, dp.sample_rate, agg.global_step, delta, privacy.accountant)
+        eps_total = epsilon(
+            dp.noise_multiplier, dp.sample_rate, parsed.total_steps, delta, privacy.accountant
+        )
+    projection = agg.projection(parsed.total_steps, parsed.carbon.pue, intensity)
+    tests = await _tests_evidence(memo, namespace, parsed)
+
+    def judge_now() -> Report:
+        evidence = Evidence(
+            metrics={k: v for k, (_, v) in agg.evals.items()}, tests=tests, epsilon_projected=eps_total,
+            epsilon_claimed=agg.dp.accountant_epsilon if agg.dp else None,
+            emissions_projected_g=projection[1] if projection else None,
+        )  # fmt: skip
+        return judge(parsed, evidence)
+
+    def over_budget() -> str | None:
+        if privacy is not None and eps_now is not None and eps_now > privacy.epsilon:
+            step_now = agg.global_step
+            return f"privacy budget exceeded: epsilon {eps_now:.3g} > {privacy.epsilon:g} at step {step_now}"
+        budget = parsed.carbon.budget_kg
+        if budget is not None and agg.emissions_g > budget * 1000:
+            return f"carbon budget exceeded: {agg.emissions_g / 1000:.3g} kg > {budget:g} kg"
+        return None
+
+    decision = promotion_step(
+        parsed,
+        state,
+        global_step=agg.global_step,
+        generation=generation,
+        judge=judge_now,
+        over_budget=over_budget,
+    )
+    new = decision.state
+    if decision.replicas != status.get("replicas") or decision.suspend != (status.get("phase") == "Halted"):
+        scale = {"spec": {"parallelism": decision.replicas, "completions": decision.replicas,
+                          "suspend": decision.suspend or parsed.suspend}}  # fmt: skip
+        try:
+            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, scale)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+    updates: dict[str, Any] = {}
+    updates.update(
+        {
+            "phase": new.phase,
+            "replicas": decision.replicas,
+            "replicaSummary": f"{decision.replicas}/{parsed.replicas}",
+            "promotion": {
+                "stage": new.stage, "stageStartStep": new.stage_start_step,
+                "haltedFrom": new.halted_from, "haltedGeneration": new.halted_generation,
+            },
+            "observedGeneration": generation,
+        }
+    )  # fmt: skip
+    if eps_now is not None:
+        updates["epsilon"] = round(eps_now, 6)
+        updates["projected"] = {"epsilon": round(eps_total or 0.0, 6)}
+        metrics.epsilon.labels(namespace, name).set(eps_now)
+    if agg.dp is not None and agg.dp.accountant_epsilon is not None:
+        updates["epsilonClaimed"] = agg.dp.accountant_epsilon
+    if decision.report is not None:
+        updates["gates"] = [r.to_api() for r in decision.report.results]
+        updates["gateSummary"] = decision.report.summary()
+        for r in decision.report.results:
+            metrics.gate_passed.labels(namespace, name, r.name).set(1 if r.passed else 0)
+    if decision.events:
+        last = decision.events[-1]
+        updates["conditions"] = [
+            condition("Ready", new.phase != "Halted", last.reason, last.message, generation)
+        ]
+    # Patch only what changed: an idle job costs the apiserver nothing between decisions.
+    for key, value in updates.items():
+        current = status.get(key)
+        if key == "projected":
+            current = {"epsilon": (current or {}).get("epsilon")}
+        if _without_nulls(current) != _without_nulls(value):
+            patch.status[key] = value  # nulls kept in the patch: they delete fields (merge patch)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if new.phase != state.phase:
+        kopf.info(body, reason="PhaseChanged", message=f"phase {state.phase} -> {new.phase}")
+    set_phase_metric(namespace, name, new.phase)

@@ -78,9 +78,13 @@ def status_patch(
                 "zone": intensity.zone,
                 "source": intensity.source,
             },
-            "projected": None
-            if projection is None
-            else {"energyJoules": projection[0], "emissionsGrams": projection[1]},
+            # merged into status.projected beside the epsilon the promotion timer writes; omitted, not
+            # nulled, when there is no rate yet, so the epsilon is never wiped
+            **(
+                {"projected": {"energyJoules": projection[0], "emissionsGrams": projection[1]}}
+                if projection
+                else {}
+            ),
             "telemetry": {
                 "sources": sources,
                 "lastBatchAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

@@ -83,6 +83,11 @@ class Report:
         return text + (f", {warned} warned" if warned else "")
 
 
+def _close(a: float, b: float) -> bool:
+    """Equal within float noise: 0.86 - 0.85 is 0.010000000000000009, and a limit of 0.01 must admit it."""
+    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
 def _missing(name: str, what: str, threshold: float | None, prof: Profile) -> GateResult:
     if prof.fail_closed:
         return GateResult(
@@ -96,7 +101,7 @@ def _missing(name: str, what: str, threshold: float | None, prof: Profile) -> Ga
 def _at_most(name: str, observed: float | None, limit: float, what: str, prof: Profile) -> GateResult:
     if observed is None:
         return _missing(name, what, limit, prof)
-    ok = observed <= limit
+    ok = observed <= limit or _close(observed, limit)
     return GateResult(
         name=name, passed=ok, observed=observed, threshold=limit,
         message=f"{what} {observed:g} {'<=' if ok else '>'} {limit:g}",
@@ -106,7 +111,7 @@ def _at_most(name: str, observed: float | None, limit: float, what: str, prof: P
 def _at_least(name: str, observed: float | None, floor: float, what: str, prof: Profile) -> GateResult:
     if observed is None:
         return _missing(name, what, floor, prof)
-    ok = observed >= floor
+    ok = observed >= floor or _close(observed, floor)
     return GateResult(
         name=name, passed=ok, observed=observed, threshold=floor,
         message=f"{what} {observed:g} {'>=' if ok else '<'} {floor:g}",

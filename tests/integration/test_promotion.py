@@ -1,0 +1,155 @@
+"""Canary promotion on the real control plane: gates pass -> the Job scales up; a gate fails -> suspended.
+
+The sidecars and trainers are real processes (simulated GPUs); the gates read what the trainer
+reported (eval metrics, DP-SGD parameters) and what CI wrote (test results inline in the spec).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.cases.crs import TEMPLATE
+from tests.cluster.controlplane import ControlPlane
+from tests.integration.conftest import apply
+from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
+
+README_ROWS: list[str] = []
+
+
+def gated(name: str, min_score: float) -> dict[str, Any]:
+    return {
+        "apiVersion": "carbontrack.io/v1alpha1",
+        "kind": "CarbonTrackedJob",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 4,
+            "totalSteps": 2000,
+            "template": TEMPLATE,
+            "canary": {"replicas": 1, "minSteps": 10, "stages": [50, 100]},
+            "carbon": {"zone": "DE", "pue": 1.2, "budgetKg": 50},
+            "gates": {
+                "context": "production",
+                "quality": {"metric": "eval_accuracy", "minScore": min_score},
+                "tests": {
+                    "passRate": 0.99,
+                    "coverage": 0.93,
+                    "security": {"critical": 0, "high": 0, "medium": 1},
+                },
+                "privacy": {"epsilon": 8, "delta": 1e-5},
+            },
+        },
+    }
+
+
+def job_spec(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout)["spec"])
+
+
+def get_row(cluster: ControlPlane, namespace: str, name: str) -> str:
+    return cluster.kubectl("get", "ctj", name, "-n", namespace).stdout
+
+
+def events(cluster: ControlPlane, namespace: str) -> str:
+    return cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "custom-columns=R:.reason,M:.message"
+    ).stdout
+
+
+def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
+    for s in range(start, stop + 1):
+        trainer.step(s)
+    trainer.report_eval({"eval_accuracy": accuracy}, step=stop)
+    trainer.report_dp(noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9, step=stop)
+
+
+def test_gates_pass_and_the_job_is_promoted_to_full_scale(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, gated("llama", 0.8)).returncode == 0
+    wait(lambda: status(cluster, namespace, "llama").get("phase") == "Canary", what="phase Canary")
+    README_ROWS.append(get_row(cluster, namespace, "llama"))
+    ((pod, uid),) = running_pods(cluster, namespace, "llama", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "llama", pod, uid)
+    trainer = sidecar.client()
+    train(trainer, 1, 12, accuracy=0.86)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "llama")).get("phase") == "Promoting" and s,
+        what="phase Promoting",
+    )
+    assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
+    assert job_spec(cluster, namespace, "llama")["parallelism"] == 2
+    running_pods(cluster, namespace, "llama", 2)
+    README_ROWS.append(get_row(cluster, namespace, "llama"))
+    train(trainer, 13, 25, accuracy=0.87)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "llama")).get("phase") == "Running" and s,
+        what="phase Running",
+    )
+    spec = job_spec(cluster, namespace, "llama")
+    assert (spec["parallelism"], spec["completions"], st["replicaSummary"]) == (4, 4, "4/4")
+    running_pods(cluster, namespace, "llama", 4)
+    assert 0 < st["epsilon"] < st["projected"]["epsilon"] <= 8 and st["epsilonClaimed"] == 0.9
+    privacy = next(g for g in st["gates"] if g["name"] == "privacy.epsilon")
+    assert "claims 0.9" in privacy["message"]
+    wait(lambda: status(cluster, namespace, "llama").get("energyJoules", 0) > 0, what="energy in status")
+    README_ROWS.append(get_row(cluster, namespace, "llama"))
+    sidecar.stop()
+    ev = events(cluster, namespace)
+    for reason in ("JobCreated", "CanaryStarted", "GatesPassed", "Promoted", "PhaseChanged"):
+        assert reason in ev, ev
+    # The Job completes when its pods do: every index exits 0 -> Succeeded.
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "carbontrack.io/job=llama",
+                                      "-o", "json").stdout)["items"]  # fmt: skip
+    for p in pods:
+        cluster.kubectl(
+            "annotate", "pod", p["metadata"]["name"], "-n", namespace, "carbontrack.io/test-exit=0"
+        )
+    wait(lambda: status(cluster, namespace, "llama").get("phase") == "Succeeded", what="phase Succeeded")
+    README_ROWS.append(get_row(cluster, namespace, "llama"))
+    print("\n".join(README_ROWS))  # the README's worked example comes from this output (pytest -s)
+
+
+def test_a_failing_gate_halts_and_suspends_and_an_edit_resumes(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, gated("weak", 0.9)).returncode == 0
+    wait(lambda: status(cluster, namespace, "weak").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "weak", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "weak", pod, uid)
+    trainer = sidecar.client()
+    train(trainer, 1, 12, accuracy=0.86)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "weak")).get("phase") == "Halted" and s, what="phase Halted"
+    )
+    assert job_spec(cluster, namespace, "weak")["suspend"] is True
+    assert st["gateSummary"] == "quality.score failed"
+    ready = st["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "GateFailed")
+    assert "quality.score: eval_accuracy 0.86 < 0.9" in ready["message"]
+    failed = next(g for g in st["gates"] if not g["passed"])
+    assert (failed["observed"], failed["threshold"]) == (0.86, 0.9)
+    assert "GateFailed" in events(cluster, namespace)
+    print(get_row(cluster, namespace, "weak"))
+    # The owner lowers the bar: a new generation is re-judged and the canary resumes.
+    cluster.kubectl("patch", "ctj", "weak", "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"gates": {"quality": {"minScore": 0.85}}}}))  # fmt: skip
+    wait(lambda: status(cluster, namespace, "weak").get("phase") == "Canary", what="resumed to Canary")
+    assert job_spec(cluster, namespace, "weak")["suspend"] is False
+    assert "Resumed" in events(cluster, namespace)
+    sidecar.stop()
+
+
+def test_deleting_the_job_resource_deletes_its_job(operator: Operator, namespace: str) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, gated("gone", 0.8)).returncode == 0
+    wait(
+        lambda: cluster.kubectl("get", "job", "gone", "-n", namespace, check=False).returncode == 0,
+        what="Job",
+    )
+    cluster.kubectl("delete", "ctj", "gone", "-n", namespace)
+    wait(lambda: cluster.kubectl("get", "job", "gone", "-n", namespace, check=False).returncode != 0,
+         what="Job garbage-collected")  # fmt: skip

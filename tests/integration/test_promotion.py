@@ -153,3 +153,25 @@ def test_deleting_the_job_resource_deletes_its_job(operator: Operator, namespace
     cluster.kubectl("delete", "ctj", "gone", "-n", namespace)
     wait(lambda: cluster.kubectl("get", "job", "gone", "-n", namespace, check=False).returncode != 0,
          what="Job garbage-collected")  # fmt: skip
+
+
+def test_test_results_from_a_configmap_written_by_ci(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """CI writes results.json into a ConfigMap; the gate reads it and fails closed on a low pass rate."""
+    cluster = operator.cluster
+    results = {"passRate": 0.90, "coverage": 0.95, "security": {"critical": 0, "high": 0, "medium": 0}}
+    cluster.kubectl("create", "configmap", "ci-results", "-n", namespace,
+                    f"--from-literal=results.json={json.dumps(results)}")  # fmt: skip
+    job = gated("from-ci", 0.8)
+    job["spec"]["gates"]["tests"] = {"fromConfigMap": "ci-results"}
+    assert apply(cluster, namespace, job).returncode == 0
+    wait(lambda: status(cluster, namespace, "from-ci").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "from-ci", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "from-ci", pod, uid)
+    train(sidecar.client(), 1, 12, accuracy=0.86)
+    st = wait(lambda: (s := status(cluster, namespace, "from-ci")).get("phase") == "Halted" and s,
+              what="phase Halted")  # fmt: skip
+    failed = [(g["name"], g["observed"], g["threshold"]) for g in st["gates"] if not g["passed"]]
+    assert failed == [("tests.passRate", 0.9, 0.98)]
+    sidecar.stop()

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit integration lint crd cluster-up cluster-down
+.PHONY: setup test unit integration lint crd deploy dashboards cluster-up cluster-down
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,13 @@ integration:
 
 crd:
 	$(BIN)/carbontrack crd
+
+# deploy/carbontrack.yaml: the chart rendered with default values (a test checks it stays in sync)
+deploy:
+	$(BIN)/python tests/cluster/render.py > deploy/carbontrack.yaml
+
+dashboards:
+	$(BIN)/python helm/carbontrack/files/make_dashboards.py
 
 cluster-up:
 	$(BIN)/python tests/cluster/controlplane.py up

@@ -8,24 +8,27 @@ from pathlib import Path
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from carbontrack.api.crdgen import CRD_PATH, crd_yaml
+    from carbontrack.api.crdgen import CRD_PATHS, crd_yaml
 
     text = crd_yaml()
     if args.output == "-":
         sys.stdout.write(text)
         return 0
-    path = Path(args.output or CRD_PATH)
-    if args.check:
-        current = path.read_text() if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date with the models: run `carbontrack crd`", file=sys.stderr)
-            return 1
-        print(f"{path} is up to date")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path}")
-    return 0
+    paths = [Path(args.output)] if args.output else [Path(p) for p in CRD_PATHS]
+    stale = 0
+    for path in paths:
+        if args.check:
+            current = path.read_text() if path.exists() else ""
+            if current != text:
+                print(f"{path} is out of date with the models: run `carbontrack crd`", file=sys.stderr)
+                stale += 1
+            else:
+                print(f"{path} is up to date")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 def _sidecar(args: argparse.Namespace) -> int:
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carbontrack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     crd = sub.add_parser("crd", help="generate the CustomResourceDefinition from the models")
-    crd.add_argument("-o", "--output", help="file to write (default crds/...yaml; - for stdout)")
+    crd.add_argument(
+        "-o", "--output", help="file to write (default: crds/ and helm/carbontrack/crds/; - for stdout)"
+    )
     crd.add_argument("--check", action="store_true", help="exit 1 if the file differs from the models")
     crd.set_defaults(func=_crd)
     sidecar = sub.add_parser("sidecar", help="run the energy sidecar (configured by CARBONTRACK_* env)")

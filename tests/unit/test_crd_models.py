@@ -8,16 +8,17 @@ import pytest
 from pydantic import ValidationError
 
 from carbontrack.api.crd import CarbonTrackedJob, CarbonTrackedJobSpec
-from carbontrack.api.crdgen import CRD_PATH, crd_manifest, crd_yaml
+from carbontrack.api.crdgen import CRD_PATHS, crd_manifest, crd_yaml
 from tests.cases.crs import MALFORMED, Malformed, manifest, valid_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_committed_crd_matches_models() -> None:
-    committed = (ROOT / CRD_PATH).read_text()
-    assert committed == crd_yaml(), "crds/ is stale: run `carbontrack crd` and commit the result"
+@pytest.mark.parametrize("path", CRD_PATHS)
+def test_committed_crd_matches_models(path: str) -> None:
+    committed = (ROOT / path).read_text()
+    assert committed == crd_yaml(), f"{path} is stale: run `carbontrack crd` and commit the result"
 
 
 def test_valid_spec_parses_with_defaults() -> None:

@@ -98,7 +98,7 @@ class IntensitySpec(KubeModel):
     grams_per_kwh: float | None = Field(None, gt=0, le=2000)
     """Fixed override in gCO2e/kWh; wins over any provider."""
     secret_name: str | None = Field(None, min_length=1, max_length=253)
-    """Secret holding the live provider's API key (key `apiKey`)."""
+    """Secret in the operator's namespace with the provider's key (`apiKey`, or `username`/`password`)."""
 
 
 class CarbonSpec(KubeModel):

@@ -23,6 +23,8 @@ class OperatorConfig:
     intensity_provider: str = "static"
     intensity_secret: str = ""
     max_body_bytes: int = 1 << 20
+    namespace: str = ""
+    """The operator's own namespace: provider API keys are read only from there (least privilege)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -44,4 +46,5 @@ class OperatorConfig:
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
+            namespace=get("NAMESPACE", ""),
         )

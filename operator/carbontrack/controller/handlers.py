@@ -273,6 +273,10 @@ async def promote(
             return f"carbon budget exceeded: {agg.emissions_g / 1000:.3g} kg > {budget:g} kg"
         return None
 
+    if privacy is not None:
+        metrics.epsilon_budget.labels(namespace, name).set(privacy.epsilon)
+    if parsed.carbon.budget_kg is not None:
+        metrics.emissions_budget.labels(namespace, name).set(parsed.carbon.budget_kg * 1000)
     decision = promotion_step(
         parsed,
         state,

@@ -71,7 +71,8 @@ def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> 
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "startupProbe": {
-            "httpGet": {"path": "/healthz", "port": HEALTH_PORT, "host": "127.0.0.1"},
+            # no `host`: restricted Pod Security forbids probe hosts; the kubelet probes the pod IP
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT},
             "periodSeconds": 1,
             "failureThreshold": 30,
         },

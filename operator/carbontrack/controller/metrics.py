@@ -48,3 +48,12 @@ batches = Counter("carbontrack_telemetry_batches", "Telemetry batches accepted."
 status_patches = Counter(
     "carbontrack_status_patches", "Status patches written by the telemetry writer.", LABELS, registry=REGISTRY
 )
+epsilon_budget = Gauge(
+    "carbontrack_privacy_epsilon_budget", "The job's epsilon budget (spec).", LABELS, registry=REGISTRY
+)
+emissions_budget = Gauge(
+    "carbontrack_emissions_budget_grams",
+    "The job's carbon budget (spec), in grams.",
+    LABELS,
+    registry=REGISTRY,
+)

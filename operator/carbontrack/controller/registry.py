@@ -183,7 +183,8 @@ class Registry:
             return self.static
         key = (state.namespace, provider, secret)
         if key not in self._resolvers:
-            data = (await self.core.read_namespaced_secret(secret, state.namespace)).data or {}
+            where = self.config.namespace or state.namespace
+            data = (await self.core.read_namespaced_secret(secret, where)).data or {}
             import base64
 
             def field_(name: str) -> str:

@@ -184,7 +184,7 @@ class Sidecar:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _MarkerProtocol(self), local_addr=(host or "127.0.0.1", int(port))
         )
-        health = await asyncio.start_server(self._health, "127.0.0.1", self.config.health_port)
+        health = await asyncio.start_server(self._health, self.config.health_host, self.config.health_port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         log.info(

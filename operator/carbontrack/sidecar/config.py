@@ -21,6 +21,8 @@ class SidecarConfig:
     listen: str = "127.0.0.1:9477"
     """UDP address for the trainer's markers."""
     health_port: int = 9478
+    health_host: str = "0.0.0.0"
+    """The kubelet probes /healthz on the pod IP, so it listens there, not only on loopback."""
     backend: BackendName = "nvml"
     visible_devices: str | None = None
     """Override for which GPUs are this pod's; normally the trainer's hello says."""
@@ -55,6 +57,7 @@ class SidecarConfig:
             pod_uid=e.get("POD_UID", ""),
             listen=get("SIDECAR_ADDR", "127.0.0.1:9477"),
             health_port=int(get("HEALTH_PORT", "9478")),
+            health_host=get("HEALTH_HOST", "0.0.0.0"),
             backend=backend,  # type: ignore[arg-type]
             visible_devices=get("VISIBLE_DEVICES") or None,
             allow_all_gpus=get("ALLOW_ALL_GPUS", "false").lower() == "true",

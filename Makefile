@@ -3,13 +3,21 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit integration lint crd deploy dashboards cluster-up cluster-down
+.PHONY: setup prometheus test unit integration lint crd deploy dashboards cluster-up cluster-down
 
-setup:
+setup: prometheus
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/python tests/cluster/controlplane.py build
+
+# Prometheus and promtool (Debian's package) for the scrape, dashboard and alert-rule tests;
+# installed when missing and this is a Debian machine we are root on, else those tests are skipped.
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "note: install Debian's prometheus package for the Prometheus tests (skipped without it)"; fi
 
 lint:
 	$(BIN)/ruff check .

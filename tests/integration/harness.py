@@ -127,3 +127,24 @@ def start_sidecar(
         tmp, op.url, token=pod_token(cluster, ns, pod, uid),
         CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid,
     )  # fmt: skip
+
+
+def post_batch(url: str, token: str, namespace: str, job: str, pod: str, seq: int = 1) -> tuple[int, str]:
+    """POST one small, well-formed batch with the given token; (status, body)."""
+    import urllib.error
+
+    body = {
+        "version": 1, "job": {"namespace": namespace, "name": job},
+        "pod": {"namespace": namespace, "name": pod},
+        "bootId": "manual", "seq": seq, "sentAt": time.time(), "method": "simulated",
+        "gpus": [{"index": 0, "energyJoules": 1.0}],
+    }  # fmt: skip
+    req = urllib.request.Request(
+        url + "/v1/telemetry", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -80,7 +80,7 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     assert st["intensity"] == {"gramsPerKwh": 381, "zone": "DE", "source": "static:ember-2023"}
     assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
     metrics = operator.metrics()
-    assert f'carbontrack_gpu_energy_joules_total{{job="llama",namespace="{namespace}"}}' in metrics
+    assert f'carbontrack_gpu_energy_joules_total{{job_name="llama",namespace="{namespace}"}}' in metrics
 
 
 def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
@@ -153,12 +153,12 @@ def test_status_patches_are_rate_limited(operator: Operator, namespace: str, tmp
     sc.stop()
     elapsed = time.monotonic() - start
     time.sleep(1.5)
+    labels = f'job_name="rate",namespace="{namespace}"'
     line = next(
         ln for ln in operator.metrics().splitlines()
-        if ln.startswith("carbontrack_status_patches_total") and f'job="rate",namespace="{namespace}"' in ln
+        if ln.startswith("carbontrack_status_patches_total") and labels in ln
     )  # fmt: skip
     patches = float(line.split()[-1])
-    labels = f'job="rate",namespace="{namespace}"'
     batches = next(
         float(ln.split()[-1]) for ln in operator.metrics().splitlines()
         if ln.startswith("carbontrack_telemetry_batches_total") and labels in ln

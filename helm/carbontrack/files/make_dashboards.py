@@ -52,10 +52,10 @@ def query_var(name: str, query: str, multi: bool = False) -> dict[str, Any]:
 FLEET = dashboard(
     "carbontrack-fleet", "carbontrack / fleet",
     [
-        panel(1, "GPU energy by job (kWh)", [("sum by (namespace, job) (carbontrack_gpu_energy_joules_total) / 3.6e6", "{{namespace}}/{{job}}")], "kwatth", 0, 0),
-        panel(2, "Emissions by job (kg CO2e)", [("sum by (namespace, job) (carbontrack_emissions_grams_total) / 1000", "{{namespace}}/{{job}}")], "masskg", 12, 0),
+        panel(1, "GPU energy by job (kWh)", [("sum by (namespace, job_name) (carbontrack_gpu_energy_joules_total) / 3.6e6", "{{namespace}}/{{job_name}}")], "kwatth", 0, 0),
+        panel(2, "Emissions by job (kg CO2e)", [("sum by (namespace, job_name) (carbontrack_emissions_grams_total) / 1000", "{{namespace}}/{{job_name}}")], "masskg", 12, 0),
         panel(3, "GPU power by namespace (W)", [("sum by (namespace) (carbontrack_gpu_power_watts)", "{{namespace}}")], "watt", 0, 8),
-        panel(4, "Grid intensity (gCO2e/kWh)", [("max by (namespace, job) (carbontrack_grid_intensity_grams_per_kwh)", "{{namespace}}/{{job}}")], "none", 12, 8),
+        panel(4, "Grid intensity (gCO2e/kWh)", [("max by (namespace, job_name) (carbontrack_grid_intensity_grams_per_kwh)", "{{namespace}}/{{job_name}}")], "none", 12, 8),
         panel(5, "Gate failures", [('count by (gate) (carbontrack_gate_passed == 0)', "{{gate}}")], "none", 0, 16),
         panel(6, "Telemetry rejections (/s)", [("sum by (reason) (rate(carbontrack_telemetry_rejected_total[5m]))", "{{reason}}")], "reqps", 12, 16),
     ],
@@ -65,21 +65,21 @@ FLEET = dashboard(
 JOB = dashboard(
     "carbontrack-job", "carbontrack / job",
     [
-        panel(1, "GPU power (W)", [('sum(carbontrack_gpu_power_watts{namespace="$namespace", job="$job"})', "power")], "watt", 0, 0),
-        panel(2, "Energy per step (J)", [('sum(rate(carbontrack_gpu_energy_joules_total{namespace="$namespace", job="$job"}[5m])) / sum(rate(carbontrack_training_steps_total{namespace="$namespace", job="$job"}[5m]))', "J/step")], "joule", 12, 0),
-        panel(3, "Steps per second", [('sum(rate(carbontrack_training_steps_total{namespace="$namespace", job="$job"}[5m]))', "steps/s")], "none", 0, 8),
-        panel(4, "Cumulative kWh", [('sum(carbontrack_gpu_energy_joules_total{namespace="$namespace", job="$job"}) / 3.6e6', "kWh")], "kwatth", 12, 8),
+        panel(1, "GPU power (W)", [('sum(carbontrack_gpu_power_watts{namespace="$namespace", job_name="$job"})', "power")], "watt", 0, 0),
+        panel(2, "Energy per step (J)", [('sum(rate(carbontrack_gpu_energy_joules_total{namespace="$namespace", job_name="$job"}[5m])) / sum(rate(carbontrack_training_steps_total{namespace="$namespace", job_name="$job"}[5m]))', "J/step")], "joule", 12, 0),
+        panel(3, "Steps per second", [('sum(rate(carbontrack_training_steps_total{namespace="$namespace", job_name="$job"}[5m]))', "steps/s")], "none", 0, 8),
+        panel(4, "Cumulative kWh", [('sum(carbontrack_gpu_energy_joules_total{namespace="$namespace", job_name="$job"}) / 3.6e6', "kWh")], "kwatth", 12, 8),
         panel(5, "kg CO2e against the budget", [
-            ('sum(carbontrack_emissions_grams_total{namespace="$namespace", job="$job"}) / 1000', "emitted"),
-            ('max(carbontrack_emissions_budget_grams{namespace="$namespace", job="$job"}) / 1000', "budget"),
+            ('sum(carbontrack_emissions_grams_total{namespace="$namespace", job_name="$job"}) / 1000', "emitted"),
+            ('max(carbontrack_emissions_budget_grams{namespace="$namespace", job_name="$job"}) / 1000', "budget"),
         ], "masskg", 0, 16),
         panel(6, "Epsilon against the budget", [
-            ('max(carbontrack_privacy_epsilon{namespace="$namespace", job="$job"})', "epsilon"),
-            ('max(carbontrack_privacy_epsilon_budget{namespace="$namespace", job="$job"})', "budget"),
+            ('max(carbontrack_privacy_epsilon{namespace="$namespace", job_name="$job"})', "epsilon"),
+            ('max(carbontrack_privacy_epsilon_budget{namespace="$namespace", job_name="$job"})', "budget"),
         ], "none", 12, 16),
     ],
     [query_var("namespace", "label_values(carbontrack_gpu_energy_joules_total, namespace)"),
-     query_var("job", 'label_values(carbontrack_gpu_energy_joules_total{namespace="$namespace"}, job)')],
+     query_var("job", 'label_values(carbontrack_gpu_energy_joules_total{namespace="$namespace"}, job_name)')],
 )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-LABELS = ("namespace", "job")
+LABELS = ("namespace", "job_name")  # not `job`: Prometheus's own target label would rename it exported_job
 
 energy = Counter(
     "carbontrack_gpu_energy_joules",

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus test unit integration lint crd deploy dashboards cluster-up cluster-down
+.PHONY: setup prometheus demo test unit integration lint crd deploy dashboards cluster-up cluster-down
 
 setup: prometheus
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ deploy:
 
 dashboards:
 	$(BIN)/python helm/carbontrack/files/make_dashboards.py
+
+# A gated CarbonTrackedJob through Canary -> Promoting -> Running -> Succeeded on the local control plane.
+demo:
+	$(BIN)/python tests/cluster/demo.py
 
 cluster-up:
 	$(BIN)/python tests/cluster/controlplane.py up

@@ -11,9 +11,10 @@ COPY operator ./operator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.12-slim
+ARG VERSION=0.1.0
 RUN useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin carbontrack
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels carbontrack \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "carbontrack==${VERSION}" \
     && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

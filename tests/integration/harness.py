@@ -129,18 +129,13 @@ def start_sidecar(
     )  # fmt: skip
 
 
-def post_batch(url: str, token: str, namespace: str, job: str, pod: str, seq: int = 1) -> tuple[int, str]:
-    """POST one small, well-formed batch with the given token; (status, body)."""
+def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
+    """POST a telemetry body as a sidecar would; (status, body), whatever the status."""
     import urllib.error
 
-    body = {
-        "version": 1, "job": {"namespace": namespace, "name": job},
-        "pod": {"namespace": namespace, "name": pod},
-        "bootId": "manual", "seq": seq, "sentAt": time.time(), "method": "simulated",
-        "gpus": [{"index": 0, "energyJoules": 1.0}],
-    }  # fmt: skip
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(
-        url + "/v1/telemetry", data=json.dumps(body).encode(), method="POST",
+        url + "/v1/telemetry", data=data, method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     try:
@@ -148,3 +143,14 @@ def post_batch(url: str, token: str, namespace: str, job: str, pod: str, seq: in
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def post_batch(url: str, token: str, namespace: str, job: str, pod: str, seq: int = 1) -> tuple[int, str]:
+    """POST one small, well-formed batch with the given token."""
+    body = {
+        "version": 1, "job": {"namespace": namespace, "name": job},
+        "pod": {"namespace": namespace, "name": pod},
+        "bootId": "manual", "seq": seq, "sentAt": time.time(), "method": "simulated",
+        "gpus": [{"index": 0, "energyJoules": 1.0}],
+    }  # fmt: skip
+    return post(url, token, body)

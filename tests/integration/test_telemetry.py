@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from tests.integration.harness import (
     Operator,
     ctj,
     pod_token,
+    post,
     running_pods,
     start_sidecar,
     status,
@@ -81,19 +80,6 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
     metrics = operator.metrics()
     assert f'carbontrack_gpu_energy_joules_total{{job_name="llama",namespace="{namespace}"}}' in metrics
-
-
-def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url + "/v1/telemetry", data=data, method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str) -> None:

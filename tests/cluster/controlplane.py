@@ -230,6 +230,7 @@ class ControlPlane:
     workdir: Path
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    args: dict[str, list[str]] = field(default_factory=dict)
 
     # -- paths
 
@@ -266,6 +267,7 @@ class ControlPlane:
     # -- processes
 
     def _start(self, name: str, args: list[str]) -> None:
+        self.args[name] = args
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         out = (logs / f"{name}.log").open("ab")
@@ -348,6 +350,24 @@ class ControlPlane:
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
+
+    def restart(self, name: str, down_s: float = 0.0) -> None:
+        """Stop one program (SIGTERM, as a rolling upgrade would), wait down_s, start it again."""
+        pid = self.pids.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    break
+            time.sleep(0.1)
+        time.sleep(down_s)
+        self._start(name, self.args[name])
+        if name == "kube-apiserver":
+            self._wait(
+                "kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", 90, proc="kube-apiserver"
+            )
 
     def up(self, nodes: int = 2) -> ControlPlane:
         """Start everything and return once nodes are Ready and service accounts are minted."""

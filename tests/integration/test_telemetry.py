@@ -153,3 +153,44 @@ def test_status_patches_are_rate_limited(operator: Operator, namespace: str, tmp
     assert (
         patches <= elapsed / 1.0 + 3
     )  # ... but at most one status patch a second (interval 1 s), plus the tail
+
+
+def test_fuzzed_bodies_never_get_a_5xx_and_change_nothing(operator: Operator, namespace: str) -> None:
+    """Random bytes and random JSON, with a valid pod-bound token, for a fixed budget of examples."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("fuzz", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "fuzz", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+    good = {
+        "version": 1, "job": {"namespace": namespace, "name": "fuzz"},
+        "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": 1, "sentAt": 1.7e9,
+        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 5.0}],
+    }  # fmt: skip
+    assert post(operator.url, token, good)[0] == 200
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=20,
+    )
+    mutated = st.fixed_dictionaries({k: st.just(v) for k, v in good.items()}).flatmap(
+        # every field but the energy counters: whatever is accepted must leave the total at 5 J
+        lambda base: st.dictionaries(
+            st.sampled_from(sorted(set(base) - {"gpus"})), json_values, max_size=3
+        ).map(lambda changes: {**base, **changes})
+    )
+    statuses: list[int] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.binary(max_size=2000), mutated.map(lambda d: json.dumps(d).encode())))
+    def send(body: bytes) -> None:
+        code, _ = post(operator.url, token, body)
+        statuses.append(code)
+        assert code < 500, body
+
+    send()
+    assert statuses and all(c in (200, 400, 403, 404, 409, 422) for c in statuses), sorted(set(statuses))
+    time.sleep(1.5)
+    assert status(cluster, namespace, "fuzz").get("energyJoules") == 5.0

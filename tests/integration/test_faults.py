@@ -1,0 +1,104 @@
+"""Faults on the real control plane: what must hold is an exact energy total, no crash, a clear log.
+
+These run against the session's operator and control plane; the apiserver restart is last in the
+file because it disturbs everyone's watches (they must recover, which is the point).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.integration.conftest import apply
+from tests.integration.harness import Operator, ctj, running_pods, start_sidecar, status, wait
+
+
+def drive(trainer: object, first: int, last: int, pause: float = 0.02) -> None:
+    for step in range(first, last + 1):
+        trainer.step(step)  # type: ignore[attr-defined]
+        time.sleep(pause)
+
+
+def test_a_restarted_sidecar_keeps_its_earlier_energy_and_adds_on(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("restart", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "restart", 1)
+    first = start_sidecar(tmp_path, operator, cluster, namespace, "restart", pod, uid)
+    drive(first.client(), 1, 10)
+    before = first.final_energy(first.stop())
+    second = start_sidecar(tmp_path, operator, cluster, namespace, "restart", pod, uid)  # new boot id
+    drive(second.client(), 11, 20)
+    after = second.final_energy(second.stop())
+    total = before + after
+    st = wait(
+        lambda: (
+            (s := status(cluster, namespace, "restart"))
+            and abs(s.get("energyJoules", 0) - total) < 1e-6
+            and s
+        ),
+        what=f"status energy = {before} + {after} J",
+    )
+    sources = st["telemetry"]["sources"]
+    assert len(sources) == 2 and len({s["bootId"] for s in sources}) == 2
+    assert st["steps"] == 20
+
+
+def test_an_unreachable_operator_for_60s_loses_nothing(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """Sidecars buffer while the operator is down for a minute and deliver afterwards; totals exact."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("outage", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "outage", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "outage", pod, uid)
+    trainer = sidecar.client()
+    drive(trainer, 1, 5)
+    wait(lambda: status(cluster, namespace, "outage").get("steps") == 5, what="first batches in status")
+    operator.kill()
+    down_until = time.monotonic() + 60
+    step = 5
+    while time.monotonic() < down_until:  # the trainer goes on while the operator is away
+        step += 1
+        trainer.step(step)
+        time.sleep(0.5)
+    assert sidecar.healthz()["pending"] > 0
+    operator.start()
+    wait(lambda: sidecar.healthz()["pending"] == 0, timeout=60, what="buffer drained")
+    final = sidecar.final_energy(sidecar.stop())
+    st = wait(
+        lambda: (
+            (s := status(cluster, namespace, "outage")) and abs(s.get("energyJoules", 0) - final) < 1e-6 and s
+        ),
+        what=f"status energy = {final} J",
+    )
+    assert st["steps"] == step
+    src = st["telemetry"]["sources"][0]
+    assert src["recordsDropped"] == 0 and src["markersDropped"] == 0
+
+
+def test_kube_apiserver_restart_under_the_operator(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """Watches recover and status catches up; no handler is left stuck (the new job is reconciled)."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("survivor", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "survivor", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "survivor", pod, uid)
+    trainer = sidecar.client()
+    drive(trainer, 1, 10)
+    cluster.restart("kube-apiserver", down_s=5)
+    drive(trainer, 11, 20)
+    final = sidecar.final_energy(sidecar.stop())
+    wait(
+        lambda: abs(status(cluster, namespace, "survivor").get("energyJoules", 0) - final) < 1e-6,
+        timeout=90, what="status caught up after the apiserver restart",
+    )  # fmt: skip
+    assert apply(cluster, namespace, ctj("after-restart", 1)).returncode == 0
+    wait(
+        lambda: status(cluster, namespace, "after-restart").get("phase"),
+        timeout=90,
+        what="new job reconciled",
+    )
+    running_pods(cluster, namespace, "after-restart", 1)

@@ -12,11 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from carbontrack.intensity.static import lookup
 from tests.cases.crs import TEMPLATE
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.sidecars import Sidecar, free_port
 
-PUE, DE_G_PER_KWH = 1.2, 381.0
+PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
 
 
 class Operator:

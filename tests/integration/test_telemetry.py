@@ -33,7 +33,9 @@ from tests.integration.harness import (
 def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: str, tmp_path: Path) -> None:
     cluster = operator.cluster
     assert apply(cluster, namespace, ctj("llama", 2)).returncode == 0
-    job = json.loads(cluster.kubectl("get", "job", "llama", "-n", namespace, "-o", "json").stdout)
+    get_job = ("get", "job", "llama", "-n", namespace, "-o", "json")
+    wait(lambda: cluster.kubectl(*get_job, check=False).returncode == 0, what="the Job created")
+    job = json.loads(cluster.kubectl(*get_job).stdout)
     init = job["spec"]["template"]["spec"]["initContainers"][0]
     assert init["name"] == "carbontrack-sidecar" and init["restartPolicy"] == "Always"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "CarbonTrackedJob"
@@ -76,7 +78,7 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     assert expected_j > first > 0
     assert st["emissionsGrams"] == pytest.approx(expected_g, rel=1e-9)
     assert st["steps"] == 40
-    assert st["intensity"] == {"gramsPerKwh": 381, "zone": "DE", "source": "static:ember-2023"}
+    assert st["intensity"] == {"gramsPerKwh": DE_G_PER_KWH, "zone": "DE", "source": "static:ember-2023"}
     assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
     metrics = operator.metrics()
     assert f'carbontrack_gpu_energy_joules_total{{job_name="llama",namespace="{namespace}"}}' in metrics

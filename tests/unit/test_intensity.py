@@ -10,14 +10,37 @@ import pytest
 from aiohttp import web
 
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
-from carbontrack.intensity.static import SOURCE, WORLD_AVERAGE_G_PER_KWH, lookup, zone_for
+from carbontrack.intensity.static import REGION_ZONE, WORLD_AVERAGE_G_PER_KWH, lookup, table, zone_for
 
 
 def test_static_table_by_country_and_cloud_region() -> None:
-    assert lookup("DE").g_per_kwh == 381 and lookup("de").source == SOURCE
+    """Figures as checked by hand against Our World in Data's Ember table (2023) and eGRID2023."""
+    assert lookup("DE") == lookup("de")
+    assert (lookup("DE").g_per_kwh, lookup("DE").source) == (380.9, "static:ember-2023")
+    assert [lookup(z).g_per_kwh for z in ("FR", "PL", "SE", "IN", "CN", "BR", "CA")] == [
+        56.0,
+        661.9,
+        40.7,
+        713.4,
+        582.3,
+        98.3,
+        170.0,
+    ]
     assert zone_for(None, "eu-central-1") == "DE"
-    assert lookup(zone_for(None, "francecentral")).g_per_kwh == 56
+    assert lookup(zone_for(None, "francecentral")).g_per_kwh == 56.0
     assert zone_for("SE", "eu-central-1") == "SE"  # the spec wins over the node's region
+
+
+def test_us_states_and_nordic_bidding_zones() -> None:
+    virginia = lookup(zone_for(None, "us-east-1"))
+    assert (virginia.zone, virginia.source) == ("US-VA", "static:epa-egrid-2023")
+    assert virginia.g_per_kwh == 244.8
+    assert lookup("NO-NO4").source == "static:entsoe-2025"
+
+
+def test_every_mapped_cloud_region_has_a_figure() -> None:
+    missing = {region: zone for region, zone in REGION_ZONE.items() if zone not in table()}
+    assert not missing
 
 
 def test_unknown_zone_falls_back_to_world_average_and_says_so() -> None:

@@ -121,6 +121,23 @@ def status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     return dict(json.loads(out).get("status") or {})
 
 
+def wait_for_energy(
+    cluster: ControlPlane, namespace: str, name: str, joules: float, timeout: float = 60
+) -> dict[str, Any]:
+    """The status once its energy equals `joules` (to a microjoule): the exactness invariant."""
+    return dict(
+        wait(
+            lambda: (
+                (s := status(cluster, namespace, name))
+                and abs(s.get("energyJoules", 0) - joules) < 1e-6
+                and s
+            ),
+            timeout=timeout,
+            what=f"status energy of {name} = {joules} J",
+        )
+    )
+
+
 def start_sidecar(
     tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
 ) -> Sidecar:

@@ -10,7 +10,15 @@ import time
 from pathlib import Path
 
 from tests.integration.conftest import apply
-from tests.integration.harness import Operator, ctj, running_pods, start_sidecar, status, wait
+from tests.integration.harness import (
+    Operator,
+    ctj,
+    running_pods,
+    start_sidecar,
+    status,
+    wait,
+    wait_for_energy,
+)
 
 
 def drive(trainer: object, first: int, last: int, pause: float = 0.02) -> None:
@@ -31,15 +39,7 @@ def test_a_restarted_sidecar_keeps_its_earlier_energy_and_adds_on(
     second = start_sidecar(tmp_path, operator, cluster, namespace, "restart", pod, uid)  # new boot id
     drive(second.client(), 11, 20)
     after = second.final_energy(second.stop())
-    total = before + after
-    st = wait(
-        lambda: (
-            (s := status(cluster, namespace, "restart"))
-            and abs(s.get("energyJoules", 0) - total) < 1e-6
-            and s
-        ),
-        what=f"status energy = {before} + {after} J",
-    )
+    st = wait_for_energy(cluster, namespace, "restart", before + after)
     sources = st["telemetry"]["sources"]
     assert len(sources) == 2 and len({s["bootId"] for s in sources}) == 2
     assert st["steps"] == 20
@@ -67,12 +67,7 @@ def test_an_unreachable_operator_for_60s_loses_nothing(
     operator.start()
     wait(lambda: sidecar.healthz()["pending"] == 0, timeout=60, what="buffer drained")
     final = sidecar.final_energy(sidecar.stop())
-    st = wait(
-        lambda: (
-            (s := status(cluster, namespace, "outage")) and abs(s.get("energyJoules", 0) - final) < 1e-6 and s
-        ),
-        what=f"status energy = {final} J",
-    )
+    st = wait_for_energy(cluster, namespace, "outage", final)
     assert st["steps"] == step
     src = st["telemetry"]["sources"][0]
     assert src["recordsDropped"] == 0 and src["markersDropped"] == 0
@@ -91,10 +86,7 @@ def test_kube_apiserver_restart_under_the_operator(
     cluster.restart("kube-apiserver", down_s=5)
     drive(trainer, 11, 20)
     final = sidecar.final_energy(sidecar.stop())
-    wait(
-        lambda: abs(status(cluster, namespace, "survivor").get("energyJoules", 0) - final) < 1e-6,
-        timeout=90, what="status caught up after the apiserver restart",
-    )  # fmt: skip
+    wait_for_energy(cluster, namespace, "survivor", final, timeout=90)  # caught up after the restart
     assert apply(cluster, namespace, ctj("after-restart", 1)).returncode == 0
     wait(
         lambda: status(cluster, namespace, "after-restart").get("phase"),

@@ -27,6 +27,7 @@ from tests.integration.harness import (
     start_sidecar,
     status,
     wait,
+    wait_for_energy,
 )
 
 
@@ -67,14 +68,7 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     finals = [s.final_energy(s.stop()) for s in sidecars]
     expected_j = sum(finals)
     expected_g = emissions_g(expected_j, PUE, DE_G_PER_KWH)
-    st = wait(
-        lambda: (
-            (s := status(cluster, namespace, "llama"))
-            and abs(s.get("energyJoules", 0) - expected_j) < 1e-6
-            and s
-        ),
-        what=f"status energy = {expected_j} J",
-    )
+    st = wait_for_energy(cluster, namespace, "llama", expected_j)
     assert expected_j > first > 0
     assert st["emissionsGrams"] == pytest.approx(expected_g, rel=1e-9)
     assert st["steps"] == 40
@@ -103,6 +97,11 @@ def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str
 
     assert post(operator.url, my_token, batch(1, 100.0))[0] == 200
     assert post(operator.url, "garbage", batch(2, 110.0))[0] == 401
+    other_audience = cluster.kubectl(
+        "create", "token", "default", "-n", namespace, "--audience=somebody-else", "--bound-object-kind=Pod",
+        f"--bound-object-name={mine}", f"--bound-object-uid={mine_uid}",
+    ).stdout.strip()  # fmt: skip
+    assert post(operator.url, other_audience, batch(2, 110.0))[0] == 401  # a valid token, not for us
     assert post(operator.url, their_token, batch(2, 110.0))[0] == 403  # bound to another pod
     assert post(operator.url, their_token, batch(2, 110.0, pod=theirs))[0] == 403  # their pod, our job
     assert post(operator.url, my_token, batch(1, 100.0))[0] == 409  # replay

@@ -6,6 +6,7 @@ file because it disturbs everyone's watches (they must recover, which is the poi
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -94,3 +95,30 @@ def test_kube_apiserver_restart_under_the_operator(
         what="new job reconciled",
     )
     running_pods(cluster, namespace, "after-restart", 1)
+
+
+def test_a_concurrent_status_writer_is_not_overwritten(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """Another controller adds its own condition and field to status; the operator's phase changes and
+    telemetry writes keep them (merge patches of our own fields; conditions merged by type)."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("shared", 1)).returncode == 0
+    wait(lambda: status(cluster, namespace, "shared").get("phase") == "Canary", what="phase Canary")
+    other = {"type": "DataValidated", "status": "True", "reason": "Checked",
+             "message": "by another controller", "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    current = status(cluster, namespace, "shared").get("conditions", [])
+    patch = {"status": {"conditions": [*current, other]}}
+    cluster.kubectl("patch", "ctj", "shared", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps(patch))  # fmt: skip
+    ((pod, uid),) = running_pods(cluster, namespace, "shared", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "shared", pod, uid)
+    drive(sidecar.client(), 1, 15)
+    final = sidecar.final_energy(sidecar.stop())
+    st = wait_for_energy(cluster, namespace, "shared", final)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "shared")).get("phase") == "Running" and s, what="Running"
+    )
+    types = {c["type"]: c for c in st["conditions"]}
+    assert types["DataValidated"] == other
+    assert types["Ready"]["status"] == "True"

@@ -8,7 +8,6 @@ owns the telemetry fields of status (kopf's patches own phase, replicas and cond
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import Authenticator
+from carbontrack.controller.conditions import set_condition
 from carbontrack.controller.config import OperatorConfig
 from carbontrack.controller.jobbuilder import (
     LABEL_JOB,
@@ -41,21 +41,6 @@ from carbontrack.gates_cli import tests_from
 
 log = logging.getLogger("carbontrack.operator")
 PHASES = ("Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def condition(type_: str, status: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": "True" if status else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": _now(),
-        "observedGeneration": generation,
-    }
 
 
 def _without_nulls(value: Any) -> Any:
@@ -111,7 +96,9 @@ async def reconcile(
         parsed = CarbonTrackedJobSpec.model_validate(dict(spec))
     except ValidationError as exc:
         message = f"the spec cannot be used: {exc.errors(include_url=False)[0]['msg']}"
-        patch.status["conditions"] = [condition("Ready", False, "SpecInvalid", message, generation)]
+        patch.status["conditions"] = set_condition(
+            status.get("conditions"), "Ready", False, "SpecInvalid", message, generation
+        )
         kopf.warn(body, reason="SpecInvalid", message=message)
         raise kopf.PermanentError(message) from exc
     cfg: OperatorConfig = memo.cfg
@@ -124,7 +111,9 @@ async def reconcile(
         job = build_job(name, namespace, uid, parsed, replicas, cfg)
         job["spec"]["suspend"] = suspend
     except InjectionError as exc:
-        patch.status["conditions"] = [condition("Ready", False, "InjectionRefused", str(exc), generation)]
+        patch.status["conditions"] = set_condition(
+            status.get("conditions"), "Ready", False, "InjectionRefused", str(exc), generation
+        )
         kopf.warn(body, reason="InjectionRefused", message=str(exc))
         raise kopf.PermanentError(str(exc)) from exc
     batch_api = client.BatchV1Api(memo.api)
@@ -150,11 +139,17 @@ async def reconcile(
             "replicaSummary": f"{replicas}/{parsed.replicas}",
             "selector": f"{LABEL_JOB}={name}",
             "observedGeneration": generation,
-            "conditions": [
-                condition("Ready", True, "JobRunning", f"{replicas} of {parsed.replicas} workers", generation)
-            ],
         }
     )
+    if phase != "Halted":  # a halt's condition names the gate; only the promotion timer lifts it
+        patch.status["conditions"] = set_condition(
+            status.get("conditions"),
+            "Ready",
+            True,
+            "JobRunning",
+            f"{replicas} of {parsed.replicas} workers",
+            generation,
+        )
     set_phase_metric(namespace, name, phase)
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -191,7 +186,9 @@ async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> No
     generation = ctj["metadata"].get("generation")
     await custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name,
-        {"status": {"phase": phase, "conditions": [condition("Ready", False, phase, message, generation)]}},
+        {"status": {"phase": phase, "conditions": set_condition(
+            (ctj.get("status") or {}).get("conditions"), "Ready", False, phase, message, generation
+        )}},
         _content_type="application/merge-patch+json",
     )  # type: ignore[call-arg]  # fmt: skip
     kopf.info(
@@ -319,9 +316,9 @@ async def promote(
             metrics.gate_passed.labels(namespace, name, r.name).set(1 if r.passed else 0)
     if decision.events:
         last = decision.events[-1]
-        updates["conditions"] = [
-            condition("Ready", new.phase != "Halted", last.reason, last.message, generation)
-        ]
+        updates["conditions"] = set_condition(
+            status.get("conditions"), "Ready", new.phase != "Halted", last.reason, last.message, generation
+        )
     # Patch only what changed: an idle job costs the apiserver nothing between decisions.
     for key, value in updates.items():
         current = status.get(key)

@@ -21,8 +21,9 @@ PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
 
 
 class Operator:
-    def __init__(self, cluster: ControlPlane, logs: Path) -> None:
+    def __init__(self, cluster: ControlPlane, logs: Path, **env: str) -> None:
         self.cluster = cluster
+        self.extra_env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = logs
@@ -37,6 +38,7 @@ class Operator:
             "CARBONTRACK_STATUS_INTERVAL_S": "1",
             "CARBONTRACK_SIDECAR_BACKEND": "simulated",
             "CARBONTRACK_JUDGE_INTERVAL_S": "1",
+            **self.extra_env,
         }
         out = self.logs.open("ab")
         self.proc = subprocess.Popen(

@@ -14,6 +14,7 @@ import pytest
 
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator
+from tests.integration.sidecars import stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +65,10 @@ def operator(crd_installed: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     keep = os.environ.get("CARBONTRACK_KEEP_LOGS")
     if keep:
         subprocess.run(["cp", str(op.logs), keep], check=False)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_sidecars() -> Iterator[None]:
+    """A test that fails half-way must not leave sidecar processes behind."""
+    yield
+    stop_all()

@@ -22,6 +22,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+RUNNING: list[subprocess.Popen[str]] = []
+"""Every sidecar a test started, so a failed test cannot leave one running (see conftest)."""
+
+
+def stop_all() -> None:
+    for proc in RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    RUNNING.clear()
+
+
 class Sidecar:
     """One sidecar process; `env` overrides the defaults (simulated 2 x 300 W GPUs, 0.2 s batches)."""
 
@@ -50,6 +62,7 @@ class Sidecar:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "carbontrack.sidecar"], env=self.env, stderr=subprocess.PIPE, text=True
         )
+        RUNNING.append(self.proc)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

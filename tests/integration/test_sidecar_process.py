@@ -93,11 +93,18 @@ def test_client_to_sidecar_to_operator_exact_energy_and_sigterm_flush(
     assert receiver.tokens[-1] == "Bearer test-token"
     batches = [b for b in receiver.batches]
     assert [b.seq for b in batches] == sorted({b.seq for b in batches})  # increasing, no repeats
-    for b in batches:
-        for r in b.steps:
-            # 2 GPUs x 300 W. In real time the GPUs are read microseconds after the timestamp is taken,
-            # so allow 50 us of 600 W; exactness to the mJ is tests/unit (fake clock).
-            assert abs(r.energy_joules - 600.0 * r.duration_s) <= 0.03
+    # 2 GPUs x 300 W. In a real process the GPUs are read a little after the boundary's timestamp is
+    # taken, and a loaded machine can preempt in between (73 us seen in CI), so a single step's energy
+    # vs 600 W x its duration carries that jitter; exactness to the mJ is tests/unit (fake clock).
+    # Step boundaries are shared by neighbouring steps, so over the whole run the jitter does not add
+    # up: total energy over total duration must be 600 W to well within 0.1 %.
+    by_step = {r.step: r for b in batches for r in b.steps}  # a record resent after a lost ack counts once
+    records = [by_step[k] for k in sorted(by_step)]
+    assert sorted(by_step) == list(range(1, 21))
+    for r in records:
+        assert abs(r.energy_joules - 600.0 * r.duration_s) <= 600.0 * 0.005  # a 5 ms scheduling bound
+    total_j, total_s = sum(r.energy_joules for r in records), sum(r.duration_s for r in records)
+    assert abs(total_j / total_s - 600.0) <= 0.6, total_j / total_s
     assert sum(receiver.records().values()) <= final.energy_joules
     assert final.global_step == 20 and final.steps_seen == 20 and final.markers_dropped == 0
     assert any(e.metrics == {"eval_accuracy": 0.9} for b in batches for e in b.evals)

@@ -30,7 +30,7 @@ from carbontrack.controller.jobbuilder import (
     build_job,
     job_name_for,
 )
-from carbontrack.controller.registry import Registry
+from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
@@ -184,13 +184,12 @@ async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> No
     if (ctj.get("status") or {}).get("phase") == phase:
         return
     generation = ctj["metadata"].get("generation")
-    await custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name,
-        {"status": {"phase": phase, "conditions": set_condition(
-            (ctj.get("status") or {}).get("conditions"), "Ready", False, phase, message, generation
-        )}},
-        _content_type="application/merge-patch+json",
-    )  # type: ignore[call-arg]  # fmt: skip
+    ctj_conditions = set_condition(
+        (ctj.get("status") or {}).get("conditions"), "Ready", False, phase, message, generation
+    )
+    await merge_patch_status(
+        custom, namespace, name, {"status": {"phase": phase, "conditions": ctj_conditions}}
+    )
     kopf.info(
         ctj,
         reason="PhaseChanged",

@@ -9,10 +9,10 @@ more than one patch in flight for the object, and retries a failed patch with ba
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,19 @@ from carbontrack.controller.config import OperatorConfig
 from carbontrack.core.aggregation import Applied, JobAggregate, Source, Verdict
 from carbontrack.core.emissions import kwh
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
-from carbontrack.intensity.static import Intensity, zone_for
+from carbontrack.intensity.static import Intensity, lookup, zone_for
 
 log = logging.getLogger("carbontrack.telemetry")
+
+
+async def merge_patch_status(
+    custom: client.CustomObjectsApi, namespace: str, name: str, body: dict[str, Any]
+) -> None:
+    """JSON merge patch of a CarbonTrackedJob's status: only the fields in `body` change."""
+    await custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, body,
+        _content_type="application/merge-patch+json",  # else the client picks JSON patch for a dict
+    )  # type: ignore[call-arg]  # fmt: skip
 
 
 def restore(status: CarbonTrackedJobStatus | None) -> JobAggregate:
@@ -105,7 +115,6 @@ class JobState:
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: asyncio.Task[None] | None = None
-    patch_times: deque[float] = field(default_factory=lambda: deque(maxlen=100))
     node_region: str | None = None
 
 
@@ -153,8 +162,6 @@ class Registry:
             return state
 
     def static_intensity(self, spec: CarbonTrackedJobSpec, zone: str) -> Intensity:
-        from carbontrack.intensity.static import lookup
-
         if spec.carbon.intensity.grams_per_kwh is not None:
             return Intensity(spec.carbon.intensity.grams_per_kwh, zone, "override")
         return lookup(zone)
@@ -185,7 +192,6 @@ class Registry:
         if key not in self._resolvers:
             where = self.config.namespace or state.namespace
             data = (await self.core.read_namespaced_secret(secret, where)).data or {}
-            import base64
 
             def field_(name: str) -> str:
                 return base64.b64decode(data.get(name, "")).decode()
@@ -234,13 +240,9 @@ class Registry:
             async with state.lock:
                 body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
             try:
-                await self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, state.namespace, PLURAL, state.name, body,
-                    _content_type="application/merge-patch+json",  # else JSON patch is picked for a dict
-                )  # type: ignore[call-arg]  # fmt: skip
+                await merge_patch_status(self.custom, state.namespace, state.name, body)
                 failures = 0
                 last = time.monotonic()
-                state.patch_times.append(last)
                 metrics.status_patches.labels(state.namespace, state.name).inc()
             except ApiException as exc:
                 if exc.status == 404:
@@ -269,10 +271,7 @@ class Registry:
             if state.dirty.is_set():
                 body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
                 try:
-                    await self.custom.patch_namespaced_custom_object_status(
-                        GROUP, VERSION, state.namespace, PLURAL, state.name, body,
-                        _content_type="application/merge-patch+json",
-                    )  # type: ignore[call-arg]  # fmt: skip
+                    await merge_patch_status(self.custom, state.namespace, state.name, body)
                 except ApiException as exc:
                     log.warning("final status patch failed", extra={"status": exc.status})
 

@@ -38,17 +38,31 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    import os
+    import socket
+    import time
+
     import kopf
 
     from carbontrack.controller import handlers  # noqa: F401  (registers the handlers)
+    from carbontrack.controller.peering import PeeringArgs, own_identity, seniority_priority
     from carbontrack.logs import setup_logging
 
     setup_logging()
+    memo = kopf.Memo()
+    identity = own_identity(os.environ.get("POD_NAME"), socket.gethostname(), os.getpid())
+    priority = None
+    if args.peering:
+        priority = seniority_priority(time.time()) if args.priority is None else args.priority
+        memo.peering = PeeringArgs(args.peering, list(args.namespace or ()), identity, priority)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         standalone=not args.peering,
         peering_name=args.peering or None,
+        priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
+        memo=memo,
         liveness_endpoint=None,
     )
     return 0
@@ -69,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("-n", "--namespace", action="append", help="watch only these namespaces (default: all)")
     op.add_argument(
         "--peering", default="", help="kopf peering name for several replicas (default: standalone)"
+    )
+    op.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="kopf peering priority (default: by seniority, the first replica started stays active)",
     )
     op.set_defaults(func=_operator)
     from carbontrack.gates_cli import add_parser as add_gates

@@ -21,8 +21,13 @@ PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
 
 
 class Operator:
-    def __init__(self, cluster: ControlPlane, logs: Path, **env: str) -> None:
+    def __init__(
+        self, cluster: ControlPlane, logs: Path, args: tuple[str, ...] = (), standby: bool = False, **env: str
+    ) -> None:
+        """`args` go after `carbontrack operator`; `standby`: started as a peer, wait for /healthz only."""
         self.cluster = cluster
+        self.args = args
+        self.standby = standby
         self.extra_env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,7 +47,7 @@ class Operator:
         }
         out = self.logs.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carbontrack.cli", "operator"],
+            [sys.executable, "-m", "carbontrack.cli", "operator", *self.args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -50,7 +55,8 @@ class Operator:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1):
+                probe = "/healthz" if self.standby else "/readyz"
+                with urllib.request.urlopen(self.url + probe, timeout=1):
                     return
             except OSError:
                 assert self.proc.poll() is None, self.logs.read_text()[-3000:]
@@ -69,6 +75,14 @@ class Operator:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+    def ready(self) -> bool:
+        """What the kubelet's readiness probe sees: a standby replica is not ready."""
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:

@@ -42,6 +42,20 @@ def test_deploy_manifests_are_the_rendered_chart() -> None:
     assert (ROOT / "deploy" / "carbontrack.yaml").read_text() == HEADER + render(), "run `make deploy`"
 
 
+def test_several_replicas_get_a_peering_object_and_an_identity_each() -> None:
+    single = render("--set", "replicaCount=1", include_crds=False)
+    assert "KopfPeering" not in single and "--peering" not in single
+    clusterwide = render("--set", "replicaCount=2", include_crds=False)
+    assert "kind: ClusterKopfPeering" in clusterwide and "--peering=carbontrack" in clusterwide
+    assert "name: POD_NAME" in clusterwide  # kopf's identity per replica in the peering object
+    namespaced = render("--set", "replicaCount=2,watchNamespaces={ml,research}", include_crds=False)
+    assert namespaced.count("kind: KopfPeering") == 2 and "ClusterKopfPeering" not in namespaced
+    crds = render(include_crds=True)
+    assert "name: clusterkopfpeerings.kopf.dev" in crds and "name: kopfpeerings.kopf.dev" in crds
+    peering_crds = "kopfpeerings.kopf.dev.yaml"
+    assert (ROOT / "crds" / peering_crds).read_text() == (CHART / "crds" / peering_crds).read_text()
+
+
 def restricted_namespace(cluster: ControlPlane, namespace: str) -> None:
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
@@ -81,7 +95,15 @@ def test_rendered_chart_is_accepted_under_restricted_pod_security(
     manifests = render("--namespace", namespace, *options, include_crds=False, release=f"ct-{namespace}")
     if options:  # the Prometheus Operator's CRDs are not installed here: their objects are checked by lint
         docs = manifests.split("\n---\n")
-        manifests = "\n---\n".join(d for d in docs if "monitoring.coreos.com" not in d)
+        manifests = "\n---\n".join(
+            d for d in docs if "monitoring.coreos.com" not in d and "kind: KopfPeering" not in d
+        )
+        # the replicas' KopfPeerings live in the watched namespaces, not the release's
+        for watched in ("ml", "research"):
+            cluster.kubectl("create", "namespace", watched, check=False)
+        peerings = "\n---\n".join(d for d in docs if "kind: KopfPeering" in d)
+        result = cluster.kubectl("apply", "--server-side", "-f", "-", input=peerings, check=False)
+        assert result.returncode == 0, result.stderr
     apply_manifests(cluster, namespace, manifests)
     pods = deployment_pods(cluster, namespace, 2 if options else 1)
     assert pods[0]["spec"]["securityContext"]["runAsNonRoot"] is True

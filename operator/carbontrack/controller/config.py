@@ -25,6 +25,9 @@ class OperatorConfig:
     max_body_bytes: int = 1 << 20
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
+    peering_lifetime_s: int = 60
+    """With several replicas: how long a silent peer counts as alive (bounds a takeover after a crash)."""
+    peering_poll_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -47,4 +50,6 @@ class OperatorConfig:
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             namespace=get("NAMESPACE", ""),
+            peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
+            peering_poll_s=float(get("PEERING_POLL_S", "2")),
         )

@@ -30,6 +30,8 @@ from carbontrack.controller.jobbuilder import (
     build_job,
     job_name_for,
 )
+from carbontrack.controller.leadership import PeeringMonitor
+from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.core.aggregation import JobAggregate
@@ -74,11 +76,28 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.cfg, memo.api = cfg, api
     memo.registry = Registry(api, cfg)
     memo.server = TelemetryServer(memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes)
+    peer: PeeringArgs | None = memo.get("peering")
+    memo.monitor = None
+    if peer is not None:
+        settings.peering.lifetime = cfg.peering_lifetime_s
+        memo.server.active = False  # a standby until the peering object says otherwise
+
+        async def switch(active: bool) -> None:
+            memo.server.active = active
+            if not active:
+                await memo.registry.release()
+
+        memo.monitor = PeeringMonitor(
+            api, peer.name, peer.namespaces, peer.identity, peer.priority, switch, cfg.peering_poll_s
+        )
+        memo.monitor.start()
     await memo.server.start("0.0.0.0", cfg.telemetry_port)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.monitor is not None:
+        await memo.monitor.stop()
     await memo.server.stop()
     await memo.registry.flush()
     await memo.api.close()

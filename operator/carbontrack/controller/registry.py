@@ -275,6 +275,16 @@ class Registry:
                 except ApiException as exc:
                     log.warning("final status patch failed", extra={"status": exc.status})
 
+    async def release(self) -> None:
+        """Hand the jobs over (this replica became a standby): write what is pending, keep nothing.
+
+        The next active replica restores from status; a batch this flush misses is repaired by the
+        next cumulative batch from the same source, so nothing is lost or counted twice.
+        """
+        await self.flush()
+        self.jobs.clear()
+        self._loading.clear()
+
     def forget(self, namespace: str, name: str) -> None:
         state = self.jobs.pop((namespace, name), None)
         if state and state.writer:

@@ -4,6 +4,7 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   200 accepted (body: TelemetryAck)      400 malformed or unknown version     401 bad or missing token
   403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
   413 body over the size limit           422 counters or steps went backwards, or absurd values
+  503 this replica is a standby (peering): the sidecar retries, and the Service routes to the active one
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
 """
 
@@ -39,6 +40,8 @@ class TelemetryServer:
         self.registry = registry
         self.auth = auth
         self.ready = False
+        self.active = True
+        """False on a standby replica (see controller.peering): telemetry is refused, /readyz fails."""
         self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_post(TELEMETRY_PATH, self.telemetry)
         self.app.router.add_get("/metrics", self.metrics)
@@ -62,7 +65,9 @@ class TelemetryServer:
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok") if self.ready else web.Response(status=503, text="starting")
+        if not self.ready:
+            return web.Response(status=503, text="starting")
+        return web.Response(text="ok") if self.active else web.Response(status=503, text="standby")
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -79,6 +84,10 @@ class TelemetryServer:
             return _refuse(500, "internal", "internal error")
 
     async def _telemetry(self, request: web.Request) -> web.Response:
+        if not self.active:
+            response = _refuse(503, "standby", "this operator replica is a standby; retry")
+            response.headers["Retry-After"] = "2"
+            return response
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")

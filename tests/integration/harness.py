@@ -43,6 +43,7 @@ class Operator:
             "CARBONTRACK_STATUS_INTERVAL_S": "1",
             "CARBONTRACK_SIDECAR_BACKEND": "simulated",
             "CARBONTRACK_JUDGE_INTERVAL_S": "1",
+            "CARBONTRACK_CLIENT_TIMEOUT_S": "3",
             **self.extra_env,
         }
         out = self.logs.open("ab")

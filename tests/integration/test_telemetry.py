@@ -7,7 +7,11 @@ apiserver bound to that very pod (TokenRequest), as the projected volume would h
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import select
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,10 @@ def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str
     assert post(operator.url, my_token, batch(1, 100.0))[0] == 409  # replay
     assert post(operator.url, my_token, batch(3, 50.0))[0] == 422  # counter went backwards
     assert post(operator.url, my_token, {**batch(4, 1e14)})[0] == 422  # absurd
+    assert post(operator.url, my_token, batch(4, -5.0))[0] == 400  # negative joules
+    assert post(operator.url, my_token, json.dumps(batch(4, float("nan"))).encode())[0] == 400  # NaN
+    assert post(operator.url, my_token, batch(4, 1e30))[0] == 400  # beyond any counter: 1e30 W
+    assert post(operator.url, my_token, batch(4, 120.0, step=0))[0] == 422  # the step went back
     assert post(operator.url, my_token, {**batch(5, 120.0), "version": 9})[0] == 400
     assert post(operator.url, my_token, b"{not json")[0] == 400
     assert post(operator.url, my_token, b"x" * (2 << 20))[0] == 413
@@ -125,6 +133,61 @@ def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str
         "too-large",
     ):
         assert f'carbontrack_telemetry_rejected_total{{reason="{reason}"}}' in metrics, reason
+
+
+def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operator, namespace: str) -> None:
+    """Connections that trickle headers or a body are closed after the client timeout (3 s here)."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("loris", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "loris", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+    found = re.search(r'rejected_total\{reason="slow-client"\} ([0-9.]+)', operator.metrics())
+    before = float(found.group(1)) if found else 0.0
+    host, port = "127.0.0.1", operator.port
+    started = time.monotonic()
+    slow_headers = [socket.create_connection((host, port)) for _ in range(150)]
+    for sock in slow_headers:
+        sock.sendall(b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nX-Trickle: ")
+    slow_bodies = [socket.create_connection((host, port)) for _ in range(50)]
+    for sock in slow_bodies:
+        sock.sendall(
+            b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 4000\r\n\r\n{"
+        )
+    t0 = time.monotonic()
+    code, _ = post(operator.url, token, {
+        "version": 1, "job": {"namespace": namespace, "name": "loris"},
+        "pod": {"namespace": namespace, "name": pod}, "bootId": "b1", "seq": 1, "sentAt": time.time(),
+        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 7.0}],
+    })  # fmt: skip
+    assert code == 200 and time.monotonic() - t0 < 2, "a good client waited behind slow ones"
+
+    open_ = {s: b"" for s in slow_headers + slow_bodies}
+    closed_after: list[float] = []
+    replies: list[bytes] = []
+    while open_ and time.monotonic() - started < 20:
+        for sock in list(open_):
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x" if sock in slow_headers else b" ")  # one byte at a time, never done
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                try:
+                    chunk = sock.recv(4096)
+                except OSError:
+                    chunk = b""
+                open_[sock] += chunk
+                if not chunk:
+                    closed_after.append(time.monotonic() - started)
+                    replies.append(open_[sock])
+                    sock.close()
+                    del open_[sock]
+        time.sleep(0.25)
+    assert not open_, f"{len(open_)} slow connections still open after 20 s"
+    assert max(closed_after) < 3 + 4, f"slowest cut off after {max(closed_after):.1f} s"
+    assert sum(b"408" in reply.split(b"\r\n", 1)[0] for reply in replies) == len(slow_bodies)
+    counted = f'carbontrack_telemetry_rejected_total{{reason="slow-client"}} {before + 50:.1f}'
+    assert counted in operator.metrics()
+    wait(lambda: status(cluster, namespace, "loris").get("energyJoules") == 7.0, what="only the good batch")
 
 
 def test_status_patches_are_rate_limited(operator: Operator, namespace: str, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ class OperatorConfig:
     intensity_provider: str = "static"
     intensity_secret: str = ""
     max_body_bytes: int = 1 << 20
+    client_timeout_s: float = 10.0
+    """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -49,6 +51,7 @@ class OperatorConfig:
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
+            client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),

@@ -75,7 +75,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api = client.ApiClient()
     memo.cfg, memo.api = cfg, api
     memo.registry = Registry(api, cfg)
-    memo.server = TelemetryServer(memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes)
+    memo.server = TelemetryServer(
+        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s
+    )
     peer: PeeringArgs | None = memo.get("peering")
     memo.monitor = None
     if peer is not None:

@@ -3,6 +3,8 @@
 POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{reason}:
   200 accepted (body: TelemetryAck)      400 malformed or unknown version     401 bad or missing token
   403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
+  408 body not received within the client timeout (a slow-loris client; headers alike: the connection
+      is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or absurd values
   503 this replica is a standby (peering): the sidecar retries, and the Service routes to the active one
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -10,6 +12,7 @@ Nothing a sidecar sends can raise out of the handler: an unexpected error is a 5
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -36,8 +39,11 @@ def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Respons
 
 
 class TelemetryServer:
-    def __init__(self, registry: Registry, auth: Authenticator, max_body_bytes: int) -> None:
+    def __init__(
+        self, registry: Registry, auth: Authenticator, max_body_bytes: int, client_timeout_s: float = 10.0
+    ) -> None:
         self.registry = registry
+        self.client_timeout_s = client_timeout_s
         self.auth = auth
         self.ready = False
         self.active = True
@@ -50,7 +56,12 @@ class TelemetryServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # aiohttp closes a connection whose request headers are not complete by the keep-alive deadline,
+        # counted from the connection's start or its previous response, however slowly bytes trickle in;
+        # after a refusal it reads ("lingers" on) an unread body for at most a second, not aiohttp's 10
+        self._runner = web.AppRunner(
+            self.app, access_log=None, keepalive_timeout=self.client_timeout_s, lingering_time=1.0
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self.ready = True
@@ -93,7 +104,12 @@ class TelemetryServer:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.startswith("Bearer ") else ""
-        raw = await request.read()
+        try:
+            raw = await asyncio.wait_for(request.read(), self.client_timeout_s)
+        except TimeoutError:
+            response = _refuse(408, "slow-client", f"body not received within {self.client_timeout_s:g} s")
+            response.force_close()
+            return response
         try:
             doc: Any = json.loads(raw)
         except ValueError:

@@ -54,6 +54,14 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+def _api_message(exc: ApiException) -> str:
+    """The apiserver's own words (its Status message names the field), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body)["message"])[:1000]
+    except (TypeError, ValueError, KeyError):
+        return f"{exc.status} {exc.reason}"
+
+
 def set_phase_metric(namespace: str, name: str, phase: str) -> None:
     for p in PHASES:
         metrics.phase.labels(namespace, name, p).set(1 if p == phase else 0)
@@ -147,7 +155,16 @@ async def reconcile(
         )
     except ApiException as exc:
         if exc.status != 409:
-            raise kopf.TemporaryError(f"creating the Job failed: {exc.reason}", delay=5) from exc
+            message = f"the apiserver refused the Job: {_api_message(exc)}"
+            permanent = exc.status in (400, 422)  # the spec's template is invalid: retrying cannot help
+            patch.status["conditions"] = set_condition(
+                status.get("conditions"), "Ready", False, "JobRejected" if permanent else "JobCreateFailed",
+                message, generation,
+            )  # fmt: skip
+            kopf.warn(body, reason="JobRejected" if permanent else "JobCreateFailed", message=message)
+            if permanent:
+                raise kopf.PermanentError(message) from exc
+            raise kopf.TemporaryError(message, delay=5) from exc
         scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": suspend}}
         await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
     if status.get("phase") != phase:

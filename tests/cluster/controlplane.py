@@ -369,8 +369,13 @@ class ControlPlane:
                 "kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", 90, proc="kube-apiserver"
             )
 
-    def up(self, nodes: int = 2) -> ControlPlane:
-        """Start everything and return once nodes are Ready and service accounts are minted."""
+    def up(self, nodes: int = 2, audit: bool = False, client_qps: int | None = None) -> ControlPlane:
+        """Start everything and return once nodes are Ready and service accounts are minted.
+
+        `audit`: log every request's user, verb and resource to `audit_log` (the scale benchmark
+        attributes apiserver load to the operator with it). `client_qps`: raise the controller
+        manager's and the scheduler's client rate limits (thousands of pods in the scale benchmark).
+        """
         start = time.monotonic()
         build()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -416,6 +421,7 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_args(audit),
             ],
         )
         self._wait("kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", 90, proc="kube-apiserver")
@@ -434,6 +440,7 @@ class ControlPlane:
                 "--use-service-account-credentials=false",
                 "--concurrent-job-syncs=10",
                 "--v=1",
+                *self._qps_args(client_qps),
             ],
         )
         self._start(
@@ -445,6 +452,7 @@ class ControlPlane:
                 "--secure-port=0",
                 "--leader-elect=false",
                 "--v=1",
+                *self._qps_args(client_qps),
             ],
         )
         self._start(
@@ -471,6 +479,24 @@ class ControlPlane:
         self._check_alive("kube-scheduler")
         log(f"control plane {KUBERNETES} up in {time.monotonic() - start:.1f}s at {self.server}")
         return self
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_args(self, audit: bool) -> list[str]:
+        if not audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
+            "omitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: Metadata\n"
+        )
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
+
+    @staticmethod
+    def _qps_args(qps: int | None) -> list[str]:
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"] if qps else []
 
     def _ready_nodes(self) -> int:
         items = self.get("/api/v1/nodes")["items"]
@@ -519,7 +545,7 @@ class ControlPlane:
         )
         return names
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(self, path: Path | None = None, user: dict[str, str] | None = None) -> Path:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -532,7 +558,8 @@ class ControlPlane:
             "users": [
                 {
                     "name": "admin",
-                    "user": {
+                    "user": user
+                    or {
                         "client-certificate": str(self.pki / "admin.crt"),
                         "client-key": str(self.pki / "admin.key"),
                     },
@@ -543,7 +570,14 @@ class ControlPlane:
             ],
             "current-context": "carbontrack-test",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        path = path or self.kubeconfig
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
+        """A kubeconfig that acts as a ServiceAccount (24 h token), as an in-cluster pod would."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=24h").stdout.strip()
+        return self._write_kubeconfig(self.workdir / f"kubeconfig-{namespace}-{name}", {"token": token})
 
     def down(self, remove: bool = True) -> None:
         """Stop every process this control plane started (by pid, newest first) and clean up."""

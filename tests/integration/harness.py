@@ -90,6 +90,20 @@ class Operator:
             return str(r.read().decode())
 
 
+def chart_identity(cluster: ControlPlane) -> Path:
+    """The chart's ServiceAccount and least-privilege ClusterRole, applied; a kubeconfig acting as it.
+
+    An operator started with it (KUBECONFIG=...) proves the chart's RBAC is enough, not just admitted.
+    """
+    from tests.cluster.render import render
+
+    only = ("--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml")
+    manifests = render(*only, include_crds=False)
+    cluster.kubectl("create", "namespace", "carbontrack-system", check=False)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=manifests)
+    return cluster.service_account_kubeconfig("carbontrack-system", "carbontrack")
+
+
 def ctj(name: str, replicas: int) -> dict[str, Any]:
     return {
         "apiVersion": "carbontrack.io/v1alpha1",

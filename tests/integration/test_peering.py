@@ -1,8 +1,8 @@
 """Two operator replicas with kopf peering: one reconciles and takes telemetry, the other waits, then
 takes over when the first is SIGKILLed, with no energy lost or counted twice.
 
-Runs on a control plane of its own: the session's operator is a standalone cluster-wide replica and
-would reconcile these jobs too.
+Runs on a control plane of its own (the session's operator is a standalone cluster-wide replica and
+would reconcile these jobs too), as the chart's ServiceAccount with the chart's ClusterRole.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import ROOT, apply
 from tests.integration.harness import (
     Operator,
+    chart_identity,
     ctj,
     pod_token,
     post_batch,
@@ -42,6 +43,7 @@ def peer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         cp.kubectl("apply", "-f", "-", input=json.dumps(PEERING))
+        cp.operator_kubeconfig = chart_identity(cp)  # type: ignore[attr-defined]
         yield cp
     finally:
         cp.down()
@@ -51,6 +53,7 @@ def replica(cluster: ControlPlane, logs: Path) -> Operator:
     op = Operator(
         cluster, logs, args=("--peering", "carbontrack"), standby=True,
         CARBONTRACK_PEERING_LIFETIME_S=str(LIFETIME_S), CARBONTRACK_PEERING_POLL_S="0.5",
+        KUBECONFIG=str(cluster.operator_kubeconfig),  # type: ignore[attr-defined]  # the chart's RBAC
     )  # fmt: skip
     op.start()
     return op

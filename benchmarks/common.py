@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -76,3 +77,14 @@ def start_sidecar(
     proc = subprocess.Popen([sys.executable, "-m", "carbontrack.sidecar"], env=env)
     time.sleep(1.5)
     return proc, f"127.0.0.1:{udp}"
+
+
+def row(figure: str, ours: str, target: str = "", met: bool | None = None, peer: str = "") -> dict[str, str]:
+    """One line of the table in RESULTS.md (benchmarks/run_all gathers them from every benchmark)."""
+    return {"figure": figure, "ours": ours, "peer": peer, "target": target,
+            "met": "" if met is None else ("yes" if met else "no")}  # fmt: skip
+
+
+def write_rows(path: str | None, rows: list[dict[str, str]]) -> None:
+    if path:
+        Path(path).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))

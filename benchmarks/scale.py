@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import machine, percentile, rss_mb
+from common import machine, percentile, row, rss_mb, write_rows
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator, chart_identity
 
@@ -174,6 +174,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--pods", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--json", help="also write the table's rows here (benchmarks/run_all)")
     args = parser.parse_args()
     ns = "scale"
     work = Path(tempfile.mkdtemp(prefix="carbontrack-scale-"))
@@ -295,6 +296,18 @@ def main() -> int:
         print(f"| apiserver requests/s by the operator | {op_requests / elapsed:.1f} | |")
         print(f"| apiserver requests/s, all clients | {(req1 - req0) / elapsed:.1f} | |")
         print("\noperator's requests by kind: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common(8)))
+        size = f"{args.jobs} jobs x {args.pods} pods"
+        p99 = percentile(latencies, 99)
+        write_rows(args.json, [
+            row(f"reconcile latency p50, create -> Job ({size}) (s)", f"{percentile(latencies, 50):.2f}"),
+            row(f"reconcile latency p99 ({size}) (s)", f"{p99:.2f}", "< 2", p99 < 2),
+            row(f"operator peak RSS under telemetry ({size}) (MB)", f"{peak[0]:.0f}", "< 500", peak[0] < 500),
+            row(f"status patches/s per job ({size})", f"{per_job:.3f}", "≤ 0.1", per_job <= 0.1 + 1e-9),
+            row(f"telemetry batches accepted/s of {want} offered/s ({size})", f"{accepted / elapsed:.0f}"),
+            row(f"ingested step records/s ({size})", f"{10 * accepted / elapsed:.0f}"),
+            row(f"apiserver requests/s by the operator ({size})", f"{op_requests / elapsed:.1f}",
+                peer=f"all clients {(req1 - req0) / elapsed:.1f}"),
+        ])  # fmt: skip
         return 0
     finally:
         if op is not None:

@@ -19,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from common import cpu_seconds, free_port, machine, rss_mb, start_sidecar
+from common import cpu_seconds, free_port, machine, row, rss_mb, start_sidecar, write_rows
 
 from carbontrack import client
 
@@ -106,6 +106,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--json", help="also write the table's rows here (benchmarks/run_all)")
     args = parser.parse_args()
     rows: dict[str, dict[str, float] | str] = {
         "carbontrack sidecar, energy counters": sidecar(args.seconds, counter=True),
@@ -129,6 +130,20 @@ def main() -> None:
         f"\ntargets: CPU ≤ {TARGET_CPU_PCT}% ({'met' if cpu_ok else 'MISSED'}), "
         f"RSS ≤ {TARGET_RSS_MB} MB ({'met' if rss_ok else 'MISSED'})"
     )
+    cc = rows["CodeCarbon EmissionsTracker (1 s interval)"]
+    cc_cpu = f"CodeCarbon tracker {cc['cpu_pct']:.2f}" if isinstance(cc, dict) else "CodeCarbon: n/a"
+    cc_rss = f"CodeCarbon tracker {cc['rss_mb']:.1f}" if isinstance(cc, dict) else "CodeCarbon: n/a"
+    out = []
+    modes = (("carbontrack sidecar, energy counters", "energy counters"),
+             ("carbontrack sidecar, 10 Hz power integration", "10 Hz power integration"))  # fmt: skip
+    for name, label in modes:
+        r = rows[name]
+        if isinstance(r, dict):
+            out.append(row(f"sidecar CPU, 8 GPUs, {label}, 10 steps/s (% of a core)", f"{r['cpu_pct']:.2f}",
+                           f"≤ {TARGET_CPU_PCT:g}", r["cpu_pct"] <= TARGET_CPU_PCT, cc_cpu))  # fmt: skip
+    peak = max((r["rss_mb"] for r in worst), default=float("nan"))
+    out.append(row("sidecar peak RSS (MB)", f"{peak:.1f}", f"≤ {TARGET_RSS_MB:g}", rss_ok, cc_rss))
+    write_rows(args.json, out)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,9 @@ class CanarySpec(KubeModel):
 class IntensitySpec(KubeModel):
     """Where the grid's carbon intensity comes from."""
 
-    provider: Literal["static", "electricitymaps", "watttime"] = "static"
-    """static: the embedded annual-average table; the others are live APIs with fallback to it."""
+    provider: Literal["static", "electricitymaps", "watttime"] | None = None
+    """static: the embedded annual-average table; the others are live APIs with fallback to it.
+    Unset: the operator's default (Helm value carbon.provider), itself static unless set."""
     grams_per_kwh: float | None = Field(None, gt=0, le=2000)
     """Fixed override in gCO2e/kWh; wins over any provider."""
     secret_name: str | None = Field(None, min_length=1, max_length=253)

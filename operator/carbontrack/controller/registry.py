@@ -105,6 +105,19 @@ def status_patch(
     }
 
 
+def live_provider(spec: CarbonTrackedJobSpec, config: OperatorConfig) -> tuple[str | None, str | None]:
+    """The live provider and its key's Secret for a job: the spec's, else the operator's defaults.
+
+    (None, None) means the static table: asked for, or a live provider without a key to call it with.
+    """
+    wanted = spec.carbon.intensity
+    provider = wanted.provider or config.intensity_provider or "static"
+    secret = wanted.secret_name or config.intensity_secret or None
+    if provider == "static" or secret is None:
+        return None, None
+    return provider, secret
+
+
 @dataclass
 class JobState:
     namespace: str
@@ -184,9 +197,8 @@ class Registry:
         state.intensity = await resolver.current(zone)
 
     async def _resolver(self, state: JobState) -> IntensityResolver:
-        provider = state.spec.carbon.intensity.provider
-        secret = state.spec.carbon.intensity.secret_name or self.config.intensity_secret
-        if provider == "static" or not secret:
+        provider, secret = live_provider(state.spec, self.config)
+        if provider is None or secret is None:
             return self.static
         key = (state.namespace, provider, secret)
         if key not in self._resolvers:

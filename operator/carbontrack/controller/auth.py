@@ -9,7 +9,9 @@ thousand a second.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +43,12 @@ class Authenticator:
     def __init__(self, api: client.ApiClient, cache_s: float = 60.0) -> None:
         self.auth = client.AuthenticationV1Api(api)
         self.core = client.CoreV1Api(api)
-        self.batch = client.BatchV1Api(api)
+        self.api = api
         self.cache_s = cache_s
         self._tokens: dict[str, tuple[float, Identity | None]] = {}
         self._owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self._job_owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Identity | None]] = {}
         self.reviews = 0
 
     async def identify(self, token: str) -> Identity:
@@ -55,8 +59,20 @@ class Authenticator:
         cached = self._tokens.get(key)
         if cached and now - cached[0] < self.cache_s:
             identity = cached[1]
+        elif key in self._inflight:  # a retry of the same sidecar while its review is under way
+            identity = await asyncio.shield(self._inflight[key])
         else:
-            identity = await self._review(token)
+            future: asyncio.Future[Identity | None] = asyncio.get_running_loop().create_future()
+            self._inflight[key] = future
+            try:
+                identity = await self._review(token)
+                future.set_result(identity)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: waiters get it, no "never retrieved" warning
+                raise
+            finally:
+                del self._inflight[key]
             self._tokens[key] = (now, identity)
             if len(self._tokens) > 100_000:  # bound memory under a flood of garbage tokens
                 self._tokens.clear()
@@ -94,28 +110,58 @@ class Authenticator:
             )
 
     async def _owner(self, namespace: str, pod: str, uid: str) -> str | None:
-        """The CarbonTrackedJob that owns the Job that owns the pod, or None."""
+        """The CarbonTrackedJob that owns the Job that owns the pod, or None.
+
+        One pod read per pod per cache period; the Job's owner is cached per Job (all its pods share
+        it), and reads are raw JSON: at thousands of pods, building client models dominated the cost.
+        """
         key = (namespace, pod, uid)
         now = time.monotonic()
         cached = self._owners.get(key)
         if cached and now - cached[0] < self.cache_s:
             return cached[1]
         owner: str | None = None
-        try:
-            p = await self.core.read_namespaced_pod(pod, namespace)
-            if not uid or p.metadata.uid == uid:
-                for ref in p.metadata.owner_references or []:
-                    if ref.kind == "Job" and ref.controller:
-                        j = await self.batch.read_namespaced_job(ref.name, namespace)
-                        for jref in j.metadata.owner_references or []:
-                            if (
-                                jref.kind == "CarbonTrackedJob"
-                                and jref.controller
-                                and job_name_for(jref.name) == j.metadata.name
-                            ):
-                                owner = jref.name
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        if p is not None and (not uid or p["metadata"].get("uid") == uid):
+            for ref in p["metadata"].get("ownerReferences") or []:
+                if ref.get("kind") == "Job" and ref.get("controller"):
+                    owner = await self._job_owner(namespace, ref["name"], ref.get("uid", ""))
         self._owners[key] = (now, owner)
+        if len(self._owners) > 100_000:
+            self._owners.clear()
         return owner
+
+    async def _job_owner(self, namespace: str, job: str, uid: str) -> str | None:
+        key = (namespace, job, uid)
+        now = time.monotonic()
+        cached = self._job_owners.get(key)
+        if cached and now - cached[0] < self.cache_s:
+            return cached[1]
+        owner: str | None = None
+        j = await self._read_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
+        if j is not None and (not uid or j["metadata"].get("uid") == uid):
+            for ref in j["metadata"].get("ownerReferences") or []:
+                if (
+                    ref.get("kind") == "CarbonTrackedJob"
+                    and ref.get("controller")
+                    and job_name_for(ref["name"]) == j["metadata"].get("name")
+                ):
+                    owner = ref["name"]
+        self._job_owners[key] = (now, owner)
+        if len(self._job_owners) > 100_000:
+            self._job_owners.clear()
+        return owner
+
+    async def _read_json(self, path: str) -> dict[str, Any] | None:
+        """GET an object as a plain dict; None if it does not exist."""
+        resp = await self.api.call_api(
+            path, "GET", header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False,
+        )  # fmt: skip
+        raw = await resp.read()  # without preloading, the client hands back aiohttp's response as is
+        if resp.status == 404:
+            return None
+        if not 200 <= resp.status < 300:
+            raise ApiException(status=resp.status, reason=resp.reason)
+        doc = json.loads(raw)
+        return doc if isinstance(doc, dict) else None

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test unit integration lint crd deploy dashboards cluster-up cluster-down
+.PHONY: setup prometheus demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
 
 setup: prometheus
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ dashboards:
 # A gated CarbonTrackedJob through Canary -> Promoting -> Running -> Succeeded on the local control plane.
 demo:
 	$(BIN)/python tests/cluster/demo.py
+
+# Every benchmark against its peers; rewrites the table in benchmarks/RESULTS.md (not part of `test`).
+bench:
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/run_all
 
 cluster-up:
 	$(BIN)/python tests/cluster/controlplane.py up

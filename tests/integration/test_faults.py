@@ -14,12 +14,14 @@ from tests.integration.conftest import apply
 from tests.integration.harness import (
     Operator,
     ctj,
+    pod_token,
     running_pods,
     start_sidecar,
     status,
     wait,
     wait_for_energy,
 )
+from tests.integration.sidecars import Sidecar
 
 
 def drive(trainer: object, first: int, last: int, pause: float = 0.02) -> None:
@@ -49,29 +51,46 @@ def test_a_restarted_sidecar_keeps_its_earlier_energy_and_adds_on(
 def test_an_unreachable_operator_for_60s_loses_nothing(
     operator: Operator, namespace: str, tmp_path: Path
 ) -> None:
-    """Sidecars buffer while the operator is down for a minute and deliver afterwards; totals exact."""
+    """Sidecars buffer while the operator is down for a minute and deliver afterwards; totals exact.
+
+    One sidecar has room for everything; the other may hold only 20 step records, so it drops the
+    oldest, counts them, and the count reaches status. Energy is cumulative, so neither loses a joule.
+    """
     cluster = operator.cluster
-    assert apply(cluster, namespace, ctj("outage", 1)).returncode == 0
-    ((pod, uid),) = running_pods(cluster, namespace, "outage", 1)
-    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "outage", pod, uid)
-    trainer = sidecar.client()
-    drive(trainer, 1, 5)
+    assert apply(cluster, namespace, ctj("outage", 2)).returncode == 0
+    (pod, uid), (pod2, uid2) = running_pods(cluster, namespace, "outage", 2)
+    roomy = start_sidecar(tmp_path, operator, cluster, namespace, "outage", pod, uid)
+    token2 = pod_token(cluster, namespace, pod2, uid2)
+    tight = Sidecar(
+        tmp_path, operator.url, token=token2, CARBONTRACK_JOB_NAME="outage",
+        POD_NAMESPACE=namespace, POD_NAME=pod2, POD_UID=uid2, CARBONTRACK_BUFFER_RECORDS="20",
+    )  # fmt: skip
+    trainers = [roomy.client(), tight.client()]
+    for step in range(1, 6):
+        for t in trainers:
+            t.step(step)
+        time.sleep(0.02)
     wait(lambda: status(cluster, namespace, "outage").get("steps") == 5, what="first batches in status")
     operator.kill()
     down_until = time.monotonic() + 60
     step = 5
-    while time.monotonic() < down_until:  # the trainer goes on while the operator is away
+    while time.monotonic() < down_until:  # the trainers go on while the operator is away
         step += 1
-        trainer.step(step)
+        for t in trainers:
+            t.step(step)
         time.sleep(0.5)
-    assert sidecar.healthz()["pending"] > 0
+    assert roomy.healthz()["pending"] > 20
+    dropped = tight.healthz()["recordsDropped"]
+    assert dropped > 0
     operator.start()
-    wait(lambda: sidecar.healthz()["pending"] == 0, timeout=60, what="buffer drained")
-    final = sidecar.final_energy(sidecar.stop())
-    st = wait_for_energy(cluster, namespace, "outage", final)
+    wait(lambda: roomy.healthz()["pending"] == 0 and tight.healthz()["pending"] == 0, timeout=60,
+         what="buffers drained")  # fmt: skip
+    finals = [s.final_energy(s.stop()) for s in (roomy, tight)]
+    st = wait_for_energy(cluster, namespace, "outage", sum(finals))
     assert st["steps"] == step
-    src = st["telemetry"]["sources"][0]
-    assert src["recordsDropped"] == 0 and src["markersDropped"] == 0
+    by_pod = {src["pod"]: src for src in st["telemetry"]["sources"]}
+    assert by_pod[pod]["recordsDropped"] == 0 and by_pod[pod]["markersDropped"] == 0
+    assert by_pod[pod2]["recordsDropped"] >= dropped  # counted by the sidecar, reported in status
 
 
 def test_kube_apiserver_restart_under_the_operator(

@@ -2,9 +2,10 @@
 
 A batch is accepted only if (1) the bearer token is valid for audience `carbontrack` (TokenReview,
 so revocation and expiry are the apiserver's call), (2) the token is bound to the very pod the batch
-names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for. Results are
-cached briefly, so a thousand pods reporting every second cost a few reviews a minute, not a
-thousand a second.
+names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for. Reviews are
+cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s): 8000 pods then cost ~27 reviews a second,
+which a busy apiserver can give (at 60 s, the scale benchmark's apiserver could not keep up). The
+price: a deleted pod's token still passes for up to that long, and only for its own job's source.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +41,12 @@ class AuthError(Exception):
         self.status, self.reason = status, reason
 
 
+OWNER_CACHE_S = 3600.0
+"""A pod's owner never changes for its uid, and a deleted pod fails the TokenReview anyway."""
+
+
 class Authenticator:
-    def __init__(self, api: client.ApiClient, cache_s: float = 60.0) -> None:
+    def __init__(self, api: client.ApiClient, cache_s: float = 300.0) -> None:
         self.auth = client.AuthenticationV1Api(api)
         self.core = client.CoreV1Api(api)
         self.api = api
@@ -49,6 +55,7 @@ class Authenticator:
         self._owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
         self._job_owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
         self._inflight: dict[str, asyncio.Future[Identity | None]] = {}
+        self._owner_flights: dict[tuple[str, str, str], asyncio.Future[str | None]] = {}
         self.reviews = 0
 
     async def identify(self, token: str) -> Identity:
@@ -112,44 +119,60 @@ class Authenticator:
     async def _owner(self, namespace: str, pod: str, uid: str) -> str | None:
         """The CarbonTrackedJob that owns the Job that owns the pod, or None.
 
-        One pod read per pod per cache period; the Job's owner is cached per Job (all its pods share
-        it), and reads are raw JSON: at thousands of pods, building client models dominated the cost.
+        One pod read per pod uid; the Job's owner is looked up once per Job (all its pods share it),
+        concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
+        building client models and repeating reads dominated the cost (benchmarks/scale.py).
         """
-        key = (namespace, pod, uid)
-        now = time.monotonic()
-        cached = self._owners.get(key)
-        if cached and now - cached[0] < self.cache_s:
-            return cached[1]
-        owner: str | None = None
+        return await self._cached(self._owners, (namespace, pod, uid), self._pod_owner(namespace, pod, uid))
+
+    async def _pod_owner(self, namespace: str, pod: str, uid: str) -> str | None:
         p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
-        if p is not None and (not uid or p["metadata"].get("uid") == uid):
-            for ref in p["metadata"].get("ownerReferences") or []:
-                if ref.get("kind") == "Job" and ref.get("controller"):
-                    owner = await self._job_owner(namespace, ref["name"], ref.get("uid", ""))
-        self._owners[key] = (now, owner)
-        if len(self._owners) > 100_000:
-            self._owners.clear()
-        return owner
+        if p is None or (uid and p["metadata"].get("uid") != uid):
+            return None
+        for ref in p["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job" and ref.get("controller"):
+                key = (namespace, ref["name"], ref.get("uid", ""))
+                return await self._cached(self._job_owners, key, self._job_owner(namespace, *key[1:]))
+        return None
 
     async def _job_owner(self, namespace: str, job: str, uid: str) -> str | None:
-        key = (namespace, job, uid)
-        now = time.monotonic()
-        cached = self._job_owners.get(key)
-        if cached and now - cached[0] < self.cache_s:
-            return cached[1]
-        owner: str | None = None
         j = await self._read_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
-        if j is not None and (not uid or j["metadata"].get("uid") == uid):
-            for ref in j["metadata"].get("ownerReferences") or []:
-                if (
-                    ref.get("kind") == "CarbonTrackedJob"
-                    and ref.get("controller")
-                    and job_name_for(ref["name"]) == j["metadata"].get("name")
-                ):
-                    owner = ref["name"]
-        self._job_owners[key] = (now, owner)
-        if len(self._job_owners) > 100_000:
-            self._job_owners.clear()
+        if j is None or (uid and j["metadata"].get("uid") != uid):
+            return None
+        for ref in j["metadata"].get("ownerReferences") or []:
+            if (
+                ref.get("kind") == "CarbonTrackedJob"
+                and ref.get("controller")
+                and job_name_for(ref["name"]) == j["metadata"].get("name")
+            ):
+                return str(ref["name"])
+        return None
+
+    async def _cached(
+        self,
+        cache: dict[tuple[str, str, str], tuple[float, str | None]],
+        key: tuple[str, str, str],
+        lookup: Coroutine[Any, Any, str | None],
+    ) -> str | None:
+        """Owner lookups cached for OWNER_CACHE_S, with one lookup in flight per key."""
+        now = time.monotonic()
+        hit = cache.get(key)
+        if hit and now - hit[0] < OWNER_CACHE_S:
+            lookup.close()
+            return hit[1]
+        flight = self._owner_flights.get(key)
+        if flight is not None:
+            lookup.close()
+            return await asyncio.shield(flight)
+        task = asyncio.ensure_future(lookup)
+        self._owner_flights[key] = task
+        try:
+            owner = await asyncio.shield(task)
+        finally:
+            self._owner_flights.pop(key, None)
+        cache[key] = (now, owner)
+        if len(cache) > 100_000:
+            cache.clear()
         return owner
 
     async def _read_json(self, path: str) -> dict[str, Any] | None:

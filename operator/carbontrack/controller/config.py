@@ -18,7 +18,7 @@ class OperatorConfig:
     sidecar_memory: str = "96Mi"
     status_interval_s: float = 10.0
     """At most one status patch per object per interval."""
-    token_cache_s: float = 60.0
+    token_cache_s: float = 300.0
     default_zone: str = ""
     intensity_provider: str = "static"
     intensity_secret: str = ""
@@ -46,7 +46,7 @@ class OperatorConfig:
             sidecar_cpu=get("SIDECAR_CPU", "50m"),
             sidecar_memory=get("SIDECAR_MEMORY", "96Mi"),
             status_interval_s=float(get("STATUS_INTERVAL_S", "10")),
-            token_cache_s=float(get("TOKEN_CACHE_S", "60")),
+            token_cache_s=float(get("TOKEN_CACHE_S", "300")),
             default_zone=get("DEFAULT_ZONE", ""),
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),

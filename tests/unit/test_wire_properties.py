@@ -1,0 +1,79 @@
+"""Properties of the telemetry wire models (hypothesis): what a sidecar sends is what the operator reads,
+and a value outside the protocol's ranges is refused wherever it sits in the batch."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from carbontrack.api.wire import MAX_GPUS, TelemetryBatch
+
+names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=20)
+joules = st.floats(0, 1e15, allow_nan=False)
+counts = st.integers(0, 1 << 53)
+
+# dicts with the wire's (camelCase) names, validated: st.builds(Model) would also pass the aliases it
+# reads from the models' signatures beside the names given here
+gpus = st.fixed_dictionaries(
+    {"index": st.integers(0, MAX_GPUS - 1), "energyJoules": joules, "lost": st.booleans()}
+)
+steps = st.fixed_dictionaries({
+    "step": counts, "firstStep": counts, "energyJoules": joules,
+    "durationS": st.floats(0, 1e9, allow_nan=False), "endedAt": st.floats(0, 1e11, allow_nan=False),
+})  # fmt: skip
+dps = st.fixed_dictionaries({
+    "step": counts, "noiseMultiplier": st.floats(1e-6, 1e6), "sampleRate": st.floats(1e-9, 1.0),
+    "delta": st.floats(1e-12, 0.5), "accountantEpsilon": st.none() | st.floats(0, 1e6),
+})  # fmt: skip
+refs = st.fixed_dictionaries({"namespace": names, "name": names})
+batches = st.fixed_dictionaries({
+    "version": st.just(1), "job": refs, "pod": refs, "bootId": names, "seq": counts,
+    "sentAt": st.floats(0, 1e11, allow_nan=False),
+    "method": st.sampled_from(["energy-counter", "power-integration", "simulated", "unavailable"]),
+    "gpus": st.lists(gpus, max_size=4), "steps": st.lists(steps, max_size=4), "dp": st.none() | dps,
+    "stepsSeen": counts, "globalStep": counts, "final": st.booleans(),
+}).map(TelemetryBatch.model_validate)  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(batches)
+def test_what_a_sidecar_sends_is_what_the_operator_reads(batch: TelemetryBatch) -> None:
+    wire = batch.model_dump_json(by_alias=True)
+    assert TelemetryBatch.model_validate_json(wire) == batch
+    assert TelemetryBatch.model_validate(json.loads(wire)) == batch  # the operator's path: json, then model
+
+
+BAD = [-1.0, math.nan, math.inf, 1e30]
+
+
+def _paths(doc: dict[str, Any]) -> list[tuple[Any, str]]:
+    """Every numeric joules/seconds field of a batch document, as (container, key)."""
+    out: list[tuple[Any, str]] = [(g, "energyJoules") for g in doc["gpus"]]
+    out += [(s, k) for s in doc["steps"] for k in ("energyJoules", "durationS")]
+    return [*out, (doc, "sentAt")]
+
+
+@settings(max_examples=200)
+@given(batches.filter(lambda b: bool(b.gpus)), st.sampled_from(BAD), st.data())
+def test_a_value_outside_the_protocol_is_refused_wherever_it_sits(
+    batch: TelemetryBatch, bad: float, data: st.DataObject
+) -> None:
+    doc = json.loads(batch.model_dump_json(by_alias=True))
+    container, key = data.draw(st.sampled_from(_paths(doc)))
+    container[key] = bad
+    with pytest.raises(ValidationError):
+        TelemetryBatch.model_validate(doc)
+
+
+@given(batches, names)
+def test_unknown_fields_are_refused(batch: TelemetryBatch, extra: str) -> None:
+    doc = json.loads(batch.model_dump_json(by_alias=True))
+    doc[f"x-{extra}"] = 1
+    with pytest.raises(ValidationError):
+        TelemetryBatch.model_validate(doc)

@@ -62,6 +62,15 @@ def _api_message(exc: ApiException) -> str:
         return f"{exc.status} {exc.reason}"
 
 
+def retry_after(exc: ApiException, default: float = 1.0) -> float:
+    """The apiserver's Retry-After (seconds, 1 when it sheds load), bounded; `default` without one."""
+    headers: Any = exc.headers or {}
+    try:
+        return min(max(float(headers.get("Retry-After", default)), 0.1), 30.0)
+    except (TypeError, ValueError):
+        return default
+
+
 def set_phase_metric(namespace: str, name: str, phase: str) -> None:
     for p in PHASES:
         metrics.phase.labels(namespace, name, p).set(1 if p == phase else 0)
@@ -158,6 +167,8 @@ async def reconcile(
             message=f"Indexed Job {job['metadata']['name']} with {replicas} workers",
         )
     except ApiException as exc:
+        if exc.status == 429:  # the apiserver sheds load: retry when it says, without adding to it
+            raise kopf.TemporaryError("the apiserver is busy (429)", delay=retry_after(exc)) from exc
         if exc.status != 409:
             message = f"the apiserver refused the Job: {_api_message(exc)}"
             permanent = exc.status in (400, 422)  # the spec's template is invalid: retrying cannot help

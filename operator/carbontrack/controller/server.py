@@ -6,7 +6,8 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or absurd values
-  503 this replica is a standby (peering): the sidecar retries, and the Service routes to the active one
+  503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
+      authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
 """
 
@@ -17,7 +18,8 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, web
+from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -90,6 +92,16 @@ class TelemetryServer:
             return await self._telemetry(request)
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, "too-large", "batch larger than the limit")
+        except (ApiException, ClientError, OSError) as exc:
+            if isinstance(exc, ApiException) and exc.status != 429 and exc.status < 500:
+                log.exception("telemetry handler failed")
+                return _refuse(500, "internal", "internal error")
+            # the apiserver shed load, failed or could not be reached (TokenReview, ownership, CR
+            # read): the batch is deferred, not refused; the sidecar keeps it and retries
+            log.warning("apiserver unavailable for telemetry: %s", str(exc)[:200])
+            response = _refuse(503, "apiserver-unavailable", "the apiserver is unavailable; retry")
+            response.headers["Retry-After"] = "2"
+            return response
         except Exception:
             log.exception("telemetry handler failed")
             return _refuse(500, "internal", "internal error")
@@ -106,6 +118,8 @@ class TelemetryServer:
         token = header[7:].strip() if header.startswith("Bearer ") else ""
         try:
             raw = await asyncio.wait_for(request.read(), self.client_timeout_s)
+        except ConnectionResetError:  # the sidecar hung up mid-body (its own timeout): it will resend
+            return _refuse(400, "client-gone", "connection lost while reading the batch")
         except TimeoutError:
             response = _refuse(408, "slow-client", f"body not received within {self.client_timeout_s:g} s")
             response.force_close()

@@ -211,7 +211,7 @@ def main() -> int:
     nodes = max(2, -(-args.jobs * args.pods // 8))
     op: Operator | None = None
     try:
-        cp.up(nodes=2, audit=True, client_qps=200)
+        cp.up(nodes=2, audit=True, client_qps=200, flow_control=True)  # APF: as in a real cluster
         cp.add_gpu_nodes(nodes - 2, first=2)
         cp.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "crd/carbontrackedjobs.carbontrack.io")

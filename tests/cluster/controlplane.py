@@ -369,12 +369,16 @@ class ControlPlane:
                 "kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", 90, proc="kube-apiserver"
             )
 
-    def up(self, nodes: int = 2, audit: bool = False, client_qps: int | None = None) -> ControlPlane:
+    def up(
+        self, nodes: int = 2, audit: bool = False, client_qps: int | None = None, flow_control: bool = False
+    ) -> ControlPlane:
         """Start everything and return once nodes are Ready and service accounts are minted.
 
         `audit`: log every request's user, verb and resource to `audit_log` (the scale benchmark
         attributes apiserver load to the operator with it). `client_qps`: raise the controller
         manager's and the scheduler's client rate limits (thousands of pods in the scale benchmark).
+        `flow_control`: API Priority and Fairness on, as in every real cluster (queues a burst instead
+        of answering 429 past a fixed in-flight limit); off by default, which starts faster.
         """
         start = time.monotonic()
         build()
@@ -418,7 +422,7 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address
-                "--enable-priority-and-fairness=false",
+                f"--enable-priority-and-fairness={'true' if flow_control else 'false'}",
                 "--profiling=false",
                 "--v=1",
                 *self._audit_args(audit),

@@ -271,7 +271,9 @@ async def _tests_evidence(memo: kopf.Memo, namespace: str, spec: CarbonTrackedJo
     return tests_from(doc)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=JUDGE_INTERVAL_S, initial_delay=1.0)
+# backoff: a round that fails on a transient error (the apiserver hanging up under load) runs again
+# after one interval, not kopf's default 60 s
+@kopf.timer(GROUP, VERSION, PLURAL, interval=JUDGE_INTERVAL_S, initial_delay=1.0, backoff=JUDGE_INTERVAL_S)
 async def promote(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
     patch: kopf.Patch, memo: kopf.Memo, **_: Any,

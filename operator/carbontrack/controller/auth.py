@@ -11,12 +11,13 @@ price: a deleted pod's token still passes for up to that long, and only for its 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -43,52 +44,57 @@ class AuthError(Exception):
 
 OWNER_CACHE_S = 3600.0
 """A pod's owner never changes for its uid, and a deleted pod fails the TokenReview anyway."""
+MAX_ENTRIES = 100_000
+"""Bound on each cache, against a flood of garbage tokens or names."""
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LookupCache(Generic[K, V]):
+    """Results kept for `ttl_s`, and one lookup in flight per key: a sidecar's retries, or all the pods
+    of a Job on first contact, share one apiserver call. A failed lookup is not kept; every caller
+    waiting on it gets its exception."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._flights: dict[K, asyncio.Future[V]] = {}
+
+    async def get(self, key: K, lookup: Callable[[], Awaitable[V]]) -> V:
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._flights[key] = asyncio.ensure_future(lookup())
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        value = await asyncio.shield(flight)  # a caller that goes away does not cancel the others'
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (now, value)
+        return value
 
 
 class Authenticator:
     def __init__(self, api: client.ApiClient, cache_s: float = 300.0) -> None:
         self.auth = client.AuthenticationV1Api(api)
-        self.core = client.CoreV1Api(api)
         self.api = api
-        self.cache_s = cache_s
-        self._tokens: dict[str, tuple[float, Identity | None]] = {}
-        self._owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
-        self._job_owners: dict[tuple[str, str, str], tuple[float, str | None]] = {}
-        self._inflight: dict[str, asyncio.Future[Identity | None]] = {}
-        self._owner_flights: dict[tuple[str, str, str], asyncio.Future[str | None]] = {}
-        self.reviews = 0
+        self._tokens: LookupCache[str, Identity | None] = LookupCache(cache_s)
+        self._owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
+        self._job_owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
 
     async def identify(self, token: str) -> Identity:
         if not token:
             raise AuthError(401, "missing-token", "no bearer token")
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._tokens.get(key)
-        if cached and now - cached[0] < self.cache_s:
-            identity = cached[1]
-        elif key in self._inflight:  # a retry of the same sidecar while its review is under way
-            identity = await asyncio.shield(self._inflight[key])
-        else:
-            future: asyncio.Future[Identity | None] = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            try:
-                identity = await self._review(token)
-                future.set_result(identity)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: waiters get it, no "never retrieved" warning
-                raise
-            finally:
-                del self._inflight[key]
-            self._tokens[key] = (now, identity)
-            if len(self._tokens) > 100_000:  # bound memory under a flood of garbage tokens
-                self._tokens.clear()
+        identity = await self._tokens.get(key, functools.partial(self._review, token))
         if identity is None:
             raise AuthError(401, "invalid-token", "token not authenticated for audience carbontrack")
         return identity
 
     async def _review(self, token: str) -> Identity | None:
-        self.reviews += 1
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[TOKEN_AUDIENCE]))
         result = await self.auth.create_token_review(body)
         st = result.status
@@ -123,7 +129,8 @@ class Authenticator:
         concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
         building client models and repeating reads dominated the cost (benchmarks/scale.py).
         """
-        return await self._cached(self._owners, (namespace, pod, uid), self._pod_owner(namespace, pod, uid))
+        lookup = functools.partial(self._pod_owner, namespace, pod, uid)
+        return await self._owners.get((namespace, pod, uid), lookup)
 
     async def _pod_owner(self, namespace: str, pod: str, uid: str) -> str | None:
         p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
@@ -131,8 +138,9 @@ class Authenticator:
             return None
         for ref in p["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Job" and ref.get("controller"):
-                key = (namespace, ref["name"], ref.get("uid", ""))
-                return await self._cached(self._job_owners, key, self._job_owner(namespace, *key[1:]))
+                job, job_uid = ref["name"], ref.get("uid", "")
+                lookup = functools.partial(self._job_owner, namespace, job, job_uid)
+                return await self._job_owners.get((namespace, job, job_uid), lookup)
         return None
 
     async def _job_owner(self, namespace: str, job: str, uid: str) -> str | None:
@@ -147,33 +155,6 @@ class Authenticator:
             ):
                 return str(ref["name"])
         return None
-
-    async def _cached(
-        self,
-        cache: dict[tuple[str, str, str], tuple[float, str | None]],
-        key: tuple[str, str, str],
-        lookup: Coroutine[Any, Any, str | None],
-    ) -> str | None:
-        """Owner lookups cached for OWNER_CACHE_S, with one lookup in flight per key."""
-        now = time.monotonic()
-        hit = cache.get(key)
-        if hit and now - hit[0] < OWNER_CACHE_S:
-            lookup.close()
-            return hit[1]
-        flight = self._owner_flights.get(key)
-        if flight is not None:
-            lookup.close()
-            return await asyncio.shield(flight)
-        task = asyncio.ensure_future(lookup)
-        self._owner_flights[key] = task
-        try:
-            owner = await asyncio.shield(task)
-        finally:
-            self._owner_flights.pop(key, None)
-        cache[key] = (now, owner)
-        if len(cache) > 100_000:
-            cache.clear()
-        return owner
 
     async def _read_json(self, path: str) -> dict[str, Any] | None:
         """GET an object as a plain dict; None if it does not exist."""

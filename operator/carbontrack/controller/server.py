@@ -40,6 +40,13 @@ def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Respons
     return web.Response(status=status, text=body, content_type="application/json")
 
 
+def _defer(reason: str, message: str) -> web.Response:
+    """503 with Retry-After: not a refusal; the sidecar keeps the batch and sends it again."""
+    response = _refuse(503, reason, message)
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 class TelemetryServer:
     def __init__(
         self, registry: Registry, auth: Authenticator, max_body_bytes: int, client_timeout_s: float = 10.0
@@ -99,18 +106,14 @@ class TelemetryServer:
             # the apiserver shed load, failed or could not be reached (TokenReview, ownership, CR
             # read): the batch is deferred, not refused; the sidecar keeps it and retries
             log.warning("apiserver unavailable for telemetry: %s", str(exc)[:200])
-            response = _refuse(503, "apiserver-unavailable", "the apiserver is unavailable; retry")
-            response.headers["Retry-After"] = "2"
-            return response
+            return _defer("apiserver-unavailable", "the apiserver is unavailable; retry")
         except Exception:
             log.exception("telemetry handler failed")
             return _refuse(500, "internal", "internal error")
 
     async def _telemetry(self, request: web.Request) -> web.Response:
         if not self.active:
-            response = _refuse(503, "standby", "this operator replica is a standby; retry")
-            response.headers["Retry-After"] = "2"
-            return response
+            return _defer("standby", "this operator replica is a standby; retry")
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")

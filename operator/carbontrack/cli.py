@@ -44,12 +44,15 @@ def _operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from carbontrack.controller import handlers  # noqa: F401  (registers the handlers)
+    from carbontrack.controller import handlers
+    from carbontrack.controller.config import OperatorConfig
     from carbontrack.controller.peering import PeeringArgs, own_identity, seniority_priority
     from carbontrack.logs import setup_logging
 
     setup_logging()
-    memo = kopf.Memo()
+    cfg = OperatorConfig.from_env()
+    handlers.register(cfg)
+    memo = kopf.Memo(cfg=cfg)
     identity = own_identity(os.environ.get("POD_NAME"), socket.gethostname(), os.getpid())
     priority = None
     if args.peering:

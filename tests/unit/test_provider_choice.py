@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.registry import live_provider
+from carbontrack.controller.intensity_resolution import live_provider
 from tests.cases.crs import TEMPLATE
 
 

@@ -16,6 +16,9 @@ from pydantic import ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 from carbontrack.api.base import KubeModel
+from carbontrack.api.contract import Phase
+
+__all__ = ["Phase"]  # re-exported: the status models' phase type
 
 GROUP = "carbontrack.io"
 VERSION = "v1alpha1"
@@ -24,7 +27,6 @@ PLURAL = "carbontrackedjobs"
 SINGULAR = "carbontrackedjob"
 SHORT_NAMES = ["ctj"]
 
-Phase = Literal["Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed"]
 Context = Literal["development", "staging", "production"]
 JsonDict = dict[str, JsonValue]
 StagePercent = Annotated[int, Field(ge=1, le=100)]
@@ -278,6 +280,9 @@ class SourceStatus(KubeModel):
     markers_dropped: int = Field(0, ge=0)
     records_dropped: int = Field(0, ge=0)
     final: bool = False
+    window: list[float] = Field(default_factory=list, max_length=3)
+    """Sums over the recent per-step records: [steps, joules, seconds]. Restored as one record, so J/step
+    and steps/s (hence the carbon projection) are the same after a restart as before it."""
 
 
 class TelemetryStatus(KubeModel):
@@ -287,6 +292,49 @@ class TelemetryStatus(KubeModel):
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None
     steps_per_second: float | None = None
+
+
+class EvalMetric(KubeModel):
+    """The newest value the trainer reported for one eval metric, and at which global step."""
+
+    name: str = Field(min_length=1, max_length=128)
+    step: int = Field(ge=0)
+    value: float
+
+
+class DPStatus(KubeModel):
+    """The newest DP-SGD parameters the trainer reported: the accountant's inputs."""
+
+    step: int = Field(ge=0)
+    noise_multiplier: float = Field(gt=0)
+    sample_rate: float = Field(gt=0, le=1)
+    delta: float = Field(gt=0, lt=1)
+    accountant_epsilon: float | None = Field(None, ge=0)
+    """What the job itself claims; shown beside the recomputed epsilon, never trusted alone."""
+
+
+class EvidenceStatus(KubeModel):
+    """What the trainers reported for the gates, kept so a restarted operator judges the same evidence.
+
+    The sidecar forgets a report once the operator acknowledged it, so this is the only copy.
+    """
+
+    metrics: list[EvalMetric] = Field(default_factory=list, max_length=64)
+    dp: DPStatus | None = None
+
+
+class TestsEvidence(KubeModel):
+    """The test and security evidence the last judgement used, and where it came from."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    pass_rate: float | None = None
+    coverage: float | None = None
+    critical: int | None = None
+    high: int | None = None
+    medium: int | None = None
+    source: str = ""
+    """spec, or configmap/NAME; a ConfigMap that cannot be read falls back to the last evidence."""
 
 
 class PromotionStatus(KubeModel):
@@ -324,6 +372,10 @@ class CarbonTrackedJobStatus(KubeModel):
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
     telemetry: TelemetryStatus | None = None
+    evidence: EvidenceStatus | None = None
+    """Written by the telemetry writer with the energy it came with."""
+    tests_evidence: TestsEvidence | None = None
+    """Written by the judgement that used it."""
     promotion: PromotionStatus | None = None
     gates: list[GateResult] = Field(default_factory=list)
     gate_summary: str | None = None

@@ -30,6 +30,8 @@ class OperatorConfig:
     peering_lifetime_s: int = 60
     """With several replicas: how long a silent peer counts as alive (bounds a takeover after a crash)."""
     peering_poll_s: float = 2.0
+    judge_interval_s: float = 10.0
+    """How often each job's gates and budgets are judged."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -55,4 +57,5 @@ class OperatorConfig:
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),
+            judge_interval_s=float(get("JUDGE_INTERVAL_S", "10")),
         )

@@ -1,16 +1,19 @@
-"""kopf handlers: thin translations from events to the pure decisions in jobbuilder and core.
+"""kopf handlers: glue only. Each one gathers what it needs, calls a pure decision, and applies it.
 
-Reconcile builds the desired Job (jobbuilder.build_job) and creates or patches it; the Job's own
-completion moves the CarbonTrackedJob to Succeeded or Failed. Telemetry does not pass through kopf:
-it arrives on the operator's HTTP server and is written to status by the registry's writer, which
-owns the telemetry fields of status (kopf's patches own phase, replicas and conditions).
+- reconcile (create/update/resume): the Job as `jobbuilder.build_job` says, created or re-scaled;
+  a spec or template that cannot run makes the phase `Invalid`, with the reason in a condition.
+- promote (a timer per job): gather (status, the live aggregate, test evidence, epsilon computed off
+  the event loop) -> `core.evaluation.evaluate` -> apply (Job scale, status, Events, gauges).
+- job_event: the Job's own end makes the phase Succeeded or Failed.
+Telemetry does not pass through kopf: it arrives on the operator's HTTP server and the registry's
+writer patches its fields of status (see controller.status for who writes what).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -18,40 +21,23 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec
+from carbontrack.api.contract import LABEL_JOB, LABEL_MANAGED, Phase
+from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, TestsEvidence
 from carbontrack.controller import metrics
+from carbontrack.controller import status as st
 from carbontrack.controller.auth import Authenticator
-from carbontrack.controller.conditions import set_condition
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.jobbuilder import (
-    LABEL_JOB,
-    LABEL_MANAGED,
-    InjectionError,
-    build_job,
-    job_name_for,
-)
+from carbontrack.controller.jobbuilder import InjectionError, build_job, job_name_for
 from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.core.aggregation import JobAggregate
-from carbontrack.core.gates import Evidence, Report, TestResults, judge
-from carbontrack.core.privacy import epsilon
-from carbontrack.core.promotion import State
-from carbontrack.core.promotion import step as promotion_step
-from carbontrack.gates_cli import tests_from
+from carbontrack.core.evaluation import ConditionUpdate, Inputs, Plan, epsilon_query, evaluate, job_outcome
+from carbontrack.core.gates import TestResults
+from carbontrack.core.test_evidence import tests_from
 
 log = logging.getLogger("carbontrack.operator")
-PHASES = ("Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed")
-
-
-def _without_nulls(value: Any) -> Any:
-    """Stored status never holds nulls (a merge patch deletes them), so compare without them."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
 
 
 def _api_message(exc: ApiException) -> str:
@@ -71,11 +57,6 @@ def retry_after(exc: ApiException, default: float = 1.0) -> float:
         return default
 
 
-def set_phase_metric(namespace: str, name: str, phase: str) -> None:
-    for p in PHASES:
-        metrics.phase.labels(namespace, name, p).set(1 if p == phase else 0)
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="carbontrack.io")
@@ -84,7 +65,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    cfg = OperatorConfig.from_env()
+    cfg: OperatorConfig = memo.cfg  # set by `register`'s caller, the CLI
     try:
         config.load_incluster_config()
     except config.ConfigException:
@@ -94,8 +75,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # thread to look for a ~/.netrc (measured: the largest cost after kopf's own under 1000 jobs).
     # kopf's own client does not trust the environment either; in-cluster, nothing there applies.
     api.rest_client.pool_manager._trust_env = False
-    memo.cfg, memo.api = cfg, api
+    memo.api = api
     memo.registry = Registry(api, cfg)
+    metrics.jobs.jobs = lambda: memo.registry.jobs.values()
     memo.server = TelemetryServer(
         memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s
     )
@@ -122,8 +104,36 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.monitor is not None:
         await memo.monitor.stop()
     await memo.server.stop()
-    await memo.registry.flush()
+    await memo.registry.close()
     await memo.api.close()
+
+
+def _invalid(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, reason: str, message: str, generation: Any
+) -> kopf.PermanentError:
+    """Phase Invalid with the reason, a Warning Event; the error for kopf (an edit retries)."""
+    ready = ConditionUpdate("Ready", False, reason, message)
+    patch.status.update(st.phase_update(status, Phase.INVALID, ready, generation))
+    kopf.warn(body, reason=reason, message=message)
+    return kopf.PermanentError(message)
+
+
+async def _create_or_scale(
+    api: client.ApiClient, job: dict[str, Any], replicas: int, suspend: bool
+) -> tuple[bool, ApiException | None]:
+    """(created, the apiserver's refusal if any). A Job that exists gets the scale and suspend."""
+    batch_api = client.BatchV1Api(api)
+    try:
+        await batch_api.create_namespaced_job(job["metadata"]["namespace"], job)
+        return True, None
+    except ApiException as exc:
+        if exc.status == 429:  # the apiserver sheds load: retry when it says, without adding to it
+            raise kopf.TemporaryError("the apiserver is busy (429)", delay=retry_after(exc)) from exc
+        if exc.status != 409:
+            return False, exc
+    scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": suspend}}
+    await batch_api.patch_namespaced_job(job["metadata"]["name"], job["metadata"]["namespace"], scale)
+    return False, None
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -138,250 +148,163 @@ async def reconcile(
         parsed = CarbonTrackedJobSpec.model_validate(dict(spec))
     except ValidationError as exc:
         message = f"the spec cannot be used: {exc.errors(include_url=False)[0]['msg']}"
-        patch.status["conditions"] = set_condition(
-            status.get("conditions"), "Ready", False, "SpecInvalid", message, generation
-        )
-        kopf.warn(body, reason="SpecInvalid", message=message)
-        raise kopf.PermanentError(message) from exc
-    cfg: OperatorConfig = memo.cfg
-    replicas = int(status.get("replicas") or parsed.canary.replicas)
-    phase = status.get("phase") or "Pending"  # the promotion timer takes it from here
-    if phase in ("Succeeded", "Failed"):
+        raise _invalid(body, status, patch, "SpecInvalid", message, generation) from exc
+    phase = status.get("phase")
+    if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
-    suspend = parsed.suspend or phase == "Halted"  # only the promotion timer lifts a gate's halt
+    replicas = int(status.get("replicas") or parsed.canary.replicas)
+    suspend = parsed.suspend or phase == Phase.HALTED  # only the judgement lifts a gate's halt
     try:
-        job = build_job(name, namespace, uid, parsed, replicas, cfg)
+        job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
     except InjectionError as exc:
-        patch.status["conditions"] = set_condition(
-            status.get("conditions"), "Ready", False, "InjectionRefused", str(exc), generation
+        raise _invalid(body, status, patch, "InjectionRefused", str(exc), generation) from exc
+    created, refused = await _create_or_scale(memo.api, job, replicas, suspend)
+    if refused is not None:
+        message = f"the apiserver refused the Job: {_api_message(refused)}"
+        if refused.status in (400, 422):  # the template is invalid: retrying cannot help
+            raise _invalid(body, status, patch, "JobRejected", message, generation) from refused
+        patch.status.update(
+            st.ready_update(status, ConditionUpdate("Ready", False, "JobCreateFailed", message), generation)
         )
-        kopf.warn(body, reason="InjectionRefused", message=str(exc))
-        raise kopf.PermanentError(str(exc)) from exc
-    batch_api = client.BatchV1Api(memo.api)
-    try:
-        await batch_api.create_namespaced_job(namespace, job)
+        kopf.warn(body, reason="JobCreateFailed", message=message)
+        raise kopf.TemporaryError(message, delay=5) from refused
+    if created:
         kopf.info(
-            body,
-            reason="JobCreated",
-            message=f"Indexed Job {job['metadata']['name']} with {replicas} workers",
+            body, reason="JobCreated", message=f"Indexed Job {job_name_for(name)} with {replicas} workers"
         )
-    except ApiException as exc:
-        if exc.status == 429:  # the apiserver sheds load: retry when it says, without adding to it
-            raise kopf.TemporaryError("the apiserver is busy (429)", delay=retry_after(exc)) from exc
-        if exc.status != 409:
-            message = f"the apiserver refused the Job: {_api_message(exc)}"
-            permanent = exc.status in (400, 422)  # the spec's template is invalid: retrying cannot help
-            patch.status["conditions"] = set_condition(
-                status.get("conditions"), "Ready", False, "JobRejected" if permanent else "JobCreateFailed",
-                message, generation,
-            )  # fmt: skip
-            kopf.warn(body, reason="JobRejected" if permanent else "JobCreateFailed", message=message)
-            if permanent:
-                raise kopf.PermanentError(message) from exc
-            raise kopf.TemporaryError(message, delay=5) from exc
-        scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": suspend}}
-        await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
-    if status.get("phase") != phase:
-        kopf.info(body, reason="PhaseChanged", message=f"phase {status.get('phase') or 'none'} -> {phase}")
-    patch.status.update(
-        {
-            "phase": phase,
-            "replicas": replicas,
-            "targetReplicas": parsed.replicas,
-            "replicaSummary": f"{replicas}/{parsed.replicas}",
-            "selector": f"{LABEL_JOB}={name}",
-            "observedGeneration": generation,
-        }
-    )
-    if phase != "Halted":  # a halt's condition names the gate; only the promotion timer lifts it
-        patch.status["conditions"] = set_condition(
-            status.get("conditions"),
-            "Ready",
-            True,
-            "JobRunning",
-            f"{replicas} of {parsed.replicas} workers",
-            generation,
-        )
-    set_phase_metric(namespace, name, phase)
+    ready = ConditionUpdate("Ready", True, "JobRunning", f"{replicas} of {parsed.replicas} workers")
+    if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
+        patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
+        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
+    elif phase != Phase.HALTED:  # a halt's condition names the gate; only the judgement lifts it
+        patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.registry.forget(namespace, name)  # the Job goes by garbage collection (owner reference)
+    await memo.registry.forget(namespace, name)  # the Job goes by garbage collection (owner reference)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED: "true"})
 async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
-    if type == "DELETED":
+    outcome = job_outcome((body.get("status") or {}).get("conditions"))
+    name = (body["metadata"].get("labels") or {}).get(LABEL_JOB)
+    if type == "DELETED" or outcome is None or not name:
         return
-    conditions = {c.get("type"): c for c in (body.get("status", {}).get("conditions") or [])}
-    phase = None
-    if conditions.get("Complete", {}).get("status") == "True":
-        phase, message = "Succeeded", "the training Job completed"
-    elif conditions.get("Failed", {}).get("status") == "True":
-        phase = "Failed"
-        message = f"the training Job failed: {conditions['Failed'].get('message', '')}".strip()
-    if phase is None:
-        return
-    namespace = body["metadata"]["namespace"]
-    name = body["metadata"].get("labels", {}).get(LABEL_JOB)
-    if not name:
-        return
+    namespace, (phase, message) = body["metadata"]["namespace"], outcome
     custom = client.CustomObjectsApi(memo.api)
     try:
         ctj = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException:
         return
-    if (ctj.get("status") or {}).get("phase") == phase:
+    current = ctj.get("status") or {}
+    if current.get("phase") == phase:
         return
-    generation = ctj["metadata"].get("generation")
-    ctj_conditions = set_condition(
-        (ctj.get("status") or {}).get("conditions"), "Ready", False, phase, message, generation
-    )
-    await merge_patch_status(
-        custom, namespace, name, {"status": {"phase": phase, "conditions": ctj_conditions}}
-    )
-    kopf.info(
-        ctj,
-        reason="PhaseChanged",
-        message=f"phase {(ctj.get('status') or {}).get('phase')} -> {phase}: {message}",
-    )
-    set_phase_metric(namespace, name, phase)
+    done = ConditionUpdate("Ready", False, phase.value, message)
+    update = st.phase_update(current, phase, done, ctj["metadata"].get("generation"))
+    await merge_patch_status(custom, namespace, name, {"status": update})
+    kopf.info(ctj, reason="PhaseChanged", message=f"phase {current.get('phase')} -> {phase}: {message}")
+    state = memo.registry.jobs.get((namespace, name))
+    if state is not None:
+        state.gauges = st.with_phase(state.gauges, phase)
 
 
-JUDGE_INTERVAL_S = float(os.environ.get("CARBONTRACK_JUDGE_INTERVAL_S", "10"))
-
-
-async def _tests_evidence(memo: kopf.Memo, namespace: str, spec: CarbonTrackedJobSpec) -> TestResults | None:
+async def _tests_evidence(
+    memo: kopf.Memo, namespace: str, spec: CarbonTrackedJobSpec, last: TestsEvidence | None
+) -> tuple[TestResults | None, TestsEvidence | None]:
+    """The spec's test evidence, overlaid with the ConfigMap CI writes. When the apiserver cannot
+    give the ConfigMap now, the evidence the last judgement used stands: a restart or a busy
+    apiserver changes no verdict. A ConfigMap that is gone (404) is not evidence any more."""
     t = spec.gates.tests
     if t is None:
-        return None
+        return None, None
     doc: dict[str, Any] = {"passRate": t.pass_rate, "coverage": t.coverage}
     if t.security is not None:
         doc["security"] = t.security.model_dump()
+    source = "spec"
     if t.from_config_map:
+        source = f"configmap/{t.from_config_map}"
         try:
             cm = await client.CoreV1Api(memo.api).read_namespaced_config_map(t.from_config_map, namespace)
             written = json.loads((cm.data or {}).get("results.json", "{}"))
             doc.update({k: v for k, v in written.items() if v is not None})
         except (ApiException, ValueError) as exc:
             log.warning("test results ConfigMap unreadable: %s", exc, extra={"configMap": t.from_config_map})
-    return tests_from(doc)
+            if last is not None and last.source == source and getattr(exc, "status", 0) != 404:
+                return st.tests_results(last), last
+    results = tests_from(doc)
+    return results, st.tests_evidence(results, source)
 
 
-# backoff: a round that fails on a transient error (the apiserver hanging up under load) runs again
-# after one interval, not kopf's default 60 s
-@kopf.timer(GROUP, VERSION, PLURAL, interval=JUDGE_INTERVAL_S, initial_delay=1.0, backoff=JUDGE_INTERVAL_S)
+async def _gather(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    spec: CarbonTrackedJobSpec,
+    status: kopf.Status,
+    generation: int,
+) -> Inputs:
+    stored = st.parse(status)
+    job_state = await memo.registry.get(namespace, name)
+    agg = job_state.aggregate if job_state else JobAggregate()
+    tests, evidence = await _tests_evidence(memo, namespace, spec, stored.tests_evidence)
+    query = epsilon_query(spec, agg)
+    epsilons = await asyncio.to_thread(query.compute) if query else None  # PLD: up to a second
+    return Inputs(
+        spec=spec, generation=generation, state=st.promotion_state(stored), replicas=status.get("replicas"),
+        aggregate=agg, intensity_g_per_kwh=job_state.intensity.g_per_kwh if job_state else 0.0,
+        tests=tests, tests_evidence=evidence, epsilons=epsilons,
+    )  # fmt: skip
+
+
+async def _apply(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, plan: Plan,
+) -> None:  # fmt: skip
+    if plan.scale is not None:
+        s = plan.scale
+        scale = {"spec": {"parallelism": s.replicas, "completions": s.replicas, "suspend": s.suspend}}
+        try:
+            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, scale)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+    patch.status.update(st.plan_update(status, spec, plan, name))
+    for event in plan.decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    before, after = status.get("phase"), plan.decision.state.phase
+    if after != before:
+        kopf.info(body, reason="PhaseChanged", message=f"phase {before} -> {after}")
+    state = memo.registry.jobs.get((namespace, name))
+    if state is not None:
+        state.gauges = st.merge_gauges(state.gauges, plan.gauges)
+
+
 async def promote(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
     patch: kopf.Patch, memo: kopf.Memo, **_: Any,
 ) -> None:  # fmt: skip
-    """Run the promotion state machine for one job and apply its decision: Job scale, status, Events."""
-    if status.get("phase") in (None, "Succeeded", "Failed"):
+    """One judgement: gather -> evaluate -> apply. Finished jobs are only loaded, for their metrics."""
+    if status.get("phase") in (None, Phase.INVALID, Phase.SUCCEEDED, Phase.FAILED):
+        if status.get("phase") is not None:
+            await memo.registry.get(namespace, name)
         return
     try:
         parsed = CarbonTrackedJobSpec.model_validate(dict(spec))
     except ValidationError:
         return
     generation = int(meta.get("generation") or 0)
-    prom = status.get("promotion") or {}
-    state = State(
-        phase=status["phase"], stage=int(prom.get("stage", -1)),
-        stage_start_step=int(prom.get("stageStartStep", 0)),
-        halted_from=prom.get("haltedFrom"), halted_generation=prom.get("haltedGeneration"),
-    )  # fmt: skip
-    job_state = await memo.registry.get(namespace, name)
-    agg = job_state.aggregate if job_state else JobAggregate()
-    intensity = job_state.intensity.g_per_kwh if job_state else 0.0
-    privacy = parsed.gates.privacy
-    eps_now = eps_total = None
-    if privacy is not None and agg.dp is not None:
-        dp = agg.dp
-        delta = privacy.delta
-        eps_now = epsilon(dp.noise_multiplier, dp.sample_rate, agg.global_step, delta, privacy.accountant)
-        eps_total = epsilon(
-            dp.noise_multiplier, dp.sample_rate, parsed.total_steps, delta, privacy.accountant
-        )
-    projection = agg.projection(parsed.total_steps, parsed.carbon.pue, intensity)
-    tests = await _tests_evidence(memo, namespace, parsed)
+    inputs = await _gather(memo, namespace, name, parsed, status, generation)
+    await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
 
-    def judge_now() -> Report:
-        evidence = Evidence(
-            metrics={k: v for k, (_, v) in agg.evals.items()}, tests=tests, epsilon_projected=eps_total,
-            epsilon_claimed=agg.dp.accountant_epsilon if agg.dp else None,
-            emissions_projected_g=projection[1] if projection else None,
-        )  # fmt: skip
-        return judge(parsed, evidence)
 
-    def over_budget() -> str | None:
-        if privacy is not None and eps_now is not None and eps_now > privacy.epsilon:
-            step_now = agg.global_step
-            return f"privacy budget exceeded: epsilon {eps_now:.3g} > {privacy.epsilon:g} at step {step_now}"
-        budget = parsed.carbon.budget_kg
-        if budget is not None and agg.emissions_g > budget * 1000:
-            return f"carbon budget exceeded: {agg.emissions_g / 1000:.3g} kg > {budget:g} kg"
-        return None
+def register(cfg: OperatorConfig) -> None:
+    """Declare the judgement timer at the configured interval (kopf needs it before the operator runs).
 
-    if privacy is not None:
-        metrics.epsilon_budget.labels(namespace, name).set(privacy.epsilon)
-    if parsed.carbon.budget_kg is not None:
-        metrics.emissions_budget.labels(namespace, name).set(parsed.carbon.budget_kg * 1000)
-    decision = promotion_step(
-        parsed,
-        state,
-        global_step=agg.global_step,
-        generation=generation,
-        judge=judge_now,
-        over_budget=over_budget,
-    )
-    new = decision.state
-    if decision.replicas != status.get("replicas") or decision.suspend != (status.get("phase") == "Halted"):
-        scale = {"spec": {"parallelism": decision.replicas, "completions": decision.replicas,
-                          "suspend": decision.suspend or parsed.suspend}}  # fmt: skip
-        try:
-            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, scale)
-        except ApiException as exc:
-            raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
-    updates: dict[str, Any] = {}
-    updates.update(
-        {
-            "phase": new.phase,
-            "replicas": decision.replicas,
-            "replicaSummary": f"{decision.replicas}/{parsed.replicas}",
-            "promotion": {
-                "stage": new.stage, "stageStartStep": new.stage_start_step,
-                "haltedFrom": new.halted_from, "haltedGeneration": new.halted_generation,
-            },
-            "observedGeneration": generation,
-        }
-    )  # fmt: skip
-    if eps_now is not None:
-        updates["epsilon"] = round(eps_now, 6)
-        updates["projected"] = {"epsilon": round(eps_total or 0.0, 6)}
-        metrics.epsilon.labels(namespace, name).set(eps_now)
-    if agg.dp is not None and agg.dp.accountant_epsilon is not None:
-        updates["epsilonClaimed"] = agg.dp.accountant_epsilon
-    if decision.report is not None:
-        updates["gates"] = [r.to_api() for r in decision.report.results]
-        updates["gateSummary"] = decision.report.summary()
-        for r in decision.report.results:
-            metrics.gate_passed.labels(namespace, name, r.name).set(1 if r.passed else 0)
-    if decision.events:
-        last = decision.events[-1]
-        updates["conditions"] = set_condition(
-            status.get("conditions"), "Ready", new.phase != "Halted", last.reason, last.message, generation
-        )
-    # Patch only what changed: an idle job costs the apiserver nothing between decisions.
-    for key, value in updates.items():
-        current = status.get(key)
-        if key == "projected":
-            current = {"epsilon": (current or {}).get("epsilon")}
-        if _without_nulls(current) != _without_nulls(value):
-            patch.status[key] = value  # nulls kept in the patch: they delete fields (merge patch)
-    for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    if new.phase != state.phase:
-        kopf.info(body, reason="PhaseChanged", message=f"phase {state.phase} -> {new.phase}")
-    set_phase_metric(namespace, name, new.phase)
+    backoff: a round that fails on a transient error (the apiserver hanging up under load) runs again
+    after one interval, not kopf's default 60 s.
+    """
+    kopf.timer(
+        GROUP, VERSION, PLURAL, interval=cfg.judge_interval_s, initial_delay=1.0, backoff=cfg.judge_interval_s
+    )(promote)

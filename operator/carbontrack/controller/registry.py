@@ -1,16 +1,13 @@
-"""Live per-job state in the operator, and the rate-limited status writer.
+"""Live per-job state in the operator: the cache the telemetry path and the judgement share.
 
-Each CarbonTrackedJob the operator hears about gets a JobState: its aggregate (rebuilt from the CR's
-status the first time, so a restart resumes exactly), its spec, and one writer task. The writer
-coalesces: however many batches arrive, it patches status at most once per interval, never with
-more than one patch in flight for the object, and retries a failed patch with backoff.
+Each CarbonTrackedJob the operator hears about gets a JobState: its aggregate and gauges (restored
+from the CR's status the first time, so a restart resumes exactly), its spec, its intensity and one
+status writer. The totals the metrics export are read from here, so they too resume from status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,14 +16,16 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from carbontrack.api.contract import Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
 from carbontrack.api.wire import TelemetryBatch
-from carbontrack.controller import metrics
+from carbontrack.controller import metrics, status
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.core.aggregation import Applied, JobAggregate, Source, Verdict
-from carbontrack.core.emissions import kwh
-from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
-from carbontrack.intensity.static import Intensity, lookup, zone_for
+from carbontrack.controller.intensity_resolution import IntensityResolution, initial_intensity
+from carbontrack.controller.status_writer import StatusWriter
+from carbontrack.core.aggregation import Applied, JobAggregate, Verdict
+from carbontrack.core.evaluation import Gauges
+from carbontrack.intensity.static import Intensity
 
 log = logging.getLogger("carbontrack.telemetry")
 
@@ -41,83 +40,6 @@ async def merge_patch_status(
     )  # type: ignore[call-arg]  # fmt: skip
 
 
-def restore(status: CarbonTrackedJobStatus | None) -> JobAggregate:
-    """The aggregate as the last status write left it."""
-    agg = JobAggregate()
-    if status is None or status.telemetry is None:
-        return agg
-    for s in status.telemetry.sources:
-        agg.sources[(s.pod, s.boot_id)] = Source(
-            pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
-            gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
-            global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
-            method=s.method, markers_dropped=s.markers_dropped, records_dropped=s.records_dropped,
-            final=s.final,
-        )  # fmt: skip
-    agg.emissions_g = status.emissions_grams
-    return agg
-
-
-def status_patch(
-    agg: JobAggregate, spec: CarbonTrackedJobSpec, intensity: Intensity, now: float
-) -> dict[str, Any]:
-    """The telemetry-owned part of status (merge patch): totals, projection, intensity, sources."""
-    sources = [
-        {
-            "pod": s.pod, "bootId": s.boot_id, "seq": s.seq, "energyJoules": s.energy_j,
-            "gpuEnergyJoules": [s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], "stepsSeen": s.steps_seen,
-            "globalStep": s.global_step, "lastRecordStep": s.last_record_step, "sentAt": s.sent_at,
-            "method": s.method, "markersDropped": s.markers_dropped, "recordsDropped": s.records_dropped,
-            "final": s.final,
-        }
-        for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
-    ]  # fmt: skip
-    projection = agg.projection(spec.total_steps, spec.carbon.pue, intensity.g_per_kwh)
-    per_step = agg.joules_per_step()
-    rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
-    return {
-        "status": {
-            "steps": agg.global_step,
-            "energyJoules": agg.energy_j,
-            "energyKwh": round(kwh(agg.energy_j), 6),
-            "emissionsGrams": agg.emissions_g,
-            "emissionsKg": round(agg.emissions_g / 1000, 6),
-            "powerWatts": round(agg.power_w(now), 3),
-            "intensity": {
-                "gramsPerKwh": intensity.g_per_kwh,
-                "zone": intensity.zone,
-                "source": intensity.source,
-            },
-            # merged into status.projected beside the epsilon the promotion timer writes; omitted, not
-            # nulled, when there is no rate yet, so the epsilon is never wiped
-            **(
-                {"projected": {"energyJoules": projection[0], "emissionsGrams": projection[1]}}
-                if projection
-                else {}
-            ),
-            "telemetry": {
-                "sources": sources,
-                "lastBatchAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "joulesPerStep": per_step,
-                "stepsPerSecond": max(rates) if rates else None,
-            },
-        }
-    }
-
-
-def live_provider(spec: CarbonTrackedJobSpec, config: OperatorConfig) -> tuple[str | None, str | None]:
-    """The live provider and its key's Secret for a job: the spec's, else the operator's defaults.
-
-    (None, None) means the static table: asked for, or a live provider without a key to call it with.
-    """
-    wanted = spec.carbon.intensity
-    provider = wanted.provider or config.intensity_provider or "static"
-    secret = wanted.secret_name or config.intensity_secret or None
-    if provider == "static" or secret is None:
-        return None, None
-    return provider, secret
-
-
 @dataclass
 class JobState:
     namespace: str
@@ -125,24 +47,31 @@ class JobState:
     spec: CarbonTrackedJobSpec
     aggregate: JobAggregate
     intensity: Intensity
-    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    gauges: Gauges
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    writer: asyncio.Task[None] | None = None
-    node_region: str | None = None
+    writer: StatusWriter | None = None
+
+
+def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
+    """The gauges as the last judgement left them in status."""
+    return Gauges(
+        phase=Phase(st.phase) if st.phase else Phase.PENDING,
+        epsilon=st.epsilon,
+        epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
+        emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
+        gates={g.name: g.passed for g in st.gates},
+    )
 
 
 class Registry:
-    """All jobs the telemetry path knows, keyed by (namespace, name)."""
+    """All jobs the operator knows, keyed by (namespace, name)."""
 
     def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
-        self.api = api
         self.config = config
         self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
+        self.intensity = IntensityResolution(api, config)
         self.jobs: dict[tuple[str, str], JobState] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
-        self._resolvers: dict[tuple[str, str, str], IntensityResolver] = {}
-        self.static = IntensityResolver()
 
     async def get(self, namespace: str, name: str) -> JobState | None:
         """The job's state, loading (and restoring from status) on first use; None if no such CR."""
@@ -160,132 +89,62 @@ class Registry:
                     return None
                 raise
             spec = CarbonTrackedJobSpec.model_validate(obj["spec"])
-            raw_status = obj.get("status") or {}
-            status = CarbonTrackedJobStatus.model_validate(raw_status) if raw_status else None
-            zone = zone_for(spec.carbon.zone, self.config.default_zone or None)
-            state = JobState(namespace, name, spec, restore(status), self.static_intensity(spec, zone))
-            state.writer = asyncio.create_task(
-                self._write_loop(state), name=f"status-writer {namespace}/{name}"
-            )
+            st = status.parse(obj.get("status"))
+            state = JobState(
+                namespace, name, spec, status.restore(st), initial_intensity(spec, self.config),
+                gauges_from(st, spec),
+            )  # fmt: skip
+            state.writer = self._writer(state)
+            state.writer.start()
             self.jobs[key] = state
             log.info(
-                "telemetry state loaded",
+                "job state loaded",
                 extra={"job": f"{namespace}/{name}", "restoredJ": state.aggregate.energy_j},
             )
             return state
 
-    def static_intensity(self, spec: CarbonTrackedJobSpec, zone: str) -> Intensity:
-        if spec.carbon.intensity.grams_per_kwh is not None:
-            return Intensity(spec.carbon.intensity.grams_per_kwh, zone, "override")
-        return lookup(zone)
+    def _writer(self, state: JobState) -> StatusWriter:
+        key = (state.namespace, state.name)
 
-    async def refresh_intensity(self, state: JobState, pod: str) -> None:
-        """Zone from the spec, else the pod's node's region; value from the configured provider."""
-        spec = state.spec
-        if spec.carbon.intensity.grams_per_kwh is not None:
-            return
-        if not spec.carbon.zone and state.node_region is None:
-            try:
-                p = await self.core.read_namespaced_pod(pod, state.namespace)
-                if p.spec.node_name:
-                    node = await self.core.read_node(p.spec.node_name)
-                    state.node_region = (node.metadata.labels or {}).get("topology.kubernetes.io/region", "")
-            except ApiException:
-                state.node_region = ""
-        zone = zone_for(spec.carbon.zone, state.node_region or self.config.default_zone or None)
-        resolver = await self._resolver(state)
-        state.intensity = await resolver.current(zone)
+        def build() -> dict[str, Any]:
+            return status.telemetry_update(state.aggregate, state.intensity, time.time())
 
-    async def _resolver(self, state: JobState) -> IntensityResolver:
-        provider, secret = live_provider(state.spec, self.config)
-        if provider is None or secret is None:
-            return self.static
-        key = (state.namespace, provider, secret)
-        if key not in self._resolvers:
-            where = self.config.namespace or state.namespace
-            data = (await self.core.read_namespaced_secret(secret, where)).data or {}
+        async def patch(body: dict[str, Any]) -> None:
+            await merge_patch_status(self.custom, state.namespace, state.name, body)
 
-            def field_(name: str) -> str:
-                return base64.b64decode(data.get(name, "")).decode()
+        def gone() -> None:
+            if self.jobs.get(key) is state:
+                self.jobs.pop(key, None)
 
-            live = (
-                ElectricityMaps(field_("apiKey"))
-                if provider == "electricitymaps"
-                else WattTime(field_("username"), field_("password"))
-            )
-            self._resolvers[key] = IntensityResolver(live)
-        return self._resolvers[key]
+        return StatusWriter(
+            build, patch, self.config.status_interval_s, on_gone=gone,
+            on_written=metrics.status_patches.labels(*key).inc, name=f"status-writer {key[0]}/{key[1]}",
+        )  # fmt: skip
 
     async def apply(self, state: JobState, batch: TelemetryBatch) -> Applied:
         async with state.lock:
             try:
-                await self.refresh_intensity(state, batch.pod.name)
+                now = await self.intensity.current(state.namespace, state.name, state.spec, batch.pod.name)
+                if now is not None:
+                    state.intensity = now
             except Exception as exc:  # intensity lookup must never lose energy: keep the last figure
                 log.warning(
                     "intensity refresh failed: %s", exc, extra={"job": f"{state.namespace}/{state.name}"}
                 )
-            before_step = state.aggregate.global_step
             result = state.aggregate.apply(
                 batch, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
             )
-        labels = (state.namespace, state.name)
         if result.verdict is Verdict.ACCEPTED:
-            metrics.batches.labels(*labels).inc()
-            metrics.energy.labels(*labels).inc(result.energy_j)
-            metrics.emissions.labels(*labels).inc(result.emissions_g)
-            metrics.steps.labels(*labels).inc(max(state.aggregate.global_step - before_step, 0))
-            metrics.power.labels(*labels).set(state.aggregate.power_w(batch.sent_at))
-            metrics.intensity.labels(*labels).set(state.intensity.g_per_kwh)
-            state.dirty.set()
+            metrics.batches.labels(state.namespace, state.name).inc()
+            if state.writer is not None:
+                state.writer.mark()
         return result
-
-    async def _write_loop(self, state: JobState) -> None:
-        interval = self.config.status_interval_s
-        last = 0.0
-        failures = 0
-        while True:
-            await state.dirty.wait()
-            wait = last + interval - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)  # coalesce: everything that arrives meanwhile goes in one patch
-            state.dirty.clear()
-            async with state.lock:
-                body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
-            try:
-                await merge_patch_status(self.custom, state.namespace, state.name, body)
-                failures = 0
-                last = time.monotonic()
-                metrics.status_patches.labels(state.namespace, state.name).inc()
-            except ApiException as exc:
-                if exc.status == 404:
-                    self.jobs.pop((state.namespace, state.name), None)
-                    return
-                failures += 1
-                state.dirty.set()
-                last = time.monotonic()
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-                log.warning(
-                    "status patch failed; retrying", extra={"status": exc.status, "failures": failures}
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("status writer error")
-                failures += 1
-                state.dirty.set()
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
 
     async def flush(self) -> None:
         """Write every pending status now (shutdown): the next operator resumes from it."""
         for state in list(self.jobs.values()):
-            if state.writer:
-                state.writer.cancel()
-            if state.dirty.is_set():
-                body = status_patch(state.aggregate, state.spec, state.intensity, time.time())
-                try:
-                    await merge_patch_status(self.custom, state.namespace, state.name, body)
-                except ApiException as exc:
-                    log.warning("final status patch failed", extra={"status": exc.status})
+            if state.writer is not None:
+                await state.writer.stop(flush=True)
 
     async def release(self) -> None:
         """Hand the jobs over (this replica became a standby): write what is pending, keep nothing.
@@ -296,11 +155,20 @@ class Registry:
         await self.flush()
         self.jobs.clear()
         self._loading.clear()
+        await self.intensity.close()
 
-    def forget(self, namespace: str, name: str) -> None:
+    async def close(self) -> None:
+        await self.flush()
+        await self.intensity.close()
+
+    async def forget(self, namespace: str, name: str) -> None:
+        """The CR is gone: its state, its writer and its metric series go too."""
         state = self.jobs.pop((namespace, name), None)
-        if state and state.writer:
-            state.writer.cancel()
+        self._loading.pop((namespace, name), None)
+        self.intensity.forget(namespace, name)
+        if state is not None and state.writer is not None:
+            await state.writer.stop(flush=False)
+        metrics.forget(namespace, name)
 
     def update_spec(self, namespace: str, name: str, spec: CarbonTrackedJobSpec) -> None:
         state = self.jobs.get((namespace, name))

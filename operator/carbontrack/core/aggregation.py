@@ -50,6 +50,14 @@ class Source:
     records: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     """(steps covered, joules, seconds) of recent per-step records."""
 
+    def window(self) -> tuple[int, float, float]:
+        """(steps, joules, seconds) summed over the recent records."""
+        return (
+            sum(r[0] for r in self.records),
+            sum(r[1] for r in self.records),
+            sum(r[2] for r in self.records),
+        )
+
     def joules_per_step(self) -> float | None:
         steps = sum(r[0] for r in self.records)
         return sum(r[1] for r in self.records) / steps if steps else None
@@ -82,6 +90,11 @@ class JobAggregate:
     @property
     def global_step(self) -> int:
         return max((s.global_step for s in self.sources.values()), default=0)
+
+    @property
+    def energy_measured(self) -> bool:
+        """Every source measured energy: one `unavailable` sidecar would make the job look cheaper."""
+        return bool(self.sources) and all(s.method != "unavailable" for s in self.sources.values())
 
     def power_w(self, now: float, horizon_s: float = 30.0) -> float:
         """Sum of the sources' latest power, over sources heard from recently and not finished."""

@@ -62,6 +62,9 @@ class Evidence:
     epsilon_projected: float | None = None
     epsilon_claimed: float | None = None
     emissions_projected_g: float | None = None
+    energy_measured: bool = True
+    """False when a sidecar could measure no energy (method `unavailable`): its steps carry 0 J, so a
+    projection from them would pass any budget; the carbon gate treats it as missing data."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +91,14 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(b))
 
 
-def _missing(name: str, what: str, threshold: float | None, prof: Profile) -> GateResult:
+def _missing(
+    name: str, what: str, threshold: float | None, prof: Profile, why: str | None = None
+) -> GateResult:
+    """A gate without its data: fails closed in staging/production, warns in development."""
+    text = why or f"no {what} reported"
     if prof.fail_closed:
-        return GateResult(
-            name=name, passed=False, threshold=threshold, message=f"no {what} reported: failing closed"
-        )
-    return GateResult(
-        name=name, passed=True, warning=True, threshold=threshold, message=f"no {what} reported"
-    )
+        return GateResult(name=name, passed=False, threshold=threshold, message=f"{text}: failing closed")
+    return GateResult(name=name, passed=True, warning=True, threshold=threshold, message=text)
 
 
 def _at_most(name: str, observed: float | None, limit: float, what: str, prof: Profile) -> GateResult:
@@ -162,13 +165,11 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
             r = r.model_copy(update={"message": f"{r.message} (the job claims {evidence.epsilon_claimed:g})"})
         out.append(r)
     if spec.carbon.budget_kg is not None:
-        out.append(
-            _at_most(
-                "carbon.budget",
-                evidence.emissions_projected_g,
-                spec.carbon.budget_kg * 1000,
-                f"projected gCO2e at step {spec.total_steps}",
-                prof,
-            )
-        )
+        budget_g = spec.carbon.budget_kg * 1000
+        if evidence.energy_measured:
+            what = f"projected gCO2e at step {spec.total_steps}"
+            out.append(_at_most("carbon.budget", evidence.emissions_projected_g, budget_g, what, prof))
+        else:
+            why = "energy was not measured (a sidecar reports method unavailable)"
+            out.append(_missing("carbon.budget", "energy", budget_g, prof, why))
     return Report(tuple(out))

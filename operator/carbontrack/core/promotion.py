@@ -16,17 +16,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.core.gates import Report
 
 
 @dataclass(frozen=True)
 class State:
-    phase: str = "Pending"
+    phase: Phase = Phase.PENDING
     stage: int = -1
     """-1: the canary; i >= 0: spec.canary.stages[i]."""
     stage_start_step: int = 0
-    halted_from: str | None = None
+    halted_from: Phase | None = None
     """The phase a halt interrupted, so a resume continues there."""
     halted_generation: int | None = None
 
@@ -68,24 +69,24 @@ def step(
 ) -> Decision:
     """The next state. `judge` runs the gates; `over_budget` says which budget is exceeded so far, if any."""
     phase = state.phase
-    if phase in ("Succeeded", "Failed"):
+    if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return Decision(state, stage_replicas(spec, state.stage), False)
 
     if spec.suspend:
-        if phase == "Halted":
+        if phase == Phase.HALTED:
             return Decision(state, stage_replicas(spec, state.stage), True)
-        halted = replace(state, phase="Halted", halted_from=phase, halted_generation=generation)
+        halted = replace(state, phase=Phase.HALTED, halted_from=phase, halted_generation=generation)
         event = Event("Normal", "Suspended", "spec.suspend is true: the Job is suspended")
         return Decision(halted, stage_replicas(spec, state.stage), True, events=(event,))
 
-    if phase == "Pending":
-        canary = State(phase="Canary", stage=-1, stage_start_step=global_step)
+    if phase == Phase.PENDING:
+        canary = State(phase=Phase.CANARY, stage=-1, stage_start_step=global_step)
         n = stage_replicas(spec, -1)
         return Decision(
             canary, n, False, events=(Event("Normal", "CanaryStarted", f"canary with {n} workers"),)
         )
 
-    if phase == "Halted":
+    if phase == Phase.HALTED:
         if state.halted_generation == generation:
             return Decision(state, stage_replicas(spec, state.stage), True)
         report = judge()
@@ -97,7 +98,7 @@ def step(
             return Decision(again, stage_replicas(spec, state.stage), True, report, (event,))
         # A resumed stage observes minSteps of fresh evidence before it is judged for promotion again.
         resumed = replace(
-            state, phase=state.halted_from or "Canary", halted_from=None, halted_generation=None,
+            state, phase=state.halted_from or Phase.CANARY, halted_from=None, halted_generation=None,
             stage_start_step=global_step,
         )  # fmt: skip
         event = Event(
@@ -105,10 +106,12 @@ def step(
         )
         return Decision(resumed, stage_replicas(spec, state.stage), False, report, (event,))
 
-    if phase == "Running":
+    if phase == Phase.RUNNING:
         exceeded = over_budget()
         if exceeded:
-            halted = replace(state, phase="Halted", halted_from="Running", halted_generation=generation)
+            halted = replace(
+                state, phase=Phase.HALTED, halted_from=Phase.RUNNING, halted_generation=generation
+            )
             event = Event("Warning", "BudgetExceeded", exceeded)
             return Decision(halted, stage_replicas(spec, state.stage), True, events=(event,))
         return Decision(state, stage_replicas(spec, state.stage), False)
@@ -118,7 +121,7 @@ def step(
         return Decision(state, stage_replicas(spec, state.stage), False)
     report = judge()
     if not report.all_passed():
-        halted = replace(state, phase="Halted", halted_from=phase, halted_generation=generation)
+        halted = replace(state, phase=Phase.HALTED, halted_from=phase, halted_generation=generation)
         event = Event("Warning", "GateFailed", _verdict_text(report))
         return Decision(halted, stage_replicas(spec, state.stage), True, report, (event,))
     nxt = state.stage + 1
@@ -126,10 +129,10 @@ def step(
     n = stage_replicas(spec, min(nxt, last))
     if nxt >= last or n >= spec.replicas:
         # The last stage is full scale: reaching it is the promotion to Running (budgets watched from now on).
-        done = replace(state, phase="Running", stage=last, stage_start_step=global_step)
+        done = replace(state, phase=Phase.RUNNING, stage=last, stage_start_step=global_step)
         event = Event("Normal", "Promoted", f"gates passed; running at full scale ({spec.replicas} workers)")
         return Decision(done, spec.replicas, False, report, (event,))
-    promoted = replace(state, phase="Promoting", stage=nxt, stage_start_step=global_step)
+    promoted = replace(state, phase=Phase.PROMOTING, stage=nxt, stage_start_step=global_step)
     percent = spec.canary.stages[nxt]
     event = Event("Normal", "GatesPassed", f"gates passed; scaling to {n} workers ({percent}%)")
     return Decision(promoted, n, False, report, (event,))

@@ -1,0 +1,58 @@
+"""Names the operator, the sidecar and the trainer's client must agree on, defined once.
+
+Standard library only: `carbontrack.client` imports it, and the client must run in any training
+image (no pydantic there). A name changed here changes on every side at once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# The telemetry token: a projected service-account token with this audience, checked by TokenReview.
+TOKEN_AUDIENCE: Final = "carbontrack"
+TOKEN_VOLUME: Final = "carbontrack-token"
+TOKEN_DIR: Final = "/var/run/secrets/carbontrack"
+TOKEN_FILE: Final = f"{TOKEN_DIR}/token"
+
+# The injected sidecar: markers on loopback UDP, health on the pod IP (the kubelet probes it).
+SIDECAR_NAME: Final = "carbontrack-sidecar"
+SIDECAR_PORT: Final = 9477
+HEALTH_PORT: Final = 9478
+SIDECAR_ADDR: Final = f"127.0.0.1:{SIDECAR_PORT}"
+
+# Labels and annotations on the Job and its pods.
+LABEL_JOB: Final = "carbontrack.io/job"
+LABEL_MANAGED: Final = "carbontrack.io/managed"
+INJECTED_ANNOTATION: Final = "carbontrack.io/injected"
+
+# Environment the operator injects (the sidecar and the client read it).
+ENV_PREFIX: Final = "CARBONTRACK_"
+ENV_SIDECAR_ADDR: Final = "CARBONTRACK_SIDECAR_ADDR"
+ENV_OPERATOR_URL: Final = "CARBONTRACK_OPERATOR_URL"
+ENV_JOB_NAME: Final = "CARBONTRACK_JOB_NAME"
+ENV_JOB_NAMESPACE: Final = "CARBONTRACK_JOB_NAMESPACE"
+ENV_ENERGY_BACKEND: Final = "CARBONTRACK_ENERGY_BACKEND"
+ENV_HEALTH_PORT: Final = "CARBONTRACK_HEALTH_PORT"
+ENV_TOKEN_FILE: Final = "CARBONTRACK_TOKEN_FILE"
+ENV_POD_NAME: Final = "POD_NAME"
+ENV_POD_NAMESPACE: Final = "POD_NAMESPACE"
+ENV_POD_UID: Final = "POD_UID"
+
+
+class Phase(StrEnum):
+    """Where the job is in its life: Invalid means the spec or template cannot run (see conditions)."""
+
+    PENDING = "Pending"
+    CANARY = "Canary"
+    PROMOTING = "Promoting"
+    RUNNING = "Running"
+    HALTED = "Halted"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+    """The spec or its template cannot be run; nothing was created. An edit retries."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)

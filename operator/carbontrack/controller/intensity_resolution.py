@@ -1,0 +1,110 @@
+"""Which grid intensity applies to a job: its zone (spec, else its pod's node's region) and the figure
+(a spec override, a live provider with the key from a Secret, else the static table).
+
+Owns the live providers' HTTP sessions: `close()` at shutdown and when a replica becomes a standby.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from carbontrack.api.crd import CarbonTrackedJobSpec
+from carbontrack.controller.config import OperatorConfig
+from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
+from carbontrack.intensity.static import Intensity, lookup, zone_for
+
+log = logging.getLogger("carbontrack.intensity")
+
+
+def live_provider(spec: CarbonTrackedJobSpec, config: OperatorConfig) -> tuple[str | None, str | None]:
+    """The live provider and its key's Secret for a job: the spec's, else the operator's defaults.
+
+    (None, None) means the static table: asked for, or a live provider without a key to call it with.
+    """
+    wanted = spec.carbon.intensity
+    provider = wanted.provider or config.intensity_provider or "static"
+    secret = wanted.secret_name or config.intensity_secret or None
+    if provider == "static" or secret is None:
+        return None, None
+    return provider, secret
+
+
+def initial_intensity(spec: CarbonTrackedJobSpec, config: OperatorConfig) -> Intensity:
+    """The figure before any pod has reported (and the override, which never changes)."""
+    zone = zone_for(spec.carbon.zone, config.default_zone or None)
+    if spec.carbon.intensity.grams_per_kwh is not None:
+        return Intensity(spec.carbon.intensity.grams_per_kwh, zone, "override")
+    return lookup(zone)
+
+
+class IntensityResolution:
+    """Zone and intensity lookups for every job, with the node regions and providers they need."""
+
+    def __init__(self, api: client.ApiClient, config: OperatorConfig) -> None:
+        self.config = config
+        self.core = client.CoreV1Api(api)
+        self.static = IntensityResolver()
+        self._resolvers: dict[tuple[str, str, str], IntensityResolver] = {}
+        self._regions: dict[tuple[str, str], str] = {}
+        """(namespace, job) -> the region of the node its first reporting pod ran on ('' unknown)."""
+
+    async def current(
+        self, namespace: str, job: str, spec: CarbonTrackedJobSpec, pod: str
+    ) -> Intensity | None:
+        """The intensity now for a batch from `pod`; None: keep the figure the job has (an override)."""
+        if spec.carbon.intensity.grams_per_kwh is not None:
+            return None
+        region = await self._region(namespace, job, spec, pod)
+        zone = zone_for(spec.carbon.zone, region or self.config.default_zone or None)
+        resolver = await self._resolver(namespace, spec)
+        return await resolver.current(zone)
+
+    async def _region(self, namespace: str, job: str, spec: CarbonTrackedJobSpec, pod: str) -> str:
+        if spec.carbon.zone:
+            return ""
+        key = (namespace, job)
+        if key not in self._regions:
+            try:
+                p = await self.core.read_namespaced_pod(pod, namespace)
+                region = ""
+                if p.spec.node_name:
+                    node = await self.core.read_node(p.spec.node_name)
+                    region = (node.metadata.labels or {}).get("topology.kubernetes.io/region", "")
+                self._regions[key] = region
+            except ApiException:
+                self._regions[key] = ""
+        return self._regions[key]
+
+    async def _resolver(self, namespace: str, spec: CarbonTrackedJobSpec) -> IntensityResolver:
+        provider, secret = live_provider(spec, self.config)
+        if provider is None or secret is None:
+            return self.static
+        key = (namespace, provider, secret)
+        if key not in self._resolvers:
+            where = self.config.namespace or namespace
+            data = (await self.core.read_namespaced_secret(secret, where)).data or {}
+
+            def field_(name: str) -> str:
+                return base64.b64decode(data.get(name, "")).decode()
+
+            live = (
+                ElectricityMaps(field_("apiKey"))
+                if provider == "electricitymaps"
+                else WattTime(field_("username"), field_("password"))
+            )
+            self._resolvers[key] = IntensityResolver(live)
+        return self._resolvers[key]
+
+    def forget(self, namespace: str, job: str) -> None:
+        self._regions.pop((namespace, job), None)
+
+    async def close(self) -> None:
+        """Close the providers' HTTP sessions (they hold connections and an event-loop reference)."""
+        resolvers, self._resolvers = list(self._resolvers.values()), {}
+        for resolver in resolvers:
+            await resolver.close()
+        self._regions.clear()

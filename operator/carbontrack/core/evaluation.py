@@ -1,0 +1,189 @@
+"""One judgement of one job, as a pure function: what is known -> what to do, write and export.
+
+The timer handler gathers (status, the live aggregate, the test evidence, epsilon computed off the
+event loop), calls `evaluate`, and applies the `Plan`: the Job's scale, the status fields the
+judgement owns, the Events and the gauges. Nothing here does I/O, so every decision is unit-tested
+with exact values, and a restarted operator that gathers the same inputs from status decides the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from carbontrack.api.contract import Phase
+from carbontrack.api.crd import CarbonTrackedJobSpec, Projection, TestsEvidence
+from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.gates import Evidence, Report, TestResults, judge
+from carbontrack.core.privacy import Accountant, epsilon
+from carbontrack.core.promotion import Decision, State, step
+
+
+@dataclass(frozen=True)
+class EpsilonQuery:
+    """The accountant's inputs: epsilon now (at the global step) and projected to totalSteps.
+
+    Computing it can take close to a second (PLD), so the handler runs `compute` in a thread; results
+    are cached by these inputs (core.privacy.epsilon is memoised).
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    step_now: int
+    total_steps: int
+    delta: float
+    accountant: Accountant
+
+    def compute(self) -> tuple[float, float]:
+        args = (self.noise_multiplier, self.sample_rate)
+        now = epsilon(*args, self.step_now, self.delta, self.accountant)
+        total = epsilon(*args, self.total_steps, self.delta, self.accountant)
+        return now, total
+
+
+def epsilon_query(spec: CarbonTrackedJobSpec, agg: JobAggregate) -> EpsilonQuery | None:
+    """None when there is no privacy gate or no DP-SGD parameters yet. Steps are global steps."""
+    privacy = spec.gates.privacy
+    if privacy is None or agg.dp is None:
+        return None
+    return EpsilonQuery(
+        agg.dp.noise_multiplier, agg.dp.sample_rate, agg.global_step, spec.total_steps,
+        privacy.delta, privacy.accountant,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Inputs:
+    spec: CarbonTrackedJobSpec
+    generation: int
+    state: State
+    """The promotion state as status holds it."""
+    replicas: int | None
+    """status.replicas: the scale the Job was last given."""
+    aggregate: JobAggregate
+    intensity_g_per_kwh: float
+    tests: TestResults | None = None
+    tests_evidence: TestsEvidence | None = None
+    epsilons: tuple[float, float] | None = None
+    """(now, projected) from EpsilonQuery.compute, or None."""
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobScale:
+    """The Job's parallelism and completions (always equal: an elastic Indexed Job) and suspend."""
+
+    replicas: int
+    suspend: bool
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """The per-job gauge values this judgement exports."""
+
+    phase: Phase
+    epsilon: float | None = None
+    epsilon_budget: float | None = None
+    emissions_budget_g: float | None = None
+    gates: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    decision: Decision
+    generation: int
+    scale: JobScale | None
+    """None: the Job already has this scale."""
+    gauges: Gauges
+    epsilon: float | None = None
+    epsilon_claimed: float | None = None
+    projected: Projection | None = None
+    tests_evidence: TestsEvidence | None = None
+    condition: ConditionUpdate | None = None
+
+
+def _over_budget(inputs: Inputs) -> str | None:
+    """The budget exceeded so far (not projected): watched while Running."""
+    spec, agg = inputs.spec, inputs.aggregate
+    privacy = spec.gates.privacy
+    if privacy is not None and inputs.epsilons is not None and inputs.epsilons[0] > privacy.epsilon:
+        eps_now = inputs.epsilons[0]
+        return (
+            f"privacy budget exceeded: epsilon {eps_now:.3g} > {privacy.epsilon:g} at step {agg.global_step}"
+        )
+    budget = spec.carbon.budget_kg
+    if budget is not None and agg.emissions_g > budget * 1000:
+        return f"carbon budget exceeded: {agg.emissions_g / 1000:.3g} kg > {budget:g} kg"
+    return None
+
+
+def _projection(inputs: Inputs) -> Projection | None:
+    spec, agg = inputs.spec, inputs.aggregate
+    energy = agg.projection(spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh)
+    eps_total = round(inputs.epsilons[1], 6) if inputs.epsilons is not None else None
+    if energy is None and eps_total is None:
+        return None
+    return Projection(
+        energy_joules=energy[0] if energy else None,
+        emissions_grams=energy[1] if energy else None,
+        epsilon=eps_total,
+    )
+
+
+def evaluate(inputs: Inputs) -> Plan:
+    """The promotion step with the gates judged lazily on what `inputs` hold, and what follows from it."""
+    spec, agg = inputs.spec, inputs.aggregate
+    projected = _projection(inputs)
+    claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
+
+    def judge_now() -> Report:
+        evidence = Evidence(
+            metrics={k: v for k, (_, v) in agg.evals.items()}, tests=inputs.tests,
+            epsilon_projected=inputs.epsilons[1] if inputs.epsilons else None, epsilon_claimed=claimed,
+            emissions_projected_g=projected.emissions_grams if projected else None,
+            energy_measured=agg.energy_measured,
+        )  # fmt: skip
+        return judge(spec, evidence)
+
+    decision = step(
+        spec, inputs.state, global_step=agg.global_step, generation=inputs.generation,
+        judge=judge_now, over_budget=lambda: _over_budget(inputs),
+    )  # fmt: skip
+    was_halted = inputs.state.phase == Phase.HALTED
+    scale = None
+    if decision.replicas != inputs.replicas or decision.suspend != was_halted:
+        scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
+    condition = None
+    if decision.events:
+        last = decision.events[-1]
+        condition = ConditionUpdate("Ready", decision.state.phase != Phase.HALTED, last.reason, last.message)
+    report = decision.report
+    gauges = Gauges(
+        phase=decision.state.phase,
+        epsilon=inputs.epsilons[0] if inputs.epsilons else None,
+        epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
+        emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
+        gates={r.name: r.passed for r in report.results} if report else {},
+    )
+    return Plan(
+        decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
+        epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
+        projected=projected, tests_evidence=inputs.tests_evidence, condition=condition,
+    )  # fmt: skip
+
+
+def job_outcome(conditions: list[dict[str, object]] | None) -> tuple[Phase, str] | None:
+    """The Job's end as the CarbonTrackedJob's phase and the reason in words; None while it runs."""
+    by_type = {c.get("type"): c for c in conditions or []}
+    if by_type.get("Complete", {}).get("status") == "True":
+        return Phase.SUCCEEDED, "the training Job completed"
+    failed = by_type.get("Failed", {})
+    if failed.get("status") == "True":
+        return Phase.FAILED, f"the training Job failed: {failed.get('message', '')}".strip()
+    return None

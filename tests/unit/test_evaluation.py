@@ -1,0 +1,137 @@
+"""One judgement as a pure function: exact plans from exact inputs, including after a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from carbontrack.api.contract import Phase
+from carbontrack.api.crd import CarbonTrackedJobSpec
+from carbontrack.api.wire import DPParams, GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
+from carbontrack.controller import status as st
+from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.evaluation import EpsilonQuery, Inputs, JobScale, epsilon_query, evaluate, job_outcome
+from carbontrack.core.gates import TestResults
+from carbontrack.core.privacy import epsilon
+from carbontrack.core.promotion import State
+from tests.cases.crs import valid_spec
+
+SPEC = CarbonTrackedJobSpec.model_validate(
+    valid_spec(canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]})
+)
+TESTS = TestResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
+
+
+def batch(step: int, joules: float, method: str = "simulated", seq: int = 1) -> TelemetryBatch:
+    return TelemetryBatch(
+        job=ObjectRef(namespace="ns", name="j"), pod=PodRef(namespace="ns", name="p0"), boot_id="b",
+        seq=seq, sent_at=1000.0 + seq, method=method,  # type: ignore[arg-type]
+        gpus=[GpuCounter(index=0, energy_joules=joules)] if method != "unavailable" else [],
+        steps_seen=step, global_step=step,
+        steps=[StepRecord(step=s, first_step=s - 1, energy_joules=300.0, duration_s=1.0, ended_at=1000.0 + s)
+               for s in range(1, step + 1)],
+    )  # fmt: skip
+
+
+def canary_aggregate(step: int = 12, method: str = "simulated") -> JobAggregate:
+    agg = JobAggregate()
+    agg.apply(batch(step, 3600.0, method), pue=1.2, intensity_g_per_kwh=300.0)
+    agg.evals = {"eval_accuracy": (step, 0.86)}
+    agg.dp = DPParams(step=step, noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9)
+    return agg
+
+
+def inputs(agg: JobAggregate, spec: CarbonTrackedJobSpec = SPEC, **kw: object) -> Inputs:
+    query = epsilon_query(spec, agg)
+    base: dict[str, object] = {
+        "spec": spec, "generation": 1, "state": State(Phase.CANARY, -1, 0), "replicas": 1,
+        "aggregate": agg, "intensity_g_per_kwh": 300.0, "tests": TESTS,
+        "epsilons": query.compute() if query else None,
+    }  # fmt: skip
+    base.update(kw)
+    return Inputs(**base)  # type: ignore[arg-type]
+
+
+def test_canary_with_passing_evidence_is_promoted_to_the_first_stage() -> None:
+    plan = evaluate(inputs(canary_aggregate()))
+    assert plan.decision.state.phase == Phase.PROMOTING
+    assert plan.scale == JobScale(4, False)
+    assert plan.decision.report is not None and plan.decision.report.summary() == "9/9 passed"
+    assert plan.gauges.gates["quality.score"] is True and plan.gauges.phase == Phase.PROMOTING
+    assert plan.epsilon == epsilon(1.1, 0.001, 12, 1e-5, "rdp")
+    assert plan.projected is not None and plan.projected.epsilon == round(epsilon(1.1, 0.001, 20000, 1e-5), 6)
+    assert plan.condition is not None and (plan.condition.reason, plan.condition.status) == (
+        "GatesPassed",
+        True,
+    )
+
+
+def test_evidence_restored_from_status_gives_the_same_verdict_as_before_a_restart() -> None:
+    """The operator is killed after the eval was acknowledged: status is all the next one has."""
+    live = canary_aggregate()
+    stored = st.parse(st.telemetry_update(live, st.Intensity(300.0, "DE", "static"), 1100.0)["status"])
+    restored = st.restore(stored)
+    assert (restored.evals, restored.dp, restored.energy_j) == (live.evals, live.dp, live.energy_j)
+    before, after = evaluate(inputs(live)), evaluate(inputs(restored))
+    assert after.decision == before.decision and after.decision.state.phase == Phase.PROMOTING
+
+
+def test_without_the_restored_evidence_production_would_fail_closed() -> None:
+    agg = canary_aggregate()
+    agg.evals = {}
+    plan = evaluate(inputs(agg))
+    assert plan.decision.state.phase == Phase.HALTED and plan.scale == JobScale(1, True)
+    assert plan.decision.report is not None and plan.decision.report.summary() == "quality.score failed (+1)"
+
+
+@pytest.mark.parametrize(
+    ("context", "phase", "passed", "warning"),
+    [("production", Phase.HALTED, False, False), ("staging", Phase.HALTED, False, False),
+     ("development", Phase.PROMOTING, True, True)],
+)  # fmt: skip
+def test_unmeasured_energy_fails_the_carbon_gate_closed_outside_development(
+    context: str, phase: Phase, passed: bool, warning: bool
+) -> None:
+    raw = valid_spec(canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]})
+    raw["gates"]["context"] = context
+    spec = CarbonTrackedJobSpec.model_validate(raw)
+    plan = evaluate(inputs(canary_aggregate(method="unavailable"), spec))
+    carbon = next(r for r in plan.decision.report.results if r.name == "carbon.budget")  # type: ignore[union-attr]
+    assert (carbon.passed, carbon.warning, carbon.threshold) == (passed, warning, 40_000)
+    assert "energy was not measured" in carbon.message
+    assert plan.decision.state.phase == phase
+
+
+def test_a_stage_still_counting_steps_judges_nothing_and_changes_nothing() -> None:
+    plan = evaluate(inputs(canary_aggregate(step=5)))
+    assert plan.decision.state == State(Phase.CANARY, -1, 0) and plan.scale is None
+    assert plan.decision.report is None and plan.condition is None and plan.gauges.gates == {}
+
+
+def test_running_over_the_carbon_budget_so_far_halts() -> None:
+    agg = canary_aggregate(step=500)
+    agg.emissions_g = 40_001.0
+    plan = evaluate(inputs(agg, state=State(Phase.RUNNING, 1, 20), replicas=8))
+    assert plan.decision.state.phase == Phase.HALTED and plan.scale == JobScale(8, True)
+    assert plan.condition is not None and plan.condition.message == "carbon budget exceeded: 40 kg > 40 kg"
+
+
+def test_epsilon_query_uses_global_steps_and_the_spec_accountant() -> None:
+    agg = canary_aggregate(step=12)
+    assert epsilon_query(SPEC, agg) == EpsilonQuery(1.1, 0.001, 12, 20000, 1e-5, "rdp")
+    no_privacy = CarbonTrackedJobSpec.model_validate(valid_spec(gates={"context": "development"}))
+    assert epsilon_query(no_privacy, agg) is None
+
+
+@pytest.mark.parametrize(
+    ("conditions", "want"),
+    [
+        (None, None),
+        ([{"type": "Suspended", "status": "True"}], None),
+        ([{"type": "Complete", "status": "True"}], (Phase.SUCCEEDED, "the training Job completed")),
+        ([{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}],
+         (Phase.FAILED, "the training Job failed: BackoffLimitExceeded")),
+        ([{"type": "Failed", "status": "False"}], None),
+    ],
+)  # fmt: skip
+def test_job_outcome(conditions: list[dict[str, object]] | None, want: tuple[Phase, str] | None) -> None:
+    assert job_outcome(conditions) == want

@@ -23,6 +23,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/carbontrack crd --check
 	$(BIN)/hadolint Dockerfile
 

@@ -104,7 +104,30 @@ def chart_identity(cluster: ControlPlane) -> Path:
     return cluster.service_account_kubeconfig("carbontrack-system", "carbontrack")
 
 
-def ctj(name: str, replicas: int) -> dict[str, Any]:
+def metric_value(text: str, name: str, namespace: str, job: str) -> float | None:
+    """One job's sample of `name` in a /metrics exposition, or None when the series is absent."""
+    prefix = f'{name}{{job_name="{job}",namespace="{namespace}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return None
+
+
+PRODUCTION_GATES: dict[str, Any] = {
+    "context": "production",
+    "quality": {"metric": "eval_accuracy", "minScore": 0.8},
+    "tests": {"passRate": 0.99, "coverage": 0.93, "security": {"critical": 0, "high": 0, "medium": 1}},
+    "privacy": {"epsilon": 8, "delta": 1e-5},
+}
+
+
+def report_evidence(trainer: Any, step: int, accuracy: float = 0.86) -> None:
+    """What a trainer reports for PRODUCTION_GATES: an eval and its DP-SGD parameters."""
+    trainer.report_eval({"eval_accuracy": accuracy}, step=step)
+    trainer.report_dp(noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9, step=step)
+
+
+def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "carbontrack.io/v1alpha1",
         "kind": "CarbonTrackedJob",
@@ -115,6 +138,7 @@ def ctj(name: str, replicas: int) -> dict[str, Any]:
             "canary": {"replicas": replicas, "minSteps": 10, "stages": [100]},
             "carbon": {"zone": "DE", "pue": PUE},
             "template": TEMPLATE,
+            **({"gates": gates} if gates is not None else {}),
         },
     }
 

@@ -18,11 +18,13 @@ import pytest
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import ROOT, apply
 from tests.integration.harness import (
+    PRODUCTION_GATES,
     Operator,
     chart_identity,
     ctj,
     pod_token,
     post_batch,
+    report_evidence,
     running_pods,
     start_sidecar,
     status,
@@ -79,7 +81,9 @@ def test_one_replica_is_active_and_the_other_takes_over_when_it_dies(
         peers = json.loads(cluster.kubectl("get", "clusterkopfpeering", "carbontrack", "-o", "json").stdout)
         assert len(peers["status"]) == 2  # both announce themselves; priorities differ by seniority
 
-        assert apply(cluster, ns, ctj("shared", 2)).returncode == 0
+        # a production job with every kind of gate: the survivor must judge the evidence the first
+        # replica acknowledged (it is in status, nowhere else) and promote, not halt
+        assert apply(cluster, ns, ctj("shared", 2, gates=PRODUCTION_GATES)).returncode == 0
         pods = running_pods(cluster, ns, "shared", 2)
         wait(lambda: reconciled(first, "shared"), what="the active replica reconciled")
         assert not reconciled(second, "shared"), "the standby reconciled too"
@@ -98,7 +102,12 @@ def test_one_replica_is_active_and_the_other_takes_over_when_it_dies(
                 for t in trainers:
                     t.step(step)
                 time.sleep(0.05)
+            report_evidence(trainers[0], 5)
             wait(lambda: status(cluster, ns, "shared").get("steps") == 5, what="steps via the first replica")
+            wait(
+                lambda: (status(cluster, ns, "shared").get("evidence") or {}).get("dp"),
+                what="evidence in status",
+            )
 
             first.kill()  # no goodbye: its keep-alive stays until it expires
             killed = time.monotonic()
@@ -121,7 +130,11 @@ def test_one_replica_is_active_and_the_other_takes_over_when_it_dies(
         st = wait_for_energy(cluster, ns, "shared", sum(finals), timeout=60)
         assert st["steps"] == step
         # the survivor runs the promotion too (kopf resumed its handlers and timers)
-        wait(lambda: status(cluster, ns, "shared").get("phase") == "Running", what="promoted by the survivor")
+        st = wait(
+            lambda: (s := status(cluster, ns, "shared")).get("phase") in ("Running", "Halted") and s,
+            what="judged by the survivor",
+        )
+        assert st["phase"] == "Running" and st["gateSummary"] == "7/7 passed", st.get("gates")
         assert apply(cluster, ns, ctj("after", 1)).returncode == 0
         wait(lambda: reconciled(second, "after"), what="a new job reconciled by the survivor")
         assert takeover < LIFETIME_S + 3, f"takeover took {takeover:.1f} s"

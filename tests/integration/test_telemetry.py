@@ -25,6 +25,7 @@ from tests.integration.harness import (
     PUE,
     Operator,
     ctj,
+    metric_value,
     pod_token,
     post,
     running_pods,
@@ -78,8 +79,25 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     assert st["steps"] == 40
     assert st["intensity"] == {"gramsPerKwh": DE_G_PER_KWH, "zone": "DE", "source": "static:ember-2023"}
     assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
+    # The totals Prometheus sees after the restart are the status totals: no reset, no double count.
     metrics = operator.metrics()
-    assert f'carbontrack_gpu_energy_joules_total{{job_name="llama",namespace="{namespace}"}}' in metrics
+    energy = metric_value(metrics, "carbontrack_gpu_energy_joules_total", namespace, "llama")
+    grams = metric_value(metrics, "carbontrack_emissions_grams_total", namespace, "llama")
+    assert energy == pytest.approx(st["energyJoules"], abs=1e-6)
+    assert grams == pytest.approx(st["emissionsGrams"], rel=1e-12)
+    # and again after a restart with no telemetry at all: the series come back from status alone
+    operator.kill()
+    operator.start()
+    metrics = wait(
+        lambda: (m := operator.metrics()) and "carbontrack_gpu_energy_joules_total{" in m and m,
+        what="the job's series after a restart",
+    )
+    assert metric_value(metrics, "carbontrack_gpu_energy_joules_total", namespace, "llama") == pytest.approx(
+        st["energyJoules"], abs=1e-6
+    )
+    assert metric_value(metrics, "carbontrack_emissions_grams_total", namespace, "llama") == pytest.approx(
+        st["emissionsGrams"], rel=1e-12
+    )
 
 
 def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str) -> None:

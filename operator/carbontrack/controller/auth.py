@@ -22,7 +22,8 @@ from typing import Any, Generic, TypeVar
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.controller.jobbuilder import TOKEN_AUDIENCE, job_name_for
+from carbontrack.api.contract import TOKEN_AUDIENCE
+from carbontrack.controller.jobbuilder import job_name_for
 
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"

@@ -12,18 +12,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from carbontrack.api.contract import (
+    HEALTH_PORT,
+    INJECTED_ANNOTATION,
+    LABEL_JOB,
+    LABEL_MANAGED,
+    SIDECAR_NAME,
+    SIDECAR_PORT,
+    TOKEN_AUDIENCE,
+    TOKEN_DIR,
+    TOKEN_VOLUME,
+)
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller.config import OperatorConfig
 
-SIDECAR_NAME = "carbontrack-sidecar"
-TOKEN_VOLUME = "carbontrack-token"
-TOKEN_DIR = "/var/run/secrets/carbontrack"
-TOKEN_AUDIENCE = "carbontrack"
-SIDECAR_PORT = 9477
-HEALTH_PORT = 9478
-LABEL_JOB = "carbontrack.io/job"
-LABEL_MANAGED = "carbontrack.io/managed"
-INJECTED_ANNOTATION = "carbontrack.io/injected"
+__all__ = ["SIDECAR_NAME", "InjectionError", "build_job", "inject", "job_name_for"]
 
 
 class InjectionError(ValueError):

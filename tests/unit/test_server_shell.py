@@ -1,0 +1,117 @@
+"""The telemetry server's I/O shell with fakes behind it: aiohttp's own test client, no apiserver.
+
+Each answer of the README's table for the paths that need no Kubernetes: accepted, malformed,
+unknown version, unknown job, replay, standby, and a body over the limit, each counted by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from carbontrack.api.wire import TelemetryBatch
+from carbontrack.controller import metrics
+from carbontrack.controller.auth import AuthError, Identity
+from carbontrack.controller.server import TelemetryServer
+from carbontrack.core.aggregation import Applied, JobAggregate, Verdict
+
+
+class FakeAuth:
+    async def identify(self, token: str) -> Identity:
+        if token != "good":
+            raise AuthError(401, "unauthenticated", "token refused")
+        return Identity("ns", "default", "p0", "uid-0")
+
+    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> None:
+        if pod != identity.pod_name:
+            raise AuthError(403, "wrong-pod", "token bound to another pod")
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.aggregate = JobAggregate()
+
+    async def get(self, namespace: str, name: str) -> Any:
+        return self if name == "j" else None
+
+    async def apply(self, state: Any, batch: TelemetryBatch) -> Applied:
+        return self.aggregate.apply(batch, pue=1.0, intensity_g_per_kwh=100.0)
+
+
+def body(seq: int = 1, **kw: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": 1, "job": {"namespace": "ns", "name": "j"}, "pod": {"namespace": "ns", "name": "p0"},
+        "bootId": "b", "seq": seq, "sentAt": time.time(), "method": "simulated",
+        "gpus": [{"index": 0, "energyJoules": 10.0 * seq}],
+    }  # fmt: skip
+    doc.update(kw)
+    return doc
+
+
+def rejected(reason: str) -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("carbontrack_telemetry_rejected_total", {"reason": reason}) or 0.0
+    )
+
+
+def exchange(
+    requests: list[tuple[Any, str]], active: bool = True
+) -> tuple[list[tuple[int, str]], FakeRegistry]:
+    """POST each (body, token) in order to a server with fakes behind it; (status, text) of each."""
+    registry = FakeRegistry()
+
+    async def run() -> list[tuple[int, str]]:
+        server = TelemetryServer(registry, FakeAuth(), max_body_bytes=4096)  # type: ignore[arg-type]
+        server.active = active
+        async with TestClient(TestServer(server.app)) as client:
+            out = []
+            for doc, token in requests:
+                data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+                resp = await client.post(
+                    "/v1/telemetry", data=data, headers={"Authorization": f"Bearer {token}"}
+                )
+                out.append((resp.status, await resp.text()))
+            return out
+
+    return asyncio.run(run()), registry
+
+
+def test_a_good_batch_is_accepted_and_a_replay_is_a_409_that_changes_nothing() -> None:
+    before = rejected("duplicate")
+    answers, registry = exchange([(body(1), "good"), (body(2), "good"), (body(1), "good")])
+    assert [a[0] for a in answers] == [200, 200, 409]
+    assert json.loads(answers[0][1]) == {"accepted": True, "seq": 1, "message": ""}
+    assert registry.aggregate.energy_j == 20.0 and rejected("duplicate") == before + 1
+
+
+def test_malformed_unknown_version_and_unknown_job_are_4xx_and_counted() -> None:
+    before = {r: rejected(r) for r in ("malformed", "unknown-version", "unknown-job", "unauthenticated")}
+    bad_job = body(job={"namespace": "ns", "name": "nope"})
+    answers, registry = exchange(
+        [(b"{not json", "good"), (body(version=2), "good"), (bad_job, "good"), (body(), "forged")]
+    )
+    assert [a[0] for a in answers] == [400, 400, 404, 401]
+    for reason in before:
+        assert rejected(reason) == before[reason] + 1, reason
+    assert registry.aggregate.energy_j == 0.0
+
+
+def test_a_standby_defers_with_503_and_retry_after() -> None:
+    answers, registry = exchange([(body(), "good")], active=False)
+    assert answers[0][0] == 503 and "standby" in answers[0][1]
+    assert registry.aggregate.energy_j == 0.0
+
+
+def test_a_body_over_the_limit_is_a_413() -> None:
+    answers, _ = exchange([(body(steps=[{"step": 1}] * 500), "good")])
+    assert answers[0][0] == 413
+
+
+def test_an_absurd_counter_is_a_422_and_verdicts_map_to_statuses() -> None:
+    answers, _ = exchange([(body(1), "good"), (body(2, gpus=[{"index": 0, "energyJoules": 5.0}]), "good")])
+    assert [a[0] for a in answers] == [200, 422]
+    assert Verdict.BACKWARDS.value in answers[1][1] or "went down" in answers[1][1]

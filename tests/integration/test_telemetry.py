@@ -28,6 +28,7 @@ from tests.integration.harness import (
     metric_value,
     pod_token,
     post,
+    post_batch,
     running_pods,
     start_sidecar,
     status,
@@ -276,3 +277,35 @@ def test_fuzzed_bodies_never_get_a_5xx_and_change_nothing(operator: Operator, na
     assert statuses and all(c in (200, 400, 403, 404, 409, 422) for c in statuses), sorted(set(statuses))
     time.sleep(1.5)
     assert status(cluster, namespace, "fuzz").get("energyJoules") == 5.0
+
+
+def test_a_misspelt_zone_is_a_warning_and_a_condition_naming_the_figure_used(
+    operator: Operator, namespace: str
+) -> None:
+    cluster = operator.cluster
+    job = ctj("typo", 1)
+    job["spec"]["carbon"]["zone"] = "DE-TYPO"
+    assert apply(cluster, namespace, job).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "typo", 1)
+    code, text = post_batch(operator.url, pod_token(cluster, namespace, pod, uid), namespace, "typo", pod)
+    assert code == 200, text
+
+    def zone_condition() -> dict[str, Any] | None:
+        conditions = status(cluster, namespace, "typo").get("conditions") or []
+        return next((c for c in conditions if c["type"] == "ZoneResolved"), None)
+
+    cond = wait(zone_condition, what="the ZoneResolved condition")
+    assert (cond["status"], cond["reason"]) == ("False", "UnknownZone")
+    assert "'DE-TYPO' is in no intensity table" in cond["message"] and "481 gCO2e/kWh" in cond["message"]
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "custom-columns=T:.type,R:.reason"
+    ).stdout
+    assert re.search(r"Warning\s+UnknownZone", events), events
+    # fixed by the owner: the condition turns True
+    cluster.kubectl("patch", "ctj", "typo", "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"carbon": {"zone": "DE"}}}))  # fmt: skip
+    code, text = post_batch(
+        operator.url, pod_token(cluster, namespace, pod, uid), namespace, "typo", pod, seq=2
+    )
+    assert code == 200, text
+    wait(lambda: (c := zone_condition()) and c["status"] == "True", what="ZoneResolved=True after the fix")

@@ -59,7 +59,7 @@ def test_canary_with_passing_evidence_is_promoted_to_the_first_stage() -> None:
     assert plan.gauges.gates["quality.score"] is True and plan.gauges.phase == Phase.PROMOTING
     assert plan.epsilon == epsilon(1.1, 0.001, 12, 1e-5, "rdp")
     assert plan.projected is not None and plan.projected.epsilon == round(epsilon(1.1, 0.001, 20000, 1e-5), 6)
-    assert plan.condition is not None and (plan.condition.reason, plan.condition.status) == (
+    assert len(plan.conditions) == 1 and (plan.conditions[0].reason, plan.conditions[0].status) == (
         "GatesPassed",
         True,
     )
@@ -104,7 +104,7 @@ def test_unmeasured_energy_fails_the_carbon_gate_closed_outside_development(
 def test_a_stage_still_counting_steps_judges_nothing_and_changes_nothing() -> None:
     plan = evaluate(inputs(canary_aggregate(step=5)))
     assert plan.decision.state == State(Phase.CANARY, -1, 0) and plan.scale is None
-    assert plan.decision.report is None and plan.condition is None and plan.gauges.gates == {}
+    assert plan.decision.report is None and plan.conditions == () and plan.gauges.gates == {}
 
 
 def test_running_over_the_carbon_budget_so_far_halts() -> None:
@@ -112,7 +112,7 @@ def test_running_over_the_carbon_budget_so_far_halts() -> None:
     agg.emissions_g = 40_001.0
     plan = evaluate(inputs(agg, state=State(Phase.RUNNING, 1, 20), replicas=8))
     assert plan.decision.state.phase == Phase.HALTED and plan.scale == JobScale(8, True)
-    assert plan.condition is not None and plan.condition.message == "carbon budget exceeded: 40 kg > 40 kg"
+    assert [c.message for c in plan.conditions] == ["carbon budget exceeded: 40 kg > 40 kg"]
 
 
 def test_epsilon_query_uses_global_steps_and_the_spec_accountant() -> None:
@@ -135,3 +135,23 @@ def test_epsilon_query_uses_global_steps_and_the_spec_accountant() -> None:
 )  # fmt: skip
 def test_job_outcome(conditions: list[dict[str, object]] | None, want: tuple[Phase, str] | None) -> None:
     assert job_outcome(conditions) == want
+
+
+def test_an_unknown_zone_is_a_warning_once_and_a_condition_until_fixed() -> None:
+    agg = canary_aggregate(step=5)
+    first = evaluate(inputs(agg, zone="XX-TYPO", zone_known=False, intensity_g_per_kwh=481.0))
+    message = (
+        "grid zone 'XX-TYPO' is in no intensity table: emissions use the world average, 481 gCO2e/kWh; "
+        "set spec.carbon.zone to a known zone"
+    )
+    assert [(c.type, c.status, c.reason, c.message) for c in first.conditions] == [
+        ("ZoneResolved", False, "UnknownZone", message)
+    ]
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "UnknownZone")]
+    again = evaluate(
+        inputs(agg, zone="XX-TYPO", zone_known=False, zone_warned=True, intensity_g_per_kwh=481.0)
+    )
+    assert again.events == () and again.conditions == first.conditions
+    fixed = evaluate(inputs(agg, zone="DE", zone_known=True, zone_warned=True))
+    assert [(c.type, c.status, c.reason) for c in fixed.conditions] == [("ZoneResolved", True, "ZoneKnown")]
+    assert evaluate(inputs(agg, zone="DE")).conditions == ()

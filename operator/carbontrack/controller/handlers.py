@@ -252,10 +252,16 @@ async def _gather(
     tests, evidence = await _tests_evidence(memo, namespace, spec, stored.tests_evidence)
     query = epsilon_query(spec, agg)
     epsilons = await asyncio.to_thread(query.compute) if query else None  # PLD: up to a second
+    intensity = job_state.intensity if job_state else None
+    # a zone left to the node's region is resolved by the first batch: not judged before it
+    pending = not spec.carbon.zone and not agg.sources
+    warned = any(c.type == "ZoneResolved" and c.status == "False" for c in stored.conditions)
     return Inputs(
         spec=spec, generation=generation, state=st.promotion_state(stored), replicas=status.get("replicas"),
-        aggregate=agg, intensity_g_per_kwh=job_state.intensity.g_per_kwh if job_state else 0.0,
+        aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
+        zone=intensity.zone if intensity else "",
+        zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned,
     )  # fmt: skip
 
 
@@ -271,7 +277,7 @@ async def _apply(
         except ApiException as exc:
             raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
     patch.status.update(st.plan_update(status, spec, plan, name))
-    for event in plan.decision.events:
+    for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     before, after = status.get("phase"), plan.decision.state.phase
     if after != before:

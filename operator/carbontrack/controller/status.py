@@ -215,8 +215,10 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         update.gates = list(plan.decision.report.results)
         update.gate_summary = plan.decision.report.summary()
     out = changed(current, _dump(update))
-    conditions = _conditions(current, plan.condition, plan.generation)
-    if conditions is not None and _without_nulls(conditions) != _without_nulls(current.get("conditions")):
+    conditions = current.get("conditions")
+    for condition in plan.conditions:
+        conditions = _conditions({"conditions": conditions}, condition, plan.generation)
+    if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
         out["conditions"] = conditions
     return out
 

@@ -15,7 +15,7 @@ from carbontrack.api.crd import CarbonTrackedJobSpec, Projection, TestsEvidence
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
-from carbontrack.core.promotion import Decision, State, step
+from carbontrack.core.promotion import Decision, Event, State, step
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class Inputs:
     tests_evidence: TestsEvidence | None = None
     epsilons: tuple[float, float] | None = None
     """(now, projected) from EpsilonQuery.compute, or None."""
+    zone: str = ""
+    zone_known: bool = True
+    """False: the zone is in no intensity table, and emissions use the world average."""
+    zone_warned: bool = False
+    """The ZoneResolved=False condition is already in status (its Event was posted)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ class Plan:
     epsilon_claimed: float | None = None
     projected: Projection | None = None
     tests_evidence: TestsEvidence | None = None
-    condition: ConditionUpdate | None = None
+    conditions: tuple[ConditionUpdate, ...] = ()
+    events: tuple[Event, ...] = ()
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -159,10 +165,13 @@ def evaluate(inputs: Inputs) -> Plan:
     scale = None
     if decision.replicas != inputs.replicas or decision.suspend != was_halted:
         scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
-    condition = None
+    conditions: list[ConditionUpdate] = []
     if decision.events:
         last = decision.events[-1]
-        condition = ConditionUpdate("Ready", decision.state.phase != Phase.HALTED, last.reason, last.message)
+        conditions.append(
+            ConditionUpdate("Ready", decision.state.phase != Phase.HALTED, last.reason, last.message)
+        )
+    zone_conditions, zone_events = _zone(inputs)
     report = decision.report
     gauges = Gauges(
         phase=decision.state.phase,
@@ -174,8 +183,24 @@ def evaluate(inputs: Inputs) -> Plan:
     return Plan(
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
-        projected=projected, tests_evidence=inputs.tests_evidence, condition=condition,
+        projected=projected, tests_evidence=inputs.tests_evidence,
+        conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
     )  # fmt: skip
+
+
+def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """ZoneResolved: a misspelt zone must not bill the world average with only a hint in a source.
+    Shown while the zone is unknown, and turned True when it is fixed; absent for a job never warned."""
+    if inputs.zone_known:
+        if not inputs.zone_warned:
+            return (), ()
+        return (ConditionUpdate("ZoneResolved", True, "ZoneKnown", f"grid zone {inputs.zone}"),), ()
+    message = (
+        f"grid zone {inputs.zone!r} is in no intensity table: emissions use the world average, "
+        f"{inputs.intensity_g_per_kwh:g} gCO2e/kWh; set spec.carbon.zone to a known zone"
+    )
+    condition = ConditionUpdate("ZoneResolved", False, "UnknownZone", message)
+    return (condition,), () if inputs.zone_warned else (Event("Warning", "UnknownZone", message),)
 
 
 def job_outcome(conditions: list[dict[str, object]] | None) -> tuple[Phase, str] | None:

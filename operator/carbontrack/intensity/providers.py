@@ -131,7 +131,9 @@ class IntensityResolver:
             failures = (entry.failures if entry else 0) + 1
             fallback = lookup(zone)
             stale = entry.value if entry and not entry.value.source.endswith("fallback") else None
-            value = stale or Intensity(fallback.g_per_kwh, fallback.zone, f"{fallback.source}:fallback")
+            value = stale or Intensity(
+                fallback.g_per_kwh, fallback.zone, f"{fallback.source}:fallback", fallback.known_zone
+            )
             delay = min(self.max_backoff_s, 5.0 * 2 ** min(failures, 10))
             self._cache[zone] = _Entry(value, entry.fetched_at if entry else 0.0, failures, now + delay)
             log.warning(

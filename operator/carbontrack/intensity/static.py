@@ -50,6 +50,8 @@ class Intensity:
     g_per_kwh: float
     zone: str
     source: str
+    known_zone: bool = True
+    """False when the zone is in no table and the figure is the world average (a misspelt zone)."""
 
 
 @cache
@@ -79,5 +81,5 @@ def lookup(zone: str) -> Intensity:
         value, source = rows[key]
         return Intensity(value, key, source)
     return Intensity(
-        WORLD_AVERAGE_G_PER_KWH, zone, f"static:ember-2023:world-average (zone {zone} not in table)"
+        WORLD_AVERAGE_G_PER_KWH, zone, f"static:ember-2023:world-average (zone {zone} not in table)", False
     )

@@ -28,7 +28,7 @@ def test_a_production_canary_killed_before_its_judgement_is_promoted_not_halted(
     operator: Operator, namespace: str, tmp_path: Path
 ) -> None:
     cluster = operator.cluster
-    job = ctj("survivor", 2, gates=PRODUCTION_GATES)
+    job = ctj("survivor", 4, gates=PRODUCTION_GATES)
     job["spec"]["canary"] = {"replicas": 1, "minSteps": 10, "stages": [50, 100]}
     assert apply(cluster, namespace, job).returncode == 0
     wait(lambda: status(cluster, namespace, "survivor").get("phase") == "Canary", what="phase Canary")

@@ -291,10 +291,13 @@ async def promote(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
     patch: kopf.Patch, memo: kopf.Memo, **_: Any,
 ) -> None:  # fmt: skip
-    """One judgement: gather -> evaluate -> apply. Finished jobs are only loaded, for their metrics."""
-    if status.get("phase") in (None, Phase.INVALID, Phase.SUCCEEDED, Phase.FAILED):
-        if status.get("phase") is not None:
-            await memo.registry.get(namespace, name)
+    """One judgement: gather -> evaluate -> apply. Finished jobs are only loaded, for their metrics.
+
+    No phase yet is Pending: the reconcile's own status patch can be lost (kopf drops a patch that
+    meets a 404 while a new CRD's storage initialises); the judgement cannot move past Pending
+    before the Job exists, because applying its first decision scales the Job."""
+    if status.get("phase") in (Phase.INVALID, Phase.SUCCEEDED, Phase.FAILED):
+        await memo.registry.get(namespace, name)
         return
     try:
         parsed = CarbonTrackedJobSpec.model_validate(dict(spec))

@@ -110,7 +110,14 @@ class Registry:
             return status.telemetry_update(state.aggregate, state.intensity, time.time())
 
         async def patch(body: dict[str, Any]) -> None:
-            await merge_patch_status(self.custom, state.namespace, state.name, body)
+            try:
+                await merge_patch_status(self.custom, state.namespace, state.name, body)
+            except ApiException as exc:
+                if exc.status != 404 or not await self._exists(state.namespace, state.name):
+                    raise
+                # the object is there but its status is not served yet (a new CRD's storage
+                # initialising): not gone, retried with backoff
+                raise ApiException(status=503, reason="status not served yet") from exc
 
         def gone() -> None:
             if self.jobs.get(key) is state:
@@ -120,6 +127,15 @@ class Registry:
             build, patch, self.config.status_interval_s, on_gone=gone,
             on_written=metrics.status_patches.labels(*key).inc, name=f"status-writer {key[0]}/{key[1]}",
         )  # fmt: skip
+
+    async def _exists(self, namespace: str, name: str) -> bool:
+        try:
+            await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     async def apply(self, state: JobState, batch: TelemetryBatch) -> Applied:
         async with state.lock:

@@ -51,8 +51,11 @@ Patch = dict[str, Any]
 
 
 def _dump(model: CarbonTrackedJobStatus) -> Patch:
-    """Only the fields the writer set; an explicit None stays (in a merge patch it deletes the field)."""
-    return model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    """The top-level fields the writer set, each whole with its defaults (as the apiserver stores it,
+    so an unchanged field compares equal); None stays: in a merge patch it deletes the field."""
+    full = model.model_dump(by_alias=True, mode="json")
+    fields = CarbonTrackedJobStatus.model_fields
+    return {fields[name].alias or name: full[fields[name].alias or name] for name in model.model_fields_set}
 
 
 def _without_nulls(value: Any) -> Any:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.core.gates import Evidence, Report, TestResults, judge
+from carbontrack.core.gates import Evidence, Report, judge
 from carbontrack.core.privacy import epsilon
+from carbontrack.core.test_evidence import tests_from
 
 
 def _load(path: str | None) -> dict[str, Any]:
@@ -33,15 +34,6 @@ def _load(path: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
-
-
-def tests_from(doc: dict[str, Any]) -> TestResults:
-    """A results.json (CI output or the ConfigMap) as TestResults."""
-    sec = doc.get("security") or doc
-    return TestResults(
-        pass_rate=doc.get("passRate"), coverage=doc.get("coverage"),
-        critical=sec.get("critical"), high=sec.get("high"), medium=sec.get("medium"),
-    )  # fmt: skip
 
 
 def evaluate(args: argparse.Namespace) -> Report:

@@ -39,7 +39,7 @@ from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import epsilon
 from carbontrack.core.promotion import State
 from carbontrack.core.promotion import step as promotion_step
-from carbontrack.gates_cli import tests_from
+from carbontrack.core.test_evidence import tests_from
 
 log = logging.getLogger("carbontrack.operator")
 PHASES = ("Pending", "Canary", "Promoting", "Running", "Halted", "Succeeded", "Failed")

@@ -79,6 +79,7 @@ class Collected:
         self.inputs: list[Input] = []
         self.junit = JUnitCounts()
         self.junit_files: list[str] = []
+        self.sarif_files: list[str] = []
 
     def add(self, flag: str, path: str, parsed: Parsed) -> None:
         for key, value in parsed.fields.items():
@@ -88,6 +89,16 @@ class Collected:
                 )
             self.fields[key] = (value, path)
         self.inputs.append(Input(flag, path, parsed.format, parsed.detail))
+
+    def add_sarif(self, path: str, parsed: Parsed) -> None:
+        """Several scanners (bandit, trivy, ...) add up: each SARIF file counts its own findings."""
+        for key, value in parsed.fields.items():
+            before, source = self.fields.get(key, (0, ""))
+            if source and source not in self.sarif_files:
+                raise UsageError(f"{path}: {key}: expected it from one file only, also given by {source}")
+            self.fields[key] = (int(before) + int(value), path)
+        self.sarif_files.append(path)
+        self.inputs.append(Input("--security", path, parsed.format, parsed.detail))
 
     def add_junit(self, path: str, counts: JUnitCounts) -> None:
         self.junit += counts
@@ -169,14 +180,13 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, list[Input]]:
     for path in args.security or []:
         text = _read("--security", path)
         assert text is not None
-        parsed = read_security(text, path)
         if path in [i.path for i in got.inputs if i.flag == "--security"]:
             raise UsageError(f"{path}: given twice with --security")
+        parsed = read_security(text, path)
         if parsed.format == "SARIF 2.1":
-            # several scanners (bandit, trivy, ...) add up: each SARIF file counts its own findings
-            merged = {k: int(v) + int(got.fields.pop(k, (0, ""))[0]) for k, v in parsed.fields.items()}
-            parsed = Parsed(parsed.format, merged, parsed.detail)
-        got.add("--security", path, parsed)
+            got.add_sarif(path, parsed)
+        else:
+            got.add("--security", path, parsed)
     privacy: PrivacyInput | None = None
     if (text := _read("--privacy", args.privacy)) is not None:
         privacy = read_privacy(text, args.privacy)

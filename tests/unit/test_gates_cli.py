@@ -197,6 +197,10 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
      "{d}/ok.json: passRate: expected it from one file only, also counted from {d}/junit.xml"),
     ("not-utf8", ["--tests", "{d}/latin1.json"],
      "{d}/latin1.json: expected UTF-8 text (--tests), got invalid continuation byte at byte 13"),
+    ("sarif-and-counts", ["--security", "{d}/str-free.json", "--security", "{d}/scan.sarif"],
+     "{d}/scan.sarif: critical: expected it from one file only, also given by {d}/str-free.json"),
+    ("same-file-twice", ["--security", "{d}/scan.sarif", "--security", "{d}/scan.sarif"],
+     "{d}/scan.sarif: given twice with --security"),
     ("junit-given-as-coverage", ["--coverage", "{d}/junit.xml"],
      "{d}/junit.xml: <testsuites>: expected Cobertura XML (a <coverage> root)"),
 ]  # fmt: skip
@@ -213,6 +217,8 @@ def test_usage_errors_exit_two_naming_file_key_and_expectation(
     write(tmp_path, "ok.json", {"passRate": 0.99, "coverage": 0.95})
     write(tmp_path, "cov.json", {"coverage": 0.95})
     text(tmp_path, "junit.xml", JUNIT)
+    write(tmp_path, "str-free.json", {"critical": 0, "high": 0})
+    write(tmp_path, "scan.sarif", SARIF)
     (tmp_path / "latin1.json").write_bytes(b'{"passRate": \xe9}')
     report = tmp_path / "report.json"
     code, out, err = run(capsys, *[a.format(d=tmp_path) for a in argv], "--json", str(report))

@@ -288,8 +288,11 @@ def markdown(context: str, report: Report, inputs: list[Input]) -> str:
 
 
 def _write(path: str, text: str, *, append: bool = False) -> None:
-    with open(path, "a" if append else "w", encoding="utf-8") as f:
-        f.write(text)
+    try:
+        with open(path, "a" if append else "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def check(args: argparse.Namespace) -> int:
@@ -298,19 +301,29 @@ def check(args: argparse.Namespace) -> int:
     except ValueError as exc:  # UsageError and ci_reports.ReportError: both name the file and key
         print(f"carbontrack gates: unusable input: {exc}", file=sys.stderr)
         if args.json:
-            _write(args.json, json_report(args.context, 2, None, [], str(exc)))
+            try:
+                _write(args.json, json_report(args.context, 2, None, [], str(exc)))
+            except UsageError as err:
+                print(f"carbontrack gates: {err}", file=sys.stderr)
         return 2
     width = max((len(r.name) for r in report.results), default=10)
     for r in report.results:
         print(f"{_verdict(r.passed, r.warning)}  {r.name:<{width}}  {r.message}")
     print(f"\n{report.summary()} ({args.context})")
     code = 0 if report.all_passed() else 1
-    if args.junit:
-        junit(report, args.junit)
-    if args.json:
-        _write(args.json, json_report(args.context, code, report, inputs, None))
-    if args.markdown:
-        _write(args.markdown, markdown(args.context, report, inputs), append=True)
+    try:
+        if args.junit:
+            try:
+                junit(report, args.junit)
+            except OSError as exc:
+                raise UsageError(f"{args.junit}: cannot write: {exc.strerror}") from None
+        if args.json:
+            _write(args.json, json_report(args.context, code, report, inputs, None))
+        if args.markdown:
+            _write(args.markdown, markdown(args.context, report, inputs), append=True)
+    except UsageError as exc:
+        print(f"carbontrack gates: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

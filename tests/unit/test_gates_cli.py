@@ -249,3 +249,10 @@ def test_baseline_throughput_and_memory_feed_their_gates(
     assert code == 1
     assert "FAIL  quality.throughput  relative samples_per_second decrease 0.15 > 0.1" in out
     assert "PASS  quality.memory      relative peak_memory_mb increase 0.025 <= 0.1" in out
+
+
+def test_an_unwritable_report_path_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = write(tmp_path, "s.json", {"critical": 0, "high": 0, "medium": 0})
+    code, _, err = run(capsys, "--security", ok, "--markdown", str(tmp_path / "no" / "summary.md"))
+    assert code == 2
+    assert err == f"carbontrack gates: {tmp_path}/no/summary.md: cannot write: No such file or directory\n"

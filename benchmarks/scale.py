@@ -64,6 +64,7 @@ def ctj(name: str, pods: int, suspended: bool = False) -> dict[str, Any]:
         "spec": {
             "replicas": pods, "totalSteps": 100000, "suspend": suspended,
             "canary": {"replicas": pods, "minSteps": 1000000, "stages": [100]},
+            "gates": {"allowEmpty": True},  # measures reconcile cost, not gates
             "template": {"spec": {"restartPolicy": "Never", "containers": [
                 {"name": "trainer", "image": "trainer:bench", "resources": {"limits": {"nvidia.com/gpu": 1}}}
             ]}},

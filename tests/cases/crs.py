@@ -61,6 +61,14 @@ class Malformed:
     field: str
 
 
+def ungated(context: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A valid spec with no gate at all: no quality, tests, privacy or carbon budget."""
+    spec = valid_spec()
+    spec["gates"] = {**({"context": context} if context else {}), **(extra or {})}
+    del spec["carbon"]["budgetKg"]
+    return spec
+
+
 def _with(path: str, value: Any, *, drop: bool = False) -> dict[str, Any]:
     spec = valid_spec()
     node = spec
@@ -88,5 +96,22 @@ MALFORMED: list[Malformed] = [
     Malformed("total-steps-string", _with("totalSteps", "many"), "spec.totalSteps"),
     Malformed(
         "provider-unknown", _with("carbon.intensity.provider", "guess"), "spec.carbon.intensity.provider"
+    ),
+    # a quality block that judges nothing (only `metric`) once passed silently
+    Malformed(
+        "quality-without-min-score-or-baseline",
+        _with("gates.quality", {"metric": "eval_accuracy", "baselineLatencyMs": 100}),
+        "spec.gates.quality.minScore",
+    ),
+    # production with no gate at all once promoted on "0/0 passed"; gates.allowEmpty says it is meant
+    Malformed("production-without-gates", ungated("production"), "spec.gates"),
+    Malformed("production-without-gates-by-default", ungated(None), "spec.gates"),
+    Malformed(
+        "low-findings-negative", _with("gates.tests.security.low", -1), "spec.gates.tests.security.low"
+    ),
+    Malformed(
+        "throughput-decrease-above-one",
+        _with("gates.thresholds", {"maxThroughputDecrease": 1.5}),
+        "spec.gates.thresholds.maxThroughputDecrease",
     ),
 ]

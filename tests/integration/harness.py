@@ -137,8 +137,9 @@ def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[s
             "totalSteps": 1000,
             "canary": {"replicas": replicas, "minSteps": 10, "stages": [100]},
             "carbon": {"zone": "DE", "pue": PUE},
+            # telemetry tests: promotion is not what they judge, unless they name gates
+            "gates": gates if gates is not None else {"allowEmpty": True},
             "template": TEMPLATE,
-            **({"gates": gates} if gates is not None else {}),
         },
     }
 

@@ -147,7 +147,7 @@ def test_sidecar_injected_pods_are_accepted_under_restricted_pod_security(
     }  # fmt: skip
     ctj = {
         "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob", "metadata": {"name": "strict"},
-        "spec": {"replicas": 1, "totalSteps": 10, "template": template},
+        "spec": {"replicas": 1, "totalSteps": 10, "template": template, "gates": {"allowEmpty": True}},
     }  # fmt: skip
     assert (
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(ctj), check=False).returncode

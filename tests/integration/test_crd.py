@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.cases.crs import MALFORMED, Malformed, manifest, valid_spec
+from tests.cases.crs import MALFORMED, Malformed, manifest, ungated, valid_spec
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
 
@@ -60,3 +60,15 @@ def test_malformed_job_is_refused_naming_the_field(
     assert case.field in result.stderr, result.stderr
     missing = crd_installed.kubectl("get", "ctj", case.name, "-n", namespace, check=False)
     assert missing.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("context", "extra"),
+    [("production", {"allowEmpty": True}), ("staging", {}), ("development", {})],
+    ids=["production-allow-empty", "staging", "development"],
+)
+def test_a_job_without_gates_is_stored_when_allowed_or_not_production(
+    crd_installed: ControlPlane, namespace: str, context: str, extra: dict[str, object]
+) -> None:
+    result = apply(crd_installed, namespace, manifest(f"ungated-{context}", ungated(context, extra)))
+    assert result.returncode == 0, result.stderr

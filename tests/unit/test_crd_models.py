@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from carbontrack.api.crd import CarbonTrackedJob, CarbonTrackedJobSpec
 from carbontrack.api.crdgen import CRD_PATHS, crd_manifest, crd_yaml
-from tests.cases.crs import MALFORMED, Malformed, manifest, valid_spec
+from tests.cases.crs import MALFORMED, Malformed, manifest, ungated, valid_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,10 @@ def test_committed_crd_matches_models(path: str) -> None:
 
 
 def test_valid_spec_parses_with_defaults() -> None:
-    spec = CarbonTrackedJobSpec.model_validate({"replicas": 2, "template": {}, "totalSteps": 10})
+    # allowEmpty: a production job with no gate at all is refused without it (test below)
+    spec = CarbonTrackedJobSpec.model_validate(
+        {"replicas": 2, "template": {}, "totalSteps": 10, "gates": {"allowEmpty": True}}
+    )
     assert spec.canary.replicas == 1
     assert spec.canary.stages == [25, 50, 100]
     assert spec.carbon.pue == 1.2
@@ -78,3 +81,29 @@ def test_scale_subresource_points_at_replicas() -> None:
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     }
+
+
+@pytest.mark.parametrize(
+    "gates", [{"allowEmpty": True}, {"context": "staging"}, {"context": "development"}], ids=str
+)
+def test_a_job_without_gates_is_accepted_when_allowed_or_not_production(gates: dict[str, object]) -> None:
+    spec = CarbonTrackedJobSpec.model_validate(ungated(None, gates))
+    assert spec.gates.quality is None and spec.gates.tests is None and spec.carbon.budget_kg is None
+
+
+def test_a_carbon_budget_alone_is_a_gate_in_production() -> None:
+    spec = ungated("production")
+    spec["carbon"]["budgetKg"] = 40
+    assert CarbonTrackedJobSpec.model_validate(spec).gates.allow_empty is False
+
+
+def test_a_quality_gate_judged_against_its_baseline_needs_no_min_score() -> None:
+    spec = valid_spec()
+    spec["gates"]["quality"] = {"metric": "eval_loss", "higherIsBetter": False, "baseline": 1.9}
+    assert CarbonTrackedJobSpec.model_validate(spec).gates.quality is not None
+
+
+def test_a_production_job_without_gates_names_allow_empty() -> None:
+    with pytest.raises(ValidationError) as err:
+        CarbonTrackedJobSpec.model_validate(ungated("production"))
+    assert "gates.allowEmpty: true" in str(err.value)

@@ -63,3 +63,196 @@ def test_missing_data_in_development_warns(tmp_path: Path, capsys: pytest.Captur
         ["gates", "check", "--context", "development", "--metric", "eval_accuracy", "--min-score", "0.8"]
     )
     assert code == 0 and "WARN  quality.score" in capsys.readouterr().out
+
+
+JUNIT = """<testsuites><testsuite name="pytest" tests="4">
+<testcase name="a"/><testcase name="b"/><testcase name="c"/><testcase name="d"><skipped/></testcase>
+</testsuite></testsuites>"""
+SARIF = {"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "Bandit"}}, "results": [
+    {"ruleId": "B101", "level": "note"}, {"ruleId": "B602", "level": "warning"},
+]}]}  # fmt: skip
+COVERAGE = {"meta": {"version": "7.6.1"}, "totals": {"percent_covered": 93.5}}
+
+
+def text(tmp: Path, name: str, body: str) -> str:
+    path = tmp / name
+    path.write_text(body)
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["gates", "check", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ci_formats_are_read_by_content_and_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, summary = tmp_path / "report.json", tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    code, out, err = run(
+        capsys, "--tests", text(tmp_path, "junit.xml", JUNIT),
+        "--coverage", write(tmp_path, "coverage.json", COVERAGE),
+        "--security", write(tmp_path, "bandit.sarif", SARIF),
+        "--json", str(report), "--markdown", str(summary),
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "PASS  tests.passRate     test pass rate 1 >= 0.98",
+        "PASS  tests.coverage     coverage 0.935 >= 0.9",
+        "PASS  security.critical  critical findings 0 <= 0",
+        "PASS  security.high      high findings 0 <= 0",
+        "PASS  security.medium    medium findings 1 <= 5",
+        "PASS  security.low       low findings 1 (no limit: set thresholds.maxLow to gate them)",
+        "",
+        "6/6 passed (production)",
+    ]
+    doc = json.loads(report.read_text())
+    assert (doc["exitCode"], doc["passed"], doc["summary"], doc["context"]) == (
+        0,
+        True,
+        "6/6 passed",
+        "production",
+    )
+    assert doc["gates"][1] == {
+        "name": "tests.coverage", "passed": True, "observed": 0.935, "threshold": 0.9,
+        "message": "coverage 0.935 >= 0.9", "warning": False,
+    }  # fmt: skip
+    assert [(i["flag"], i["format"], i["detail"]) for i in doc["inputs"]] == [
+        ("--tests", "JUnit XML", "3 passed, 0 failed, 0 errored, 1 skipped"),
+        ("--coverage", "coverage.py JSON", "93.5% covered"),
+        ("--security", "SARIF 2.1", "0 critical, 0 high, 1 medium, 1 low (from Bandit)"),
+    ]
+    md = summary.read_text().splitlines()
+    assert md[0] == "earlier step", "the step summary is appended to, as GitHub expects"
+    assert md[1] == "### carbontrack gates (production): passed, 6/6 passed"
+    assert "| `tests.coverage` | ✅ PASS | 0.935 | 0.9 | coverage 0.935 >= 0.9 |" in md
+    assert f"- `--tests {tmp_path}/junit.xml`: JUnit XML, 3 passed, 0 failed, 0 errored, 1 skipped" in md
+
+
+def test_junit_files_add_up_and_sarif_files_add_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failing = "<testsuite><testcase name='x'><failure/></testcase></testsuite>"
+    code, out, _ = run(
+        capsys, "--context", "development",
+        "--tests", text(tmp_path, "a.xml", JUNIT), "--tests", text(tmp_path, "b.xml", failing),
+        "--security", write(tmp_path, "a.sarif", SARIF), "--security", write(tmp_path, "b.sarif", SARIF),
+    )  # fmt: skip
+    assert code == 1
+    assert out.splitlines() == [
+        "FAIL  tests.passRate     test pass rate 0.75 < 0.8",  # 3 passed of 4 that ran, over both files
+        "WARN  tests.coverage     no coverage reported",
+        "PASS  security.critical  critical findings 0 <= 0",
+        "PASS  security.high      high findings 0 <= 5",
+        "PASS  security.medium    medium findings 2 <= 20",
+        "PASS  security.low       low findings 2 (no limit: set thresholds.maxLow to gate them)",
+        "",
+        "tests.passRate failed (development)",
+    ]
+
+
+def test_failed_gate_exits_one_and_markdown_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "summary.md"
+    code, out, _ = run(
+        capsys, "--tests", write(tmp_path, "t.json", {"passRate": 0.97}), "--markdown", str(summary)
+    )
+    assert code == 1
+    assert "FAIL  tests.passRate     test pass rate 0.97 < 0.98" in out
+    md = summary.read_text()
+    assert md.startswith("### carbontrack gates (production): failed, tests.passRate failed (+4)\n")
+    assert "| `tests.coverage` | ❌ FAIL |  | 0.9 | no coverage reported: failing closed |" in md
+
+
+USAGE_ERRORS: list[tuple[str, list[str], str]] = [
+    # (name, argv with {d} for the tmp dir, exact message after "carbontrack gates: unusable input: ")
+    ("empty-tests-path", ["--tests", "", "--security", ""],
+     "--tests: expected a file path, got an empty string (an unset CI variable?)"),
+    ("empty-security-path", ["--security", ""],
+     "--security: expected a file path, got an empty string (an unset CI variable?)"),
+    ("missing-file", ["--tests", "{d}/nope.xml"], "{d}/nope.xml: no such file (given with --tests)"),
+    ("no-inputs", [],
+     "nothing to judge: expected at least one of --metric (with --min-score or --baseline), --tests, "
+     "--coverage, --security, --privacy"),
+    ("percentage", ["--tests", "{d}/pct.json"],
+     "{d}/pct.json: passRate: expected a fraction between 0 and 1 (97 looks like a percentage: write 0.97)"),
+    ("unknown-keys", ["--tests", "{d}/other.json"],
+     "{d}/other.json: total_tests: expected only the keys passRate, coverage, security, critical, high, "
+     "medium, low, got an unknown key"),
+    ("string-number", ["--security", "{d}/str.json"],
+     '{d}/str.json: critical: expected a whole number >= 0 (write it without quotes), got "0"'),
+    ("nested-metrics", ["--metric", "acc", "--min-score", "0.8", "--metrics", "{d}/nested.json"],
+     "{d}/nested.json: eval: expected a number (metrics are one flat object of name: number), got an object"),
+    ("metric-judges-nothing", ["--metric", "eval_accuracy"],
+     "--metric eval_accuracy: expected --min-score or a --baseline file with the key eval_accuracy; "
+     "otherwise it judges nothing"),
+    ("min-score-without-metric", ["--min-score", "0.8", "--tests", "{d}/ok.json"],
+     "--min-score/--max-regression: expected --metric to name the metric they judge"),
+    ("coverage-twice", ["--tests", "{d}/ok.json", "--coverage", "{d}/cov.json"],
+     "{d}/cov.json: coverage: expected it from one file only, also given by {d}/ok.json"),
+    ("pass-rate-twice", ["--tests", "{d}/ok.json", "--tests", "{d}/junit.xml"],
+     "{d}/ok.json: passRate: expected it from one file only, also counted from {d}/junit.xml"),
+    ("not-utf8", ["--tests", "{d}/latin1.json"],
+     "{d}/latin1.json: expected UTF-8 text (--tests), got invalid continuation byte at byte 13"),
+    ("sarif-and-counts", ["--security", "{d}/str-free.json", "--security", "{d}/scan.sarif"],
+     "{d}/scan.sarif: critical: expected it from one file only, also given by {d}/str-free.json"),
+    ("same-file-twice", ["--security", "{d}/scan.sarif", "--security", "{d}/scan.sarif"],
+     "{d}/scan.sarif: given twice with --security"),
+    ("junit-given-as-coverage", ["--coverage", "{d}/junit.xml"],
+     "{d}/junit.xml: <testsuites>: expected Cobertura XML (a <coverage> root)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "argv", "message"), USAGE_ERRORS, ids=[e[0] for e in USAGE_ERRORS])
+def test_usage_errors_exit_two_naming_file_key_and_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, argv: list[str], message: str
+) -> None:
+    write(tmp_path, "pct.json", {"passRate": 97, "coverage": 92})
+    write(tmp_path, "other.json", {"total_tests": 1000, "passed_tests": 970, "coverage_percent": 92})
+    write(tmp_path, "str.json", {"critical": "0", "high": "0"})
+    write(tmp_path, "nested.json", {"eval": {"accuracy": 0.9}})
+    write(tmp_path, "ok.json", {"passRate": 0.99, "coverage": 0.95})
+    write(tmp_path, "cov.json", {"coverage": 0.95})
+    text(tmp_path, "junit.xml", JUNIT)
+    write(tmp_path, "str-free.json", {"critical": 0, "high": 0})
+    write(tmp_path, "scan.sarif", SARIF)
+    (tmp_path / "latin1.json").write_bytes(b'{"passRate": \xe9}')
+    report = tmp_path / "report.json"
+    code, out, err = run(capsys, *[a.format(d=tmp_path) for a in argv], "--json", str(report))
+    assert code == 2, out
+    assert err == f"carbontrack gates: unusable input: {message.format(d=tmp_path)}\n"
+    assert "Traceback" not in err and out == ""
+    doc = json.loads(report.read_text())
+    assert (doc["exitCode"], doc["passed"], doc["error"]) == (2, False, message.format(d=tmp_path))
+
+
+def test_a_bad_flag_value_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["gates", "check", "--metric", "acc", "--min-score", "high"])
+    assert exit_.value.code == 2
+    assert "argument --min-score: invalid float value: 'high'" in capsys.readouterr().err
+
+
+def test_baseline_throughput_and_memory_feed_their_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "--metric", "eval_accuracy", "--min-score", "0.8",
+        "--metrics", write(tmp_path, "m.json", {"eval_accuracy": 0.9, "samples_per_second": 850,
+                                                "peak_memory_mb": 41_000}),
+        "--baseline", write(tmp_path, "b.json", {"eval_accuracy": 0.9, "samples_per_second": 1000,
+                                                 "peak_memory_mb": 40_000}),
+    )  # fmt: skip
+    assert code == 1
+    assert "FAIL  quality.throughput  relative samples_per_second decrease 0.15 > 0.1" in out
+    assert "PASS  quality.memory      relative peak_memory_mb increase 0.025 <= 0.1" in out
+
+
+def test_an_unwritable_report_path_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ok = write(tmp_path, "s.json", {"critical": 0, "high": 0, "medium": 0})
+    code, _, err = run(capsys, "--security", ok, "--markdown", str(tmp_path / "no" / "summary.md"))
+    assert code == 2
+    assert err == f"carbontrack gates: {tmp_path}/no/summary.md: cannot write: No such file or directory\n"

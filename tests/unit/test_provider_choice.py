@@ -10,7 +10,13 @@ from tests.cases.crs import TEMPLATE
 
 def spec(intensity: dict[str, str]) -> CarbonTrackedJobSpec:
     return CarbonTrackedJobSpec.model_validate(
-        {"replicas": 1, "totalSteps": 10, "template": TEMPLATE, "carbon": {"intensity": intensity}}
+        {
+            "replicas": 1,
+            "totalSteps": 10,
+            "template": TEMPLATE,
+            "carbon": {"intensity": intensity},
+            "gates": {"allowEmpty": True},
+        }
     )
 
 

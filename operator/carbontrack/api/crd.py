@@ -119,7 +119,21 @@ class CarbonSpec(KubeModel):
 
 
 class QualityGate(KubeModel):
-    """Model quality of the canary vs a threshold and vs the baseline model."""
+    """Model quality of the canary vs a threshold and vs the baseline model.
+
+    A quality gate must judge its metric: `minScore` or `baseline` is required. There is no per-context
+    default score, because the metric's scale is the user's (accuracy in 0..1, BLEU in 0..100, a loss
+    where lower is better): any default would be a number that passes or fails for no reason.
+    """
+
+    model_config = _rules(
+        {
+            "rule": "has(self.minScore) || has(self.baseline)",
+            "message": "a quality gate needs minScore or baseline, else it judges nothing",
+            "fieldPath": ".minScore",
+            "reason": "FieldValueRequired",
+        },
+    )
 
     metric: str = Field(min_length=1, max_length=128)
     """Name of the eval metric the trainer reports (e.g. eval_accuracy)."""
@@ -133,6 +147,26 @@ class QualityGate(KubeModel):
     baseline_latency_ms: float | None = Field(None, gt=0)
     max_latency_increase: float | None = Field(None, ge=0)
     """Largest allowed relative latency increase vs baseline (0.1 = 10%); defaults from the context."""
+    throughput_metric: str = Field("samples_per_second", min_length=1, max_length=128)
+    """Eval metric holding the throughput in samples/s (Hugging Face: eval_samples_per_second)."""
+    baseline_samples_per_second: float | None = Field(None, gt=0)
+    """The baseline's throughput; set it to gate a throughput drop."""
+    max_throughput_decrease: float | None = Field(None, ge=0, le=1)
+    """Largest allowed relative throughput decrease vs baseline (0.1 = 10%); defaults from the context."""
+    memory_metric: str = Field("peak_memory_mb", min_length=1, max_length=128)
+    """Eval metric holding the peak accelerator memory in MB."""
+    baseline_memory_mb: float | None = Field(None, gt=0)
+    """The baseline's peak memory; set it to gate a memory increase."""
+    max_memory_increase: float | None = Field(None, ge=0)
+    """Largest allowed relative peak-memory increase vs baseline (0.1 = 10%); defaults from the context."""
+
+    @model_validator(mode="after")
+    def _judges_something(self) -> QualityGate:
+        if self.min_score is None and self.baseline is None:
+            raise ValueError(
+                "quality.minScore: a quality gate needs minScore or baseline, else it judges nothing"
+            )
+        return self
 
 
 class SecurityCounts(KubeModel):
@@ -141,6 +175,8 @@ class SecurityCounts(KubeModel):
     critical: int = Field(0, ge=0)
     high: int = Field(0, ge=0)
     medium: int = Field(0, ge=0)
+    low: int | None = Field(None, ge=0)
+    """Counted against thresholds.maxLow (unlimited unless set); omitted means not reported."""
 
 
 class TestsGate(KubeModel):
@@ -172,8 +208,12 @@ class Thresholds(KubeModel):
     max_critical: int | None = Field(None, ge=0)
     max_high: int | None = Field(None, ge=0)
     max_medium: int | None = Field(None, ge=0)
+    max_low: int | None = Field(None, ge=0)
+    """Low findings allowed; unlimited in every context unless set."""
     max_regression: float | None = Field(None, ge=0)
     max_latency_increase: float | None = Field(None, ge=0)
+    max_throughput_decrease: float | None = Field(None, ge=0, le=1)
+    max_memory_increase: float | None = Field(None, ge=0)
 
 
 class GatesSpec(KubeModel):
@@ -185,6 +225,14 @@ class GatesSpec(KubeModel):
     quality: QualityGate | None = None
     tests: TestsGate | None = None
     privacy: PrivacyGate | None = None
+    allow_empty: bool = False
+    """Run a production job with no gate at all (no quality, tests, privacy or carbon.budgetKg).
+    Without it such a job is refused: a forgotten gates block must not promote on "0/0 passed"."""
+
+
+_NO_GATES = (
+    "a production job needs a gate (quality, tests, privacy or carbon.budgetKg) or gates.allowEmpty: true"
+)
 
 
 class CarbonTrackedJobSpec(KubeModel):
@@ -196,6 +244,13 @@ class CarbonTrackedJobSpec(KubeModel):
             "message": "canary.replicas must not exceed replicas",
             "fieldPath": ".canary.replicas",
             "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "self.gates.context != 'production' || self.gates.allowEmpty || has(self.gates.quality)"
+            " || has(self.gates.tests) || has(self.gates.privacy) || has(self.carbon.budgetKg)",
+            "message": _NO_GATES,
+            "fieldPath": ".gates",
+            "reason": "FieldValueRequired",
         },
     )
 
@@ -217,6 +272,10 @@ class CarbonTrackedJobSpec(KubeModel):
     def _canary_fits(self) -> CarbonTrackedJobSpec:
         if self.canary.replicas > self.replicas:
             raise ValueError("canary.replicas: canary.replicas must not exceed replicas")
+        g = self.gates
+        gated = any(x is not None for x in (g.quality, g.tests, g.privacy, self.carbon.budget_kg))
+        if g.context == "production" and not g.allow_empty and not gated:
+            raise ValueError(f"gates: {_NO_GATES}")
         return self
 
 
@@ -333,6 +392,7 @@ class TestsEvidence(KubeModel):
     critical: int | None = None
     high: int | None = None
     medium: int | None = None
+    low: int | None = None
     source: str = ""
     """spec, or configmap/NAME; a ConfigMap that cannot be read falls back to the last evidence."""
 

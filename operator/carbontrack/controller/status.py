@@ -244,14 +244,14 @@ def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generat
 def tests_evidence(results: TestResults, source: str) -> TestsEvidence:
     return TestsEvidence(
         pass_rate=results.pass_rate, coverage=results.coverage, critical=results.critical,
-        high=results.high, medium=results.medium, source=source,
+        high=results.high, medium=results.medium, low=results.low, source=source,
     )  # fmt: skip
 
 
 def tests_results(evidence: TestsEvidence) -> TestResults:
     return TestResults(
         pass_rate=evidence.pass_rate, coverage=evidence.coverage, critical=evidence.critical,
-        high=evidence.high, medium=evidence.medium,
+        high=evidence.high, medium=evidence.medium, low=evidence.low,
     )  # fmt: skip
 
 

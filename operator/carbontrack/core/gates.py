@@ -24,13 +24,21 @@ class Profile:
     """Largest allowed worsening of the quality metric vs baseline, in the metric's units."""
     max_latency_increase: float
     """Largest allowed relative latency increase vs baseline."""
+    max_throughput_decrease: float
+    """Largest allowed relative drop of samples/s vs baseline."""
+    max_memory_increase: float
+    """Largest allowed relative peak-memory increase vs baseline."""
     fail_closed: bool
+    max_low: int | None = None
+    """Low findings allowed. Unlimited by default in every context: scanners report many (bandit flags
+    every `assert` and `subprocess` import), so a default cap would fail most codebases on day one for
+    findings nobody triages; they are counted and shown, and thresholds.maxLow turns them into a gate."""
 
 
 PROFILES: dict[str, Profile] = {
-    "development": Profile(0.80, 0.60, 0, 5, 20, 0.05, 0.25, fail_closed=False),
-    "staging": Profile(0.95, 0.80, 0, 1, 10, 0.02, 0.15, fail_closed=True),
-    "production": Profile(0.98, 0.90, 0, 0, 5, 0.01, 0.10, fail_closed=True),
+    "development": Profile(0.80, 0.60, 0, 5, 20, 0.05, 0.25, 0.25, 0.25, fail_closed=False),
+    "staging": Profile(0.95, 0.80, 0, 1, 10, 0.02, 0.15, 0.15, 0.15, fail_closed=True),
+    "production": Profile(0.98, 0.90, 0, 0, 5, 0.01, 0.10, 0.10, 0.10, fail_closed=True),
 }
 
 
@@ -51,6 +59,7 @@ class TestResults:
     critical: int | None = None
     high: int | None = None
     medium: int | None = None
+    low: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,23 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
             latency = evidence.metrics.get("latency_ms")
             increase = None if latency is None else (latency - q.baseline_latency_ms) / q.baseline_latency_ms
             out.append(_at_most("quality.latency", increase, limit, "relative latency increase", prof))
+        if q.baseline_samples_per_second is not None:
+            limit = (
+                q.max_throughput_decrease
+                if q.max_throughput_decrease is not None
+                else prof.max_throughput_decrease
+            )
+            base = q.baseline_samples_per_second
+            rate = evidence.metrics.get(q.throughput_metric)
+            drop = None if rate is None else (base - rate) / base
+            what = f"relative {q.throughput_metric} decrease"
+            out.append(_at_most("quality.throughput", drop, limit, what, prof))
+        if q.baseline_memory_mb is not None:
+            limit = q.max_memory_increase if q.max_memory_increase is not None else prof.max_memory_increase
+            memory = evidence.metrics.get(q.memory_metric)
+            growth = None if memory is None else (memory - q.baseline_memory_mb) / q.baseline_memory_mb
+            what = f"relative {q.memory_metric} increase"
+            out.append(_at_most("quality.memory", growth, limit, what, prof))
     if gates.tests is not None:
         t = evidence.tests or TestResults()
         out.append(_at_least("tests.passRate", t.pass_rate, prof.min_pass_rate, "test pass rate", prof))
@@ -156,6 +182,15 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
         out.append(_at_most("security.critical", t.critical, prof.max_critical, "critical findings", prof))
         out.append(_at_most("security.high", t.high, prof.max_high, "high findings", prof))
         out.append(_at_most("security.medium", t.medium, prof.max_medium, "medium findings", prof))
+        if prof.max_low is not None:
+            out.append(_at_most("security.low", t.low, prof.max_low, "low findings", prof))
+        elif t.low is not None:
+            out.append(
+                GateResult(
+                    name="security.low", passed=True, observed=t.low,
+                    message=f"low findings {t.low} (no limit: set thresholds.maxLow to gate them)",
+                )
+            )  # fmt: skip
     if gates.privacy is not None:
         r = _at_most(
             "privacy.epsilon", evidence.epsilon_projected, gates.privacy.epsilon,

@@ -155,3 +155,34 @@ def test_an_unknown_zone_is_a_warning_once_and_a_condition_until_fixed() -> None
     fixed = evaluate(inputs(agg, zone="DE", zone_known=True, zone_warned=True))
     assert [(c.type, c.status, c.reason) for c in fixed.conditions] == [("ZoneResolved", True, "ZoneKnown")]
     assert evaluate(inputs(agg, zone="DE")).conditions == ()
+
+
+def test_a_pld_epsilon_in_a_thread_leaves_the_event_loop_serving() -> None:
+    """The handler runs EpsilonQuery.compute in a thread: PLD takes up to a second, telemetry goes on."""
+    import asyncio
+    import time
+
+    query = EpsilonQuery(1.1, 0.01, 3000, 20000, 1e-5, "pld")
+
+    async def run() -> tuple[float, float]:
+        gaps: list[float] = []
+        done = False
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        await asyncio.to_thread(query.compute)
+        took = time.perf_counter() - started
+        done = True
+        await tick
+        return took, max(gaps)
+
+    took, worst_gap = asyncio.run(run())
+    assert worst_gap < max(0.25, took / 4), (took, worst_gap)  # the loop ran throughout

@@ -60,6 +60,11 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     canary = spec.get("canary")
     if canary and "stages" in canary:  # mostly well-formed stages, so most CRs get past the CEL rules
         canary["stages"] = sorted(set(canary["stages"]) | {100}) if draw(st.booleans()) else canary["stages"]
+    # mostly past the "a production job needs a gate" rule too (the schema's defaults make every drawn
+    # job production, and few draws carry a gate), so most CRs reach the operator
+    gates = spec.setdefault("gates", {})
+    if "allowEmpty" not in gates and draw(st.integers(0, 3)) > 0:
+        gates["allowEmpty"] = True
     # keep the test's cluster small: only tiny jobs may run pods, every other one starts suspended
     workers = (canary or {}).get("replicas", 1)
     if workers > 2 or spec["replicas"] > 4:

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus docker image demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
+.PHONY: setup prometheus docker image e2e e2e-down demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
 
 setup: prometheus docker
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,17 @@ image:
 	$(BIN)/python tests/cluster/docker.py start
 	$(BIN)/python tests/cluster/images.py image
 	$(BIN)/python tests/cluster/images.py smoke
+
+# End-to-end tests on kind (not part of `make test`): the image, kind and its node image (built without a
+# registry unless CARBONTRACK_KIND_NODE_IMAGE names one), a cluster, the chart; the cluster is deleted after.
+e2e:
+	$(BIN)/python -m pytest -m e2e tests/e2e
+
+# Removes what the e2e tests leave when kept (CARBONTRACK_KEEP_CLUSTER=1) or interrupted: the kind
+# cluster, and dockerd if tests/cluster/docker.py started it.
+e2e-down:
+	$(BIN)/python tests/cluster/kindnode.py down
+	$(BIN)/python tests/cluster/docker.py stop
 
 lint:
 	$(BIN)/ruff check .

@@ -335,6 +335,10 @@ ctr oci spec \
   | jq ".hooks.createContainer[.hooks.createContainer| length] |= . + $hook" \
   | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json
 sed -i "s#sandbox_image = .*#sandbox_image = \"$PAUSE_IMAGE\"#" /etc/containerd/config.toml
+# Lowering a process's oom_score_adj needs CAP_SYS_RESOURCE, which this machine's bounding set lacks (runc
+# then fails with "can't get final child's PID from pipe: EOF"): keep pods' adj at or above containerd's.
+sed -i "s#restrict_oom_score_adj = .*#restrict_oom_score_adj = true#" /etc/containerd/config.toml
+grep -q "restrict_oom_score_adj = true" /etc/containerd/config.toml
 kubelet --version && kubeadm version -o short && containerd --version && runc --version | head -1
 """
 

@@ -118,7 +118,11 @@ def start_job(c: Kind, body: dict[str, Any]) -> None:
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
     c.kubectl("apply", "-f", "-", input=manifest)
-    c.kubectl("apply", "-f", "-", input=json.dumps(body))
+    name = body["metadata"]["name"]
+    # a kept cluster may still have this job from an earlier run: start from nothing
+    c.kubectl("delete", "ctj", name, "-n", JOBS_NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    wait(lambda: not job_pods(c, name), 120, f"{name}'s old pods to go")
+    c.kubectl("create", "-f", "-", input=json.dumps(body))
 
 
 def test_operator_runs_in_cluster(installed: Kind) -> None:
@@ -183,15 +187,27 @@ def test_job_lifecycle(installed: Kind) -> None:
 
 
 def test_faults_on_real_pods(installed: Kind) -> None:
-    """The operator pod deleted mid-run (its Deployment restarts it) and the sidecar container killed
-    (the kubelet restarts it with a new boot id): the totals stay exact."""
+    """The operator pod deleted mid-run (its Deployment starts a new one) and then the sidecar's process
+    killed (the kubelet restarts the container, a new boot id): the job's total stays exact."""
     c, name = installed, "faults"
-    start_job(
-        c, ctj(name, c.image, replicas=1, steps=450, canary={"replicas": 1, "minSteps": 20, "stages": [100]})
-    )
+    canary = {"replicas": 1, "minSteps": 20, "stages": [100]}
+    start_job(c, ctj(name, c.image, replicas=1, steps=900, canary=canary))
     wait(lambda: status(c, name).get("energyJoules", 0) > 0, 240, "energy in status")
-    old = c.get("pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=carbontrack")["items"][0]
-    c.kubectl("delete", "pod", "-n", OPERATOR_NS, old["metadata"]["name"], "--wait=false")
+    selector = "app.kubernetes.io/name=carbontrack"
+    old = c.get("pods", "-n", OPERATOR_NS, "-l", selector)["items"][0]["metadata"]["name"]
+    c.kubectl("delete", "pod", "-n", OPERATOR_NS, old, "--wait=false")
+
+    def new_operator_ready() -> bool:
+        pods = c.get("pods", "-n", OPERATOR_NS, "-l", selector)["items"]
+        return any(
+            p["metadata"]["name"] != old
+            and any(s.get("ready") for s in p.get("status", {}).get("containerStatuses", []))
+            for p in pods
+        )
+
+    wait(new_operator_ready, 180, "a new operator pod Ready")
+    before = status(c, name).get("energyJoules", 0)
+    wait(lambda: status(c, name).get("energyJoules", 0) > before, 120, "energy from the new operator")
 
     pod = job_pods(c, name)[0]["metadata"]["name"]
     c.kubectl("exec", "-n", JOBS_NS, pod, "-c", SIDECAR, "--", "sh", "-c", "kill 1")
@@ -201,18 +217,24 @@ def test_faults_on_real_pods(installed: Kind) -> None:
         return bool(statuses) and statuses[0].get("restartCount", 0) >= 1 and bool(statuses[0].get("ready"))
 
     wait(restarted, 120, "the sidecar's restart")
-    c.kubectl("-n", OPERATOR_NS, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
+    # the kubelet removes the dead container (and its log) once the pod has finished: read it now
+    first_boot, first_stop = boot_ids(c, pod, previous=True), sidecar_stops(c, pod, previous=True)
+    assert phase_of(c, pod) == "Running", "the trainer finished before the sidecar restarted"
     wait(lambda: status(c, name).get("phase") in ("Succeeded", "Failed", "Halted"), 420, "the job to end")
     final = status(c, name)
     assert final["phase"] == "Succeeded", final
 
-    first, second = boot_ids(c, pod, previous=True), boot_ids(c, pod)
-    assert len(first) == 1 and len(second) == 1 and first != second
-    stops = sidecar_stops(c, pod, previous=True) + sidecar_stops(c, pod)
+    second_boot, second_stop = boot_ids(c, pod), sidecar_stops(c, pod)
+    assert len(first_boot) == 1 and len(second_boot) == 1 and first_boot != second_boot
+    stops = first_stop + second_stop
     assert len(stops) == 2 and all(s["finalStatus"] == 200 for s in stops), stops
-    total = sum(s["energyJ"] for s in stops)
     assert stops[0]["energyJ"] > 0 and stops[1]["energyJ"] > 0
+    total = sum(s["energyJ"] for s in stops)
     assert abs(final["energyJoules"] - total) < 1e-6, (final["energyJoules"], stops)
+
+
+def phase_of(c: Kind, pod: str) -> str:
+    return str(c.get("pod", pod, "-n", JOBS_NS)["status"].get("phase"))
 
 
 def test_uninstall_leaves_only_the_crd(installed: Kind) -> None:
@@ -220,6 +242,8 @@ def test_uninstall_leaves_only_the_crd(installed: Kind) -> None:
     c.kubectl("delete", "ctj", "--all", "-n", JOBS_NS, "--wait=true", "--timeout=120s")
     c.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait", "--timeout", "180s")
     selector = f"app.kubernetes.io/instance={RELEASE}"
+    # the operator's pod takes its grace period to stop (helm's --wait does not wait for it)
+    wait(lambda: not c.get("pods", "-A", "-l", selector)["items"], 120, "the operator pod to go")
     kinds = (
         "deployments,services,serviceaccounts,configmaps,secrets,roles,rolebindings,poddisruptionbudgets,pods"
     )

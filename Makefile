@@ -3,9 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
+.PHONY: setup prometheus docker image e2e e2e-down demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
 
-setup: prometheus
+setup: prometheus docker
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -18,6 +18,35 @@ prometheus:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	else echo "note: install Debian's prometheus package for the Prometheus tests (skipped without it)"; fi
+
+# Debian's Docker engine (and debootstrap, for the base image made without a registry) for the image
+# build and the kind e2e tests; installed when no engine answers and this is a Debian machine we are
+# root on, else those tests are skipped. tests/cluster/docker.py starts dockerd when it is not running.
+docker:
+	@if docker info >/dev/null 2>&1 || command -v dockerd >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; \
+	else echo "note: install a Docker engine for the image build and the e2e tests (skipped without it)"; fi
+	@if command -v debootstrap >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then :; \
+	else DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; fi
+
+# The operator/sidecar image, ghcr.io/carbontrack/carbontrack:<version> (starts dockerd if needed; the base
+# is made by debootstrap unless CARBONTRACK_BASE_IMAGE names one, e.g. python:3.12-slim), then a smoke run.
+image:
+	$(BIN)/python tests/cluster/docker.py start
+	$(BIN)/python tests/cluster/images.py image
+	$(BIN)/python tests/cluster/images.py smoke
+
+# End-to-end tests on kind (not part of `make test`): the image, kind and its node image (built without a
+# registry unless CARBONTRACK_KIND_NODE_IMAGE names one), a cluster, the chart; the cluster is deleted after.
+e2e:
+	$(BIN)/python -m pytest -m e2e tests/e2e
+
+# Removes what the e2e tests leave when kept (CARBONTRACK_KEEP_CLUSTER=1) or interrupted: the kind
+# cluster, and dockerd if tests/cluster/docker.py started it.
+e2e-down:
+	$(BIN)/python tests/cluster/kindnode.py down
+	$(BIN)/python tests/cluster/docker.py stop
 
 lint:
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""Markers follow folders: tests/unit is `unit`, tests/integration is `integration`."""
+"""Markers follow folders: tests/unit is `unit`, tests/integration is `integration`, tests/e2e is `e2e`."""
 
 from __future__ import annotations
 
@@ -14,3 +14,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         elif "integration" in parts:
             item.add_marker(pytest.mark.integration)
+        elif "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)

@@ -25,6 +25,10 @@ import (
 
 var programs = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"}
 
+// extra holds the programs of optional builds: node.go (build tag "node") adds the kind node's
+// kubelet, kubeadm and kube-proxy. Each gets os.Args as the program itself would.
+var extra = map[string]func() int{}
+
 func main() {
 	name := filepath.Base(os.Args[0])
 	args := os.Args
@@ -39,6 +43,9 @@ func main() {
 }
 
 func known(name string) bool {
+	if _, ok := extra[name]; ok {
+		return true
+	}
 	for _, p := range programs {
 		if p == name {
 			return true
@@ -48,6 +55,10 @@ func known(name string) bool {
 }
 
 func run(name string, args []string) int {
+	if program, ok := extra[name]; ok {
+		os.Args = args
+		return program()
+	}
 	switch name {
 	case "etcd":
 		// etcdmain parses args[1:], like os.Args.

@@ -258,3 +258,41 @@ def test_fuzzed_bodies_never_get_a_5xx_and_change_nothing(operator: Operator, na
     assert statuses and all(c in (200, 400, 403, 404, 409, 422) for c in statuses), sorted(set(statuses))
     time.sleep(1.5)
     assert status(cluster, namespace, "fuzz").get("energyJoules") == 5.0
+
+
+def test_hostile_bodies_get_a_counted_400_never_a_5xx(operator: Operator, namespace: str) -> None:
+    """Deep nesting, huge numbers, duplicate keys, invalid UTF-8 and lax types, with a valid pod token."""
+    from tests.cases.bodies import hostile
+
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("hostile", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "hostile", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+    good = {
+        "version": 1, "job": {"namespace": namespace, "name": "hostile"},
+        "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": 1, "sentAt": time.time(),
+        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 5.0}],
+    }  # fmt: skip
+    assert post(operator.url, token, good)[0] == 200
+    counter = re.compile(r'carbontrack_telemetry_rejected_total\{reason="([a-z-]+)"\} ([0-9.]+)')
+
+    def counted() -> dict[str, float]:
+        found = counter.findall(operator.metrics())
+        return {reason: float(value) for reason, value in found}
+
+    log_before, before = operator.logs.read_text(), counted()
+    cases = hostile({**good, "seq": 2})
+    for name, body, _ in cases:
+        code, answer = post(operator.url, token, body)
+        assert code == 400, (name, code, answer)
+        assert json.loads(answer)["accepted"] is False, name
+    new_log = operator.logs.read_text()[len(log_before) :]
+    assert "Traceback" not in new_log and "handler failed" not in new_log, new_log[-3000:]
+    after = counted()
+    for reason in {r for _, _, r in cases}:
+        expected = before.get(reason, 0) + sum(r == reason for _, _, r in cases)
+        assert after[reason] == expected, reason
+    assert after.get("internal", 0) == before.get("internal", 0)
+    grown = {**good, "seq": 3, "gpus": [{"index": 0, "energyJoules": 6.0}]}
+    assert post(operator.url, token, grown)[0] == 200
+    wait(lambda: status(cluster, namespace, "hostile").get("energyJoules") == 6.0, what="only good batches")

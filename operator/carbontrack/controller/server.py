@@ -1,7 +1,9 @@
 """The operator's HTTP server: telemetry ingestion, /metrics, /healthz and /readyz.
 
 POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{reason}:
-  200 accepted (body: TelemetryAck)      400 malformed or unknown version     401 bad or missing token
+  200 accepted (body: TelemetryAck)      401 bad or missing token
+  400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, not the schema: strict types, no
+      coercion) or unknown version (anything but the integer 1)
   403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
@@ -14,16 +16,13 @@ Nothing a sidecar sends can raise out of the handler: an unexpected error is a 5
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
 
 from aiohttp import ClientError, web
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
-from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
+from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, WireError, parse_batch
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import Authenticator, AuthError
 from carbontrack.controller.registry import Registry
@@ -128,19 +127,9 @@ class TelemetryServer:
             response.force_close()
             return response
         try:
-            doc: Any = json.loads(raw)
-        except ValueError:
-            return _refuse(400, "malformed", "body is not JSON")
-        if isinstance(doc, dict) and doc.get("version") != 1:
-            return _refuse(
-                400,
-                "unknown-version",
-                f"unsupported telemetry version {doc.get('version')!r}; this operator speaks 1",
-            )
-        try:
-            batch = TelemetryBatch.model_validate(doc)
-        except ValidationError as exc:
-            return _refuse(400, "malformed", f"invalid batch: {exc.errors(include_url=False)[:3]}")
+            batch = parse_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
+        except WireError as exc:
+            return _refuse(400, exc.reason, str(exc))
         try:
             identity = await self.auth.identify(token)
             if batch.job.namespace != batch.pod.namespace:

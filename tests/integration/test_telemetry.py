@@ -296,3 +296,44 @@ def test_hostile_bodies_get_a_counted_400_never_a_5xx(operator: Operator, namesp
     grown = {**good, "seq": 3, "gpus": [{"index": 0, "energyJoules": 6.0}]}
     assert post(operator.url, token, grown)[0] == 200
     wait(lambda: status(cluster, namespace, "hostile").get("energyJoules") == 6.0, what="only good batches")
+
+
+def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: str) -> None:
+    """The attacks of issue 12, with the pod's own token: 1e14 J under a fresh boot id, and a sentAt
+    far in the future to make a jump look slow. Both are refused (422), counted by reason, shown in
+    status.telemetry.refused, and change no total."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("inject", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "inject", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+
+    def batch(boot: str, seq: int, joules: float, sent_at: float) -> dict[str, Any]:
+        return {
+            "version": 1, "job": {"namespace": namespace, "name": "inject"},
+            "pod": {"namespace": namespace, "name": pod}, "bootId": boot, "seq": seq, "sentAt": sent_at,
+            "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
+        }  # fmt: skip
+
+    now = time.time()
+    assert post(operator.url, token, batch("b1", 1, 5.0, now))[0] == 200
+    code, answer = post(operator.url, token, batch("fresh", 1, 1e14, now))
+    assert code == 422 and "since it started" in answer, answer
+    # 20 kJ is within what 1 GPU may have drawn since the pod started, but not in the second since the
+    # previous batch arrived; a sentAt 30 years ahead used to stretch that second
+    code, answer = post(operator.url, token, batch("b1", 2, 20_005.0, now + 1e9))
+    assert code == 422 and "since the previous batch arrived" in answer, answer
+    assert post(operator.url, token, batch("b1", 3, 1e13, now + 1e9))[0] == 422
+    assert post(operator.url, token, batch("b1", 4, 6.0, now))[0] == 200
+
+    def refused() -> dict[str, Any] | None:
+        s = status(cluster, namespace, "inject")
+        return s if s.get("telemetry", {}).get("refused", {}).get("absurd") == 2 else None
+
+    st = wait(refused, what="refusals in status")
+    assert st["energyJoules"] == 6.0
+    assert st["telemetry"]["refused"] == {"backwards": 0, "absurd": 2, "implausible": 1}
+    assert [s["bootId"] for s in st["telemetry"]["sources"]] == ["b1"]
+    received = st["telemetry"]["sources"][0]["receivedAt"]
+    assert abs(received - time.time()) < 60  # the operator's clock, not the sentAt we sent
+    metrics = operator.metrics()
+    assert 'carbontrack_telemetry_rejected_total{reason="implausible"}' in metrics

@@ -274,16 +274,31 @@ class SourceStatus(KubeModel):
     global_step: int = Field(0, ge=0)
     last_record_step: int = -1
     sent_at: float = 0
+    """The sidecar's clock: shown, never trusted."""
+    received_at: float = 0
+    """The operator's clock when the newest accepted batch arrived (the plausibility checks use it)."""
     method: str = "unavailable"
     markers_dropped: int = Field(0, ge=0)
     records_dropped: int = Field(0, ge=0)
     final: bool = False
 
 
+class RefusedCounts(KubeModel):
+    """Telemetry batches refused for what they claimed, by reason (the 422s of the telemetry table)."""
+
+    backwards: int = Field(0, ge=0)
+    """A cumulative counter or the step went down within one sidecar boot."""
+    absurd: int = Field(0, ge=0)
+    """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
+    implausible: int = Field(0, ge=0)
+    """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
+
+
 class TelemetryStatus(KubeModel):
     """Where the totals come from: one entry per (pod, sidecar boot)."""
 
     sources: list[SourceStatus] = Field(default_factory=list)
+    refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None
     steps_per_second: float | None = None

@@ -19,11 +19,18 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
+from carbontrack.api.crd import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CarbonTrackedJobSpec,
+    CarbonTrackedJobStatus,
+    RefusedCounts,
+)
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.controller import metrics
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.core.aggregation import Applied, JobAggregate, Source, Verdict
+from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Source, Verdict
 from carbontrack.core.emissions import kwh
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
 from carbontrack.intensity.static import Intensity, lookup, zone_for
@@ -51,10 +58,12 @@ def restore(status: CarbonTrackedJobStatus | None) -> JobAggregate:
             pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
             gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
             global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
+            received_at=s.received_at,
             method=s.method, markers_dropped=s.markers_dropped, records_dropped=s.records_dropped,
             final=s.final,
         )  # fmt: skip
     agg.emissions_g = status.emissions_grams
+    agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     return agg
 
 
@@ -68,7 +77,7 @@ def status_patch(
             "gpuEnergyJoules": [s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], "stepsSeen": s.steps_seen,
             "globalStep": s.global_step, "lastRecordStep": s.last_record_step, "sentAt": s.sent_at,
             "method": s.method, "markersDropped": s.markers_dropped, "recordsDropped": s.records_dropped,
-            "final": s.final,
+            "final": s.final, "receivedAt": s.received_at,
         }
         for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
     ]  # fmt: skip
@@ -100,6 +109,7 @@ def status_patch(
                 "lastBatchAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "joulesPerStep": per_step,
                 "stepsPerSecond": max(rates) if rates else None,
+                "refused": RefusedCounts.model_validate(agg.refused).to_api(),
             },
         }
     }
@@ -216,7 +226,7 @@ class Registry:
             self._resolvers[key] = IntensityResolver(live)
         return self._resolvers[key]
 
-    async def apply(self, state: JobState, batch: TelemetryBatch) -> Applied:
+    async def apply(self, state: JobState, batch: TelemetryBatch, receipt: Receipt) -> Applied:
         async with state.lock:
             try:
                 await self.refresh_intensity(state, batch.pod.name)
@@ -226,7 +236,7 @@ class Registry:
                 )
             before_step = state.aggregate.global_step
             result = state.aggregate.apply(
-                batch, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
+                batch, receipt, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
             )
         labels = (state.namespace, state.name)
         if result.verdict is Verdict.ACCEPTED:
@@ -234,9 +244,11 @@ class Registry:
             metrics.energy.labels(*labels).inc(result.energy_j)
             metrics.emissions.labels(*labels).inc(result.emissions_g)
             metrics.steps.labels(*labels).inc(max(state.aggregate.global_step - before_step, 0))
-            metrics.power.labels(*labels).set(state.aggregate.power_w(batch.sent_at))
+            metrics.power.labels(*labels).set(state.aggregate.power_w(receipt.received_at))
             metrics.intensity.labels(*labels).set(state.intensity.g_per_kwh)
             state.dirty.set()
+        elif result.verdict is not Verdict.DUPLICATE:
+            state.dirty.set()  # status.telemetry.refused counts it
         return result
 
     async def _write_loop(self, state: JobState) -> None:

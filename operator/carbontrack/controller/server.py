@@ -7,7 +7,8 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
-  413 body over the size limit           422 counters or steps went backwards, or absurd values
+  413 body over the size limit           422 counters or steps went backwards, or energy beyond what
+      the pod's GPUs could draw (since the previous batch arrived, or since the pod started)
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import ClientError, web
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -26,11 +28,13 @@ from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, WireError, parse_
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import Authenticator, AuthError
 from carbontrack.controller.registry import Registry
-from carbontrack.core.aggregation import Verdict
+from carbontrack.core.aggregation import Receipt, Verdict
 
 log = logging.getLogger("carbontrack.telemetry")
 
-_VERDICT_STATUS = {Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422}
+_VERDICT_STATUS = {
+    Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422, Verdict.IMPLAUSIBLE: 422,
+}  # fmt: skip
 
 
 def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
@@ -111,6 +115,7 @@ class TelemetryServer:
             return _refuse(500, "internal", "internal error")
 
     async def _telemetry(self, request: web.Request) -> web.Response:
+        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.aggregation)
         if not self.active:
             return _defer("standby", "this operator replica is a standby; retry")
         limit = request.app._client_max_size
@@ -134,7 +139,7 @@ class TelemetryServer:
             identity = await self.auth.identify(token)
             if batch.job.namespace != batch.pod.namespace:
                 raise AuthError(403, "wrong-job", "a pod reports only for a job in its own namespace")
-            await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
+            pod = await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
         except AuthError as exc:
             return _refuse(exc.status, exc.reason, str(exc), batch.seq)
         state = await self.registry.get(batch.job.namespace, batch.job.name)
@@ -142,7 +147,8 @@ class TelemetryServer:
             return _refuse(
                 404, "unknown-job", f"no CarbonTrackedJob {batch.job.namespace}/{batch.job.name}", batch.seq
             )
-        result = await self.registry.apply(state, batch)
+        receipt = Receipt(received_at=received_at, pod_started_at=pod.started_at, gpus=pod.gpus)
+        result = await self.registry.apply(state, batch, receipt)
         if result.verdict is not Verdict.ACCEPTED:
             return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
         ack = TelemetryAck(accepted=True, seq=batch.seq)

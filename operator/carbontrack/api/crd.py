@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from carbontrack.api.base import KubeModel
+from carbontrack.api.podtemplate import check
 
 GROUP = "carbontrack.io"
 VERSION = "v1alpha1"
@@ -200,9 +201,19 @@ class CarbonTrackedJobSpec(KubeModel):
     replicas: int = Field(ge=1, le=10000)
     """Workers at full scale."""
     template: dict[str, Any] = Field(
+        # the CRD carries the full PodTemplateSpec schema of the pinned Kubernetes instead (crdgen
+        # inserts api/podtemplatespec.json), so the apiserver refuses a typo in it before we see it
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     )
-    """A PodTemplateSpec with the user's training container(s)."""
+    """A PodTemplateSpec (Kubernetes v1.36) with the training container(s); the operator injects its sidecar,
+    env and token volume. Validated by the apiserver like a Job's template: an unknown field is refused."""
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_a_pod_template(cls, template: dict[str, Any]) -> dict[str, Any]:
+        check(template)
+        return template
+
     total_steps: int = Field(ge=1)
     """Planned global steps; used for energy, emissions and epsilon projections."""
     canary: CanarySpec = Field(default_factory=CanarySpec, json_schema_extra=_default_of(CanarySpec))

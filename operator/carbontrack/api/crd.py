@@ -100,7 +100,8 @@ class IntensitySpec(KubeModel):
     grams_per_kwh: float | None = Field(None, gt=0, le=2000)
     """Fixed override in gCO2e/kWh; wins over any provider."""
     secret_name: str | None = Field(None, min_length=1, max_length=253)
-    """Secret in the operator's namespace with the provider's key (`apiKey`, or `username`/`password`)."""
+    """Secret in the job's namespace with the provider's key (`apiKey`, or `username`/`password`); only the
+    names the operator may read are allowed (Helm value carbon.jobSecretNames, an admission policy)."""
 
 
 class CarbonSpec(KubeModel):

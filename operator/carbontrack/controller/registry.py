@@ -212,7 +212,10 @@ class Registry:
             return self.static
         key = (state.namespace, provider, secret)
         if key not in self._resolvers:
-            where = self.config.namespace or state.namespace
+            # a job's own Secret is in its namespace (the chart's RBAC and admission policy allow it by
+            # name); the operator-wide key is in the operator's
+            own = state.spec.carbon.intensity.secret_name is not None
+            where = state.namespace if own else (self.config.namespace or state.namespace)
             data = (await self.core.read_namespaced_secret(secret, where)).data or {}
 
             def field_(name: str) -> str:

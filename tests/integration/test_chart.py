@@ -296,3 +296,17 @@ def test_deploy_is_a_documented_two_step_on_a_fresh_cluster(crd_installed: Contr
     finally:
         cluster.kubectl("delete", "-f", "-", "--wait=false", input=rest, check=False)
         cluster.kubectl("delete", "namespace", fresh, "--wait=false", check=False)
+
+
+def test_tls_is_on_by_default_with_cert_manager_behind_one_switch() -> None:
+    default = render(include_crds=False)
+    assert 'value: "https://carbontrack.carbontrack-system.svc:8443"' in default
+    assert "scheme: HTTPS" in default and "CARBONTRACK_TELEMETRY_PLAINTEXT" not in default
+    assert 'value: "self-signed"' in default and "cert-manager.io" not in default
+    managed = render("--set", "tls.certManager.enabled=true", include_crds=False)
+    assert managed.count("kind: Certificate\n") == 2 and managed.count("kind: Issuer\n") == 2
+    assert "secretName: carbontrack-tls" in managed and 'value: "external"' in managed
+    assert "- carbontrack.carbontrack-system.svc\n" in managed
+    plain = render("--set", "tls.enabled=false", include_crds=False)
+    assert 'value: "http://carbontrack.carbontrack-system.svc:8443"' in plain
+    assert '{name: CARBONTRACK_TELEMETRY_PLAINTEXT, value: "true"}' in plain and "scheme: HTTP}" in plain

@@ -12,11 +12,14 @@ import json
 import re
 import select
 import socket
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from carbontrack.core.emissions import emissions_g
 from tests.integration.conftest import apply
@@ -27,6 +30,7 @@ from tests.integration.harness import (
     ctj,
     pod_token,
     post,
+    published_ca,
     running_pods,
     start_sidecar,
     status,
@@ -144,11 +148,17 @@ def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operat
     found = re.search(r'rejected_total\{reason="slow-client"\} ([0-9.]+)', operator.metrics())
     before = float(found.group(1)) if found else 0.0
     host, port = "127.0.0.1", operator.port
+    tls = ssl.create_default_context()  # the operator's CA (harness.trust): slow clients speak TLS too
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection((host, port))
+        return tls.wrap_socket(sock, server_hostname="localhost") if operator.tls else sock
+
     started = time.monotonic()
-    slow_headers = [socket.create_connection((host, port)) for _ in range(150)]
+    slow_headers = [connect() for _ in range(150)]
     for sock in slow_headers:
         sock.sendall(b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nX-Trickle: ")
-    slow_bodies = [socket.create_connection((host, port)) for _ in range(50)]
+    slow_bodies = [connect() for _ in range(50)]
     for sock in slow_bodies:
         sock.sendall(
             b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nContent-Type: application/json\r\n"
@@ -337,3 +347,57 @@ def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: st
     assert abs(received - time.time()) < 60  # the operator's clock, not the sentAt we sent
     metrics = operator.metrics()
     assert 'carbontrack_telemetry_rejected_total{reason="implausible"}' in metrics
+
+
+def test_telemetry_is_tls_verified_by_name_and_survives_rotation(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """HTTPS only; the sidecar trusts the CA the operator published in the job's namespace and checks the
+    server's name; the serving certificate rotates every ~9 s here and no batch is lost to it."""
+    import base64
+    import http.client
+
+    assert operator.tls and operator.url.startswith("https://localhost:")
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("tls", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "tls", 1)
+    job = json.loads(cluster.kubectl("get", "job", "tls", "-n", namespace, "-o", "json").stdout)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["carbontrack-ca"]["configMap"]["name"] == "carbontrack-ca"
+    secret = cluster.kubectl("get", "secret", "carbontrack-tls", "-n", "carbontrack-system", "-o",
+                             "jsonpath={.data.ca\\.crt}").stdout  # fmt: skip
+    ca_file = published_ca(cluster, namespace, tmp_path)
+    assert ca_file.read_bytes() == base64.b64decode(secret)
+
+    with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP is not served
+        urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=3)
+    trusting = ssl.create_default_context(cafile=str(ca_file))
+
+    def serving_serial(name: str = "localhost") -> int:
+        with (
+            socket.create_connection(("127.0.0.1", operator.port)) as raw,
+            trusting.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    with pytest.raises(ssl.SSLCertVerificationError):  # another name than the one in the URL
+        serving_serial("carbontrack.elsewhere.svc")
+
+    sc = start_sidecar(tmp_path, operator, cluster, namespace, "tls", pod, uid)
+    assert sc.env["CARBONTRACK_CA_FILE"] == str(ca_file)
+    trainer = sc.client()
+    serials = {serving_serial()}
+    deadline = time.monotonic() + 25
+    step = 0
+    while time.monotonic() < deadline or len(serials) < 3:
+        step += 1
+        trainer.step(step)
+        serials.add(serving_serial())
+        time.sleep(0.2)
+        assert time.monotonic() < deadline + 30, f"only {len(serials)} certificates seen"
+    log = sc.stop()
+    assert "not delivered" not in log and "refused" not in log, log[-2000:]
+    wait_for_energy(cluster, namespace, "tls", sc.final_energy(log))
+    assert len(serials) >= 3  # two rotations at least, while batches flowed every 0.2 s

@@ -34,6 +34,7 @@ from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.controller.tls_handlers import start_tls
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import epsilon
@@ -114,7 +115,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             api, peer.name, peer.namespaces, peer.identity, peer.priority, switch, cfg.peering_poll_s
         )
         memo.monitor.start()
-    await memo.server.start("0.0.0.0", cfg.telemetry_port)
+    # TLS for telemetry (controller.tls_handlers): None only with the plain-HTTP opt-out
+    memo.tls = await start_tls(api, cfg)
+    await memo.server.start("0.0.0.0", cfg.telemetry_port, memo.tls.context if memo.tls else None)
 
 
 @kopf.on.cleanup()

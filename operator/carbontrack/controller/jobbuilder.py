@@ -19,6 +19,10 @@ SIDECAR_NAME = "carbontrack-sidecar"
 TOKEN_VOLUME = "carbontrack-token"
 TOKEN_DIR = "/var/run/secrets/carbontrack"
 TOKEN_AUDIENCE = "carbontrack"
+CA_CONFIGMAP = "carbontrack-ca"
+"""ConfigMap (key ca.crt) the operator writes in each job's namespace: the CA bundle sidecars trust."""
+CA_VOLUME = "carbontrack-ca"
+CA_DIR = "/var/run/carbontrack/ca"
 SIDECAR_PORT = 9477
 HEALTH_PORT = 9478
 LABEL_JOB = "carbontrack.io/job"
@@ -80,6 +84,10 @@ def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> 
     }
 
 
+def uses_tls(config: OperatorConfig) -> bool:
+    return config.operator_url.startswith("https://")
+
+
 def inject(template: dict[str, Any], job_name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
     """The user's pod template with the sidecar, the client env and the token volume added."""
     out = copy.deepcopy(template)
@@ -90,13 +98,24 @@ def inject(template: dict[str, Any], job_name: str, namespace: str, config: Oper
     names = {c.get("name") for c in spec.get("containers", []) + spec.get("initContainers", [])}
     if SIDECAR_NAME in names:
         raise InjectionError(f"the pod template already has a container named {SIDECAR_NAME!r}")
-    if TOKEN_VOLUME in {v.get("name") for v in spec.get("volumes", [])}:
-        raise InjectionError(f"the pod template already has a volume named {TOKEN_VOLUME!r}")
+    for volume in (TOKEN_VOLUME, CA_VOLUME):
+        if volume in {v.get("name") for v in spec.get("volumes", [])}:
+            raise InjectionError(f"the pod template already has a volume named {volume!r}")
     if not spec.get("containers"):
         raise InjectionError("the pod template has no containers")
     meta.setdefault("labels", {}).update({LABEL_JOB: job_name, LABEL_MANAGED: "true"})
     meta.setdefault("annotations", {})[INJECTED_ANNOTATION] = "true"
-    spec["initContainers"] = [sidecar_container(job_name, namespace, config), *spec.get("initContainers", [])]
+    sidecar = sidecar_container(job_name, namespace, config)
+    if uses_tls(config):  # the sidecar verifies the operator's certificate against the published CA
+        sidecar["env"].append(_env("CARBONTRACK_CA_FILE", f"{CA_DIR}/ca.crt"))
+        sidecar["volumeMounts"].append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
+        spec.setdefault("volumes", []).append(
+            {
+                "name": CA_VOLUME,
+                "configMap": {"name": CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+        )
+    spec["initContainers"] = [sidecar, *spec.get("initContainers", [])]
     for container in spec["containers"]:
         env = container.setdefault("env", [])
         if not any(e.get("name") == "CARBONTRACK_SIDECAR_ADDR" for e in env):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 
 from aiohttp import ClientError, web
@@ -50,6 +51,24 @@ def _defer(reason: str, message: str) -> web.Response:
     return response
 
 
+class _Site(web.TCPSite):
+    """aiohttp's TCPSite, with a TLS handshake bounded like the headers (asyncio's default is 60 s,
+    during which a client that never finishes its handshake would hold a connection)."""
+
+    handshake_timeout_s = 10.0
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            return await super().start()
+        self._runner._reg_site(self)
+        assert self._runner.server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=self.handshake_timeout_s,
+        )  # fmt: skip
+        return None
+
+
 class TelemetryServer:
     def __init__(
         self, registry: Registry, auth: Authenticator, max_body_bytes: int, client_timeout_s: float = 10.0
@@ -67,7 +86,8 @@ class TelemetryServer:
         self.app.router.add_get("/readyz", self.readyz)
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen; with `ssl_context`, HTTPS (its certificate can be reloaded in place: controller.tls)."""
         # aiohttp closes a connection whose request headers are not complete by the keep-alive deadline,
         # counted from the connection's start or its previous response, however slowly bytes trickle in;
         # after a refusal it reads ("lingers" on) an unread body for at most a second, not aiohttp's 10
@@ -75,9 +95,11 @@ class TelemetryServer:
             self.app, access_log=None, keepalive_timeout=self.client_timeout_s, lingering_time=1.0
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        site = _Site(self._runner, host, port, ssl_context=ssl_context)
+        site.handshake_timeout_s = self.client_timeout_s
+        await site.start()
         self.ready = True
-        log.info("telemetry server listening", extra={"port": port})
+        log.info("telemetry server listening", extra={"port": port, "tls": ssl_context is not None})
 
     async def stop(self) -> None:
         self.ready = False

@@ -118,3 +118,30 @@ def test_plain_http_is_an_explicit_opt_out() -> None:
     assert OperatorConfig.from_env({}).telemetry_plaintext is False
     plain = OperatorConfig.from_env({"CARBONTRACK_TELEMETRY_PLAINTEXT": "true"})
     assert plain.telemetry_plaintext and plain.operator_url.startswith("http://")
+
+
+def test_the_serving_certificate_is_renewed_in_memory_while_the_apiserver_is_away() -> None:
+    """A short-lived certificate must not expire because the Secret cannot be read for a while."""
+    import asyncio
+
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from carbontrack.controller.tls import TlsManager
+
+    class Away:
+        async def read_namespaced_secret(self, name: str, namespace: str) -> None:
+            raise ApiException(status=503, reason="apiserver away")
+
+    manager = TlsManager.__new__(TlsManager)
+    manager.__dict__.update(
+        core=Away(), namespace="ns", secret="s", names=NAMES, external=False, configmap="c",
+        lifetimes=Lifetimes(serving=90 * DAY), material=None, context=None, _published={}, task=None,
+    )  # fmt: skip
+    manager._dir = Path(__import__("tempfile").mkdtemp())
+    manager.material = renew(None, NAMES, T0)
+    manager._load(manager.material)
+    before = serial(manager.material)
+    assert asyncio.run(manager.refresh(T0 + 61 * DAY)) is True  # due: renewed from the CA in memory
+    assert serial(manager.material) != before and serving_is_good(manager.material, NAMES, T0 + 61 * DAY)
+    with pytest.raises(ApiException):  # nothing due: the failure is reported, the certificate kept
+        asyncio.run(manager.refresh(T0 + 62 * DAY))

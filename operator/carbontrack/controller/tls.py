@@ -263,7 +263,20 @@ class TlsManager:
     async def refresh(self, now: dt.datetime | None = None) -> bool:
         """Bring the Secret and the SSL context up to date; True when the serving certificate changed."""
         now = now or dt.datetime.now(dt.UTC)
-        current, version = await self._read()
+        try:
+            current, version = await self._read()
+        except Exception:
+            if self.external or self.material is None:
+                raise
+            # the apiserver is away: renew from the CA held in memory rather than let the serving
+            # certificate expire; the Secret is brought up to date once it can be read again
+            local = renew(self.material, self.names, now, self.lifetimes)
+            if local is self.material:
+                raise
+            self._load(local)
+            self.material = local
+            log.warning("telemetry certificate renewed in memory; the Secret could not be read")
+            return True
         if self.external:
             if current is None:
                 raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")

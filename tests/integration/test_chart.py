@@ -233,7 +233,7 @@ def test_the_operator_may_read_exactly_the_job_secrets_jobs_may_name(
             "apply", "--server-side", "-n", namespace, "-f", "-", input=manifests, check=False
         )
         assert result.returncode == 0, result.stderr
-        sa = f"system:serviceaccount:{namespace}:{release}"
+        sa = f"system:serviceaccount:{namespace}:{release}-carbontrack"  # the release's full name
         jobs_ns = f"{namespace}-jobs"
         cluster.kubectl("create", "namespace", jobs_ns)
 
@@ -293,8 +293,11 @@ def test_deploy_is_a_documented_two_step_on_a_fresh_cluster(crd_installed: Contr
             args = ["apply", "--server-side", "--force-conflicts", "-f", "-", *([mode] if mode else [])]
             second = cluster.kubectl(*args, input=rest, check=False)
             assert second.returncode == 0, f"{mode}: {second.stderr}"
-    finally:
-        cluster.kubectl("delete", "-f", "-", "--wait=false", input=rest, check=False)
+    finally:  # everything but the CRDs, which the session's other tests use
+        objects = "\n---\n".join(
+            d for d in rest.split("\n---\n") if "kind: CustomResourceDefinition" not in d
+        )
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=objects, check=False)
         cluster.kubectl("delete", "namespace", fresh, "--wait=false", check=False)
 
 

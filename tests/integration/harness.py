@@ -219,7 +219,8 @@ def published_ca(cluster: ControlPlane, namespace: str, tmp: Path) -> Path:
 def start_sidecar(
     tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
 ) -> Sidecar:
-    ca = {"CARBONTRACK_CA_FILE": str(published_ca(cluster, ns, tmp))} if op.tls else {}
+    tls = getattr(op, "tls", False)  # a ReadyService (test_peering) stands in plain HTTP before the replicas
+    ca = {"CARBONTRACK_CA_FILE": str(published_ca(cluster, ns, tmp))} if tls else {}
     return Sidecar(
         tmp, op.url, token=pod_token(cluster, ns, pod, uid),
         CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid, **ca,

@@ -220,6 +220,7 @@ def main() -> int:
         # the chart's ServiceAccount with its ClusterRole, so the audit log tells its requests apart
         op = Operator(
             cp, work / "operator.log", CARBONTRACK_STATUS_INTERVAL_S="10", CARBONTRACK_JUDGE_INTERVAL_S="10",
+            CARBONTRACK_TELEMETRY_PLAINTEXT="true",  # the load generator speaks plain HTTP, as first measured
             KUBECONFIG=str(chart_identity(cp)),
         )  # fmt: skip
         op.start()

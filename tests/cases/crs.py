@@ -114,4 +114,25 @@ MALFORMED: list[Malformed] = [
         _with("gates.thresholds", {"maxThroughputDecrease": 1.5}),
         "spec.gates.thresholds.maxThroughputDecrease",
     ),
+    # the pod template is a real PodTemplateSpec: typos a plain Job refuses are refused here too (they
+    # once vanished, and the Job ran without GPUs and without its node selector)
+    Malformed(
+        "template-resource-typo",
+        _with("template.spec.containers", [{"name": "t", "resource": {"limits": {"nvidia.com/gpu": 1}}}]),
+        "spec.template.spec.containers[0].resource",
+    ),
+    Malformed(
+        "template-node-selector-typo",
+        _with("template.spec.nodeSelecter", {"gpu": "h100"}),
+        "spec.template.spec.nodeSelecter",
+    ),
+    Malformed(
+        "template-gpu-count-not-a-quantity",
+        _with("template.spec.containers", [{"name": "t", "resources": {"limits": {"nvidia.com/gpu": True}}}]),
+        "spec.template.spec.containers[0].resources.limits.nvidia.com/gpu",
+    ),
+    Malformed("template-container-without-name", _with("template.spec.containers", [{"image": "i"}]), "name"),
+    Malformed(
+        "template-image-not-a-string", _with("template.spec.containers", [{"name": "t", "image": 5}]), "image"
+    ),
 ]

@@ -71,6 +71,10 @@ def _go(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> 
     subprocess.run(["go", *args], cwd=cwd, env=env, check=True)
 
 
+HELM_STAMP = "helm.kube-default"
+"""Written beside helm once it is built with the pinned Kubernetes as its default (see build)."""
+
+
 def binaries_present() -> bool:
     names = [*KUBE_PROGRAMS, "kube", "kwok", "helm"]
     return all((BIN / n).exists() for n in names)
@@ -102,14 +106,25 @@ def build() -> Path:
         ("kwok", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}"),
         ("helm", f"helm.sh/helm/v3/cmd/helm@{HELM}"),
     ):
-        if (BIN / name).exists():
+        # a helm built before it knew its Kubernetes (no stamp) is rebuilt once, and replaced atomically
+        if (BIN / name).exists() and (name != "helm" or (BIN / HELM_STAMP).exists()):
             continue
         with tempfile.TemporaryDirectory() as gobin:
             ldflags = "-s -w"
             if name == "helm":
+                # as helm's own Makefile does for its release binaries: the Kubernetes version that
+                # `helm template` assumes without a cluster (else v1.20, and kubeVersion >= 1.30 fails)
+                minor = KUBERNETES.split(".")[1]
                 ldflags += f" -X helm.sh/helm/v3/internal/version.version={HELM}"
+                ldflags += " -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
+                ldflags += f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}"
+                ldflags += " -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1"
+                ldflags += f" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={minor}"
             _go(["install", "-ldflags", ldflags, module], cwd=Path(gobin), extra_env={"GOBIN": gobin})
-            shutil.move(str(Path(gobin) / name), BIN / name)
+            shutil.move(str(Path(gobin) / name), BIN / f"{name}.partial")
+            (BIN / f"{name}.partial").rename(BIN / name)  # atomic: a concurrent reader sees old or new
+            if name == "helm":
+                (BIN / HELM_STAMP).write_text(f"helm {HELM} defaults to Kubernetes {KUBERNETES}\n")
     return BIN
 
 

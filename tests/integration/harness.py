@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from carbontrack.controller.jobbuilder import CA_CONFIGMAP
 from carbontrack.intensity.static import lookup
 from tests.cases.crs import TEMPLATE
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.sidecars import Sidecar, free_port
 
 PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
+TLS_NAMESPACE = "carbontrack-system"
+_UNVERIFIED = ssl._create_unverified_context()  # only to see the operator come up, before its CA is known
+TRUSTED = Path(tempfile.mkdtemp(prefix="carbontrack-ca-")) / "trusted.pem"
+
+
+def trust(ca_pem: bytes) -> None:
+    """Add a CA bundle to the one this process (and its children) verify HTTPS servers with."""
+    have = TRUSTED.read_bytes() if TRUSTED.exists() else b""
+    if ca_pem not in have:
+        TRUSTED.write_bytes(have + ca_pem)
+    os.environ["SSL_CERT_FILE"] = str(TRUSTED)
 
 
 class Operator:
@@ -30,7 +45,9 @@ class Operator:
         self.standby = standby
         self.extra_env = env
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = env.get("CARBONTRACK_TELEMETRY_PLAINTEXT") != "true"
+        # sidecars verify the name in the URL, as they verify the Service's DNS name in a cluster
+        self.url = f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
         self.logs = logs
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -44,8 +61,15 @@ class Operator:
             "CARBONTRACK_SIDECAR_BACKEND": "simulated",
             "CARBONTRACK_JUDGE_INTERVAL_S": "1",
             "CARBONTRACK_CLIENT_TIMEOUT_S": "3",
+            "CARBONTRACK_TLS_SERVER_NAMES": "localhost,127.0.0.1",
+            # the serving certificate lives 12 s and is renewed every ~9 s: every test runs across
+            # rotations (test_telemetry_rotation counts them)
+            "CARBONTRACK_TLS_SERVING_DAYS": str(12 / 86400),
+            "CARBONTRACK_TLS_CHECK_S": "1",
             **self.extra_env,
         }
+        if self.tls:  # the operator keeps its certificate in a Secret of its namespace
+            self.cluster.kubectl("create", "namespace", TLS_NAMESPACE, check=False)
         out = self.logs.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "carbontrack.cli", "operator", *self.args],
@@ -57,12 +81,22 @@ class Operator:
         while time.monotonic() < deadline:
             try:
                 probe = "/healthz" if self.standby else "/readyz"
-                with urllib.request.urlopen(self.url + probe, timeout=1):
+                with urllib.request.urlopen(self.url + probe, timeout=1, context=_UNVERIFIED):
+                    self.trust_ca()
                     return
             except OSError:
                 assert self.proc.poll() is None, self.logs.read_text()[-3000:]
                 time.sleep(0.2)
         raise TimeoutError("operator not ready")
+
+    def trust_ca(self) -> None:
+        """Trust the CA the operator put in its Secret, for every HTTPS request of this test process
+        (SSL_CERT_FILE) and for sidecars started without an explicit CA file."""
+        if not self.tls:
+            return
+        jsonpath = "jsonpath={.data.ca\\.crt}"
+        out = self.cluster.kubectl("get", "secret", "carbontrack-tls", "-n", TLS_NAMESPACE, "-o", jsonpath)
+        trust(base64.b64decode(out.stdout))
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -194,12 +228,27 @@ def wait_for_energy(
     )
 
 
+def published_ca(cluster: ControlPlane, namespace: str, tmp: Path) -> Path:
+    """The CA bundle the operator published in `namespace`, as the pod's ConfigMap volume holds it."""
+    jsonpath = "jsonpath={.data.ca\\.crt}"
+
+    def read() -> str | None:
+        out = cluster.kubectl("get", "configmap", CA_CONFIGMAP, "-n", namespace, "-o", jsonpath, check=False)
+        return out.stdout if out.returncode == 0 and out.stdout.strip() else None
+
+    path = tmp / f"ca-{namespace}.crt"
+    path.write_text(wait(read, what=f"the CA ConfigMap in {namespace}"))
+    return path
+
+
 def start_sidecar(
     tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
 ) -> Sidecar:
+    tls = getattr(op, "tls", False)  # a ReadyService (test_peering) stands in plain HTTP before the replicas
+    ca = {"CARBONTRACK_CA_FILE": str(published_ca(cluster, ns, tmp))} if tls else {}
     return Sidecar(
         tmp, op.url, token=pod_token(cluster, ns, pod, uid),
-        CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid,
+        CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid, **ca,
     )  # fmt: skip
 
 

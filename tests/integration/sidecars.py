@@ -57,6 +57,8 @@ class Sidecar:
             "CARBONTRACK_INTERVAL_S": "0.2",
             "CARBONTRACK_MAX_BACKOFF_S": "1",
             "CARBONTRACK_TOKEN_FILE": str(token_file),
+            # an https operator: the CA bundle the test trusts (harness.trust), unless env names one
+            "CARBONTRACK_CA_FILE": os.environ.get("SSL_CERT_FILE", ""),
             **env,
         }
         self.proc = subprocess.Popen(

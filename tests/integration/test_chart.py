@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,18 @@ ALL_ON = [
     "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
     "--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
 ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def no_lingering_admission_policies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A release's ValidatingAdmissionPolicy is cluster-scoped and outlives the test's namespace: removed
+    after each test, so it cannot refuse other tests' jobs (an empty carbon.jobSecretNames refuses every
+    job that names a Secret)."""
+    yield
+    if "cluster" in request.fixturenames or "crd_installed" in request.fixturenames:
+        cluster: ControlPlane = request.getfixturevalue("cluster")
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            cluster.kubectl("delete", kind, "-l", "app.kubernetes.io/name=carbontrack", check=False)
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -163,3 +176,140 @@ def test_sidecar_injected_pods_are_accepted_under_restricted_pod_security(
     assert pods, cluster.kubectl("get", "events", "-n", namespace).stdout
     init = pods[0]["spec"]["initContainers"][0]
     assert init["name"] == "carbontrack-sidecar" and init["securityContext"]["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize(
+    ("typo", "key"),
+    [
+        ("replicaCont=2", "replicaCont"),
+        ("carbon.defaultzone=DE", "defaultzone"),
+        ("sidecar.resources.gpu=1", "gpu"),
+        ("serviceMonitor.enable=true", "enable"),
+        ("image.reposiotry=x", "reposiotry"),
+    ],
+)
+def test_values_schema_refuses_unknown_keys(typo: str, key: str) -> None:
+    """additionalProperties: false throughout: a misspelt value fails the render, naming the key."""
+    result = helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", typo)
+    assert result.returncode != 0, f"{typo} rendered silently"
+    assert key in result.stderr, result.stderr
+
+
+def test_every_documented_value_is_in_the_schema() -> None:
+    """The defaults themselves pass the closed schema, and so do the options users set."""
+    extra = ["--set", "serviceAccount.annotations.a=b,service.annotations.a=b,podAnnotations.a=b",
+             "--set", "nodeSelector.gpu=none,carbon.jobSecretNames={em-key}"]  # fmt: skip
+    result = helm("template", "x", str(CHART), "--kube-version", "1.36.3", *ALL_ON, *extra)
+    assert result.returncode == 0, result.stderr
+
+
+def test_plain_helm_template_works_and_kube_version_still_means_something() -> None:
+    """`helm template` as a user runs it, with no --kube-version: the project's helm assumes the
+    pinned Kubernetes (it once assumed 1.20 and the chart's kubeVersion failed the render)."""
+    plain = helm("template", "x", str(CHART))
+    assert plain.returncode == 0, plain.stderr
+    old = helm("template", "x", str(CHART), "--kube-version", "1.29.0")
+    assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
+
+
+def test_a_single_replica_is_replaced_not_rolled() -> None:
+    """Without peering, a rolling update would briefly run two operators reconciling the same jobs."""
+    single = render("--set", "replicaCount=1", include_crds=False)
+    assert "strategy: {type: Recreate}" in single
+    assert "Recreate" not in render("--set", "replicaCount=2", include_crds=False)
+
+
+def test_the_operator_may_read_exactly_the_job_secrets_jobs_may_name(
+    crd_installed: ControlPlane, namespace: str
+) -> None:
+    """RBAC and an admission policy from one value: a job's own provider key, in its namespace, by name."""
+    cluster = crd_installed
+    release = f"ct-{namespace}"
+    only = [f"--show-only=templates/{t}.yaml" for t in ("serviceaccount", "rbac", "admissionpolicy")]
+    values = ("--set", "carbon.jobSecretNames={em-key}")
+    manifests = render("--namespace", namespace, *values, *only, include_crds=False, release=release)
+    try:
+        result = cluster.kubectl(
+            "apply", "--server-side", "-n", namespace, "-f", "-", input=manifests, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        sa = f"system:serviceaccount:{namespace}:{release}-carbontrack"  # the release's full name
+        jobs_ns = f"{namespace}-jobs"
+        cluster.kubectl("create", "namespace", jobs_ns)
+
+        def can(what: str) -> str:
+            out = cluster.kubectl("auth", "can-i", "get", what, "-n", jobs_ns, "--as", sa, check=False)
+            return out.stdout.strip()
+
+        assert can("secret/em-key") == "yes" and can("secret/other") == "no" and can("secrets") == "no"
+
+        def ctj(name: str, secret: str) -> str:
+            intensity = {"provider": "electricitymaps", "secretName": secret}
+            spec = {"replicas": 1, "totalSteps": 10, "template": TEMPLATE, "suspend": True,
+                    "carbon": {"intensity": intensity}}  # fmt: skip
+            obj = {"apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob",
+                   "metadata": {"name": name}, "spec": spec}  # fmt: skip
+            out = cluster.kubectl("apply", "-n", jobs_ns, "-f", "-", input=json.dumps(obj), check=False)
+            return "" if out.returncode == 0 else out.stderr
+
+        def policy_ready() -> bool:
+            return "must be one of em-key" in ctj("probe", "other")
+
+        wait(policy_ready, what="the admission policy in force")
+        assert ctj("mine", "em-key") == ""
+        refused = ctj("theirs", "operator-tls")
+        assert "spec.carbon.intensity.secretName must be one of em-key" in refused, refused
+    finally:  # cluster-scoped: the namespace's deletion would leave them refusing other tests' jobs
+        for kind in (
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+            "clusterrolebinding",
+            "clusterrole",
+        ):
+            cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={release}", check=False)
+        cluster.kubectl("delete", "namespace", f"{namespace}-jobs", "--wait=false", check=False)
+
+
+def test_deploy_is_a_documented_two_step_on_a_fresh_cluster(crd_installed: ControlPlane) -> None:
+    """`kubectl apply -k deploy/` needs its namespace first: a server dry run cannot create it. The README's
+    two steps (namespace.yaml, then the kustomization) pass a server dry run on a namespace that does not
+    exist yet (a fresh name stands in for a fresh cluster)."""
+    cluster = crd_installed
+    fresh = f"fresh-{int(time.time() * 1000) % 10**8}"
+    built = cluster.kubectl("kustomize", str(ROOT / "deploy")).stdout.replace("carbontrack-system", fresh)
+    docs = built.split("\n---\n")
+    namespace_doc = next(d for d in docs if "kind: Namespace" in d)
+    rest = "\n---\n".join(d for d in docs if "kind: Namespace" not in d)
+    # cluster-scoped names are per release; keep them from clashing with the other chart tests
+    rest = rest.replace("name: carbontrack\n", f"name: {fresh}\n")
+    one_step = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", input=rest, check=False
+    )
+    assert one_step.returncode != 0 and "not found" in one_step.stderr  # why the README says two steps
+    try:
+        first = cluster.kubectl("apply", "-f", "-", input=namespace_doc, check=False)
+        assert first.returncode == 0, first.stderr
+        for mode in ("--dry-run=server", None):
+            args = ["apply", "--server-side", "--force-conflicts", "-f", "-", *([mode] if mode else [])]
+            second = cluster.kubectl(*args, input=rest, check=False)
+            assert second.returncode == 0, f"{mode}: {second.stderr}"
+    finally:  # everything but the CRDs, which the session's other tests use
+        objects = "\n---\n".join(
+            d for d in rest.split("\n---\n") if "kind: CustomResourceDefinition" not in d
+        )
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input=objects, check=False)
+        cluster.kubectl("delete", "namespace", fresh, "--wait=false", check=False)
+
+
+def test_tls_is_on_by_default_with_cert_manager_behind_one_switch() -> None:
+    default = render(include_crds=False)
+    assert 'value: "https://carbontrack.carbontrack-system.svc:8443"' in default
+    assert "scheme: HTTPS" in default and "CARBONTRACK_TELEMETRY_PLAINTEXT" not in default
+    assert 'value: "self-signed"' in default and "cert-manager.io" not in default
+    managed = render("--set", "tls.certManager.enabled=true", include_crds=False)
+    assert managed.count("kind: Certificate\n") == 2 and managed.count("kind: Issuer\n") == 2
+    assert "secretName: carbontrack-tls" in managed and 'value: "external"' in managed
+    assert "- carbontrack.carbontrack-system.svc\n" in managed
+    plain = render("--set", "tls.enabled=false", include_crds=False)
+    assert 'value: "http://carbontrack.carbontrack-system.svc:8443"' in plain
+    assert '{name: CARBONTRACK_TELEMETRY_PLAINTEXT, value: "true"}' in plain and "scheme: HTTP}" in plain

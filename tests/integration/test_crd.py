@@ -8,7 +8,7 @@ import pytest
 
 from tests.cases.crs import MALFORMED, Malformed, manifest, ungated, valid_spec
 from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import apply
+from tests.integration.conftest import ROOT, apply
 
 
 def test_valid_job_is_stored_with_defaults(crd_installed: ControlPlane, namespace: str) -> None:
@@ -72,3 +72,42 @@ def test_a_job_without_gates_is_stored_when_allowed_or_not_production(
 ) -> None:
     result = apply(crd_installed, namespace, manifest(f"ungated-{context}", ungated(context, extra)))
     assert result.returncode == 0, result.stderr
+
+
+def test_kubectl_explain_shows_the_pod_template(crd_installed: ControlPlane) -> None:
+    out = crd_installed.kubectl("explain", "ctj.spec.template.spec.containers.resources").stdout
+    assert "limits" in out and "requests" in out, out
+    out = crd_installed.kubectl("explain", "ctj.spec.template.spec.nodeSelector").stdout
+    assert "map[string]string" in out, out
+
+
+def test_the_crd_fits_a_client_side_apply(crd_installed: ControlPlane) -> None:
+    """With the pod template's schema the CRD is large: it must still fit kubectl apply's
+    last-applied-configuration annotation (256 KiB), which `kubectl apply -f crds/` writes."""
+    crd = ROOT / "crds" / "carbontrackedjobs.carbontrack.io.yaml"
+    result = crd_installed.kubectl("apply", "--dry-run=server", "-f", str(crd), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_pod_template_with_every_common_field_is_stored_verbatim(
+    crd_installed: ControlPlane, namespace: str
+) -> None:
+    template = {
+        "metadata": {"labels": {"team": "ml"}, "annotations": {"note": "x"}},
+        "spec": {
+            "restartPolicy": "Never", "nodeSelector": {"gpu": "h100"}, "priorityClassName": "high",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}],
+            "containers": [{
+                "name": "trainer", "image": "i", "command": ["python", "train.py"],
+                "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 29500}],
+                "resources": {"limits": {"nvidia.com/gpu": 8, "cpu": "8", "memory": "64Gi"}},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                "readinessProbe": {"tcpSocket": {"port": 29500}},
+            }],
+        },
+    }  # fmt: skip
+    result = apply(crd_installed, namespace, manifest("full-template", valid_spec(template=template)))
+    assert result.returncode == 0, result.stderr
+    got = crd_installed.kubectl("get", "ctj", "full-template", "-n", namespace, "-o", "json").stdout
+    assert json.loads(got)["spec"]["template"] == template

@@ -7,6 +7,7 @@ these tests are skipped with that reason.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -50,6 +51,12 @@ def prometheus(operator: Operator, tmp_path: Path) -> Iterator[str]:
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: carbontrack\n    static_configs: [{{targets: ['127.0.0.1:{operator.port}']}}]\n"
+        + (  # the operator serves HTTPS: scrape as a ServiceMonitor would, verifying its CA and name
+            "    scheme: https\n"
+            f"    tls_config: {{ca_file: '{os.environ['SSL_CERT_FILE']}', server_name: localhost}}\n"
+            if operator.tls
+            else ""
+        )
     )
     proc = subprocess.Popen(
         ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

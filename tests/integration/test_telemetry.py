@@ -12,11 +12,14 @@ import json
 import re
 import select
 import socket
+import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from carbontrack.core.emissions import emissions_g
 from tests.integration.conftest import apply
@@ -29,6 +32,7 @@ from tests.integration.harness import (
     pod_token,
     post,
     post_batch,
+    published_ca,
     running_pods,
     start_sidecar,
     status,
@@ -163,11 +167,24 @@ def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operat
     found = re.search(r'rejected_total\{reason="slow-client"\} ([0-9.]+)', operator.metrics())
     before = float(found.group(1)) if found else 0.0
     host, port = "127.0.0.1", operator.port
+    tls = ssl.create_default_context()  # the operator's CA (harness.trust): slow clients speak TLS too
+
+    opened_at: dict[socket.socket, float] = {}
+
+    def connect() -> socket.socket:
+        """A connection (over TLS, the handshake done: 200 handshakes take seconds on a busy machine, so
+        each connection's cut-off is timed from its own start)."""
+        start = time.monotonic()
+        raw = socket.create_connection((host, port))
+        sock = tls.wrap_socket(raw, server_hostname="localhost") if operator.tls else raw
+        opened_at[sock] = start
+        return sock
+
     started = time.monotonic()
-    slow_headers = [socket.create_connection((host, port)) for _ in range(150)]
+    slow_headers = [connect() for _ in range(150)]
     for sock in slow_headers:
         sock.sendall(b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nX-Trickle: ")
-    slow_bodies = [socket.create_connection((host, port)) for _ in range(50)]
+    slow_bodies = [connect() for _ in range(50)]
     for sock in slow_bodies:
         sock.sendall(
             b"POST /v1/telemetry HTTP/1.1\r\nHost: operator\r\nContent-Type: application/json\r\n"
@@ -196,7 +213,7 @@ def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operat
                     chunk = b""
                 open_[sock] += chunk
                 if not chunk:
-                    closed_after.append(time.monotonic() - started)
+                    closed_after.append(time.monotonic() - opened_at[sock])
                     replies.append(open_[sock])
                     sock.close()
                     del open_[sock]
@@ -309,3 +326,136 @@ def test_a_misspelt_zone_is_a_warning_and_a_condition_naming_the_figure_used(
     )
     assert code == 200, text
     wait(lambda: (c := zone_condition()) and c["status"] == "True", what="ZoneResolved=True after the fix")
+
+
+def test_hostile_bodies_get_a_counted_400_never_a_5xx(operator: Operator, namespace: str) -> None:
+    """Deep nesting, huge numbers, duplicate keys, invalid UTF-8 and lax types, with a valid pod token."""
+    from tests.cases.bodies import hostile
+
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("hostile", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "hostile", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+    good = {
+        "version": 1, "job": {"namespace": namespace, "name": "hostile"},
+        "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": 1, "sentAt": time.time(),
+        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 5.0}],
+    }  # fmt: skip
+    assert post(operator.url, token, good)[0] == 200
+    counter = re.compile(r'carbontrack_telemetry_rejected_total\{reason="([a-z-]+)"\} ([0-9.]+)')
+
+    def counted() -> dict[str, float]:
+        found = counter.findall(operator.metrics())
+        return {reason: float(value) for reason, value in found}
+
+    log_before, before = operator.logs.read_text(), counted()
+    cases = hostile({**good, "seq": 2})
+    for name, body, _ in cases:
+        code, answer = post(operator.url, token, body)
+        assert code == 400, (name, code, answer)
+        assert json.loads(answer)["accepted"] is False, name
+    new_log = operator.logs.read_text()[len(log_before) :]
+    assert "Traceback" not in new_log and "handler failed" not in new_log, new_log[-3000:]
+    after = counted()
+    for reason in {r for _, _, r in cases}:
+        expected = before.get(reason, 0) + sum(r == reason for _, _, r in cases)
+        assert after[reason] == expected, reason
+    assert after.get("internal", 0) == before.get("internal", 0)
+    grown = {**good, "seq": 3, "gpus": [{"index": 0, "energyJoules": 6.0}]}
+    assert post(operator.url, token, grown)[0] == 200
+    wait(lambda: status(cluster, namespace, "hostile").get("energyJoules") == 6.0, what="only good batches")
+
+
+def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: str) -> None:
+    """The attacks of issue 12, with the pod's own token: 1e14 J under a fresh boot id, and a sentAt
+    far in the future to make a jump look slow. Both are refused (422), counted by reason, shown in
+    status.telemetry.refused, and change no total."""
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("inject", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "inject", 1)
+    token = pod_token(cluster, namespace, pod, uid)
+
+    def batch(boot: str, seq: int, joules: float, sent_at: float) -> dict[str, Any]:
+        return {
+            "version": 1, "job": {"namespace": namespace, "name": "inject"},
+            "pod": {"namespace": namespace, "name": pod}, "bootId": boot, "seq": seq, "sentAt": sent_at,
+            "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
+        }  # fmt: skip
+
+    now = time.time()
+    assert post(operator.url, token, batch("b1", 1, 5.0, now))[0] == 200
+    code, answer = post(operator.url, token, batch("fresh", 1, 1e14, now))
+    assert code == 422 and "since it started" in answer, answer
+    # 20 kJ is within what 1 GPU may have drawn since the pod started, but not in the second since the
+    # previous batch arrived; a sentAt 30 years ahead used to stretch that second
+    code, answer = post(operator.url, token, batch("b1", 2, 20_005.0, now + 1e9))
+    assert code == 422 and "since the previous batch arrived" in answer, answer
+    assert post(operator.url, token, batch("b1", 3, 1e13, now + 1e9))[0] == 422
+    assert post(operator.url, token, batch("b1", 4, 6.0, now))[0] == 200
+
+    def refused() -> dict[str, Any] | None:
+        s = status(cluster, namespace, "inject")
+        return s if s.get("telemetry", {}).get("refused", {}).get("absurd") == 2 else None
+
+    st = wait(refused, what="refusals in status")
+    assert st["energyJoules"] == 6.0
+    assert st["telemetry"]["refused"] == {"backwards": 0, "absurd": 2, "implausible": 1}
+    assert [s["bootId"] for s in st["telemetry"]["sources"]] == ["b1"]
+    received = st["telemetry"]["sources"][0]["receivedAt"]
+    assert abs(received - time.time()) < 60  # the operator's clock, not the sentAt we sent
+    metrics = operator.metrics()
+    assert 'carbontrack_telemetry_rejected_total{reason="implausible"}' in metrics
+
+
+def test_telemetry_is_tls_verified_by_name_and_survives_rotation(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """HTTPS only; the sidecar trusts the CA the operator published in the job's namespace and checks the
+    server's name; the serving certificate rotates every ~9 s here and no batch is lost to it."""
+    import base64
+    import http.client
+
+    assert operator.tls and operator.url.startswith("https://localhost:")
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("tls", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "tls", 1)
+    job = json.loads(cluster.kubectl("get", "job", "tls", "-n", namespace, "-o", "json").stdout)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["carbontrack-ca"]["configMap"]["name"] == "carbontrack-ca"
+    secret = cluster.kubectl("get", "secret", "carbontrack-tls", "-n", "carbontrack-system", "-o",
+                             "jsonpath={.data.ca\\.crt}").stdout  # fmt: skip
+    ca_file = published_ca(cluster, namespace, tmp_path)
+    assert ca_file.read_bytes() == base64.b64decode(secret)
+
+    with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP is not served
+        urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=3)
+    trusting = ssl.create_default_context(cafile=str(ca_file))
+
+    def serving_serial(name: str = "localhost") -> int:
+        with (
+            socket.create_connection(("127.0.0.1", operator.port)) as raw,
+            trusting.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    with pytest.raises(ssl.SSLCertVerificationError):  # another name than the one in the URL
+        serving_serial("carbontrack.elsewhere.svc")
+
+    sc = start_sidecar(tmp_path, operator, cluster, namespace, "tls", pod, uid)
+    assert sc.env["CARBONTRACK_CA_FILE"] == str(ca_file)
+    trainer = sc.client()
+    serials = {serving_serial()}
+    deadline = time.monotonic() + 25
+    step = 0
+    while time.monotonic() < deadline or len(serials) < 3:
+        step += 1
+        trainer.step(step)
+        serials.add(serving_serial())
+        time.sleep(0.2)
+        assert time.monotonic() < deadline + 30, f"only {len(serials)} certificates seen"
+    log = sc.stop()
+    assert "not delivered" not in log and "refused" not in log, log[-2000:]
+    wait_for_energy(cluster, namespace, "tls", sc.final_energy(log))
+    assert len(serials) >= 3  # two rotations at least, while batches flowed every 0.2 s

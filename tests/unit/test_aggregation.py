@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
-from carbontrack.core.aggregation import JobAggregate, Verdict
+from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
 from carbontrack.core.emissions import emissions_g
 
 PUE, INTENSITY = 1.2, 381.0
+KW = {"pue": PUE, "intensity_g_per_kwh": INTENSITY}
 
 
 def batch(
@@ -38,6 +39,13 @@ def batch(
     )
 
 
+def fold(agg: JobAggregate, b: TelemetryBatch, *, pue: float, intensity_g_per_kwh: float) -> Applied:
+    """Apply as received when sent, from a pod started long ago holding the batch's GPUs: the rules that
+    do not trust the sender have their own tests below."""
+    receipt = Receipt(received_at=b.sent_at, pod_started_at=-1e9, gpus=max(len(b.gpus), 1))
+    return agg.apply(b, receipt, pue=pue, intensity_g_per_kwh=intensity_g_per_kwh)
+
+
 def test_emissions_formula() -> None:
     assert emissions_g(3_600_000, 1.0, 400) == 400.0
     assert emissions_g(1_800_000, 1.5, 200) == pytest.approx(150.0)
@@ -53,7 +61,7 @@ def test_duplicated_reordered_lost_and_replayed_batches_keep_the_total_exact() -
     deliveries += [stream[-1], other[-1]]  # the final ones arrive (last)
     agg = JobAggregate()
     for b in deliveries:
-        agg.apply(b, pue=PUE, intensity_g_per_kwh=INTENSITY)
+        fold(agg, b, pue=PUE, intensity_g_per_kwh=INTENSITY)
     assert agg.energy_j == 1000.0 + 500.0 + 700.0
     assert agg.emissions_g == pytest.approx(emissions_g(2200.0, PUE, INTENSITY), rel=1e-12)
     assert agg.global_step == 10
@@ -62,28 +70,28 @@ def test_duplicated_reordered_lost_and_replayed_batches_keep_the_total_exact() -
 def test_replay_is_a_duplicate_and_changes_nothing() -> None:
     agg = JobAggregate()
     first = batch("p0", "b1", 1, [10.0])
-    assert agg.apply(first, pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is Verdict.ACCEPTED
-    assert agg.apply(first, pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is Verdict.DUPLICATE
+    assert fold(agg, first, pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is Verdict.ACCEPTED
+    assert fold(agg, first, pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is Verdict.DUPLICATE
     assert agg.energy_j == 10.0
 
 
 def test_a_new_boot_adds_on_and_keeps_the_old_energy() -> None:
     agg = JobAggregate()
-    agg.apply(batch("p0", "boot-a", 5, [500.0]), pue=PUE, intensity_g_per_kwh=INTENSITY)
-    agg.apply(batch("p0", "boot-b", 1, [20.0]), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    fold(agg, batch("p0", "boot-a", 5, [500.0]), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    fold(agg, batch("p0", "boot-b", 1, [20.0]), pue=PUE, intensity_g_per_kwh=INTENSITY)
     assert agg.energy_j == 520.0
 
 
 def test_decreasing_counters_and_steps_are_refused() -> None:
     agg = JobAggregate()
-    agg.apply(batch("p0", "b", 1, [100.0], step=5), pue=PUE, intensity_g_per_kwh=INTENSITY)
-    assert agg.apply(batch("p0", "b", 2, [90.0], step=6), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
+    fold(agg, batch("p0", "b", 1, [100.0], step=5), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    assert fold(agg, batch("p0", "b", 2, [90.0], step=6), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
         Verdict.BACKWARDS
     )
-    assert agg.apply(
-        batch("p0", "b", 3, [110.0], step=4), pue=PUE, intensity_g_per_kwh=INTENSITY
+    assert fold(
+        agg, batch("p0", "b", 3, [110.0], step=4), pue=PUE, intensity_g_per_kwh=INTENSITY
     ).verdict is (Verdict.BACKWARDS)
-    assert agg.apply(batch("p0", "b", 4, [1e12], step=7), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
+    assert fold(agg, batch("p0", "b", 4, [1e12], step=7), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
         Verdict.ABSURD
     )
     assert agg.energy_j == 100.0
@@ -91,8 +99,8 @@ def test_decreasing_counters_and_steps_are_refused() -> None:
 
 def test_emissions_use_the_intensity_in_force_when_energy_arrived() -> None:
     agg = JobAggregate()
-    agg.apply(batch("p0", "b", 1, [3_600_000.0]), pue=1.0, intensity_g_per_kwh=100)
-    agg.apply(batch("p0", "b", 2, [7_200_000.0], sent_at=5000), pue=1.0, intensity_g_per_kwh=300)
+    fold(agg, batch("p0", "b", 1, [3_600_000.0]), pue=1.0, intensity_g_per_kwh=100)
+    fold(agg, batch("p0", "b", 2, [7_200_000.0], sent_at=5000), pue=1.0, intensity_g_per_kwh=300)
     assert agg.emissions_g == pytest.approx(400.0)  # 1 kWh at 100 + 1 kWh at 300, not 2 kWh at 300
 
 
@@ -101,8 +109,8 @@ def test_step_records_counted_once_and_projection() -> None:
     recs = [
         StepRecord(step=s, first_step=s - 1, energy_joules=10.0, duration_s=0.5, ended_at=1) for s in (1, 2)
     ]
-    agg.apply(batch("p0", "b", 1, [20.0], step=2, records=recs), pue=PUE, intensity_g_per_kwh=INTENSITY)
-    agg.apply(batch("p0", "b", 2, [20.0], step=2, records=recs), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    fold(agg, batch("p0", "b", 1, [20.0], step=2, records=recs), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    fold(agg, batch("p0", "b", 2, [20.0], step=2, records=recs), pue=PUE, intensity_g_per_kwh=INTENSITY)
     src = agg.sources[("p0", "b")]
     assert len(src.records) == 2 and src.joules_per_step() == 10.0 and src.steps_per_s() == 2.0
     proj = agg.projection(total_steps=102, pue=1.0, intensity_g_per_kwh=360)
@@ -128,7 +136,8 @@ def test_any_delivery_order_totals_the_newest_counters(events: list[tuple[str, s
     newest: dict[tuple[str, str], tuple[int, float]] = {}
     for pod, boot, seq, _ in events:
         joules = 10.0 * seq  # cumulative counter: a function of seq, so always monotone per source
-        agg.apply(
+        fold(
+            agg,
             batch(pod, boot, seq, [joules], sent_at=1000.0 + 100 * seq),
             pue=PUE,
             intensity_g_per_kwh=INTENSITY,
@@ -137,3 +146,54 @@ def test_any_delivery_order_totals_the_newest_counters(events: list[tuple[str, s
             newest[(pod, boot)] = (seq, joules)
     # out-of-order delivery can only make the *newest seen* count; any later lower seq is a duplicate
     assert agg.energy_j == pytest.approx(sum(j for _, j in newest.values()))
+
+
+def test_a_fresh_boot_id_cannot_inject_energy() -> None:
+    """The pod's sources together stay under its GPUs x 5 kW since it started (+5 s clock slack)."""
+    pod_up = Receipt(received_at=1010.0, pod_started_at=1000.0, gpus=1)  # 5000 W x (10 + 5) s = 75 kJ
+    assert pod_up.pod_ceiling_j == 75_000.0
+    agg = JobAggregate()
+    honest = fold(agg, batch("p0", "a", 1, [50_000.0]), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    assert honest.verdict is Verdict.ACCEPTED
+    attack = agg.apply(batch("p0", "evil", 1, [1e14]), pod_up, **KW)
+    assert attack.verdict is Verdict.IMPLAUSIBLE and "75000 J" in attack.message
+    # every boot id of the pod counts: 50 kJ + 25,000.01 J is over, 50 kJ + 25 kJ is not
+    over = agg.apply(batch("p0", "b", 1, [25_000.01]), pod_up, **KW)
+    assert over.verdict is Verdict.IMPLAUSIBLE
+    exact = agg.apply(batch("p0", "b", 2, [25_000.0]), pod_up, **KW)
+    assert exact.verdict is Verdict.ACCEPTED
+    assert agg.energy_j == 75_000.0 and agg.refused == {"implausible": 2}
+    # another pod has its own ceiling; more GPUs, a higher one
+    eight = Receipt(received_at=1010.0, pod_started_at=1000.0, gpus=8)
+    assert agg.apply(batch("p1", "a", 1, [600_000.0]), eight, **KW).verdict is Verdict.ACCEPTED
+
+
+def test_a_pod_not_yet_started_by_the_operators_clock_gets_only_the_slack() -> None:
+    early = Receipt(received_at=990.0, pod_started_at=1000.0, gpus=2)  # node clock 10 s ahead
+    assert early.pod_ceiling_j == 2 * 5000.0 * 5.0
+    agg = JobAggregate()
+    assert agg.apply(batch("p0", "a", 1, [50_000.0]), early, **KW).verdict is Verdict.ACCEPTED
+    assert agg.apply(batch("p0", "a", 2, [50_001.0]), early, **KW).verdict is Verdict.IMPLAUSIBLE
+
+
+def test_the_senders_clock_and_gpu_list_buy_nothing() -> None:
+    """Rate = growth / time between arrivals on the operator's clock, ceiling from the pod's GPUs."""
+    old_pod = -1e10  # the pod ceiling (5e13 J) is not what refuses here
+    agg = JobAggregate()
+    first = Receipt(received_at=1000.0, pod_started_at=old_pod, gpus=1)
+    assert agg.apply(batch("p0", "a", 1, [100.0]), first, **KW).verdict is Verdict.ACCEPTED
+    # sentAt a century ahead: the old check divided 1e13 J by that and found it plausible
+    future = batch("p0", "a", 2, [1e13], sent_at=1e11)
+    second = Receipt(received_at=1001.0, pod_started_at=old_pod, gpus=1)
+    refused = agg.apply(future, second, **KW)
+    assert refused.verdict is Verdict.ABSURD
+    # 64 GPUs listed, 1 held: 6 kJ in 1 s is over the one GPU's 5 kW
+    many = batch("p0", "a", 3, [100.0 + 6000.0 / 64] * 64)
+    assert agg.apply(many, second, **KW).verdict is Verdict.ABSURD
+    # two batches arriving together divide by 1 s, not 0; 4999 J is under 5 kW
+    ok = agg.apply(batch("p0", "a", 4, [5099.0]), second, **KW)
+    assert ok.verdict is Verdict.ACCEPTED
+    assert agg.energy_j == 5099.0 and agg.refused == {"absurd": 2}
+    src = agg.sources[("p0", "a")]
+    assert src.received_at == 1001.0 and src.power_w == 4999.0  # W over the operator's 1 s
+    assert agg.power_w(now=1031.0) == 4999.0 and agg.power_w(now=1031.5) == 0.0  # 30 s horizon, our clock

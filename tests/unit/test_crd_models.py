@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -51,7 +53,10 @@ def test_malformed_spec_is_refused_naming_the_field(case: Malformed) -> None:
 
 
 def test_schema_is_structural() -> None:
-    """Every node has a type, and nothing the apiserver refuses in a structural schema is left."""
+    """Every node has a type, and nothing the apiserver refuses in a structural schema is left.
+
+    The vendored pod template (Kubernetes' own schema) is checked by the structural rules themselves in
+    the next test: it needs the maps and int-or-strings that pydantic's models never produce."""
     version = crd_manifest()["spec"]["versions"][0]
     banned = {"$ref", "anyOf", "oneOf", "allOf", "additionalProperties", "title", "$defs"}
 
@@ -62,11 +67,72 @@ def test_schema_is_structural() -> None:
                 assert "type" in node, path
             for key, sub in node.get("properties", {}).items():
                 assert "type" in sub, f"{path}.{key}"
-                walk(sub, f"{path}.{key}")
+                if f"{path}.{key}" != ".spec.template":
+                    walk(sub, f"{path}.{key}")
             if "items" in node:
                 walk(node["items"], f"{path}[]")
 
     walk(version["schema"]["openAPIV3Schema"], "")
+
+
+def test_pod_template_schema_is_structural_and_complete() -> None:
+    """The structural-schema rules (Kubernetes' apiextensions), over the vendored PodTemplateSpec."""
+    version = crd_manifest()["spec"]["versions"][0]
+    template = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["template"]
+    banned = {"$ref", "anyOf", "oneOf", "allOf", "not", "title", "$defs", "default", "nullable"}
+    seen = 0
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        nonlocal seen
+        seen += 1
+        assert not banned & node.keys(), f"{path}: {banned & node.keys()}"
+        assert node.get("description", "x"), path
+        if node.get("x-kubernetes-int-or-string"):
+            assert "type" not in node, path
+            return
+        assert node.get("type") in ("object", "array", "string", "integer", "number", "boolean"), path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        for key in ("items", "additionalProperties"):
+            if key in node:
+                walk(node[key], f"{path}{'[]' if key == 'items' else '.*'}")
+
+    walk(template, "spec.template")
+    assert seen > 1000  # the whole PodSpec, not a stub
+    containers = template["properties"]["spec"]["properties"]["containers"]
+    assert containers["items"]["required"] == ["name"]
+    assert "nodeSelector" in template["properties"]["spec"]["properties"]
+    labels = template["properties"]["metadata"]["properties"]["labels"]
+    assert labels["additionalProperties"] == {"type": "string"}
+
+
+def test_vendored_pod_template_is_what_the_generator_makes() -> None:
+    """podtemplatespec.json is make_podtemplate's output for the pinned Kubernetes' OpenAPI document."""
+    from carbontrack.api import make_podtemplate
+    from carbontrack.api.podtemplate import pod_template_schema
+
+    source = make_podtemplate.default_input()
+    if not source.exists():
+        pytest.skip(f"{source} is not downloaded (make setup)")
+    generated = make_podtemplate.generate(json.loads(source.read_text()))
+    assert generated == pod_template_schema(), "run `python -m carbontrack.api.make_podtemplate`"
+
+
+def test_the_operator_accepts_what_the_apiserver_accepts_in_a_template() -> None:
+    """Maps, quantities as integers or strings, int-or-string ports, nulls: all fine."""
+    template = {
+        "metadata": {"labels": {"team": "ml"}, "annotations": {"a": "b"}},
+        "spec": {
+            "nodeSelector": {"gpu": "h100"},
+            "containers": [{
+                "name": "t", "image": "i", "ports": [{"containerPort": 80}],
+                "resources": {"limits": {"nvidia.com/gpu": 1, "cpu": "500m", "memory": "1Gi"}},
+                "livenessProbe": {"httpGet": {"port": "http", "path": "/"}}, "readinessProbe": None,
+            }],
+        },
+    }  # fmt: skip
+    assert CarbonTrackedJobSpec.model_validate(valid_spec(template=template)).template == template
 
 
 def test_printer_columns_tell_the_story() -> None:

@@ -8,7 +8,7 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.api.wire import DPParams, GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
 from carbontrack.controller import status as st
-from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.aggregation import JobAggregate, Receipt
 from carbontrack.core.evaluation import EpsilonQuery, Inputs, JobScale, epsilon_query, evaluate, job_outcome
 from carbontrack.core.gates import TestResults
 from carbontrack.core.privacy import epsilon
@@ -34,7 +34,8 @@ def batch(step: int, joules: float, method: str = "simulated", seq: int = 1) -> 
 
 def canary_aggregate(step: int = 12, method: str = "simulated") -> JobAggregate:
     agg = JobAggregate()
-    agg.apply(batch(step, 3600.0, method), pue=1.2, intensity_g_per_kwh=300.0)
+    receipt = Receipt(received_at=1000.0 + step, pod_started_at=0.0, gpus=1)
+    agg.apply(batch(step, 3600.0, method), receipt, pue=1.2, intensity_g_per_kwh=300.0)
     agg.evals = {"eval_accuracy": (step, 0.86)}
     agg.dp = DPParams(step=step, noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9)
     return agg

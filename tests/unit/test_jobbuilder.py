@@ -52,3 +52,19 @@ def test_job_is_indexed_elastic_and_owned() -> None:
     assert job["spec"]["parallelism"] == job["spec"]["completions"] == 2
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("CarbonTrackedJob", "uid-1", True)
+
+
+def test_an_https_operator_gets_its_ca_mounted_into_the_sidecar() -> None:
+    from carbontrack.controller.jobbuilder import CA_CONFIGMAP
+
+    tls = OperatorConfig(operator_url="https://carbontrack.carbontrack-system.svc:8443")
+    pod = inject(copy.deepcopy(TEMPLATE), "llama", "ml", tls)["spec"]
+    sidecar = pod["initContainers"][0]
+    assert {"name": "CARBONTRACK_CA_FILE", "value": "/var/run/carbontrack/ca/ca.crt"} in sidecar["env"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "carbontrack-ca")
+    assert volume["configMap"]["name"] == CA_CONFIGMAP and "optional" not in volume["configMap"]
+    assert any(m["name"] == "carbontrack-ca" for m in sidecar["volumeMounts"])
+    plain = inject(copy.deepcopy(TEMPLATE), "llama", "ml", OperatorConfig(operator_url="http://x:8443"))[
+        "spec"
+    ]
+    assert all(v["name"] != "carbontrack-ca" for v in plain["volumes"])

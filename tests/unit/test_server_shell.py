@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import AuthError, Identity
+from carbontrack.controller.podfacts import PodFacts
 from carbontrack.controller.server import TelemetryServer
-from carbontrack.core.aggregation import Applied, JobAggregate, Verdict
+from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
 
 
 class FakeAuth:
@@ -26,9 +27,10 @@ class FakeAuth:
             raise AuthError(401, "unauthenticated", "token refused")
         return Identity("ns", "default", "p0", "uid-0")
 
-    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> None:
+    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> PodFacts:
         if pod != identity.pod_name:
             raise AuthError(403, "wrong-pod", "token bound to another pod")
+        return PodFacts(owner=job, started_at=time.time() - 3600, gpus=1)
 
 
 class FakeRegistry:
@@ -38,8 +40,8 @@ class FakeRegistry:
     async def get(self, namespace: str, name: str) -> Any:
         return self if name == "j" else None
 
-    async def apply(self, state: Any, batch: TelemetryBatch) -> Applied:
-        return self.aggregate.apply(batch, pue=1.0, intensity_g_per_kwh=100.0)
+    async def apply(self, state: Any, batch: TelemetryBatch, receipt: Receipt) -> Applied:
+        return self.aggregate.apply(batch, receipt, pue=1.0, intensity_g_per_kwh=100.0)
 
 
 def body(seq: int = 1, **kw: Any) -> dict[str, Any]:

@@ -77,3 +77,40 @@ def test_unknown_fields_are_refused(batch: TelemetryBatch, extra: str) -> None:
     doc[f"x-{extra}"] = 1
     with pytest.raises(ValidationError):
         TelemetryBatch.model_validate(doc)
+
+
+def _leaves(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """Every scalar in a batch document, with its path."""
+    if isinstance(doc, dict):
+        return [leaf for k, v in doc.items() for leaf in _leaves(v, (*path, k))]
+    if isinstance(doc, list):
+        return [leaf for i, v in enumerate(doc) for leaf in _leaves(v, (*path, i))]
+    return [(path, doc)]
+
+
+def _coercible(value: Any) -> list[Any]:
+    """Values of another JSON type that lax parsing would have coerced into `value`'s type."""
+    if isinstance(value, bool):
+        return [int(value), str(value).lower(), float(value)]
+    if isinstance(value, int):
+        return [float(value), str(value)] + ([bool(value)] if value in (0, 1) else [])
+    if isinstance(value, float):
+        return [str(value), True, False]
+    if isinstance(value, str):
+        return [1, 1.5, True] if value else []
+    return []
+
+
+@settings(max_examples=300)
+@given(batches, st.data())
+def test_no_field_coerces_another_json_type(batch: TelemetryBatch, data: st.DataObject) -> None:
+    """Strict wire types: `true` is not 1, `1.0` is not an integer, `"5"` is not a number, anywhere."""
+    doc = json.loads(batch.model_dump_json(by_alias=True))
+    path, value = data.draw(st.sampled_from([leaf for leaf in _leaves(doc) if _coercible(leaf[1])]))
+    wrong = data.draw(st.sampled_from(_coercible(value)))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = wrong
+    with pytest.raises(ValidationError):
+        TelemetryBatch.model_validate(doc)

@@ -34,3 +34,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "carbontrack.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- define "carbontrack.tlsSecret" -}}
+{{- printf "%s-tls" (include "carbontrack.fullname" .) -}}
+{{- end -}}
+
+{{- define "carbontrack.scheme" -}}
+{{- if .Values.tls.enabled }}https{{ else }}http{{ end -}}
+{{- end -}}

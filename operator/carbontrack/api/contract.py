@@ -15,6 +15,12 @@ TOKEN_VOLUME: Final = "carbontrack-token"
 TOKEN_DIR: Final = "/var/run/secrets/carbontrack"
 TOKEN_FILE: Final = f"{TOKEN_DIR}/token"
 
+# The CA bundle sidecars trust for the operator's HTTPS: a ConfigMap (key ca.crt) the operator writes
+# in each job's namespace, mounted into the sidecar.
+CA_CONFIGMAP: Final = "carbontrack-ca"
+CA_VOLUME: Final = "carbontrack-ca"
+CA_DIR: Final = "/var/run/carbontrack/ca"
+
 # The injected sidecar: markers on loopback UDP, health on the pod IP (the kubelet probes it).
 SIDECAR_NAME: Final = "carbontrack-sidecar"
 SIDECAR_PORT: Final = 9477

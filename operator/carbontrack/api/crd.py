@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from carbontrack.api.base import KubeModel
 from carbontrack.api.contract import Phase
 
 __all__ = ["Phase"]  # re-exported: the status models' phase type
+from carbontrack.api.podtemplate import check
 
 GROUP = "carbontrack.io"
 VERSION = "v1alpha1"
@@ -101,7 +102,8 @@ class IntensitySpec(KubeModel):
     grams_per_kwh: float | None = Field(None, gt=0, le=2000)
     """Fixed override in gCO2e/kWh; wins over any provider."""
     secret_name: str | None = Field(None, min_length=1, max_length=253)
-    """Secret in the operator's namespace with the provider's key (`apiKey`, or `username`/`password`)."""
+    """Secret in the job's namespace with the provider's key (`apiKey`, or `username`/`password`); only the
+    names the operator may read are allowed (Helm value carbon.jobSecretNames, an admission policy)."""
 
 
 class CarbonSpec(KubeModel):
@@ -257,9 +259,19 @@ class CarbonTrackedJobSpec(KubeModel):
     replicas: int = Field(ge=1, le=10000)
     """Workers at full scale."""
     template: dict[str, Any] = Field(
+        # the CRD carries the full PodTemplateSpec schema of the pinned Kubernetes instead (crdgen
+        # inserts api/podtemplatespec.json), so the apiserver refuses a typo in it before we see it
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     )
-    """A PodTemplateSpec with the user's training container(s)."""
+    """A PodTemplateSpec (Kubernetes v1.36) with the training container(s); the operator injects its sidecar,
+    env and token volume. Validated by the apiserver like a Job's template: an unknown field is refused."""
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_a_pod_template(cls, template: dict[str, Any]) -> dict[str, Any]:
+        check(template)
+        return template
+
     total_steps: int = Field(ge=1)
     """Planned global steps; used for energy, emissions and epsilon projections."""
     canary: CanarySpec = Field(default_factory=CanarySpec, json_schema_extra=_default_of(CanarySpec))
@@ -335,6 +347,9 @@ class SourceStatus(KubeModel):
     global_step: int = Field(0, ge=0)
     last_record_step: int = -1
     sent_at: float = 0
+    """The sidecar's clock: shown, never trusted."""
+    received_at: float = 0
+    """The operator's clock when the newest accepted batch arrived (the plausibility checks use it)."""
     method: str = "unavailable"
     markers_dropped: int = Field(0, ge=0)
     records_dropped: int = Field(0, ge=0)
@@ -344,10 +359,22 @@ class SourceStatus(KubeModel):
     and steps/s (hence the carbon projection) are the same after a restart as before it."""
 
 
+class RefusedCounts(KubeModel):
+    """Telemetry batches refused for what they claimed, by reason (the 422s of the telemetry table)."""
+
+    backwards: int = Field(0, ge=0)
+    """A cumulative counter or the step went down within one sidecar boot."""
+    absurd: int = Field(0, ge=0)
+    """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
+    implausible: int = Field(0, ge=0)
+    """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
+
+
 class TelemetryStatus(KubeModel):
     """Where the totals come from: one entry per (pod, sidecar boot)."""
 
     sources: list[SourceStatus] = Field(default_factory=list)
+    refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None
     steps_per_second: float | None = None

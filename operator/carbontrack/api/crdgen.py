@@ -23,6 +23,7 @@ from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
 )
+from carbontrack.api.podtemplate import pod_template_schema
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_PATH = f"crds/{CRD_NAME}.yaml"
@@ -117,6 +118,12 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
 def crd_manifest() -> dict[str, Any]:
     """The complete CustomResourceDefinition object."""
     spec_schema = openapi_schema(CarbonTrackedJobSpec)
+    # inserted as is: already structural, with the additionalProperties of label maps that the
+    # translation above drops beside pydantic's own models
+    spec_schema["properties"]["template"] = {
+        **pod_template_schema(),
+        "description": spec_schema["properties"]["template"]["description"],
+    }
     status_schema = openapi_schema(CarbonTrackedJobStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

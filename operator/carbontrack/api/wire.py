@@ -8,9 +8,11 @@ step statistics; they are identified by step number, so a record delivered twice
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import from_json
 
 from carbontrack.api.base import KubeModel
 
@@ -19,6 +21,9 @@ TELEMETRY_PATH = "/v1/telemetry"
 MAX_BATCH_BYTES = 1 << 20  # operator refuses larger bodies with 413
 MAX_STEP_RECORDS = 10_000  # per batch
 MAX_GPUS = 64
+MAX_JSON_DEPTH = 200
+"""jiter's fixed nesting limit (pydantic_core.from_json): it stops there with an error, never a stack
+overflow; a batch nests 4 deep (Python's json recursed into a RecursionError on 100,000 nested `[`)."""
 
 Method = Literal["energy-counter", "power-integration", "simulated", "unavailable"]
 """How energy was measured: the NVML counter, integrated power samples, a simulated trace, or not at all."""
@@ -29,13 +34,18 @@ Count = Annotated[int, Field(ge=0, le=1 << 53)]
 
 
 class WireModel(KubeModel):
-    """Strict wire model: finite numbers only, unknown fields refused."""
+    """Strict wire model: finite numbers only, unknown fields refused, no coercion.
+
+    Strict mode: an int field takes only a JSON integer (not `true`, not `1.0`), a str only a string,
+    a bool only `true`/`false`; a float field takes an integer too (JSON has one number type).
+    """
 
     model_config = ConfigDict(
         alias_generator=KubeModel.model_config.get("alias_generator"),
         populate_by_name=True,
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
     )
 
 
@@ -112,6 +122,14 @@ class TelemetryBatch(WireModel):
     final: bool = False
     """The sidecar is shutting down; no further batch will come from this boot."""
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        """A Literal compares by equality, and `True == 1.0 == 1` in Python: strict mode lets them by."""
+        if type(value) is not int:
+            raise ValueError("version must be the integer 1")
+        return value
+
     @property
     def energy_joules(self) -> float:
         return sum(g.energy_joules for g in self.gpus)
@@ -123,3 +141,55 @@ class TelemetryAck(WireModel):
     accepted: bool
     seq: Count
     message: str = ""
+
+
+class WireError(ValueError):
+    """A body that is not a batch: `reason` is the rejection label (malformed, unknown-version)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise WireError("malformed", f"duplicate key {dup[:64]!r}")
+    return doc
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document from untrusted bytes, or WireError; never RecursionError or a stack overflow.
+
+    Refused: invalid UTF-8, lone surrogates, NaN/Infinity literals, integers over 4300 digits, nesting
+    deeper than MAX_JSON_DEPTH (all by jiter, whose recursion is bounded), and duplicate keys (which parsers
+    resolve differently: refusing them leaves no room for two readings of one batch). Numbers that
+    overflow a float (1e400) parse as infinity and are refused by the models (`allow_inf_nan=False`).
+    """
+    try:
+        from_json(raw, allow_inf_nan=False)  # depth, encoding, surrogates, number syntax
+        # depth is now at most MAX_JSON_DEPTH, so the stdlib's recursive parser is safe; it runs
+        # again only to see every key of every object
+        return json.loads(raw, object_pairs_hook=_no_duplicates)
+    except WireError:
+        raise
+    except (ValueError, RecursionError) as exc:  # RecursionError: unreachable, kept as a backstop
+        raise WireError("malformed", f"body is not JSON: {str(exc)[:200]}") from None
+
+
+def parse_batch(raw: bytes) -> TelemetryBatch:
+    """The batch in a request body, or WireError naming why not (what the operator answers with 400)."""
+    doc = parse_json(raw)
+    if isinstance(doc, dict):
+        version = doc.get("version")
+        if type(version) is not int or version != WIRE_VERSION:  # `true == 1` and `1.0 == 1` in Python
+            shown = str(version)[:40]
+            message = f"unsupported telemetry version {shown!r}; this operator speaks 1"
+            raise WireError("unknown-version", message)
+    try:
+        return TelemetryBatch.model_validate(doc)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)[:3]
+        raise WireError("malformed", f"invalid batch: {errors}") from None

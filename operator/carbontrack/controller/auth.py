@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from carbontrack.api.contract import TOKEN_AUDIENCE
 from carbontrack.controller.jobbuilder import job_name_for
+from carbontrack.controller.podfacts import PodFacts, pod_facts
 
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"
@@ -83,7 +84,7 @@ class Authenticator:
         self.auth = client.AuthenticationV1Api(api)
         self.api = api
         self._tokens: LookupCache[str, Identity | None] = LookupCache(cache_s)
-        self._owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
+        self._owners: LookupCache[tuple[str, str, str], PodFacts | None] = LookupCache(OWNER_CACHE_S)
         self._job_owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
 
     async def identify(self, token: str) -> Identity:
@@ -109,22 +110,24 @@ class Authenticator:
         uid = (extra.get(POD_UID_KEY) or [None])[0]
         return Identity(namespace=parts[2], service_account=parts[3], pod_name=pod, pod_uid=uid)
 
-    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> None:
-        """403 unless the token is bound to `pod` and `pod` runs for the CarbonTrackedJob `job`."""
+    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> PodFacts:
+        """403 unless the token is bound to `pod` and `pod` runs for the CarbonTrackedJob `job`; the pod's
+        start time and GPUs, for the plausibility ceilings."""
         if identity.pod_name is None:
             raise AuthError(403, "unbound-token", "the token is not bound to a pod")
         if identity.namespace != namespace or identity.pod_name != pod:
             raise AuthError(
                 403, "wrong-pod", f"the token belongs to pod {identity.namespace}/{identity.pod_name}"
             )
-        owner = await self._owner(namespace, pod, identity.pod_uid or "")
-        if owner != job:
+        facts = await self._owner(namespace, pod, identity.pod_uid or "")
+        if facts is None or facts.owner != job:
             raise AuthError(
                 403, "wrong-job", f"pod {namespace}/{pod} does not run for CarbonTrackedJob {job}"
             )
+        return facts
 
-    async def _owner(self, namespace: str, pod: str, uid: str) -> str | None:
-        """The CarbonTrackedJob that owns the Job that owns the pod, or None.
+    async def _owner(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
+        """The CarbonTrackedJob that owns the Job that owns the pod (None if none), and the pod's facts.
 
         One pod read per pod uid; the Job's owner is looked up once per Job (all its pods share it),
         concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
@@ -133,7 +136,7 @@ class Authenticator:
         lookup = functools.partial(self._pod_owner, namespace, pod, uid)
         return await self._owners.get((namespace, pod, uid), lookup)
 
-    async def _pod_owner(self, namespace: str, pod: str, uid: str) -> str | None:
+    async def _pod_owner(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
         p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
         if p is None or (uid and p["metadata"].get("uid") != uid):
             return None
@@ -141,7 +144,7 @@ class Authenticator:
             if ref.get("kind") == "Job" and ref.get("controller"):
                 job, job_uid = ref["name"], ref.get("uid", "")
                 lookup = functools.partial(self._job_owner, namespace, job, job_uid)
-                return await self._job_owners.get((namespace, job, job_uid), lookup)
+                return pod_facts(p, await self._job_owners.get((namespace, job, job_uid), lookup))
         return None
 
     async def _job_owner(self, namespace: str, job: str, uid: str) -> str | None:

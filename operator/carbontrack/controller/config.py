@@ -10,8 +10,8 @@ from dataclasses import dataclass
 class OperatorConfig:
     telemetry_port: int = 8443
     """Port of the telemetry, metrics and health server."""
-    operator_url: str = "http://carbontrack.carbontrack-system.svc:8443"
-    """How sidecars reach the telemetry server (the Service's address)."""
+    operator_url: str = "https://carbontrack.carbontrack-system.svc:8443"
+    """How sidecars reach the telemetry server (the Service's address); its host is the name they verify."""
     sidecar_image: str = "ghcr.io/carbontrack/carbontrack:0.1.0"
     sidecar_backend: str = "nvml"
     sidecar_cpu: str = "50m"
@@ -32,6 +32,27 @@ class OperatorConfig:
     peering_poll_s: float = 2.0
     judge_interval_s: float = 10.0
     """How often each job's gates and budgets are judged."""
+    telemetry_plaintext: bool = False
+    """Serve plain HTTP: only by explicit opt-out (CARBONTRACK_TELEMETRY_PLAINTEXT, chart tls.enabled)."""
+    tls_secret: str = "carbontrack-tls"
+    """Secret (operator's namespace) with tls.crt, tls.key and ca.crt."""
+    tls_source: str = "self-signed"
+    """self-signed: the operator issues and renews it; external: cert-manager (or you) writes the Secret."""
+    tls_server_names: tuple[str, ...] = ()
+    """Names in the serving certificate; default: operator_url's host (and its .cluster.local form)."""
+    tls_check_s: float = 3600.0
+    """How often the certificate is checked for renewal (and re-read from the Secret)."""
+    tls_serving_days: float = 90.0
+    """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+
+    @property
+    def server_names(self) -> list[str]:
+        if self.tls_server_names:
+            return list(self.tls_server_names)
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.operator_url).hostname or "localhost"
+        return [host, f"{host}.cluster.local"] if host.endswith(".svc") else [host]
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -40,9 +61,11 @@ class OperatorConfig:
         def get(name: str, default: str) -> str:
             return e.get(f"CARBONTRACK_{name}", default)
 
+        plaintext = get("TELEMETRY_PLAINTEXT", "false").lower() == "true"
+        url = cls.operator_url.replace("https://", "http://", 1) if plaintext else cls.operator_url
         return cls(
             telemetry_port=int(get("TELEMETRY_PORT", "8443")),
-            operator_url=get("OPERATOR_URL", cls.operator_url),
+            operator_url=get("OPERATOR_URL", url),
             sidecar_image=get("SIDECAR_IMAGE", cls.sidecar_image),
             sidecar_backend=get("SIDECAR_BACKEND", "nvml"),
             sidecar_cpu=get("SIDECAR_CPU", "50m"),
@@ -58,4 +81,10 @@ class OperatorConfig:
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),
             judge_interval_s=float(get("JUDGE_INTERVAL_S", "10")),
+            telemetry_plaintext=plaintext,
+            tls_secret=get("TLS_SECRET", cls.tls_secret),
+            tls_source=get("TLS_SOURCE", cls.tls_source),
+            tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
+            tls_check_s=float(get("TLS_CHECK_S", "3600")),
+            tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
         )

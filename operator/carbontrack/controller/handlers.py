@@ -32,6 +32,7 @@ from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.controller.tls_handlers import start_tls
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.evaluation import ConditionUpdate, Inputs, Plan, epsilon_query, evaluate, job_outcome
 from carbontrack.core.gates import TestResults
@@ -96,7 +97,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             api, peer.name, peer.namespaces, peer.identity, peer.priority, switch, cfg.peering_poll_s
         )
         memo.monitor.start()
-    await memo.server.start("0.0.0.0", cfg.telemetry_port)
+    # TLS for telemetry (controller.tls_handlers): None only with the plain-HTTP opt-out
+    memo.tls = await start_tls(api, cfg)
+    await memo.server.start("0.0.0.0", cfg.telemetry_port, memo.tls.context if memo.tls else None)
 
 
 @kopf.on.cleanup()

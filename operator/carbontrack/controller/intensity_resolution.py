@@ -85,7 +85,10 @@ class IntensityResolution:
             return self.static
         key = (namespace, provider, secret)
         if key not in self._resolvers:
-            where = self.config.namespace or namespace
+            # a job's own Secret is in its namespace (the chart's RBAC and admission policy allow it by
+            # name); the operator-wide key is in the operator's
+            own = spec.carbon.intensity.secret_name is not None
+            where = namespace if own else (self.config.namespace or namespace)
             data = (await self.core.read_namespaced_secret(secret, where)).data or {}
 
             def field_(name: str) -> str:

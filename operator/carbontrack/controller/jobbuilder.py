@@ -13,6 +13,9 @@ import copy
 from typing import Any
 
 from carbontrack.api.contract import (
+    CA_CONFIGMAP,
+    CA_DIR,
+    CA_VOLUME,
     HEALTH_PORT,
     INJECTED_ANNOTATION,
     LABEL_JOB,
@@ -26,7 +29,7 @@ from carbontrack.api.contract import (
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller.config import OperatorConfig
 
-__all__ = ["SIDECAR_NAME", "InjectionError", "build_job", "inject", "job_name_for"]
+__all__ = ["CA_CONFIGMAP", "SIDECAR_NAME", "InjectionError", "build_job", "inject", "job_name_for"]
 
 
 class InjectionError(ValueError):
@@ -83,6 +86,10 @@ def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> 
     }
 
 
+def uses_tls(config: OperatorConfig) -> bool:
+    return config.operator_url.startswith("https://")
+
+
 def inject(template: dict[str, Any], job_name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
     """The user's pod template with the sidecar, the client env and the token volume added."""
     out = copy.deepcopy(template)
@@ -93,13 +100,24 @@ def inject(template: dict[str, Any], job_name: str, namespace: str, config: Oper
     names = {c.get("name") for c in spec.get("containers", []) + spec.get("initContainers", [])}
     if SIDECAR_NAME in names:
         raise InjectionError(f"the pod template already has a container named {SIDECAR_NAME!r}")
-    if TOKEN_VOLUME in {v.get("name") for v in spec.get("volumes", [])}:
-        raise InjectionError(f"the pod template already has a volume named {TOKEN_VOLUME!r}")
+    for volume in (TOKEN_VOLUME, CA_VOLUME):
+        if volume in {v.get("name") for v in spec.get("volumes", [])}:
+            raise InjectionError(f"the pod template already has a volume named {volume!r}")
     if not spec.get("containers"):
         raise InjectionError("the pod template has no containers")
     meta.setdefault("labels", {}).update({LABEL_JOB: job_name, LABEL_MANAGED: "true"})
     meta.setdefault("annotations", {})[INJECTED_ANNOTATION] = "true"
-    spec["initContainers"] = [sidecar_container(job_name, namespace, config), *spec.get("initContainers", [])]
+    sidecar = sidecar_container(job_name, namespace, config)
+    if uses_tls(config):  # the sidecar verifies the operator's certificate against the published CA
+        sidecar["env"].append(_env("CARBONTRACK_CA_FILE", f"{CA_DIR}/ca.crt"))
+        sidecar["volumeMounts"].append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
+        spec.setdefault("volumes", []).append(
+            {
+                "name": CA_VOLUME,
+                "configMap": {"name": CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+        )
+    spec["initContainers"] = [sidecar, *spec.get("initContainers", [])]
     for container in spec["containers"]:
         env = container.setdefault("env", [])
         if not any(e.get("name") == "CARBONTRACK_SIDECAR_ADDR" for e in env):

@@ -23,7 +23,7 @@ from carbontrack.controller import metrics, status
 from carbontrack.controller.config import OperatorConfig
 from carbontrack.controller.intensity_resolution import IntensityResolution, initial_intensity
 from carbontrack.controller.status_writer import StatusWriter
-from carbontrack.core.aggregation import Applied, JobAggregate, Verdict
+from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
 from carbontrack.core.evaluation import Gauges
 from carbontrack.intensity.static import Intensity
 
@@ -137,7 +137,7 @@ class Registry:
                 return False
             raise
 
-    async def apply(self, state: JobState, batch: TelemetryBatch) -> Applied:
+    async def apply(self, state: JobState, batch: TelemetryBatch, receipt: Receipt) -> Applied:
         async with state.lock:
             try:
                 now = await self.intensity.current(state.namespace, state.name, state.spec, batch.pod.name)
@@ -148,12 +148,12 @@ class Registry:
                     "intensity refresh failed: %s", exc, extra={"job": f"{state.namespace}/{state.name}"}
                 )
             result = state.aggregate.apply(
-                batch, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
+                batch, receipt, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
             )
         if result.verdict is Verdict.ACCEPTED:
             metrics.batches.labels(state.namespace, state.name).inc()
-            if state.writer is not None:
-                state.writer.mark()
+        if result.verdict is not Verdict.DUPLICATE and state.writer is not None:
+            state.writer.mark()  # a refusal is counted in status.telemetry.refused
         return result
 
     async def flush(self) -> None:

@@ -1,11 +1,14 @@
 """The operator's HTTP server: telemetry ingestion, /metrics, /healthz and /readyz.
 
 POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{reason}:
-  200 accepted (body: TelemetryAck)      400 malformed or unknown version     401 bad or missing token
+  200 accepted (body: TelemetryAck)      401 bad or missing token
+  400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, not the schema: strict types, no
+      coercion) or unknown version (anything but the integer 1)
   403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
-  413 body over the size limit           422 counters or steps went backwards, or absurd values
+  413 body over the size limit           422 counters or steps went backwards, or energy beyond what
+      the pod's GPUs could draw (since the previous batch arrived, or since the pod started)
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -14,24 +17,25 @@ Nothing a sidecar sends can raise out of the handler: an unexpected error is a 5
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any
+import ssl
+import time
 
 from aiohttp import ClientError, web
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
-from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
+from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, WireError, parse_batch
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import Authenticator, AuthError
 from carbontrack.controller.registry import Registry
-from carbontrack.core.aggregation import Verdict
+from carbontrack.core.aggregation import Receipt, Verdict
 
 log = logging.getLogger("carbontrack.telemetry")
 
-_VERDICT_STATUS = {Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422}
+_VERDICT_STATUS = {
+    Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422, Verdict.IMPLAUSIBLE: 422,
+}  # fmt: skip
 
 
 def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
@@ -45,6 +49,24 @@ def _defer(reason: str, message: str) -> web.Response:
     response = _refuse(503, reason, message)
     response.headers["Retry-After"] = "2"
     return response
+
+
+class _Site(web.TCPSite):
+    """aiohttp's TCPSite, with a TLS handshake bounded like the headers (asyncio's default is 60 s,
+    during which a client that never finishes its handshake would hold a connection)."""
+
+    handshake_timeout_s = 10.0
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            return await super().start()
+        self._runner._reg_site(self)
+        assert self._runner.server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            ssl_handshake_timeout=self.handshake_timeout_s,
+        )  # fmt: skip
+        return None
 
 
 class TelemetryServer:
@@ -64,7 +86,8 @@ class TelemetryServer:
         self.app.router.add_get("/readyz", self.readyz)
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen; with `ssl_context`, HTTPS (its certificate can be reloaded in place: controller.tls)."""
         # aiohttp closes a connection whose request headers are not complete by the keep-alive deadline,
         # counted from the connection's start or its previous response, however slowly bytes trickle in;
         # after a refusal it reads ("lingers" on) an unread body for at most a second, not aiohttp's 10
@@ -72,9 +95,11 @@ class TelemetryServer:
             self.app, access_log=None, keepalive_timeout=self.client_timeout_s, lingering_time=1.0
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        site = _Site(self._runner, host, port, ssl_context=ssl_context)
+        site.handshake_timeout_s = self.client_timeout_s
+        await site.start()
         self.ready = True
-        log.info("telemetry server listening", extra={"port": port})
+        log.info("telemetry server listening", extra={"port": port, "tls": ssl_context is not None})
 
     async def stop(self) -> None:
         self.ready = False
@@ -112,6 +137,7 @@ class TelemetryServer:
             return _refuse(500, "internal", "internal error")
 
     async def _telemetry(self, request: web.Request) -> web.Response:
+        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.aggregation)
         if not self.active:
             return _defer("standby", "this operator replica is a standby; retry")
         limit = request.app._client_max_size
@@ -128,24 +154,14 @@ class TelemetryServer:
             response.force_close()
             return response
         try:
-            doc: Any = json.loads(raw)
-        except ValueError:
-            return _refuse(400, "malformed", "body is not JSON")
-        if isinstance(doc, dict) and doc.get("version") != 1:
-            return _refuse(
-                400,
-                "unknown-version",
-                f"unsupported telemetry version {doc.get('version')!r}; this operator speaks 1",
-            )
-        try:
-            batch = TelemetryBatch.model_validate(doc)
-        except ValidationError as exc:
-            return _refuse(400, "malformed", f"invalid batch: {exc.errors(include_url=False)[:3]}")
+            batch = parse_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
+        except WireError as exc:
+            return _refuse(400, exc.reason, str(exc))
         try:
             identity = await self.auth.identify(token)
             if batch.job.namespace != batch.pod.namespace:
                 raise AuthError(403, "wrong-job", "a pod reports only for a job in its own namespace")
-            await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
+            pod = await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
         except AuthError as exc:
             return _refuse(exc.status, exc.reason, str(exc), batch.seq)
         state = await self.registry.get(batch.job.namespace, batch.job.name)
@@ -153,7 +169,8 @@ class TelemetryServer:
             return _refuse(
                 404, "unknown-job", f"no CarbonTrackedJob {batch.job.namespace}/{batch.job.name}", batch.seq
             )
-        result = await self.registry.apply(state, batch)
+        receipt = Receipt(received_at=received_at, pod_started_at=pod.started_at, gpus=pod.gpus)
+        result = await self.registry.apply(state, batch, receipt)
         if result.verdict is not Verdict.ACCEPTED:
             return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
         ack = TelemetryAck(accepted=True, seq=batch.seq)

@@ -34,6 +34,7 @@ from carbontrack.api.crd import (
     EvidenceStatus,
     IntensityStatus,
     PromotionStatus,
+    RefusedCounts,
     SourceStatus,
     TelemetryStatus,
     TestsEvidence,
@@ -90,7 +91,7 @@ def source_status(s: Source) -> SourceStatus:
         gpu_energy_joules=[s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at, method=s.method,
         markers_dropped=s.markers_dropped, records_dropped=s.records_dropped, final=s.final,
-        window=list(s.window()) if s.records else [],
+        received_at=s.received_at, window=list(s.window()) if s.records else [],
     )  # fmt: skip
 
 
@@ -99,8 +100,8 @@ def source_from(s: SourceStatus) -> Source:
         pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
         gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
-        method=s.method, markers_dropped=s.markers_dropped, records_dropped=s.records_dropped,
-        final=s.final,
+        received_at=s.received_at, method=s.method, markers_dropped=s.markers_dropped,
+        records_dropped=s.records_dropped, final=s.final,
     )  # fmt: skip
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
@@ -124,6 +125,7 @@ def restore(status: CarbonTrackedJobStatus) -> JobAggregate:
     if status.telemetry is not None:
         for s in status.telemetry.sources:
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
+        agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     if status.evidence is not None:
         agg.evals = {m.name: (m.step, m.value) for m in status.evidence.metrics}
         dp = status.evidence.dp
@@ -159,6 +161,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),
             steps_per_second=max(rates) if rates else None,
+            refused=RefusedCounts.model_validate(agg.refused),
         ),
         evidence=evidence_status(agg),
     )

@@ -5,6 +5,14 @@ energy is the sum over sources of their newest cumulative value, so duplicated, 
 replayed batches never change it; only the growth of a source's counter is new energy, and only new
 energy is turned into emissions, at the grid intensity in force when it arrived. Sources are part of
 the CR status, so an operator restart resumes exactly where the last status write left off.
+
+Plausibility trusts nothing the sender says about time or hardware. A batch arrives with a Receipt the
+operator made itself: its own clock, and from the pod object the pod's start time and the GPUs it may
+hold. Two ceilings, each at MAX_W_PER_GPU per GPU: (1) everything a pod's sources report together,
+every boot id included, cannot exceed what its GPUs could draw since the pod started (so a fresh boot
+id cannot inject energy: a 1e14 J first batch was once accepted as 13,966 t CO2e); (2) a source's growth
+between two batches cannot exceed that power over the time between their arrivals (a `sentAt` in the
+future once made +1e13 J "plausible").
 """
 
 from __future__ import annotations
@@ -20,13 +28,44 @@ MAX_W_PER_GPU = 5000.0
 """No GPU draws more; a counter growing faster is refused as absurd, not added."""
 WINDOW = 200
 """Per-step records kept per source for J/step and steps/s."""
+CLOCK_SLACK_S = 5.0
+"""Added to a pod's age: its start time is the node's clock, the receipt the operator's (NTP keeps them
+well within this); costs at most 25 kJ per GPU of headroom, once per pod."""
+MIN_ELAPSED_S = 1.0
+"""Shortest interval the rate ceiling divides by: two batches that arrive together are not 'infinite W'."""
 
 
 class Verdict(Enum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
     BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot
-    ABSURD = "absurd"  # growth no hardware can produce
+    ABSURD = "absurd"  # growth between two batches beyond the pod's GPUs' power, on the operator's clock
+    IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
+
+
+REFUSALS = (Verdict.BACKWARDS, Verdict.ABSURD, Verdict.IMPLAUSIBLE)
+"""Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the operator itself knows about a batch, never taken from it."""
+
+    received_at: float
+    """Unix time on the operator's clock when the request arrived."""
+    pod_started_at: float
+    """The pod's status.startTime (unix time): no sidecar of it measured anything before."""
+    gpus: int
+    """GPUs the pod may hold (see controller.podfacts), at least 1."""
+
+    @property
+    def ceiling_w(self) -> float:
+        return MAX_W_PER_GPU * max(self.gpus, 1)
+
+    @property
+    def pod_ceiling_j(self) -> float:
+        """The most energy the pod's GPUs can have used since it started."""
+        return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
 
 
 @dataclass
@@ -42,6 +81,9 @@ class Source:
     global_step: int = 0
     last_record_step: int = -1
     sent_at: float = 0.0
+    """The sender's clock: shown, never used for a decision."""
+    received_at: float = 0.0
+    """The operator's clock when the newest accepted batch arrived."""
     power_w: float = 0.0
     method: str = "unavailable"
     markers_dropped: int = 0
@@ -82,10 +124,16 @@ class JobAggregate:
     evals: dict[str, tuple[int, float]] = field(default_factory=dict)
     """metric -> (step, value) of the newest report."""
     dp: DPParams | None = None
+    refused: dict[str, int] = field(default_factory=dict)
+    """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
 
     @property
     def energy_j(self) -> float:
         return sum(s.energy_j for s in self.sources.values())
+
+    def pod_energy_j(self, pod: str) -> float:
+        """Energy of all of a pod's sources (every sidecar boot in it)."""
+        return sum(s.energy_j for s in self.sources.values() if s.pod == pod)
 
     @property
     def global_step(self) -> int:
@@ -98,7 +146,8 @@ class JobAggregate:
 
     def power_w(self, now: float, horizon_s: float = 30.0) -> float:
         """Sum of the sources' latest power, over sources heard from recently and not finished."""
-        return sum(s.power_w for s in self.sources.values() if not s.final and now - s.sent_at <= horizon_s)
+        live = (s for s in self.sources.values() if not s.final and now - s.received_at <= horizon_s)
+        return sum(s.power_w for s in live)
 
     def joules_per_step(self) -> float | None:
         """Job energy per global step: every replica works on each global step, so the sum over pods."""
@@ -106,8 +155,18 @@ class JobAggregate:
         per_pod = [j for s in live if (j := s.joules_per_step()) is not None]
         return sum(per_pod) if per_pod else None
 
-    def apply(self, batch: TelemetryBatch, *, pue: float, intensity_g_per_kwh: float) -> Applied:
+    def apply(
+        self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
+    ) -> Applied:
         """Fold one batch in. Only growth beyond the source's high-water mark counts."""
+        result = self._apply(batch, receipt, pue=pue, intensity_g_per_kwh=intensity_g_per_kwh)
+        if result.verdict in REFUSALS:
+            self.refused[result.verdict.value] = self.refused.get(result.verdict.value, 0) + 1
+        return result
+
+    def _apply(
+        self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
+    ) -> Applied:
         key = (batch.pod.name, batch.boot_id)
         src = self.sources.get(key) or Source(pod=batch.pod.name, boot_id=batch.boot_id)
         if batch.seq <= src.seq:
@@ -124,14 +183,27 @@ class JobAggregate:
             return Applied(
                 Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
             )
-        elapsed = max(batch.sent_at - src.sent_at, 1.0) if src.seq >= 0 else None
-        if elapsed is not None and delta / elapsed > MAX_W_PER_GPU * max(len(batch.gpus), 1):
-            return Applied(Verdict.ABSURD, message=f"{delta / elapsed:.0f} W is beyond any GPU")
+        elapsed = max(receipt.received_at - src.received_at, MIN_ELAPSED_S) if src.seq >= 0 else None
+        if elapsed is not None and delta / elapsed > receipt.ceiling_w:
+            return Applied(
+                Verdict.ABSURD,
+                message=f"{delta / elapsed:.0f} W since the previous batch arrived is beyond "
+                f"{receipt.gpus} GPU(s)",
+            )
+        pod_j = self.pod_energy_j(batch.pod.name) + max(delta, 0.0)
+        if pod_j > receipt.pod_ceiling_j + 1e-6:
+            age_s, allowed_j = receipt.received_at - receipt.pod_started_at, receipt.pod_ceiling_j
+            return Applied(
+                Verdict.IMPLAUSIBLE,
+                message=f"pod {batch.pod.name} would total {pod_j:.6g} J; {receipt.gpus} GPU(s) at "
+                f"{MAX_W_PER_GPU:g} W for its {age_s:.0f} s since it started allow {allowed_j:.6g} J",
+            )
         delta = max(delta, 0.0)
         grams = emissions_g(delta, pue, intensity_g_per_kwh)
-        if elapsed is not None and batch.sent_at > src.sent_at:
-            src.power_w = delta / (batch.sent_at - src.sent_at)
+        if elapsed is not None and receipt.received_at > src.received_at:
+            src.power_w = delta / (receipt.received_at - src.received_at)
         src.seq, src.energy_j, src.sent_at = batch.seq, max(total, src.energy_j), batch.sent_at
+        src.received_at = max(receipt.received_at, src.received_at)
         src.gpu_energy_j = {g.index: g.energy_joules for g in batch.gpus}
         src.steps_seen, src.global_step = batch.steps_seen, batch.global_step
         src.method, src.final = batch.method, batch.final

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -36,7 +37,19 @@ class SendResult:
     error: str = ""
 
 
-def post_batch(url: str, token: str, batch: TelemetryBatch, timeout_s: float) -> SendResult:
+def tls_context(url: str, ca_file: str) -> ssl.SSLContext | None:
+    """For an https operator: trust only the operator's CA bundle, and check the server's name (the
+    Service's DNS name in the URL). Read anew for each send: the bundle rotates."""
+    if not url.startswith("https://"):
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def post_batch(
+    url: str, token: str, batch: TelemetryBatch, timeout_s: float, ca_file: str = ""
+) -> SendResult:
     """POST one batch; never raises (the caller decides about retries from the status)."""
     body = batch.model_dump_json(by_alias=True, exclude_none=True).encode()
     request = urllib.request.Request(
@@ -46,7 +59,8 @@ def post_batch(url: str, token: str, batch: TelemetryBatch, timeout_s: float) ->
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        context = tls_context(url, ca_file)
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             raw = resp.read(1 << 16)
             try:
                 return SendResult(resp.status, TelemetryAck.model_validate_json(raw))
@@ -98,8 +112,9 @@ class Sidecar:
             self.state.outbox.ack(batch.seq)
             return SendResult(200)
         result = await asyncio.to_thread(
-            post_batch, self.config.operator_url, self._token(), batch, self.config.request_timeout_s
-        )
+            post_batch, self.config.operator_url, self._token(), batch, self.config.request_timeout_s,
+            self.config.ca_file,
+        )  # fmt: skip
         if 200 <= result.status < 300:
             self.state.outbox.ack(batch.seq)
             self.sent += 1

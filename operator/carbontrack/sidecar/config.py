@@ -37,6 +37,9 @@ class SidecarConfig:
     buffer_records: int = 10_000
     request_timeout_s: float = 5.0
     max_backoff_s: float = 30.0
+    ca_file: str = "/var/run/carbontrack/ca/ca.crt"
+    """CA bundle that signs the operator's certificate (an https operator URL): re-read for every send,
+    as the ConfigMap it is mounted from changes when the operator's CA rotates."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SidecarConfig:
@@ -69,4 +72,5 @@ class SidecarConfig:
             token_file=get("TOKEN_FILE", "/var/run/secrets/carbontrack/token"),
             buffer_records=int(get("BUFFER_RECORDS", "10000")),
             max_backoff_s=float(get("MAX_BACKOFF_S", "30")),
+            ca_file=get("CA_FILE", "/var/run/carbontrack/ca/ca.crt"),
         )

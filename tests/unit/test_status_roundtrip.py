@@ -1,0 +1,32 @@
+"""What the status writer writes, the next operator restores: the plausibility state included."""
+
+from __future__ import annotations
+
+from carbontrack.api.crd import CarbonTrackedJobStatus
+from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
+from carbontrack.controller.status import restore, telemetry_update
+from carbontrack.core.aggregation import JobAggregate, Receipt, Verdict
+from carbontrack.intensity.static import lookup
+
+
+def _batch(boot: str, seq: int, joules: float) -> TelemetryBatch:
+    return TelemetryBatch(
+        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name="p0"), boot_id=boot,
+        seq=seq, sent_at=5e10, method="simulated", gpus=[GpuCounter(index=0, energy_joules=joules)],
+    )  # fmt: skip
+
+
+def test_received_times_and_refusals_survive_a_restart() -> None:
+    agg, kw = JobAggregate(), {"pue": 1.2, "intensity_g_per_kwh": 300.0}
+    receipt = Receipt(received_at=1000.0, pod_started_at=990.0, gpus=1)
+    assert agg.apply(_batch("a", 1, 100.0), receipt, **kw).verdict is Verdict.ACCEPTED
+    assert agg.apply(_batch("b", 1, 1e9), receipt, **kw).verdict is Verdict.IMPLAUSIBLE
+    assert agg.apply(_batch("a", 2, 50.0), receipt, **kw).verdict is Verdict.BACKWARDS
+    body = telemetry_update(agg, lookup("DE"), 1000.0)
+    status = CarbonTrackedJobStatus.model_validate(body["status"])
+    assert status.telemetry is not None
+    assert status.telemetry.refused.model_dump() == {"backwards": 1, "absurd": 0, "implausible": 1}
+    again = restore(status)
+    assert again.refused == agg.refused
+    assert again.sources[("p0", "a")].received_at == 1000.0
+    assert again.sources[("p0", "a")].sent_at == 5e10

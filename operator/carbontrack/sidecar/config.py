@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-BackendName = Literal["nvml", "simulated", "none"]
+BackendName = Literal["trainer", "nvml", "simulated", "none"]
+"""trainer: the trainer's own NVML samples (default, no GPU in the sidecar); nvml: the sidecar reads
+NVML itself (opt-in, where the cluster gives it the GPUs); simulated: traces; none: no measurement."""
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,10 @@ class SidecarConfig:
     health_port: int = 9478
     health_host: str = "0.0.0.0"
     """The kubelet probes /healthz on the pod IP, so it listens there, not only on loopback."""
-    backend: BackendName = "nvml"
+    backend: BackendName = "trainer"
     visible_devices: str | None = None
-    """Override for which GPUs are this pod's; normally the trainer's hello says."""
+    """nvml mode: which GPUs to open (UUIDs or indices); normally the trainer's NVML inventory says.
+    Either way the measured UUIDs must equal the trainer's, or nothing is measured."""
     allow_all_gpus: bool = False
     sim_trace: str = "square:350,120,2.0"
     sim_gpus: int = 1
@@ -37,6 +40,9 @@ class SidecarConfig:
     buffer_records: int = 10_000
     request_timeout_s: float = 5.0
     max_backoff_s: float = 30.0
+    marker_wait_s: float = 2.0
+    """trainer mode: how long a step marker waits for a reading at or after it before it is closed
+    with the newest reading (a trainer that stopped sampling must not hold records forever)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SidecarConfig:
@@ -45,9 +51,9 @@ class SidecarConfig:
         def get(name: str, default: str = "") -> str:
             return e.get(f"CARBONTRACK_{name}", default)
 
-        backend = get("ENERGY_BACKEND", "nvml")
-        if backend not in ("nvml", "simulated", "none"):
-            raise ValueError(f"CARBONTRACK_ENERGY_BACKEND={backend!r}: use nvml, simulated or none")
+        backend = get("ENERGY_BACKEND", "trainer")
+        if backend not in ("trainer", "nvml", "simulated", "none"):
+            raise ValueError(f"CARBONTRACK_ENERGY_BACKEND={backend!r}: use trainer, nvml, simulated or none")
         return cls(
             operator_url=get("OPERATOR_URL"),
             job_namespace=get("JOB_NAMESPACE") or e.get("POD_NAMESPACE", ""),
@@ -69,4 +75,5 @@ class SidecarConfig:
             token_file=get("TOKEN_FILE", "/var/run/secrets/carbontrack/token"),
             buffer_records=int(get("BUFFER_RECORDS", "10000")),
             max_backoff_s=float(get("MAX_BACKOFF_S", "30")),
+            marker_wait_s=float(get("MARKER_WAIT_S", "2")),
         )

@@ -183,6 +183,7 @@ class Client:
 NVML_LIBRARY = "libnvidia-ml.so.1"
 NVML_SUCCESS, NVML_NOT_SUPPORTED, NVML_NOT_FOUND, NVML_INSUFFICIENT_SIZE, NVML_GPU_IS_LOST = 0, 3, 6, 7, 15
 MAX_GPUS = 64
+READ_WINDOW_NS = 50_000
 
 
 class NvmlError(Exception):
@@ -317,6 +318,8 @@ class NvmlSampler:
         self.errors = 0
         self.sent = 0
         self.samples = 0
+        self.first_ns = self.last_ns = 0
+        """CLOCK_MONOTONIC of the first and the newest sample."""
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -381,18 +384,32 @@ class NvmlSampler:
             t = time.monotonic_ns()
             for i, h in enumerate(self.handles):
                 if self.lost[i]:
-                    g.append([self.uuids[i], None, None, 1])
+                    g.append([self.uuids[i], None, None, 1, 0])
                     continue
                 try:
-                    if self.counter[i]:
-                        g.append([self.uuids[i], nvml.energy_mj(h), None, 0])
-                    else:
-                        g.append([self.uuids[i], None, nvml.power_mw(h), 0])
+                    value, at = self._read(nvml, i, h)
+                    pair = [value, None] if self.counter[i] else [None, value]
+                    g.append([self.uuids[i], *pair, 0, at - t])
                 except NvmlError as exc:
                     self.lost[i] = exc.code == NVML_GPU_IS_LOST
-                    g.append([self.uuids[i], None, None, int(self.lost[i])])
+                    g.append([self.uuids[i], None, None, int(self.lost[i]), 0])
             self.samples += 1
+            self.first_ns, self.last_ns = self.first_ns or t, t
             self._send("sample", t=t, g=g)
+
+    def _read(self, nvml: Nvml, i: int, handle: ctypes.c_void_p) -> tuple[int, int]:
+        """One reading and its own instant: the midpoint of a call window of at most READ_WINDOW_NS.
+
+        Another thread may take the GIL between the clock and the call; a window that grew past the
+        bound is read again (five tries), so the timestamp belongs to the reading, not to a pause."""
+        read = nvml.energy_mj if self.counter[i] else nvml.power_mw
+        for _ in range(5):
+            before = time.monotonic_ns()
+            value = read(handle)
+            after = time.monotonic_ns()
+            if after - before <= READ_WINDOW_NS:
+                break
+        return value, (before + after) // 2
 
     def _send(self, kind: str, t: int | None = None, **fields: Any) -> None:
         """Own sequence numbers and counters: the client's are the training thread's alone."""

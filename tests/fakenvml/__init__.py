@@ -105,9 +105,12 @@ class FakeGpus:
     """CLOCK_MONOTONIC at trace time 0 (shared by every process of the machine)."""
     init_error: int = 0
     duration_s: float = 600.0
+    events_from_init: bool = True
+    """reset_at_s, lost_at_s and process times count from each process's first nvmlInit."""
 
     def write(self, path: Path) -> Path:
         lines = [f"start_ns {self.start_ns}", f"init_error {self.init_error}"]
+        lines += ["events_from init"] if self.events_from_init else []
         for g in self.gpus:
             lines += [f"device {g.uuid}", f"name {g.name}", f"counter {int(g.counter)}"]
             lines += [f"offset_mj {g.offset_mj}", f"mig {int(g.mig)}"]

@@ -15,6 +15,8 @@
  *   proc PID [FROM_S] a compute process on this GPU (from trace time FROM_S on); PID `self` is the
  *                     process that loaded the library
  *   point T W         power trace: piecewise linear through (T seconds, W watts), ends held
+ *   events_from init  reset_at, lost_at and proc times count from this process's first nvmlInit
+ *                     (a trainer's start-up time then does not matter), not from start_ns
  * FAKE_NVML_VISIBLE=2,5 makes only those devices enumerate (a container given 2 of the node's GPUs),
  * in that order, as index 0 and 1.
  * Energy is the exact integral of the trace, floored to integer mJ, as the real counter reports.
@@ -71,7 +73,8 @@ static struct dev devs[MAX_DEV];
 static struct dev migdevs[MAX_DEV * MAX_MIG];
 static int ndev, nmigdev, initialised, init_error;
 static int visible[MAX_DEV], nvisible;
-static long long start_ns = -1;
+static long long start_ns = -1, init_ns = -1;
+static int events_from_init;
 
 static long long mono_ns(void) {
     struct timespec ts;
@@ -80,6 +83,11 @@ static long long mono_ns(void) {
 }
 
 static double now_s(void) { return (double)(mono_ns() - start_ns) / 1e9; }
+
+/* the clock of reset_at, lost_at and proc times */
+static double event_s(void) {
+    return events_from_init ? (double)(mono_ns() - init_ns) / 1e9 : now_s();
+}
 
 static void add_point(struct dev *d, double t, double w) {
     if (d->npts == d->cap) {
@@ -150,6 +158,7 @@ static void load(void) {
         if (line[0] == '#' || sscanf(line, "%31s", key) != 1) continue;
         if (!strcmp(key, "start_ns") && sscanf(line, "%*s %lld", &ll) == 1) start_ns = ll;
         else if (!strcmp(key, "init_error")) sscanf(line, "%*s %d", &init_error);
+        else if (!strcmp(key, "events_from")) events_from_init = strstr(line, "init") != NULL;
         else if (!strcmp(key, "device") && sscanf(line, "%*s %95s", arg) == 1 && ndev < MAX_DEV) {
             cur = &devs[ndev++];
             snprintf(cur->uuid, sizeof cur->uuid, "%s", arg);
@@ -203,7 +212,7 @@ static struct dev *dev_of(void *handle) {
 
 static int lost(const struct dev *d) {
     const struct dev *p = d->is_mig ? d->parent : d;
-    return p->lost_at >= 0 && now_s() >= p->lost_at;
+    return p->lost_at >= 0 && event_s() >= p->lost_at;
 }
 
 #define CHECK_INIT() if (!initialised) return NVML_ERROR_UNINITIALIZED
@@ -215,6 +224,7 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
         load();
         if (init_error) return init_error;
         if (start_ns < 0) start_ns = mono_ns();
+        if (init_ns < 0) init_ns = mono_ns();
     }
     initialised++;
     return NVML_SUCCESS;
@@ -300,9 +310,9 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(void *device, unsigned long lon
     if (d->is_mig) return NVML_ERROR_NOT_SUPPORTED; /* MIG instances have no counter of their own */
     if (lost(d)) return NVML_ERROR_GPU_IS_LOST;
     if (!d->counter) return NVML_ERROR_NOT_SUPPORTED;
-    double t = now_s();
-    if (d->reset_at >= 0 && t >= d->reset_at)
-        *energy = (unsigned long long)floor((energy_j(d, t) - energy_j(d, d->reset_at)) * 1000 + 1e-6);
+    double t = now_s(), reset = d->reset_at + (t - event_s()); /* the reload, on the trace's clock */
+    if (d->reset_at >= 0 && t >= reset)
+        *energy = (unsigned long long)floor((energy_j(d, t) - energy_j(d, reset)) * 1000 + 1e-6);
     else
         *energy = (unsigned long long)floor(energy_j(d, t) * 1000 + 1e-6) + (unsigned long long)d->offset_mj;
     return NVML_SUCCESS;
@@ -348,7 +358,7 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int 
     DEVICE(device, d);
     if (lost(d)) return NVML_ERROR_GPU_IS_LOST;
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
-    double t = now_s();
+    double t = event_s();
     unsigned int n = 0;
     for (int i = 0; i < d->nproc; i++) n += t >= d->pid_from[i];
     if (*count < n || (!infos && n > 0)) { *count = n; return NVML_ERROR_INSUFFICIENT_SIZE; }

@@ -89,8 +89,10 @@ class TrainerFeed:
             gpu.meter.sharing, gpu.meter.foreign_processes = sharing, r.foreign_processes
             gpu.meter.lost = gpu.meter.lost or r.lost
 
-    def on_sample(self, t: float, samples: tuple[GpuSample, ...]) -> None:
+    def on_sample(self, t_sample: float, samples: tuple[GpuSample, ...]) -> None:
+        first: float | None = None
         for s in samples:
+            t = t_sample + s.dt_s
             gpu = self._gpu(s.uuid, s.energy_mj is not None or s.power_mw is None)
             if gpu is None or gpu.meter.lost:
                 continue
@@ -111,8 +113,9 @@ class TrainerFeed:
             else:
                 continue
             gpu.history.append((t, m.joules))
-            if self.first_t is None:
-                self.first_t = t
+            first = t if first is None else max(first, t)
+        if self.first_t is None and first is not None:
+            self.first_t = first  # the latest first reading: from here on every GPU has one
 
     def ready(self, t: float) -> bool:
         """Every live GPU has a reading at or after t, or the trainer said it has no NVML."""

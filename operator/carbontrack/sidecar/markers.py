@@ -39,6 +39,8 @@ class GpuSample:
     energy_mj: int | None
     power_mw: int | None
     lost: bool
+    dt_s: float = 0.0
+    """When this GPU was read, relative to the sample's t (each GPU is timestamped at its own call)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,15 @@ def _inventory(raw: Any) -> tuple[GpuReport, ...]:
 def _samples(raw: Any) -> tuple[GpuSample, ...]:
     out = []
     for g in _gpu_list(raw):
-        if not isinstance(g, list) or len(g) != 4:
-            raise BadMarker("a sample entry must be [uuid, energy_mj, power_mw, lost]")
+        if not isinstance(g, list) or len(g) not in (4, 5):
+            raise BadMarker("a sample entry must be [uuid, energy_mj, power_mw, lost, dt_ns]")
+        dt = g[4] if len(g) == 5 else 0
+        if isinstance(dt, bool) or not isinstance(dt, int) or abs(dt) > 10**9:
+            raise BadMarker("dt_ns must be an integer within a second of the sample's t")
         out.append(
-            GpuSample(_uuid(g[0]), _opt_count(g[1], "energy_mj"), _opt_count(g[2], "power_mw"), bool(g[3]))
+            GpuSample(
+                _uuid(g[0]), _opt_count(g[1], "energy_mj"), _opt_count(g[2], "power_mw"), bool(g[3]), dt / 1e9
+            )
         )
     return tuple(out)
 

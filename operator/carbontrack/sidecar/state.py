@@ -167,7 +167,7 @@ class SidecarState:
                 first = self.feed.first_t is None
                 self.feed.on_sample(marker.t, marker.samples)
                 if first and self.feed.first_t is not None and self.attributor.last_step is None:
-                    self.attributor.last_t = self.feed.first_t  # energy counts from the first reading
+                    self.attributor.last_t = self.feed.first_t  # steps count from every GPU's first reading
                 self._drain(now)
             return marker
         self.gaps.see(marker.client, marker.seq)  # the sampler's datagrams have their own sequence
@@ -215,6 +215,10 @@ class SidecarState:
             self.pending.popleft()
             if m.kind == "end" and m.step <= (self.attributor.last_step or 0):
                 continue
+            if self.attributor.last_step is None and self.feed.first_t is not None:
+                # the GPUs' first readings are microseconds apart: the first step starts at the latest
+                # one, at the energy interpolated there now that readings after it exist
+                self.attributor.last_energy_j = self.feed.energy_at(self.feed.first_t)
             self._record(m.step, m.t, self.feed.energy_at(m.t))
 
     def _record(self, step: int, t: float, energy_j: float) -> None:

@@ -312,6 +312,10 @@ async def promote(
             metrics={k: v for k, (_, v) in agg.evals.items()}, tests=tests, epsilon_projected=eps_total,
             epsilon_claimed=agg.dp.accountant_epsilon if agg.dp else None,
             emissions_projected_g=projection[1] if projection else None,
+            # issue 13: production judges the upper bound; board energy of a shared GPU is unmeasured
+            emissions_projected_upper_g=agg.projection_upper_g(parsed.total_steps, parsed.carbon.pue,
+                                                               intensity),
+            shared_gpu_energy_j=agg.shared_energy_j,
         )  # fmt: skip
         return judge(parsed, evidence)
 
@@ -381,6 +385,9 @@ async def promote(
         if _without_nulls(current) != _without_nulls(value):
             patch.status[key] = value  # nulls kept in the patch: they delete fields (merge patch)
     for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    # issue 13: a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
+    for event in agg.measurement_events(job_state.announced) if job_state else []:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if new.phase != state.phase:
         kopf.info(body, reason="PhaseChanged", message=f"phase {state.phase} -> {new.phase}")

@@ -19,11 +19,18 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
+from carbontrack.api.crd import (
+    GROUP,
+    MAX_STATUS_GPUS,
+    PLURAL,
+    VERSION,
+    CarbonTrackedJobSpec,
+    CarbonTrackedJobStatus,
+)
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.controller import metrics
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.core.aggregation import Applied, JobAggregate, Source, Verdict
+from carbontrack.core.aggregation import Applied, JobAggregate, Source, SourceGpu, Verdict
 from carbontrack.core.emissions import kwh
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
 from carbontrack.intensity.static import Intensity, lookup, zone_for
@@ -54,6 +61,17 @@ def restore(status: CarbonTrackedJobStatus | None) -> JobAggregate:
             method=s.method, markers_dropped=s.markers_dropped, records_dropped=s.records_dropped,
             final=s.final,
         )  # fmt: skip
+        # issue 13 (GPU sharing and uncertainty), for controller/status.py:
+        src = agg.sources[(s.pod, s.boot_id)]
+        src.uncertainty_j, src.shared_energy_j, src.method_reason = (
+            s.uncertainty_joules,
+            s.shared_energy_joules,
+            s.method_reason,
+        )
+        src.gpus = [
+            SourceGpu(i, u, sh, s.method)
+            for i, (u, sh) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, strict=False))
+        ]
     agg.emissions_g = status.emissions_grams
     return agg
 
@@ -69,6 +87,10 @@ def status_patch(
             "globalStep": s.global_step, "lastRecordStep": s.last_record_step, "sentAt": s.sent_at,
             "method": s.method, "markersDropped": s.markers_dropped, "recordsDropped": s.records_dropped,
             "final": s.final,
+            # issue 13 (GPU sharing and uncertainty), for controller/status.py:
+            "uncertaintyJoules": s.uncertainty_j, "sharedEnergyJoules": s.shared_energy_j,
+            "methodReason": s.method_reason[:300], "gpuUuids": [g.uuid for g in s.gpus][:64],
+            "gpuSharing": [g.sharing for g in s.gpus][:64],
         }
         for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
     ]  # fmt: skip
@@ -82,6 +104,20 @@ def status_patch(
             "energyKwh": round(kwh(agg.energy_j), 6),
             "emissionsGrams": agg.emissions_g,
             "emissionsKg": round(agg.emissions_g / 1000, 6),
+            # issue 13 (GPU sharing and uncertainty), for controller/status.py:
+            "energyJoulesUpperBound": agg.energy_upper_bound_j,
+            "sharedGpuEnergyJoules": agg.shared_energy_j,
+            "gpus": [
+                {
+                    "uuid": g.uuid,
+                    "index": g.index,
+                    "pod": pod,
+                    "sharing": g.sharing,
+                    "method": g.method,
+                    "foreignProcesses": g.foreign_processes,
+                }
+                for pod, g in agg.gpus(MAX_STATUS_GPUS)
+            ],
             "powerWatts": round(agg.power_w(now), 3),
             "intensity": {
                 "gramsPerKwh": intensity.g_per_kwh,
@@ -129,6 +165,8 @@ class JobState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: asyncio.Task[None] | None = None
     node_region: str | None = None
+    announced: set[tuple[str, str, str]] = field(default_factory=set)
+    """issue 13: GPU-sharing and unmeasured-energy Events already posted (JobAggregate.measurement_events)."""
 
 
 class Registry:

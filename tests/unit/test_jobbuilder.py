@@ -52,3 +52,18 @@ def test_job_is_indexed_elastic_and_owned() -> None:
     assert job["spec"]["parallelism"] == job["spec"]["completions"] == 2
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("CarbonTrackedJob", "uid-1", True)
+
+
+def test_the_sidecar_gets_no_gpu_env_by_default_only_in_the_opt_in_nvml_mode() -> None:
+    """CDI and GKE ignore NVIDIA_VISIBLE_DEVICES, hardened clusters refuse it, and where it works it
+    hands every GPU of the node to the sidecar: by default the trainer's client measures instead."""
+
+    def sidecar_env(config: OperatorConfig) -> dict[str, str]:
+        init = inject(TEMPLATE, "llama", "ml", config)["spec"]["initContainers"][0]
+        return {e["name"]: e.get("value", "") for e in init["env"]}
+
+    default = sidecar_env(CFG)
+    assert "NVIDIA_VISIBLE_DEVICES" not in default and default["CARBONTRACK_ENERGY_BACKEND"] == "trainer"
+    opt_in = sidecar_env(OperatorConfig(sidecar_backend="nvml"))
+    assert opt_in["NVIDIA_VISIBLE_DEVICES"] == "all" and opt_in["CARBONTRACK_ENERGY_BACKEND"] == "nvml"
+    assert OperatorConfig.from_env({}).sidecar_backend == "trainer"

@@ -40,6 +40,7 @@ ENV_NVML = "CARBONTRACK_NVML"
 ENV_NVML_LIBRARY = "CARBONTRACK_NVML_LIBRARY"
 """Explicit path of the NVML library; default `libnvidia-ml.so.1`, found by the dynamic loader."""
 ENV_SAMPLE_HZ = "CARBONTRACK_SAMPLE_HZ"
+_monotonic_ns = time.monotonic_ns
 MAX_DATAGRAM = 60_000  # stay under the 64 KiB UDP limit; larger messages are dropped, not split
 
 
@@ -67,6 +68,7 @@ class Client:
             self.errors += 1
             return
         self._sock = sock
+        self._send_raw = sock.send  # bound once: step() is the hot path
         head = f'{{"v":{VERSION},"c":"{self._id}","k":"step","q":'
         self._step_fmt = (head + '%d,"t":%d,"s":%d}').encode()
         if nvml is None:
@@ -99,7 +101,7 @@ class Client:
             return self._send(self._message("step", step, m=metrics))
         self._seq += 1
         try:
-            self._sock.send(self._step_fmt % (self._seq, time.monotonic_ns(), step))
+            self._send_raw(self._step_fmt % (self._seq, _monotonic_ns(), step))
         except (OSError, TypeError):
             self.errors += 1
             return False

@@ -47,17 +47,29 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     r.close()
 
 
+def start_trainer(
+    sc: Sidecar, env: dict[str, str], steps: int = 12, step_s: float = 0.1, drop: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    """A trainer process for the sidecar's pod: `env` on top of a clean one (no fake NVML unless given)."""
+    base = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("FAKE_NVML")}
+    base.pop("LD_LIBRARY_PATH", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fakenvml.trainer", str(steps), str(step_s)],
+        env={**base, "CARBONTRACK_SIDECAR_ADDR": f"127.0.0.1:{sc.udp}", **env},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def trainer_output(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def run_trainer(
     sc: Sidecar, env: dict[str, str], steps: int = 12, step_s: float = 0.1, drop: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    base = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("FAKE_NVML")}
-    base.pop("LD_LIBRARY_PATH", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.fakenvml.trainer", str(steps), str(step_s)],
-        env={**base, "CARBONTRACK_SIDECAR_ADDR": f"127.0.0.1:{sc.udp}", **env},
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return trainer_output(start_trainer(sc, env, steps, step_s, drop))
 
 
 def finish(sc: Sidecar, r: Receiver, steps: int = 12) -> TelemetryBatch:

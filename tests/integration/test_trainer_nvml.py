@@ -255,12 +255,15 @@ def test_opt_in_sidecar_nvml_refuses_mismatched_uuids(
     assert "mismatched GPU UUIDs" in final.method_reason and NODE[2] in final.method_reason
 
 
+GPU_TESTS = "tests/integration/test_nvml_gpu.py"
+
+
 def test_the_gpu_marked_tests_run_against_the_fake_library(tmp_path: Path, lib: Path) -> None:
     """Keeps tests/integration/test_nvml_gpu.py runnable where no GPU is lent: the same tests, whole,
     against the fake driver (on a GPU machine they run against the real one)."""
     cfg = FakeGpus([FakeGpu("GPU-fake-0", Constant(300.0))]).write(tmp_path / "gpu.conf")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/integration/test_nvml_gpu.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / GPU_TESTS)],
         env={**os.environ, **fake_env(lib, cfg)}, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-2000:]

@@ -7,11 +7,14 @@ readings taken from simulated GPUs (exact ground truth) and check the records to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carbontrack.energy.base import EnergyBackend
 from carbontrack.energy.meter import COUNTER_UPDATE_S
@@ -304,3 +307,52 @@ def test_nvml_mode_refuses_gpus_that_are_not_exactly_the_trainers() -> None:
     batch = state.batch(1.0)
     assert batch.method == "unavailable"
     assert "mismatched GPU UUIDs" in batch.method_reason and UUIDS[0] in batch.method_reason
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner, max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["gpus", "sample", "hello"]), g=_json, err=_json, t=_json)
+def test_any_sampler_datagram_is_parsed_or_refused_never_crashes_the_sidecar(
+    kind: str, g: Any, err: Any, t: Any
+) -> None:
+    state = trainer_state()
+    body = {"v": 1, "c": "x", "q": 1, "t": t, "k": kind, "s": 0, "g": g, "err": err}
+    try:
+        data = json.dumps(body).encode()
+    except ValueError:
+        return
+    with contextlib.suppress(BadMarker):
+        parse(data)
+    state.on_datagram(data, 1.0)  # counts a bad one, never raises
+    state.on_datagram(dgram("step", 1, 1.0, 1), 1.0)
+    state.on_datagram(data.replace(b'"q": 1', b'"q": 2'), 1.5)  # a second reading: growth, if any
+    state.batch(2.0, final=True)  # a valid batch, whatever came in
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    readings=st.lists(
+        st.tuples(st.floats(-100, 100), st.integers(0, 2**66), st.integers(0, 2**33)), min_size=1, max_size=8
+    ),
+    markers=st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 2**64)), max_size=5),
+)
+def test_hostile_readings_and_marker_times_always_give_a_valid_batch(
+    readings: list[tuple[float, int, int]], markers: list[tuple[int, int]]
+) -> None:
+    """Absurd counters, power, times and steps are refused or timed on arrival, never shipped."""
+    state = trainer_state()
+    now = 100.0
+    for i, (dt, mj, mw) in enumerate(readings):
+        g = [["GPU-a", mj, None, 0, 0], ["GPU-b", None, mw, 0, 0]]
+        state.on_datagram(dgram("sample", i + 1, now + dt, g=g), now + i * 0.1)
+    for j, (step, t_ns) in enumerate(markers):
+        body = {"v": 1, "c": "c1", "q": j + 1, "t": t_ns, "k": "step", "s": step}
+        state.on_datagram(json.dumps(body).encode(), now + 1.0)
+    batch = state.batch(now + 5.0, final=True)
+    assert all(g.energy_joules <= 5000.0 * 21 + 1 for g in batch.gpus)  # readings within ~21 s of each other

@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from carbontrack.api.wire import MAX_GPUS, Method, Sharing
+from carbontrack.core.attribution import COUNTER_BITS, MAX_PLAUSIBLE_W
 from carbontrack.energy.base import GpuInfo
 from carbontrack.energy.meter import GpuMeter
 from carbontrack.sidecar.markers import GpuReport, GpuSample
@@ -61,6 +62,8 @@ class TrainerFeed:
         """The trainer's NVML did not load or init: its words, for method_reason."""
         self.inventories = 0
         self.first_t: float | None = None
+        self.implausible = 0
+        """Readings refused: beyond any GPU's power, or a counter beyond 64 bits."""
 
     def _gpu(self, uuid: str, has_counter: bool, name: str = "") -> FedGpu | None:
         gpu = self.gpus.get(uuid)
@@ -106,6 +109,9 @@ class TrainerFeed:
                 continue
             if m.last_t is not None and t <= m.last_t:
                 continue  # an older or equal reading, e.g. from another rank: the newer one stands
+            if not self._plausible(m, s, t):
+                self.implausible += 1
+                continue
             if m.counter is not None and s.energy_mj is not None:
                 m.counter_reading(s.energy_mj, t)
             elif m.integrator is not None and s.power_mw is not None:
@@ -116,6 +122,21 @@ class TrainerFeed:
             first = t if first is None else max(first, t)
         if self.first_t is None and first is not None:
             self.first_t = first  # the latest first reading: from here on every GPU has one
+
+    @staticmethod
+    def _plausible(m: GpuMeter, s: GpuSample, t: float) -> bool:
+        """A trainer's reading is data, not truth: no GPU draws more than MAX_PLAUSIBLE_W (a counter
+        going backwards is a reset, handled by the tracker)."""
+        if s.power_mw is not None and s.power_mw > MAX_PLAUSIBLE_W * 1000:
+            return False
+        if s.energy_mj is None or m.counter is None:
+            return True
+        if s.energy_mj >= 1 << COUNTER_BITS:
+            return False
+        last = m.counter.last_raw_mj
+        if last is None or m.last_t is None or s.energy_mj < last:
+            return True
+        return s.energy_mj - last <= MAX_PLAUSIBLE_W * (t - m.last_t) * 1000 + 1000
 
     def ready(self, t: float) -> bool:
         """Every live GPU has a reading at or after t, or the trainer said it has no NVML."""

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from carbontrack.api.wire import (
     DPParams,
@@ -40,6 +41,9 @@ log = logging.getLogger("carbontrack.sidecar")
 BackendFactory = Callable[[list[str] | None], EnergyBackend]
 """Makes the backend once the GPUs are known: called with the trainer's NVML UUIDs (or None)."""
 MAX_PENDING = 100_000
+CLOCK_SKEW_S = 10.0
+"""trainer mode: a marker or reading stamped further than this from the sidecar's own CLOCK_MONOTONIC
+(the same clock, on the same node) is not trusted: a marker is timed on arrival, a reading dropped."""
 
 
 class SidecarState:
@@ -164,6 +168,12 @@ class SidecarState:
             return marker
         if marker.kind == "sample":
             if self.feed is not None and marker.samples is not None:
+                if abs(marker.t - now) > CLOCK_SKEW_S:
+                    self.bad_markers += 1
+                    log.warning(
+                        "reading dropped: its time is %.0f s from the sidecar's clock", marker.t - now
+                    )
+                    return None
                 first = self.feed.first_t is None
                 self.feed.on_sample(marker.t, marker.samples)
                 if first and self.feed.first_t is not None and self.attributor.last_step is None:
@@ -196,6 +206,8 @@ class SidecarState:
         if marker.kind == "step":
             self.steps_seen += 1
         if self.feed is not None:
+            if abs(marker.t - now) > CLOCK_SKEW_S:
+                marker = replace(marker, t=now)  # not the node's clock: time it on arrival
             self.pending.append(marker)
             self._drain(now)
             return

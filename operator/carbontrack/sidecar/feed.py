@@ -134,9 +134,12 @@ class TrainerFeed:
         if s.energy_mj >= 1 << COUNTER_BITS:
             return False
         last = m.counter.last_raw_mj
-        if last is None or m.last_t is None or s.energy_mj < last:
+        if last is None or m.last_t is None:
             return True
-        return s.energy_mj - last <= MAX_PLAUSIBLE_W * (t - m.last_t) * 1000 + 1000
+        bound = MAX_PLAUSIBLE_W * (t - m.last_t) * 1000 + 1000
+        if s.energy_mj < last:  # a wrap, or a reset whose new count is all energy since the reload
+            return m.counter.modulus_mj - last + s.energy_mj <= bound or s.energy_mj <= bound
+        return s.energy_mj - last <= bound
 
     def ready(self, t: float) -> bool:
         """Every live GPU has a reading at or after t, or the trainer said it has no NVML."""

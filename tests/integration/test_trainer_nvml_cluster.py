@@ -55,7 +55,16 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
     ]  # together: the MIG pod's energy is there when the gates are judged at minSteps (10)
     out_a, out_b = (trainer_output(t) for t in trainers)
     finals = [s.final_energy(s.stop()) for s in (a, b)]
-    st = wait_for_energy(cluster, namespace, "cdi", sum(finals))
+    wait_for_energy(cluster, namespace, "cdi", sum(finals))
+    # J/step sums the pods that are still running, or all once all are final: wait for both final batches
+    st = wait(
+        lambda: (
+            (s := status(cluster, namespace, "cdi"))
+            and all(x["final"] for x in s["telemetry"]["sources"])
+            and s
+        ),
+        what="both sidecars' final batches in status",
+    )
 
     assert st["steps"] == 12
     assert st["gpus"] == [

@@ -6,6 +6,10 @@ Each tool is asked the same question, "attribute energy to this step", in its ow
   CodeCarbon    tracker.stop_task(); tracker.start_task(n)     (EmissionsTracker task API, 8 GPUs)
 Peers read the same simulated GPUs as the sidecar (benchmarks/simnvml.py). Latency of every call is
 taken with perf_counter_ns; the timer's own floor is reported so it can be subtracted by eye.
+carbontrack is measured twice: without NVML in the process (the sampler idle), and with the trainer-side
+sampler running against the fake libnvidia-ml.so.1 (tests/fakenvml, 8 GPUs): its thread polls every
+10 ms and reads all 8 counters after each new marker, so any cost it adds to step() (GIL hand-offs)
+shows here; step() itself never calls NVML.
 
     python benchmarks/client_overhead.py [--calls 1000000] [--peer-calls 2000]
 """
@@ -16,8 +20,12 @@ import argparse
 import array
 import gc
 import logging
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from common import machine, percentile, row, start_sidecar, write_rows
 
@@ -51,17 +59,36 @@ def timer_floor(calls: int = 200_000) -> float:
     return measure(lambda i: None, calls)["p50_us"]
 
 
-def ours(calls: int) -> dict[str, float]:
-    proc, addr = start_sidecar(gpus=8)
+def ours(calls: int, nvml: str | None = None) -> dict[str, float]:
+    """`nvml`: the fake library's path, to measure with the sampler thread running."""
+    proc, addr = start_sidecar(gpus=8, extra={"CARBONTRACK_ENERGY_BACKEND": "trainer"} if nvml else None)
     try:
-        c = client.Client(addr)
+        c = client.Client(addr, nvml=nvml or False)
         measure(c.step, 20_000)  # warm-up
         result = measure(c.step, calls)
         result["errors"] = c.errors
+        if c.sampler is not None:
+            result["samples"] = c.sampler.samples
+            if c.sampler.error or not c.sampler.samples:
+                raise RuntimeError(f"the sampler did not run: {c.sampler.error}")
+        c.close()
         return result
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def fake_nvml(gpus: int = 8) -> str:
+    """Build the fake libnvidia-ml.so.1 and point it at an 8-GPU node (tests/fakenvml)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.fakenvml import FakeGpu, FakeGpus, build
+
+    from carbontrack.energy.simulated import bursty
+
+    config = Path(tempfile.mkdtemp()) / "nvml.conf"
+    FakeGpus([FakeGpu(f"GPU-bench-{i}", bursty(i)) for i in range(gpus)], duration_s=3600).write(config)
+    os.environ["FAKE_NVML_CONFIG"] = str(config)
+    return str(build())
 
 
 def zeus(calls: int, gpu: SimulatedBackend) -> dict[str, float]:
@@ -107,6 +134,7 @@ def main() -> None:
     results: dict[str, dict[str, float] | str] = {"machine": machine()}
     results["timer floor"] = {"p50_us": timer_floor()}
     results["carbontrack client.step()"] = ours(args.calls)
+    results["carbontrack client.step(), NVML sampler on"] = ours(args.calls, nvml=fake_nvml())
     import simnvml
 
     gpu = SimulatedBackend([bursty(i) for i in range(8)])
@@ -133,11 +161,13 @@ def main() -> None:
         else:
             print(f"| {name} | - | {r['p50_us']:.3f} | | |")
     ours_r = results["carbontrack client.step()"]
-    assert isinstance(ours_r, dict)
-    print(
-        f"\ntargets: p50 ≤ {TARGET_P50_US} µs ({'met' if ours_r['p50_us'] <= TARGET_P50_US else 'MISSED'}), "
-        f"p99 ≤ {TARGET_P99_US} µs ({'met' if ours_r['p99_us'] <= TARGET_P99_US else 'MISSED'})"
-    )
+    sampled = results["carbontrack client.step(), NVML sampler on"]
+    assert isinstance(ours_r, dict) and isinstance(sampled, dict)
+    for name, r in (("sampler idle", ours_r), ("sampler on", sampled)):
+        print(
+            f"\n{name}: p50 ≤ {TARGET_P50_US} µs ({'met' if r['p50_us'] <= TARGET_P50_US else 'MISSED'}), "
+            f"p99 ≤ {TARGET_P99_US} µs ({'met' if r['p99_us'] <= TARGET_P99_US else 'MISSED'})"
+        )
 
     def peer(q: str) -> str:
         parts = []
@@ -152,6 +182,10 @@ def main() -> None:
             ours_r["p50_us"] <= TARGET_P50_US, peer("p50_us")),
         row("step-marking cost p99 (µs)", f"{ours_r['p99_us']:.2f}", f"≤ {TARGET_P99_US:g}",
             ours_r["p99_us"] <= TARGET_P99_US, peer("p99_us")),
+        row("step-marking cost p50, trainer NVML sampler on, 8 GPUs (µs)", f"{sampled['p50_us']:.2f}",
+            f"≤ {TARGET_P50_US:g}", sampled["p50_us"] <= TARGET_P50_US),
+        row("step-marking cost p99, trainer NVML sampler on, 8 GPUs (µs)", f"{sampled['p99_us']:.2f}",
+            f"≤ {TARGET_P99_US:g}", sampled["p99_us"] <= TARGET_P99_US),
     ])  # fmt: skip
 
 

@@ -50,3 +50,42 @@ def test_nvml_refuses_all_gpus_unless_allowed(nvml_devices: list[str]) -> None:
 
     with pytest.raises(BackendUnavailable, match="refusing"):
         NvmlBackend(["all"])
+
+
+def test_trainer_sampler_reports_the_real_counter(nvml_devices: list[str]) -> None:
+    """The client's ctypes sampler on the real driver: its readings are the counter read directly."""
+    import ctypes
+    import json
+    import socket
+
+    from carbontrack import client
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        c = client.Client(f"127.0.0.1:{rx.getsockname()[1]}")
+        assert c.sampler is not None, "libnvidia-ml.so.1 did not load"
+        direct = client.Nvml(ctypes.CDLL("libnvidia-ml.so.1"))
+        try:
+            time.sleep(1.0)
+            c.end(1)
+            handle = direct.handles()[0]
+            after = direct.energy_mj(handle) if c.sampler.counter[0] else None
+            c.sampler.stop()
+            rx.settimeout(0.5)
+            samples = []
+            while True:
+                try:
+                    msg = json.loads(rx.recv(65536))
+                except TimeoutError:
+                    break
+                if msg["k"] == "sample":
+                    samples.append(msg)
+            assert c.sampler.uuids[0] == nvml_devices[0] and len(samples) >= 5
+            first = next(g for g in samples[-1]["g"] if g[0] == nvml_devices[0])
+            if after is not None:
+                # the last sample was taken right after end(); the direct read follows within milliseconds
+                assert 0 <= after - first[1] <= 1000 * 2, (after, first)
+        finally:
+            c.close()
+            direct.shutdown()

@@ -123,3 +123,23 @@ def test_hf_callback_reports_steps_evals_and_end(receiver: socket.socket) -> Non
     got = [json.loads(receiver.recv(65536)) for _ in range(3)]
     assert [(m["k"], m["s"]) for m in got] == [("step", 12), ("eval", 12), ("end", 12)]
     assert got[1]["m"] == {"eval_accuracy": 0.93, "epoch": 1.0}
+
+
+def test_step_never_touches_nvml() -> None:
+    """The hot path: step() sends one datagram; reading the GPUs is the sampler thread's job."""
+    tree = ast.parse(CLIENT_SRC.read_text())
+    step = next(
+        f for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "Client"
+        for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "step"
+    )  # fmt: skip
+    names = {n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", "") for n in ast.walk(step)}
+    assert not names & {"sampler", "nvml", "lib", "ctypes", "sample_now", "energy_mj", "power_mw"}, names
+
+
+def test_without_the_nvml_library_the_hello_says_why_and_no_sampler_runs(receiver: socket.socket) -> None:
+    c = client.Client(addr(receiver), nvml="/nonexistent/libnvidia-ml.so.1")
+    hello = parse(receiver.recv(65536))
+    assert c.sampler is None and hello.kind == "hello"
+    assert hello.error is not None and hello.error.startswith("/nonexistent/libnvidia-ml.so.1: ")
+    off = client.Client(addr(receiver), nvml=False)
+    assert off.sampler is None and parse(receiver.recv(65536)).error == "disabled (CARBONTRACK_NVML=off)"

@@ -68,3 +68,18 @@ def test_an_https_operator_gets_its_ca_mounted_into_the_sidecar() -> None:
         "spec"
     ]
     assert all(v["name"] != "carbontrack-ca" for v in plain["volumes"])
+
+
+def test_the_sidecar_gets_no_gpu_env_by_default_only_in_the_opt_in_nvml_mode() -> None:
+    """CDI and GKE ignore NVIDIA_VISIBLE_DEVICES, hardened clusters refuse it, and where it works it
+    hands every GPU of the node to the sidecar: by default the trainer's client measures instead."""
+
+    def sidecar_env(config: OperatorConfig) -> dict[str, str]:
+        init = inject(TEMPLATE, "llama", "ml", config)["spec"]["initContainers"][0]
+        return {e["name"]: e.get("value", "") for e in init["env"]}
+
+    default = sidecar_env(CFG)
+    assert "NVIDIA_VISIBLE_DEVICES" not in default and default["CARBONTRACK_ENERGY_BACKEND"] == "trainer"
+    opt_in = sidecar_env(OperatorConfig(sidecar_backend="nvml"))
+    assert opt_in["NVIDIA_VISIBLE_DEVICES"] == "all" and opt_in["CARBONTRACK_ENERGY_BACKEND"] == "nvml"
+    assert OperatorConfig.from_env({}).sidecar_backend == "trainer"

@@ -221,14 +221,20 @@ def test_eval_and_dp_reports_ride_along() -> None:
     assert batch.dp is not None and batch.dp.noise_multiplier == 1.1
 
 
-def test_nvml_without_gpus_known_waits_for_the_hello() -> None:
-    seen: list[str | None] = []
+def test_nvml_mode_waits_for_the_trainers_nvml_uuids_never_its_env() -> None:
+    """The device plugin's env names no UUIDs under CDI (`void`) or GKE (`all`): the hello's is ignored,
+    the GPUs opened are those the trainer's own NVML names in its inventory."""
+    seen: list[list[str] | None] = []
 
-    def factory(visible: str | None) -> EnergyBackend:
-        seen.append(visible)
-        return SimulatedBackend([Constant(1)])
+    def factory(uuids: list[str] | None) -> EnergyBackend:
+        seen.append(uuids)
+        return SimulatedBackend([Constant(1), Constant(1)])
 
     state = SidecarState(config(backend="nvml"), factory, now=0.0, clock=lambda: 0.0)
     assert state.meter is None and state.method == "unavailable"
     state.on_datagram(marker(0, 1, kind="hello", visible="GPU-aaaa,GPU-bbbb"), 0.0)
-    assert seen == ["GPU-aaaa,GPU-bbbb"]
+    assert seen == [] and state.meter is None
+    inventory = [{"u": "GPU-sim-0000", "i": 0}, {"u": "GPU-sim-0001", "i": 1}]
+    state.on_datagram(marker(0, 1, kind="gpus", g=inventory), 0.0)
+    assert seen == [["GPU-sim-0000", "GPU-sim-0001"]]
+    assert state.method == "simulated" and not state.refused

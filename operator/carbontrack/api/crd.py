@@ -20,6 +20,7 @@ from carbontrack.api.contract import Phase
 
 __all__ = ["Phase"]  # re-exported: the status models' phase type
 from carbontrack.api.podtemplate import check
+from carbontrack.api.wire import Sharing
 
 GROUP = "carbontrack.io"
 VERSION = "v1alpha1"
@@ -118,6 +119,9 @@ class CarbonSpec(KubeModel):
     """Power usage effectiveness of the data centre: facility energy / IT energy."""
     budget_kg: float | None = Field(None, gt=0)
     """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+    accept_shared_gpu_energy: bool = False
+    """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
+    job's energy in staging and production gates; otherwise such energy counts as unmeasured."""
 
 
 class QualityGate(KubeModel):
@@ -357,6 +361,15 @@ class SourceStatus(KubeModel):
     window: list[float] = Field(default_factory=list, max_length=3)
     """Sums over the recent per-step records: [steps, joules, seconds]. Restored as one record, so J/step
     and steps/s (hence the carbon projection) are the same after a restart as before it."""
+    uncertainty_joules: float = Field(0, ge=0)
+    """Stated bound of this source's energy (its method's uncertainty)."""
+    shared_energy_joules: float = Field(0, ge=0)
+    """Board energy of its MIG or shared GPUs, included in energyJoules."""
+    method_reason: str = Field("", max_length=300)
+    """Why the method is what it is (always set for unavailable)."""
+    gpu_uuids: list[str] = Field(default_factory=list, max_length=64)
+    gpu_sharing: list[Sharing] = Field(default_factory=list, max_length=64)
+    """Per GPU index, as gpuEnergyJoules: NVML UUID and exclusive | shared | mig."""
 
 
 class RefusedCounts(KubeModel):
@@ -368,6 +381,23 @@ class RefusedCounts(KubeModel):
     """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
     implausible: int = Field(0, ge=0)
     """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
+
+
+MAX_STATUS_GPUS = 64
+
+
+class GpuStatus(KubeModel):
+    """One GPU a pod of the job is measured on, and whether its energy is the job's alone."""
+
+    uuid: str = Field(max_length=96)
+    index: int = Field(ge=0)
+    """Position among the pod's GPUs."""
+    pod: str
+    sharing: Sharing
+    """exclusive; mig (NVML has only the whole board's energy); shared (other processes use it)."""
+    method: str
+    """energy-counter | power-integration | simulated | unavailable."""
+    foreign_processes: int = Field(0, ge=0)
 
 
 class TelemetryStatus(KubeModel):
@@ -448,6 +478,13 @@ class CarbonTrackedJobStatus(KubeModel):
     steps: int = Field(0, ge=0)
     """Highest global step reported."""
     energy_joules: float = Field(0, ge=0)
+    energy_joules_upper_bound: float | None = Field(None, ge=0)
+    """energyJoules plus the stated uncertainty of every method behind it (the carbon gate judges this in
+    production)."""
+    shared_gpu_energy_joules: float = Field(0, ge=0)
+    """Part of energyJoules that is board energy of MIG or shared GPUs: not this job's alone."""
+    gpus: list[GpuStatus] = Field(default_factory=list, max_length=MAX_STATUS_GPUS)
+    """The GPUs measured (newest sidecar boot of each pod), MIG and shared ones first, at most 64."""
     energy_kwh: float = Field(0, ge=0)
     emissions_grams: float = Field(0, ge=0)
     emissions_kg: float = Field(0, ge=0)

@@ -28,6 +28,10 @@ overflow; a batch nests 4 deep (Python's json recursed into a RecursionError on 
 Method = Literal["energy-counter", "power-integration", "simulated", "unavailable"]
 """How energy was measured: the NVML counter, integrated power samples, a simulated trace, or not at all."""
 
+Sharing = Literal["exclusive", "shared", "mig"]
+"""Whose energy a GPU's reading is: this job's alone (exclusive), or the whole board's while other
+processes (shared: time-slicing, MPS, a neighbour) or other MIG instances (mig) may use it too."""
+
 Joules = Annotated[float, Field(ge=0, le=1e15)]
 Seconds = Annotated[float, Field(ge=0, le=1e9)]
 Count = Annotated[int, Field(ge=0, le=1 << 53)]
@@ -66,6 +70,13 @@ class GpuCounter(WireModel):
     energy_joules: Joules
     lost: bool = False
     """NVML reported the GPU lost; its counter is frozen at the last good value."""
+    sharing: Sharing = "exclusive"
+    foreign_processes: Count = 0
+    """Compute processes on the GPU that are not the trainer's (from the trainer's NVML)."""
+    uncertainty_joules: Joules = 0.0
+    """Stated bound on |energy_joules - true energy| for this GPU's method (README: uncertainty)."""
+    method: Method | None = None
+    """This GPU's method when it differs from the batch's (one counterless GPU among counters)."""
 
 
 class StepRecord(WireModel):
@@ -107,6 +118,8 @@ class TelemetryBatch(WireModel):
     """Increases with every batch of one boot."""
     sent_at: float = Field(ge=0, le=1e11)
     method: Method
+    method_reason: str = Field("", max_length=300)
+    """Why the method is what it is; always set for `unavailable` (e.g. mismatched UUIDs)."""
     gpus: list[GpuCounter] = Field(default_factory=list, max_length=MAX_GPUS)
     steps_seen: Count = 0
     """Step markers received since boot."""
@@ -133,6 +146,15 @@ class TelemetryBatch(WireModel):
     @property
     def energy_joules(self) -> float:
         return sum(g.energy_joules for g in self.gpus)
+
+    @property
+    def uncertainty_joules(self) -> float:
+        return sum(g.uncertainty_joules for g in self.gpus)
+
+    @property
+    def shared_energy_joules(self) -> float:
+        """Board energy of GPUs that are not this job's alone (MIG or shared with other processes)."""
+        return sum(g.energy_joules for g in self.gpus if g.sharing != "exclusive")
 
 
 class TelemetryAck(WireModel):

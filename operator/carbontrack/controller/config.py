@@ -13,7 +13,9 @@ class OperatorConfig:
     operator_url: str = "https://carbontrack.carbontrack-system.svc:8443"
     """How sidecars reach the telemetry server (the Service's address); its host is the name they verify."""
     sidecar_image: str = "ghcr.io/carbontrack/carbontrack:0.1.0"
-    sidecar_backend: str = "nvml"
+    sidecar_backend: str = "trainer"
+    """trainer (default: the trainer's client measures, the sidecar needs no GPU), nvml (opt-in: the sidecar
+    reads NVML and gets NVIDIA_VISIBLE_DEVICES=all), simulated or none."""
     sidecar_cpu: str = "50m"
     sidecar_memory: str = "96Mi"
     status_interval_s: float = 10.0
@@ -67,7 +69,7 @@ class OperatorConfig:
             telemetry_port=int(get("TELEMETRY_PORT", "8443")),
             operator_url=get("OPERATOR_URL", url),
             sidecar_image=get("SIDECAR_IMAGE", cls.sidecar_image),
-            sidecar_backend=get("SIDECAR_BACKEND", "nvml"),
+            sidecar_backend=get("SIDECAR_BACKEND", "trainer"),
             sidecar_cpu=get("SIDECAR_CPU", "50m"),
             sidecar_memory=get("SIDECAR_MEMORY", "96Mi"),
             status_interval_s=float(get("STATUS_INTERVAL_S", "10")),

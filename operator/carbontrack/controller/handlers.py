@@ -288,6 +288,9 @@ async def _apply(
     state = memo.registry.jobs.get((namespace, name))
     if state is not None:
         state.gauges = st.merge_gauges(state.gauges, plan.gauges)
+        # a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
+        for event in state.aggregate.measurement_events(state.announced):
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 async def promote(

@@ -58,8 +58,10 @@ def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> 
             _env("CARBONTRACK_SIDECAR_ADDR", f"127.0.0.1:{SIDECAR_PORT}"),
             _env("CARBONTRACK_HEALTH_PORT", str(HEALTH_PORT)),
             _env("CARBONTRACK_TOKEN_FILE", f"{TOKEN_DIR}/token"),
-            # NVML must see the node's GPUs to find the trainer's; it measures only those the trainer names.
-            _env("NVIDIA_VISIBLE_DEVICES", "all"),
+            # No GPU for the sidecar by default: the trainer's client reads its own GPUs. Only the opt-in
+            # nvml mode asks the nvidia runtime for the node's GPUs (NVIDIA's hardening guide forbids this
+            # in most clusters; CDI and GKE ignore it), and measures only the trainer's NVML UUIDs there.
+            *([_env("NVIDIA_VISIBLE_DEVICES", "all")] if config.sidecar_backend == "nvml" else []),
             _field_env("POD_NAME", "metadata.name"),
             _field_env("POD_NAMESPACE", "metadata.namespace"),
             _field_env("POD_UID", "metadata.uid"),

@@ -50,6 +50,8 @@ class JobState:
     gauges: Gauges
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: StatusWriter | None = None
+    announced: set[tuple[str, str, str]] = field(default_factory=set)
+    """GPU-sharing and unmeasured-energy Events already posted (JobAggregate.measurement_events)."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:

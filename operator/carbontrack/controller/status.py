@@ -27,11 +27,13 @@ from typing import Any
 
 from carbontrack.api.contract import LABEL_JOB, Phase
 from carbontrack.api.crd import (
+    MAX_STATUS_GPUS,
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     DPStatus,
     EvalMetric,
     EvidenceStatus,
+    GpuStatus,
     IntensityStatus,
     PromotionStatus,
     RefusedCounts,
@@ -41,7 +43,7 @@ from carbontrack.api.crd import (
 )
 from carbontrack.api.wire import DPParams
 from carbontrack.controller.conditions import set_condition
-from carbontrack.core.aggregation import JobAggregate, Source
+from carbontrack.core.aggregation import JobAggregate, Source, SourceGpu
 from carbontrack.core.emissions import kwh
 from carbontrack.core.evaluation import ConditionUpdate, Gauges, Plan
 from carbontrack.core.gates import TestResults
@@ -92,6 +94,9 @@ def source_status(s: Source) -> SourceStatus:
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at, method=s.method,
         markers_dropped=s.markers_dropped, records_dropped=s.records_dropped, final=s.final,
         received_at=s.received_at, window=list(s.window()) if s.records else [],
+        uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
+        method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
+        gpu_sharing=[g.sharing for g in s.gpus][:64],
     )  # fmt: skip
 
 
@@ -103,6 +108,15 @@ def source_from(s: SourceStatus) -> Source:
         received_at=s.received_at, method=s.method, markers_dropped=s.markers_dropped,
         records_dropped=s.records_dropped, final=s.final,
     )  # fmt: skip
+    src.uncertainty_j, src.shared_energy_j, src.method_reason = (
+        s.uncertainty_joules,
+        s.shared_energy_joules,
+        s.method_reason,
+    )
+    src.gpus = [
+        SourceGpu(i, uuid, sharing, s.method)
+        for i, (uuid, sharing) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, strict=False))
+    ]
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
     return src
@@ -152,6 +166,19 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
         energy_kwh=round(kwh(agg.energy_j), 6),
         emissions_grams=agg.emissions_g,
         emissions_kg=round(agg.emissions_g / 1000, 6),
+        energy_joules_upper_bound=agg.energy_upper_bound_j,
+        shared_gpu_energy_joules=agg.shared_energy_j,
+        gpus=[
+            GpuStatus(
+                uuid=g.uuid,
+                index=g.index,
+                pod=pod,
+                sharing=g.sharing,
+                method=g.method,
+                foreign_processes=g.foreign_processes,
+            )
+            for pod, g in agg.gpus(MAX_STATUS_GPUS)
+        ],
         power_watts=round(agg.power_w(now), 3),
         intensity=IntensityStatus(
             grams_per_kwh=intensity.g_per_kwh, zone=intensity.zone, source=intensity.source

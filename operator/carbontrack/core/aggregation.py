@@ -21,8 +21,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from carbontrack.api.wire import DPParams, TelemetryBatch
+from carbontrack.api.wire import DPParams, Sharing, TelemetryBatch
 from carbontrack.core.emissions import emissions_g
+from carbontrack.core.promotion import Event
 
 MAX_W_PER_GPU = 5000.0
 """No GPU draws more; a counter growing faster is refused as absurd, not added."""
@@ -68,6 +69,17 @@ class Receipt:
         return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
 
 
+@dataclass(frozen=True)
+class SourceGpu:
+    """One GPU of a source as its newest batch described it: whose energy the reading is, and how."""
+
+    index: int
+    uuid: str
+    sharing: Sharing = "exclusive"
+    method: str = "unavailable"
+    foreign_processes: int = 0
+
+
 @dataclass
 class Source:
     """High-water mark of one sidecar boot: everything needed to resume after a restart."""
@@ -89,6 +101,12 @@ class Source:
     markers_dropped: int = 0
     records_dropped: int = 0
     final: bool = False
+    uncertainty_j: float = 0.0
+    """Stated bound of the newest batch's energy (sum over its GPUs)."""
+    shared_energy_j: float = 0.0
+    """Board energy of this source's MIG or shared GPUs (part of energy_j)."""
+    method_reason: str = ""
+    gpus: list[SourceGpu] = field(default_factory=list)
     records: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     """(steps covered, joules, seconds) of recent per-step records."""
 
@@ -134,6 +152,65 @@ class JobAggregate:
     def pod_energy_j(self, pod: str) -> float:
         """Energy of all of a pod's sources (every sidecar boot in it)."""
         return sum(s.energy_j for s in self.sources.values() if s.pod == pod)
+
+    @property
+    def energy_upper_bound_j(self) -> float:
+        """The energy plus the stated uncertainty of every method behind it."""
+        return sum(s.energy_j + s.uncertainty_j for s in self.sources.values())
+
+    @property
+    def shared_energy_j(self) -> float:
+        """Board energy of GPUs not this job's alone (MIG, or other processes on them)."""
+        return sum(s.shared_energy_j for s in self.sources.values())
+
+    def gpus(self, limit: int) -> list[tuple[str, SourceGpu]]:
+        """(pod, gpu) of each pod's newest source, GPUs that are not exclusive first, at most `limit`."""
+        newest: dict[str, Source] = {}
+        for s in self.sources.values():
+            if s.pod not in newest or s.sent_at >= newest[s.pod].sent_at:
+                newest[s.pod] = s
+        out = [(pod, g) for pod, s in sorted(newest.items()) for g in s.gpus]
+        out.sort(key=lambda pg: pg[1].sharing == "exclusive")  # stable: pod order within each group
+        return out[:limit]
+
+    def measurement_events(self, announced: set[tuple[str, str, str]]) -> list[Event]:
+        """Events for GPUs whose energy is not the job's alone and for pods measuring nothing, each once:
+        `announced` (kept by the caller) remembers what was already said."""
+        out: list[Event] = []
+        shared_rule = (
+            "it is shown (status.sharedGpuEnergyJoules) but staging and production carbon gates count it "
+            "as unmeasured unless spec.carbon.acceptSharedGpuEnergy is true"
+        )
+        for pod, g in self.gpus(limit=1 << 16):
+            key: tuple[str, str, str] = (pod, g.uuid, g.sharing)
+            if g.sharing == "exclusive" or key in announced:
+                continue
+            announced.add(key)
+            if g.sharing == "mig":
+                text = f"GPU {g.uuid} of pod {pod} is in MIG mode: NVML has only the whole board's energy; "
+                out.append(Event("Warning", "MigGpuEnergy", text + shared_rule))
+            else:
+                text = (
+                    f"GPU {g.uuid} of pod {pod} also runs {g.foreign_processes} process(es) not of this job: "
+                    "its energy is the whole board's; "
+                )
+                out.append(Event("Warning", "SharedGpuEnergy", text + shared_rule))
+        for s in self.sources.values():
+            key = (s.pod, s.boot_id, "unavailable")
+            if s.method == "unavailable" and s.seq >= 0 and key not in announced:
+                announced.add(key)
+                reason = s.method_reason or "no reason given"
+                out.append(Event("Warning", "EnergyUnmeasured", f"pod {s.pod} measures no energy: {reason}"))
+        return out
+
+    def projection_upper_g(self, total_steps: int, pue: float, intensity_g_per_kwh: float) -> float | None:
+        """Projected emissions scaled by the stated uncertainty so far (upper / measured energy): for
+        counters the bound does not grow with the run, so this only overstates, never understates."""
+        projected = self.projection(total_steps, pue, intensity_g_per_kwh)
+        if projected is None:
+            return None
+        ratio = self.energy_upper_bound_j / self.energy_j if self.energy_j > 0 else 1.0
+        return projected[1] * ratio
 
     @property
     def global_step(self) -> int:
@@ -208,6 +285,12 @@ class JobAggregate:
         src.steps_seen, src.global_step = batch.steps_seen, batch.global_step
         src.method, src.final = batch.method, batch.final
         src.markers_dropped, src.records_dropped = batch.markers_dropped, batch.records_dropped
+        src.uncertainty_j, src.shared_energy_j = batch.uncertainty_joules, batch.shared_energy_joules
+        src.method_reason = batch.method_reason
+        src.gpus = [
+            SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes)
+            for g in batch.gpus
+        ]
         for record in batch.steps:
             if record.step > src.last_record_step:  # a record delivered twice is recognised by its step
                 src.records.append((record.step - record.first_step, record.energy_joules, record.duration_s))

@@ -154,6 +154,10 @@ def evaluate(inputs: Inputs) -> Plan:
             epsilon_projected=inputs.epsilons[1] if inputs.epsilons else None, epsilon_claimed=claimed,
             emissions_projected_g=projected.emissions_grams if projected else None,
             energy_measured=agg.energy_measured,
+            emissions_projected_upper_g=agg.projection_upper_g(
+                spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
+            ),
+            shared_gpu_energy_j=agg.shared_energy_j,
         )  # fmt: skip
         return judge(spec, evidence)
 

@@ -74,6 +74,10 @@ class Evidence:
     energy_measured: bool = True
     """False when a sidecar could measure no energy (method `unavailable`): its steps carry 0 J, so a
     projection from them would pass any budget; the carbon gate treats it as missing data."""
+    emissions_projected_upper_g: float | None = None
+    """The projection scaled by the stated measurement uncertainty; production judges this."""
+    shared_gpu_energy_j: float = 0.0
+    """Board energy of MIG or shared GPUs in the job's energy: not the job's alone."""
 
 
 @dataclass(frozen=True)
@@ -200,11 +204,32 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
             r = r.model_copy(update={"message": f"{r.message} (the job claims {evidence.epsilon_claimed:g})"})
         out.append(r)
     if spec.carbon.budget_kg is not None:
-        budget_g = spec.carbon.budget_kg * 1000
-        if evidence.energy_measured:
-            what = f"projected gCO2e at step {spec.total_steps}"
-            out.append(_at_most("carbon.budget", evidence.emissions_projected_g, budget_g, what, prof))
-        else:
-            why = "energy was not measured (a sidecar reports method unavailable)"
-            out.append(_missing("carbon.budget", "energy", budget_g, prof, why))
+        out.append(_carbon(spec, evidence, prof))
     return Report(tuple(out))
+
+
+def _carbon(spec: CarbonTrackedJobSpec, evidence: Evidence, prof: Profile) -> GateResult:
+    """Projected emissions vs the budget. Board energy of a MIG or shared GPU is not the job's alone:
+    unmeasured (fail closed) in staging/production unless the spec accepts it; production judges the
+    projection's upper bound (the stated uncertainty of the measurement methods)."""
+    limit = spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else 0.0
+    what = f"projected gCO2e at step {spec.total_steps}"
+    if not evidence.energy_measured:
+        why = "energy was not measured (a sidecar reports method unavailable)"
+        return _missing("carbon.budget", "energy", limit, prof, why)
+    if evidence.shared_gpu_energy_j > 0 and not spec.carbon.accept_shared_gpu_energy:
+        why = (
+            f"{evidence.shared_gpu_energy_j:.0f} J of the energy is board energy of a MIG or shared GPU, not "
+            "this job's alone (set spec.carbon.acceptSharedGpuEnergy: true to accept it as an upper bound)"
+        )
+        if prof.fail_closed:
+            return GateResult(
+                name="carbon.budget", passed=False, threshold=limit, message=f"unmeasured: {why}"
+            )
+        warned = _at_most("carbon.budget", evidence.emissions_projected_g, limit, what, prof)
+        return warned.model_copy(update={"warning": True, "message": f"{warned.message}; {why}"})
+    if spec.gates.context == "production" and evidence.emissions_projected_upper_g is not None:
+        return _at_most(
+            "carbon.budget", evidence.emissions_projected_upper_g, limit, f"{what} (upper bound)", prof
+        )
+    return _at_most("carbon.budget", evidence.emissions_projected_g, limit, what, prof)

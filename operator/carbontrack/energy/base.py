@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from carbontrack.api.wire import Method
+from carbontrack.api.wire import Method, Sharing
 
 
 class GpuLost(Exception):
@@ -28,6 +28,8 @@ class GpuInfo:
     uuid: str
     name: str
     has_energy_counter: bool
+    sharing: Sharing = "exclusive"
+    """`mig` when MIG mode is on: NVML has energy only for the whole board, never per instance."""
 
 
 class EnergyBackend(Protocol):

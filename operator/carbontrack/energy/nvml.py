@@ -1,13 +1,18 @@
-"""NVML backend: the GPUs allocated to this pod, read through nvidia-ml-py.
+"""NVML backend, the sidecar's opt-in mode: the trainer's GPUs read through nvidia-ml-py here.
+
+Only for clusters that give the sidecar container the node's GPUs (the `nvidia` runtime honouring
+NVIDIA_VISIBLE_DEVICES=all; README "the sidecar: how energy is measured"). The default is the
+trainer's own samples, which need nothing from the cluster.
 
 Energy comes from nvmlDeviceGetTotalEnergyConsumption (mJ since driver load; Volta and newer).
 Where that returns NOT_SUPPORTED the GPU is marked counterless and the meter integrates
 nvmlDeviceGetPowerUsage samples instead, reporting `method: power-integration`.
 
-Which GPUs: only those named by the pod's NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (UUIDs or
-indices, as the device plugin sets them), passed on by the trainer's hello message or the sidecar's
-own env. `all` is honoured only when the operator's configuration says so explicitly, because in a
-shared node it would bill this job for its neighbours' GPUs.
+Which GPUs: the trainer's NVML UUIDs (from its client's inventory), looked up by UUID; every one
+must be found or nothing is measured (a GPU that is not the trainer's would be a wrong bill). An
+explicit CARBONTRACK_VISIBLE_DEVICES (UUIDs or indices) is checked against the trainer's UUIDs the
+same way. `all` is honoured only when the operator's configuration says so explicitly. A GPU in MIG
+mode is measured as a board (`sharing: mig`): NVML has no energy per MIG instance.
 """
 
 from __future__ import annotations
@@ -67,21 +72,33 @@ class NvmlBackend:
         for pos, ident in enumerate(visible):
             if ident.startswith("MIG-"):
                 raise BackendUnavailable(f"{ident}: MIG instances have no energy counter of their own")
-            handle = (
-                nv.nvmlDeviceGetHandleByUUID(ident)
-                if ident.startswith("GPU-")
-                else nv.nvmlDeviceGetHandleByIndex(int(ident))
-            )
-            uuid = _text(nv.nvmlDeviceGetUUID(handle))
-            name = _text(nv.nvmlDeviceGetName(handle))
+            try:
+                handle = (
+                    nv.nvmlDeviceGetHandleByIndex(int(ident))
+                    if ident.isdigit()
+                    else nv.nvmlDeviceGetHandleByUUID(ident)
+                )
+                uuid = _text(nv.nvmlDeviceGetUUID(handle))
+                name = _text(nv.nvmlDeviceGetName(handle))
+            except nv.NVMLError as exc:
+                raise BackendUnavailable(
+                    f"mismatched GPU UUIDs: the sidecar's NVML cannot open {ident}, which the trainer uses "
+                    f"({exc}); this container does not see the trainer's GPUs"
+                ) from exc
+            if not ident.isdigit() and uuid != ident:
+                raise BackendUnavailable(f"mismatched GPU UUIDs: asked NVML for {ident}, it opened {uuid}")
             try:
                 nv.nvmlDeviceGetTotalEnergyConsumption(handle)
                 counter = True
             except nv.NVMLError_NotSupported:
                 counter = False
                 log.warning("gpu has no energy counter; integrating power samples", extra={"gpu": uuid})
+            try:
+                mig = nv.nvmlDeviceGetMigMode(handle)[0] == 1
+            except nv.NVMLError:
+                mig = False  # NOT_SUPPORTED: a GPU without MIG
             handles.append(handle)
-            devices.append(GpuInfo(pos, uuid, name, counter))
+            devices.append(GpuInfo(pos, uuid, name, counter, "mig" if mig else "exclusive"))
         if not devices:
             raise BackendUnavailable("no GPU is visible to this pod")
         return handles, devices

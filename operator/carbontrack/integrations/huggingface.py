@@ -4,6 +4,10 @@
     trainer = Trainer(..., callbacks=[CarbonTrackCallback()])
 
 Only the local main process reports (one reporter per pod: every rank sees the same global step).
+Its client's NVML sampler reads every GPU the container holds, the other local ranks' included:
+NVML enumerates the devices of the container, whatever CUDA_VISIBLE_DEVICES a rank was given, so
+one sampler covers the pod. (A script that calls carbontrack.client in every rank gets one sampler
+per rank; the sidecar de-duplicates their readings by GPU UUID.)
 """
 
 from __future__ import annotations

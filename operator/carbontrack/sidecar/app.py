@@ -175,6 +175,11 @@ class Sidecar:
                     "status": "ok",
                     "bootId": self.state.boot_id,
                     "method": self.state.method,
+                    "methodReason": self.state.method_reason,
+                    "gpus": [
+                        {"uuid": g.info.uuid, "sharing": g.sharing, "joules": g.joules, "lost": g.lost}
+                        for g in self.state.gpu_meters
+                    ],
                     "globalStep": self.state.global_step,
                     "batchesSent": self.sent,
                     "pending": self.state.outbox.pending,

@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-BackendName = Literal["nvml", "simulated", "none"]
+BackendName = Literal["trainer", "nvml", "simulated", "none"]
+"""trainer: the trainer's own NVML samples (default, no GPU in the sidecar); nvml: the sidecar reads
+NVML itself (opt-in, where the cluster gives it the GPUs); simulated: traces; none: no measurement."""
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,10 @@ class SidecarConfig:
     health_port: int = 9478
     health_host: str = "0.0.0.0"
     """The kubelet probes /healthz on the pod IP, so it listens there, not only on loopback."""
-    backend: BackendName = "nvml"
+    backend: BackendName = "trainer"
     visible_devices: str | None = None
-    """Override for which GPUs are this pod's; normally the trainer's hello says."""
+    """nvml mode: which GPUs to open (UUIDs or indices); normally the trainer's NVML inventory says.
+    Either way the measured UUIDs must equal the trainer's, or nothing is measured."""
     allow_all_gpus: bool = False
     sim_trace: str = "square:350,120,2.0"
     sim_gpus: int = 1
@@ -40,6 +43,9 @@ class SidecarConfig:
     ca_file: str = "/var/run/carbontrack/ca/ca.crt"
     """CA bundle that signs the operator's certificate (an https operator URL): re-read for every send,
     as the ConfigMap it is mounted from changes when the operator's CA rotates."""
+    marker_wait_s: float = 2.0
+    """trainer mode: how long a step marker waits for a reading at or after it before it is closed
+    with the newest reading (a trainer that stopped sampling must not hold records forever)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SidecarConfig:
@@ -48,9 +54,9 @@ class SidecarConfig:
         def get(name: str, default: str = "") -> str:
             return e.get(f"CARBONTRACK_{name}", default)
 
-        backend = get("ENERGY_BACKEND", "nvml")
-        if backend not in ("nvml", "simulated", "none"):
-            raise ValueError(f"CARBONTRACK_ENERGY_BACKEND={backend!r}: use nvml, simulated or none")
+        backend = get("ENERGY_BACKEND", "trainer")
+        if backend not in ("trainer", "nvml", "simulated", "none"):
+            raise ValueError(f"CARBONTRACK_ENERGY_BACKEND={backend!r}: use trainer, nvml, simulated or none")
         return cls(
             operator_url=get("OPERATOR_URL"),
             job_namespace=get("JOB_NAMESPACE") or e.get("POD_NAMESPACE", ""),
@@ -73,4 +79,5 @@ class SidecarConfig:
             buffer_records=int(get("BUFFER_RECORDS", "10000")),
             max_backoff_s=float(get("MAX_BACKOFF_S", "30")),
             ca_file=get("CA_FILE", "/var/run/carbontrack/ca/ca.crt"),
+            marker_wait_s=float(get("MARKER_WAIT_S", "2")),
         )

@@ -2,6 +2,11 @@
 
 Everything the process does to the world (UDP, HTTP, NVML, time) is in app.py; this class is what
 tests drive with a fake clock and a simulated GPU.
+
+Two ways energy arrives. `trainer` (default): the trainer's client samples its own GPUs and sends
+the readings (sidecar.feed); a step marker is closed at its own timestamp once a reading at or after
+it has arrived (or after marker_wait_s). Otherwise a backend (`nvml` opt-in, `simulated`) is read
+here at each marker; in `nvml` mode the GPUs it opens must be exactly the trainer's NVML UUIDs.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from carbontrack.api.wire import (
     DPParams,
@@ -22,16 +29,21 @@ from carbontrack.api.wire import (
     TelemetryBatch,
 )
 from carbontrack.core.attribution import SequenceGaps, StepAttributor
-from carbontrack.energy.base import EnergyBackend
-from carbontrack.energy.meter import Meter
+from carbontrack.energy.base import EnergyBackend, UnavailableBackend
+from carbontrack.energy.meter import GpuMeter, Meter
 from carbontrack.sidecar.config import SidecarConfig
-from carbontrack.sidecar.markers import BadMarker, Marker, parse
+from carbontrack.sidecar.feed import TrainerFeed, sharing_of
+from carbontrack.sidecar.markers import BadMarker, GpuReport, Marker, parse
 from carbontrack.sidecar.outbox import Outbox
 
 log = logging.getLogger("carbontrack.sidecar")
 
-BackendFactory = Callable[[str | None], EnergyBackend]
-"""Makes the backend once the GPUs are known: called with the visible-devices string."""
+BackendFactory = Callable[[list[str] | None], EnergyBackend]
+"""Makes the backend once the GPUs are known: called with the trainer's NVML UUIDs (or None)."""
+MAX_PENDING = 100_000
+CLOCK_SKEW_S = 10.0
+"""trainer mode: a marker or reading stamped further than this from the sidecar's own CLOCK_MONOTONIC
+(the same clock, on the same node) is not trusted: a marker is timed on arrival, a reading dropped."""
 
 
 class SidecarState:
@@ -56,12 +68,18 @@ class SidecarState:
         self.global_step = 0
         self.bad_markers = 0
         self.ended = False
-        # The GPUs are known up front when configured (or simulated); otherwise the trainer's hello says.
-        if config.backend != "nvml" or config.visible_devices is not None:
-            self._start_meter(config.visible_devices, now)
+        self.feed = TrainerFeed() if config.backend == "trainer" else None
+        self.pending: deque[Marker] = deque(maxlen=MAX_PENDING)
+        self.trainer_gpus: dict[str, GpuReport] = {}
+        """The trainer's NVML inventory by UUID (sharing as the trainer's process sees it)."""
+        self.refused = ""
+        """nvml mode: why the sidecar's GPUs were refused (not exactly the trainer's)."""
+        # The GPUs are known up front when configured (or simulated); otherwise the trainer's inventory says.
+        if config.backend in ("simulated", "none") or (config.backend == "nvml" and config.visible_devices):
+            self._start_meter(None, now)
 
-    def _start_meter(self, visible: str | None, now: float) -> None:
-        backend = self.make_backend(visible)
+    def _start_meter(self, uuids: list[str] | None, now: float) -> None:
+        backend = self.make_backend(uuids)
         # Opening a backend takes time (NVML init): measure from the first reading, not from before it.
         self.meter = Meter(backend)
         now = max(now, self.clock())
@@ -75,10 +93,68 @@ class SidecarState:
 
     @property
     def method(self) -> Method:
+        if self.feed is not None:
+            return self.feed.method
+        if self.refused:
+            return "unavailable"
         return self.meter.method if self.meter else "unavailable"
 
+    @property
+    def method_reason(self) -> str:
+        if self.feed is not None:
+            return self.feed.reason
+        if self.refused:
+            return self.refused
+        if self.meter is None:
+            return "waiting for the trainer's NVML inventory (its GPU UUIDs)"
+        return self.meter.reason or f"the sidecar's {self.config.backend} backend"
+
     def read(self, now: float) -> float:
-        return self.meter.read(now) if self.meter else 0.0
+        if self.meter is None:
+            return 0.0
+        if self.refused:
+            return self.meter.total_joules  # frozen: nothing more is measured
+        return self.meter.read(now)
+
+    @property
+    def gpu_meters(self) -> list[GpuMeter]:
+        return self.feed.meters if self.feed is not None else (self.meter.gpus if self.meter else [])
+
+    def _on_inventory(self, marker: Marker, now: float) -> None:
+        reports = marker.gpus or ()
+        for r in reports:
+            self.trainer_gpus[r.uuid] = r
+        if self.feed is not None:
+            self.feed.on_inventory(reports, marker.error)
+            return
+        if self.config.backend != "nvml":
+            return
+        if self.meter is None:
+            if not reports:
+                self.refused = f"the trainer named no GPUs: {marker.error or 'its NVML sees none'}"
+                return
+            self._start_meter([r.uuid for r in reports], now)
+        self._verify_uuids()
+        for g in self.meter.gpus if self.meter else []:
+            if (seen := self.trainer_gpus.get(g.info.uuid)) is not None:
+                g.sharing = "mig" if g.info.sharing == "mig" else sharing_of(seen)
+                g.foreign_processes = seen.foreign_processes
+
+    def _verify_uuids(self) -> None:
+        """nvml mode: measure exactly the trainer's GPUs, or nothing (a wrong GPU is a wrong bill)."""
+        if self.meter is None or self.refused or not self.trainer_gpus:
+            return
+        if isinstance(self.meter.backend, UnavailableBackend):
+            self.refused = self.meter.backend.reason
+            return
+        ours = {g.info.uuid for g in self.meter.gpus}
+        theirs = set(self.trainer_gpus)
+        if ours != theirs:
+            self.refused = (
+                f"mismatched GPU UUIDs: the sidecar's NVML measures {sorted(ours)}, the trainer's NVML "
+                f"uses {sorted(theirs)}; refusing to bill GPUs that are not the trainer's"
+            )[:300]
+            log.error("refusing to measure: %s", self.refused)
 
     def on_datagram(self, data: bytes, now: float) -> Marker | None:
         try:
@@ -87,10 +163,31 @@ class SidecarState:
             self.bad_markers += 1
             log.warning("bad marker dropped: %s", exc)
             return None
-        self.gaps.see(marker.client, marker.seq)
+        if marker.kind == "gpus":
+            self._on_inventory(marker, now)
+            return marker
+        if marker.kind == "sample":
+            if self.feed is not None and marker.samples is not None:
+                if abs(marker.t - now) > CLOCK_SKEW_S:
+                    self.bad_markers += 1
+                    log.warning(
+                        "reading dropped: its time is %.0f s from the sidecar's clock", marker.t - now
+                    )
+                    return None
+                first = self.feed.first_t is None
+                self.feed.on_sample(marker.t, marker.samples)
+                if first and self.feed.first_t is not None and self.attributor.last_step is None:
+                    self.attributor.last_t = self.feed.first_t  # steps count from every GPU's first reading
+                self._drain(now)
+            return marker
+        self.gaps.see(marker.client, marker.seq)  # the sampler's datagrams have their own sequence
         if marker.kind == "hello":
-            if self.meter is None:
-                self._start_meter(marker.visible, now)
+            if marker.error and self.feed is not None:
+                self.feed.on_inventory((), marker.error)
+            elif marker.error and self.config.backend == "nvml" and self.meter is None:
+                self.refused = (
+                    f"the trainer could not load NVML, so no GPU is known to be its own: {marker.error}"
+                )
             return marker
         if marker.kind in ("step", "end"):
             self._close_step(marker, now)
@@ -108,15 +205,39 @@ class SidecarState:
     def _close_step(self, marker: Marker, now: float) -> None:
         if marker.kind == "step":
             self.steps_seen += 1
+        if self.feed is not None:
+            if abs(marker.t - now) > CLOCK_SKEW_S:
+                marker = replace(marker, t=now)  # not the node's clock: time it on arrival
+            self.pending.append(marker)
+            self._drain(now)
+            return
         if marker.kind == "end" and marker.step <= (self.attributor.last_step or 0):
             return
         # Time the step boundary at the reading itself, so duration and energy cover one window.
         now = max(now, self.clock())
-        energy = self.read(now)
-        record = self.attributor.mark(marker.step, now, energy)
+        self._record(marker.step, now, self.read(now))
+
+    def _drain(self, now: float, force: bool = False) -> None:
+        """trainer mode: close the pending markers that have a reading at or after them (in order)."""
+        assert self.feed is not None
+        while self.pending:
+            m = self.pending[0]
+            if not (force or self.feed.ready(m.t) or now - m.t > self.config.marker_wait_s):
+                return
+            self.pending.popleft()
+            if m.kind == "end" and m.step <= (self.attributor.last_step or 0):
+                continue
+            if self.attributor.last_step is None and self.feed.first_t is not None:
+                # the GPUs' first readings are microseconds apart: the first step starts at the latest
+                # one, at the energy interpolated there now that readings after it exist
+                self.attributor.last_energy_j = self.feed.energy_at(self.feed.first_t)
+            self._record(m.step, m.t, self.feed.energy_at(m.t))
+
+    def _record(self, step: int, t: float, energy_j: float) -> None:
+        record = self.attributor.mark(step, t, energy_j)
         if record is None:
             return
-        self.global_step = max(self.global_step, marker.step)
+        self.global_step = max(self.global_step, step)
         self.outbox.add_record(
             StepRecord(
                 step=record.step,
@@ -130,10 +251,18 @@ class SidecarState:
     def batch(self, now: float, *, final: bool = False, max_records: int = 5000) -> TelemetryBatch:
         """Read the meter and build the next batch (cumulative counters + pending records)."""
         self.read(now)
+        if self.feed is not None:
+            self._drain(now, force=final)
+        method = self.method
+        exact = method == "simulated"
         gpus = [
-            GpuCounter(index=g.info.index, uuid=g.info.uuid, energy_joules=g.joules, lost=g.lost)
-            for g in (self.meter.gpus if self.meter else [])
-        ]
+            GpuCounter(
+                index=g.info.index, uuid=g.info.uuid, energy_joules=g.joules, lost=g.lost, sharing=g.sharing,
+                foreign_processes=g.foreign_processes, uncertainty_joules=g.uncertainty_j(exact),
+                method=None if exact or g.method == method else g.method,
+            )
+            for g in self.gpu_meters
+        ]  # fmt: skip
         c = self.config
         base = TelemetryBatch(
             job=ObjectRef(namespace=c.job_namespace, name=c.job_name),
@@ -141,7 +270,8 @@ class SidecarState:
             boot_id=self.boot_id,
             seq=0,
             sent_at=self.wall(),
-            method=self.method,
+            method=method,
+            method_reason=self.method_reason,
             gpus=gpus,
             steps_seen=self.steps_seen,
             global_step=self.global_step,

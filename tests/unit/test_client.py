@@ -143,3 +143,11 @@ def test_without_the_nvml_library_the_hello_says_why_and_no_sampler_runs(receive
     assert hello.error is not None and hello.error.startswith("/nonexistent/libnvidia-ml.so.1: ")
     off = client.Client(addr(receiver), nvml=False)
     assert off.sampler is None and parse(receiver.recv(65536)).error == "disabled (CARBONTRACK_NVML=off)"
+
+
+def test_the_clients_names_are_the_contracts() -> None:
+    """client.py stays a single vendorable file (standard library only), so it keeps its own copy of
+    the names it shares with the operator; this holds the copy to api/contract.py."""
+    from carbontrack.api import contract
+
+    assert client.ENV_ADDR == contract.ENV_SIDECAR_ADDR

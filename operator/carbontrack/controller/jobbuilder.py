@@ -16,14 +16,25 @@ from carbontrack.api.contract import (
     CA_CONFIGMAP,
     CA_DIR,
     CA_VOLUME,
+    ENV_ENERGY_BACKEND,
+    ENV_HEALTH_PORT,
+    ENV_JOB_NAME,
+    ENV_JOB_NAMESPACE,
+    ENV_OPERATOR_URL,
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_POD_UID,
+    ENV_SIDECAR_ADDR,
+    ENV_TOKEN_FILE,
     HEALTH_PORT,
     INJECTED_ANNOTATION,
     LABEL_JOB,
     LABEL_MANAGED,
+    SIDECAR_ADDR,
     SIDECAR_NAME,
-    SIDECAR_PORT,
     TOKEN_AUDIENCE,
     TOKEN_DIR,
+    TOKEN_FILE,
     TOKEN_VOLUME,
 )
 from carbontrack.api.crd import CarbonTrackedJobSpec
@@ -51,20 +62,20 @@ def sidecar_container(job_name: str, namespace: str, config: OperatorConfig) -> 
         "args": ["sidecar"],
         "restartPolicy": "Always",
         "env": [
-            _env("CARBONTRACK_OPERATOR_URL", config.operator_url),
-            _env("CARBONTRACK_JOB_NAME", job_name),
-            _env("CARBONTRACK_JOB_NAMESPACE", namespace),
-            _env("CARBONTRACK_ENERGY_BACKEND", config.sidecar_backend),
-            _env("CARBONTRACK_SIDECAR_ADDR", f"127.0.0.1:{SIDECAR_PORT}"),
-            _env("CARBONTRACK_HEALTH_PORT", str(HEALTH_PORT)),
-            _env("CARBONTRACK_TOKEN_FILE", f"{TOKEN_DIR}/token"),
+            _env(ENV_OPERATOR_URL, config.operator_url),
+            _env(ENV_JOB_NAME, job_name),
+            _env(ENV_JOB_NAMESPACE, namespace),
+            _env(ENV_ENERGY_BACKEND, config.sidecar_backend),
+            _env(ENV_SIDECAR_ADDR, SIDECAR_ADDR),
+            _env(ENV_HEALTH_PORT, str(HEALTH_PORT)),
+            _env(ENV_TOKEN_FILE, TOKEN_FILE),
             # No GPU for the sidecar by default: the trainer's client reads its own GPUs. Only the opt-in
             # nvml mode asks the nvidia runtime for the node's GPUs (NVIDIA's hardening guide forbids this
             # in most clusters; CDI and GKE ignore it), and measures only the trainer's NVML UUIDs there.
             *([_env("NVIDIA_VISIBLE_DEVICES", "all")] if config.sidecar_backend == "nvml" else []),
-            _field_env("POD_NAME", "metadata.name"),
-            _field_env("POD_NAMESPACE", "metadata.namespace"),
-            _field_env("POD_UID", "metadata.uid"),
+            _field_env(ENV_POD_NAME, "metadata.name"),
+            _field_env(ENV_POD_NAMESPACE, "metadata.namespace"),
+            _field_env(ENV_POD_UID, "metadata.uid"),
         ],
         "resources": {
             "requests": {"cpu": config.sidecar_cpu, "memory": config.sidecar_memory},
@@ -122,8 +133,8 @@ def inject(template: dict[str, Any], job_name: str, namespace: str, config: Oper
     spec["initContainers"] = [sidecar, *spec.get("initContainers", [])]
     for container in spec["containers"]:
         env = container.setdefault("env", [])
-        if not any(e.get("name") == "CARBONTRACK_SIDECAR_ADDR" for e in env):
-            env.append(_env("CARBONTRACK_SIDECAR_ADDR", f"127.0.0.1:{SIDECAR_PORT}"))
+        if not any(e.get("name") == ENV_SIDECAR_ADDR for e in env):
+            env.append(_env(ENV_SIDECAR_ADDR, SIDECAR_ADDR))
     spec.setdefault("volumes", []).append(
         {
             "name": TOKEN_VOLUME,

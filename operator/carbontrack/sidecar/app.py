@@ -24,6 +24,7 @@ from carbontrack.logs import setup_logging
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
 from carbontrack.sidecar.outbox import Backoff
+from carbontrack.sidecar.policy import Action, respond
 from carbontrack.sidecar.state import SidecarState
 
 log = logging.getLogger("carbontrack.sidecar")
@@ -85,6 +86,8 @@ class Sidecar:
         self.config = config
         self.state = SidecarState(config, partial(make_backend, config), time.monotonic())
         self.backoff = Backoff(max_s=config.max_backoff_s)
+        self.back_off = False
+        """The last answer asks for the backoff delay before the next send (sidecar.policy)."""
         self.max_records = 5000
         self.sent = 0
         self.refused = 0
@@ -115,16 +118,17 @@ class Sidecar:
             post_batch, self.config.operator_url, self._token(), batch, self.config.request_timeout_s,
             self.config.ca_file,
         )  # fmt: skip
-        if 200 <= result.status < 300:
+        response = respond(result.status, self.max_records)
+        self.back_off = response.back_off
+        if response.action is Action.DELIVERED:
             self.state.outbox.ack(batch.seq)
             self.sent += 1
             self.last_ok = time.monotonic()
             self.backoff.reset()
-        elif result.status == 413 and self.max_records > 1:
-            self.max_records //= 2
+        elif response.action is Action.SHRINK:
+            self.max_records = response.max_records
             log.warning("batch too large; sending fewer records per batch", extra={"max": self.max_records})
-        elif result.status in (400, 422):
-            # The operator will never take this batch; keep counters (next batch), drop its records.
+        elif response.action is Action.DROP_RECORDS:
             self.refused += 1
             dropped = len(batch.steps)
             self.state.outbox.ack(batch.seq)
@@ -154,9 +158,10 @@ class Sidecar:
                 w.cancel()
             if self._stop.is_set():
                 return
-            result = await self.ship_once()
-            ok = 200 <= result.status < 300 or result.status in (400, 413, 422)
-            delay = self.config.interval_s if ok else max(self.config.interval_s, self.backoff.next_delay())
+            await self.ship_once()
+            delay = self.config.interval_s
+            if self.back_off:
+                delay = max(delay, self.backoff.next_delay())
 
     async def _sample_loop(self) -> None:
         period = 1.0 / self.config.sample_hz

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from carbontrack.api.contract import CA_DIR, HEALTH_PORT, SIDECAR_ADDR, TOKEN_FILE
+
 BackendName = Literal["trainer", "nvml", "simulated", "none"]
 """trainer: the trainer's own NVML samples (default, no GPU in the sidecar); nvml: the sidecar reads
 NVML itself (opt-in, where the cluster gives it the GPUs); simulated: traces; none: no measurement."""
@@ -20,9 +22,9 @@ class SidecarConfig:
     pod_namespace: str
     pod_name: str
     pod_uid: str = ""
-    listen: str = "127.0.0.1:9477"
+    listen: str = SIDECAR_ADDR
     """UDP address for the trainer's markers."""
-    health_port: int = 9478
+    health_port: int = HEALTH_PORT
     health_host: str = "0.0.0.0"
     """The kubelet probes /healthz on the pod IP, so it listens there, not only on loopback."""
     backend: BackendName = "trainer"
@@ -36,11 +38,11 @@ class SidecarConfig:
     """False simulates a GPU without an energy counter (pre-Volta): power is sampled and integrated."""
     interval_s: float = 1.0
     sample_hz: float = 10.0
-    token_file: str = "/var/run/secrets/carbontrack/token"
+    token_file: str = TOKEN_FILE
     buffer_records: int = 10_000
     request_timeout_s: float = 5.0
     max_backoff_s: float = 30.0
-    ca_file: str = "/var/run/carbontrack/ca/ca.crt"
+    ca_file: str = f"{CA_DIR}/ca.crt"
     """CA bundle that signs the operator's certificate (an https operator URL): re-read for every send,
     as the ConfigMap it is mounted from changes when the operator's CA rotates."""
     marker_wait_s: float = 2.0
@@ -64,8 +66,8 @@ class SidecarConfig:
             pod_namespace=e.get("POD_NAMESPACE", ""),
             pod_name=e.get("POD_NAME", ""),
             pod_uid=e.get("POD_UID", ""),
-            listen=get("SIDECAR_ADDR", "127.0.0.1:9477"),
-            health_port=int(get("HEALTH_PORT", "9478")),
+            listen=get("SIDECAR_ADDR", SIDECAR_ADDR),
+            health_port=int(get("HEALTH_PORT", str(HEALTH_PORT))),
             health_host=get("HEALTH_HOST", "0.0.0.0"),
             backend=backend,  # type: ignore[arg-type]
             visible_devices=get("VISIBLE_DEVICES") or None,
@@ -75,9 +77,9 @@ class SidecarConfig:
             sim_counter=get("SIM_NO_COUNTER", "false").lower() != "true",
             interval_s=float(get("INTERVAL_S", "1.0")),
             sample_hz=float(get("SAMPLE_HZ", "10")),
-            token_file=get("TOKEN_FILE", "/var/run/secrets/carbontrack/token"),
+            token_file=get("TOKEN_FILE", TOKEN_FILE),
             buffer_records=int(get("BUFFER_RECORDS", "10000")),
             max_backoff_s=float(get("MAX_BACKOFF_S", "30")),
-            ca_file=get("CA_FILE", "/var/run/carbontrack/ca/ca.crt"),
+            ca_file=get("CA_FILE", f"{CA_DIR}/ca.crt"),
             marker_wait_s=float(get("MARKER_WAIT_S", "2")),
         )

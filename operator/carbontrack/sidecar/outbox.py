@@ -8,7 +8,6 @@ them is acknowledged; past the bound the oldest go first, and the count of them 
 from __future__ import annotations
 
 import random
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -36,7 +35,8 @@ class Outbox:
         self.evals.append(report)
 
     def build(self, base: TelemetryBatch, max_records: int = 5000) -> TelemetryBatch:
-        """The next batch: the counters in `base`, plus the oldest pending records."""
+        """The next batch: the counters in `base` (with its sentAt, from the state's clock), plus the
+        oldest pending records."""
         self.seq += 1
         records = list(self.records)[:max_records]
         evals = list(self.evals)
@@ -48,7 +48,6 @@ class Outbox:
                 "evals": evals,
                 "dp": self.dp,
                 "records_dropped": self.records_dropped,
-                "sent_at": time.time(),
             }
         )
 

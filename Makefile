@@ -37,7 +37,7 @@ image:
 	$(BIN)/python tests/cluster/images.py image
 	$(BIN)/python tests/cluster/images.py smoke
 
-# End-to-end tests on kind (not part of `make test`): the image, kind and its node image (built without a
+# End-to-end tests on kind (the last part of `make test`): the image, kind and its node image (built without a
 # registry unless CARBONTRACK_KIND_NODE_IMAGE names one), a cluster, the chart; the cluster is deleted after.
 e2e:
 	$(BIN)/python -m pytest -m e2e tests/e2e
@@ -56,8 +56,11 @@ lint:
 	$(BIN)/carbontrack crd --check
 	$(BIN)/hadolint Dockerfile
 
+# Unit and control-plane tests, then the end-to-end tests on kind (they skip, saying why, without a
+# Docker engine); two runs, so no kind cluster idles beside the control-plane tests.
 test: lint
 	$(BIN)/python -m pytest
+	$(MAKE) e2e
 
 unit:
 	$(BIN)/python -m pytest -m unit

@@ -28,6 +28,7 @@ SINGULAR = "carbontrackedjob"
 SHORT_NAMES = ["ctj"]
 
 Context = Literal["development", "staging", "production"]
+_CONTEXTS: tuple[Context, ...] = ("development", "staging", "production")
 JsonDict = dict[str, JsonValue]
 StagePercent = Annotated[int, Field(ge=1, le=100)]
 
@@ -133,13 +134,30 @@ class QualityGate(KubeModel):
             "fieldPath": ".minScore",
             "reason": "FieldValueRequired",
         },
+        {
+            "rule": "!has(self.passScore) || has(self.minScore)",
+            "message": "passScore needs minScore (the fail bound)",
+            "fieldPath": ".passScore",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.passScore) || !has(self.minScore) || (self.higherIsBetter"
+            " ? self.passScore >= self.minScore : self.passScore <= self.minScore)",
+            "message": "passScore must be on the passing side of minScore (>= when higherIsBetter,"
+            " <= otherwise)",
+            "fieldPath": ".passScore",
+            "reason": "FieldValueInvalid",
+        },
     )
 
     metric: str = Field(min_length=1, max_length=128)
     """Name of the eval metric the trainer reports (e.g. eval_accuracy)."""
     higher_is_better: bool = True
     min_score: float | None = None
-    """Absolute floor (or ceiling when higherIsBetter is false) for the metric."""
+    """Absolute floor (or ceiling when higherIsBetter is false) for the metric: worse fails."""
+    pass_score: float | None = None
+    """Optional: the score that passes with confidence. A score between minScore and passScore is
+    Inconclusive: the job pauses (phase Paused) until a person approves or rejects it."""
     baseline: float | None = None
     """The current production model's score on the same metric."""
     max_regression: float | None = Field(None, ge=0)
@@ -166,7 +184,18 @@ class QualityGate(KubeModel):
             raise ValueError(
                 "quality.minScore: a quality gate needs minScore or baseline, else it judges nothing"
             )
+        if self.pass_score is not None:
+            if self.min_score is None:
+                raise ValueError(f"quality.passScore: {_PASS_SCORE_NEEDS_MIN}")
+            if (
+                self.pass_score < self.min_score
+            ) == self.higher_is_better and self.pass_score != self.min_score:
+                raise ValueError(f"quality.passScore: {_PASS_SCORE_SIDE}")
         return self
+
+
+_PASS_SCORE_NEEDS_MIN = "passScore needs minScore (the fail bound)"
+_PASS_SCORE_SIDE = "passScore must be on the passing side of minScore (>= when higherIsBetter, <= otherwise)"
 
 
 class SecurityCounts(KubeModel):
@@ -216,6 +245,26 @@ class Thresholds(KubeModel):
     max_memory_increase: float | None = Field(None, ge=0)
 
 
+class ApprovalSpec(KubeModel):
+    """A person's approval before the named stages, even when every gate passes."""
+
+    stages: list[StagePercent] = Field(
+        min_length=1, max_length=10, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Percents of spec.canary.stages: the job pauses (phase Paused) before scaling to each of them
+    until `carbontrack approve` (or the carbontrack.io/approve annotation); e.g. [100]."""
+    required_for: list[Context] = Field(
+        default_factory=lambda: list(_CONTEXTS),
+        min_length=1,
+        max_length=3,
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "default": ["development", "staging", "production"],
+        },
+    )
+    """Contexts in which the approval is asked (default: every context); e.g. [production]."""
+
+
 class GatesSpec(KubeModel):
     """What must hold before each scale-up."""
 
@@ -225,6 +274,9 @@ class GatesSpec(KubeModel):
     quality: QualityGate | None = None
     tests: TestsGate | None = None
     privacy: PrivacyGate | None = None
+    approval: ApprovalSpec | None = None
+    suspend_when_paused: bool = False
+    """Suspend the Job while it waits in phase Paused; by default it keeps training at its stage."""
     allow_empty: bool = False
     """Run a production job with no gate at all (no quality, tests, privacy or carbon.budgetKg).
     Without it such a job is refused: a forgotten gates block must not promote on "0/0 passed"."""
@@ -233,6 +285,9 @@ class GatesSpec(KubeModel):
 _NO_GATES = (
     "a production job needs a gate (quality, tests, privacy or carbon.budgetKg) or gates.allowEmpty: true"
 )
+
+
+_APPROVAL_STAGES = "every gates.approval stage must be one of canary.stages"
 
 
 class CarbonTrackedJobSpec(KubeModel):
@@ -251,6 +306,12 @@ class CarbonTrackedJobSpec(KubeModel):
             "message": _NO_GATES,
             "fieldPath": ".gates",
             "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.gates.approval) || self.gates.approval.stages.all(s, s in self.canary.stages)",
+            "message": _APPROVAL_STAGES,
+            "fieldPath": ".gates.approval.stages",
+            "reason": "FieldValueInvalid",
         },
     )
 
@@ -276,6 +337,8 @@ class CarbonTrackedJobSpec(KubeModel):
         gated = any(x is not None for x in (g.quality, g.tests, g.privacy, self.carbon.budget_kg))
         if g.context == "production" and not g.allow_empty and not gated:
             raise ValueError(f"gates: {_NO_GATES}")
+        if g.approval is not None and not set(g.approval.stages) <= set(self.canary.stages):
+            raise ValueError(f"gates.approval.stages: {_APPROVAL_STAGES}")
         return self
 
 
@@ -292,16 +355,30 @@ class Condition(KubeModel):
     observed_generation: int | None = Field(None, ge=0)
 
 
+GateVerdict = Literal["Passed", "Failed", "Inconclusive", "Error"]
+
+
 class GateResult(KubeModel):
-    """One gate's verdict, with the numbers behind it."""
+    """One gate's verdict, with the numbers behind it. `passed` is `verdict == Passed`."""
 
     name: str
     passed: bool
+    verdict: GateVerdict | None = None
+    """Passed | Failed | Inconclusive (between a pass and a fail bound: a person decides) | Error
+    (the evidence could not be read). Omitted: Passed or Failed, from `passed`."""
     observed: float | None = None
     threshold: float | None = None
     message: str = ""
     warning: bool = False
     """Passed only because the context allows missing data (development)."""
+
+    @model_validator(mode="after")
+    def _verdict_matches(self) -> GateResult:
+        if self.verdict is None:
+            self.verdict = "Passed" if self.passed else "Failed"
+        elif self.passed != (self.verdict == "Passed"):
+            raise ValueError(f"gate {self.name}: passed must equal verdict == Passed")
+        return self
 
 
 class Projection(KubeModel):
@@ -405,6 +482,27 @@ class PromotionStatus(KubeModel):
     stage_start_step: int = Field(0, ge=0)
     halted_from: str | None = None
     halted_generation: int | None = None
+    paused_from: str | None = None
+    """The phase a pause interrupted (Canary or Promoting)."""
+    pause_reason: Literal["Inconclusive", "ApprovalRequired"] | None = None
+    consumed_decision: str | None = Field(None, max_length=64)
+    """Hash of the last approve/reject annotation the judgement acted on: each is used once."""
+
+
+class DecisionRecord(KubeModel):
+    """A person's approval or rejection, as the judgement recorded it."""
+
+    decision: Literal["Approved", "Rejected", "Ignored"]
+    """Ignored: the annotation came while the job was not Paused (it is consumed, not kept for later)."""
+    by: str = Field(max_length=512)
+    """Who: the user `carbontrack approve|reject` read from a SelfSubjectReview, or, for a bare
+    annotation, the field manager that set it (the apiserver does not record the user)."""
+    reason: str = Field("", max_length=1024)
+    at: datetime
+    stage: str = Field(max_length=32)
+    """canary, or the stage percent the job was in (e.g. 50%)."""
+    phase: str = Field(max_length=32)
+    """The phase the decision was made in."""
 
 
 class CarbonTrackedJobStatus(KubeModel):
@@ -440,6 +538,8 @@ class CarbonTrackedJobStatus(KubeModel):
     gates: list[GateResult] = Field(default_factory=list)
     gate_summary: str | None = None
     """e.g. 3/3 passed, or the name of the failing gate, for kubectl get."""
+    decisions: list[DecisionRecord] = Field(default_factory=list, max_length=10)
+    """The last 10 approvals and rejections, oldest first."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -12,6 +12,7 @@ writer patches its fields of status (see controller.status for who writes what).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -21,7 +22,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.contract import LABEL_JOB, LABEL_MANAGED, Phase
+from carbontrack.api.contract import APPROVE_ANNOTATION, LABEL_JOB, LABEL_MANAGED, REJECT_ANNOTATION, Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, TestsEvidence
 from carbontrack.controller import metrics
 from carbontrack.controller import status as st
@@ -33,7 +34,16 @@ from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.core.aggregation import JobAggregate
-from carbontrack.core.evaluation import ConditionUpdate, Inputs, Plan, epsilon_query, evaluate, job_outcome
+from carbontrack.core.approvals import person_decision
+from carbontrack.core.evaluation import (
+    ConditionUpdate,
+    Inputs,
+    Plan,
+    epsilon_query,
+    evaluate,
+    job_outcome,
+    suspended,
+)  # fmt: skip
 from carbontrack.core.gates import TestResults
 from carbontrack.core.test_evidence import tests_from
 
@@ -153,7 +163,7 @@ async def reconcile(
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    suspend = parsed.suspend or phase == Phase.HALTED  # only the judgement lifts a gate's halt
+    suspend = parsed.suspend or suspended(parsed, phase)  # only the judgement lifts a gate's halt
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
@@ -177,7 +187,7 @@ async def reconcile(
     if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
         patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
         kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
-    elif phase != Phase.HALTED:  # a halt's condition names the gate; only the judgement lifts it
+    elif phase not in (Phase.HALTED, Phase.PAUSED):  # their condition names the gate; the judgement lifts it
         patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -245,8 +255,11 @@ async def _gather(
     spec: CarbonTrackedJobSpec,
     status: kopf.Status,
     generation: int,
+    meta: kopf.Meta,
 ) -> Inputs:
     stored = st.parse(status)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    person = person_decision(meta.get("annotations"), meta.get("managedFields"), now)
     job_state = await memo.registry.get(namespace, name)
     agg = job_state.aggregate if job_state else JobAggregate()
     tests, evidence = await _tests_evidence(memo, namespace, spec, stored.tests_evidence)
@@ -261,7 +274,7 @@ async def _gather(
         aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
-        zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned,
+        zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
     )  # fmt: skip
 
 
@@ -277,6 +290,10 @@ async def _apply(
         except ApiException as exc:
             raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
     patch.status.update(st.plan_update(status, spec, plan, name))
+    if plan.clear_decision:  # recorded in status (its hash): the annotation has done its work
+        for key in (APPROVE_ANNOTATION, REJECT_ANNOTATION):
+            if key in (body.metadata.annotations or {}):
+                patch.metadata.annotations[key] = None
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     before, after = status.get("phase"), plan.decision.state.phase
@@ -304,7 +321,7 @@ async def promote(
     except ValidationError:
         return
     generation = int(meta.get("generation") or 0)
-    inputs = await _gather(memo, namespace, name, parsed, status, generation)
+    inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
     await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
 
 

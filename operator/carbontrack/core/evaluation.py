@@ -15,7 +15,7 @@ from carbontrack.api.crd import CarbonTrackedJobSpec, Projection, TestsEvidence
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
-from carbontrack.core.promotion import Decision, Event, State, step
+from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class Inputs:
     """False: the zone is in no intensity table, and emissions use the world average."""
     zone_warned: bool = False
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
+    person: PersonDecision | None = None
+    """The approve/reject annotation on the object, if any."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Plan:
     tests_evidence: TestsEvidence | None = None
     conditions: tuple[ConditionUpdate, ...] = ()
     events: tuple[Event, ...] = ()
+    clear_decision: bool = False
+    """The approve/reject annotation has been acted on (status records its hash): remove it."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -159,18 +163,17 @@ def evaluate(inputs: Inputs) -> Plan:
 
     decision = step(
         spec, inputs.state, global_step=agg.global_step, generation=inputs.generation,
-        judge=judge_now, over_budget=lambda: _over_budget(inputs),
+        judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
     )  # fmt: skip
-    was_halted = inputs.state.phase == Phase.HALTED
+    was_suspended = suspended(spec, inputs.state.phase)
     scale = None
-    if decision.replicas != inputs.replicas or decision.suspend != was_halted:
+    if decision.replicas != inputs.replicas or decision.suspend != was_suspended:
         scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
     conditions: list[ConditionUpdate] = []
     if decision.events:
         last = decision.events[-1]
-        conditions.append(
-            ConditionUpdate("Ready", decision.state.phase != Phase.HALTED, last.reason, last.message)
-        )
+        ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
+        conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
     report = decision.report
     gauges = Gauges(
@@ -185,7 +188,14 @@ def evaluate(inputs: Inputs) -> Plan:
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
         conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
+        clear_decision=inputs.person is not None
+        and decision.state.consumed_decision == inputs.person.token,
     )  # fmt: skip
+
+
+def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
+    """Whether the Job is held suspended in this phase (a halt, or a pause the spec asks to suspend)."""
+    return phase == Phase.HALTED or (phase == Phase.PAUSED and spec.gates.suspend_when_paused)
 
 
 def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:

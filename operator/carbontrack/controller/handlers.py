@@ -23,8 +23,16 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from carbontrack.api.contract import APPROVE_ANNOTATION, LABEL_JOB, LABEL_MANAGED, REJECT_ANNOTATION, Phase
-from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, TestsEvidence
-from carbontrack.controller import metrics
+from carbontrack.api.crd import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CarbonTrackedJobSpec,
+    CarbonTrackedJobStatus,
+    MetricHistory,
+    TestsEvidence,
+)  # fmt: skip
+from carbontrack.controller import metrics, prometheus
 from carbontrack.controller import status as st
 from carbontrack.controller.auth import Authenticator
 from carbontrack.controller.config import OperatorConfig
@@ -33,6 +41,7 @@ from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
 from carbontrack.core.evaluation import (
@@ -248,6 +257,24 @@ async def _tests_evidence(
     return results, st.tests_evidence(results, source)
 
 
+async def _measure(
+    spec: CarbonTrackedJobSpec, stored: CarbonTrackedJobStatus, global_step: int, now: dt.datetime
+) -> tuple[MetricHistory, ...]:
+    """One measurement of each metric gate that is due (canary and promotion stages only)."""
+    state = st.promotion_state(stored)
+    histories = analysis.by_name(stored.measurements)
+    out = []
+    for gate in spec.gates.metrics:
+        h = analysis.current(histories.get(gate.name), gate.name, state.stage, state.stage_start_step)
+        if state.phase in (Phase.CANARY, Phase.PROMOTING) and analysis.due(gate, h, global_step):
+            try:
+                h = analysis.record(gate, h, global_step, now, value=await prometheus.query(gate.prometheus))
+            except analysis.MeasurementError as exc:
+                h = analysis.record(gate, h, global_step, now, error=str(exc))
+        out.append(h)
+    return tuple(out)
+
+
 async def _gather(
     memo: kopf.Memo,
     namespace: str,
@@ -262,6 +289,7 @@ async def _gather(
     person = person_decision(meta.get("annotations"), meta.get("managedFields"), now)
     job_state = await memo.registry.get(namespace, name)
     agg = job_state.aggregate if job_state else JobAggregate()
+    measured = await _measure(spec, stored, agg.global_step, now) if spec.gates.metrics else ()
     tests, evidence = await _tests_evidence(memo, namespace, spec, stored.tests_evidence)
     query = epsilon_query(spec, agg)
     epsilons = await asyncio.to_thread(query.compute) if query else None  # PLD: up to a second
@@ -275,6 +303,7 @@ async def _gather(
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
+        metrics=measured,
     )  # fmt: skip
 
 

@@ -9,7 +9,8 @@ Each top-level field has one writer:
 |                                          | telemetry, evidence                                        |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, decisions, conditions*,          |
+|                                          | projected, testsEvidence, measurements, decisions,         |
+|                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
 *phase and the Ready condition also change where the world decides rather than a judgement: a spec or
@@ -222,6 +223,8 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
     if plan.decision.report is not None:
         update.gates = list(plan.decision.report.results)
         update.gate_summary = plan.decision.report.summary()
+    if plan.measurements is not None:
+        update.measurements = list(plan.measurements)
     if plan.decision.record is not None:  # a bounded history: the last 10 decisions
         before = parse({"decisions": current.get("decisions") or []}).decisions
         update.decisions = [*before, plan.decision.record][-10:]

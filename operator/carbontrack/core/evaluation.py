@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, Projection, TestsEvidence
+from carbontrack.api.crd import CarbonTrackedJobSpec, MetricHistory, Projection, TestsEvidence
+from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
@@ -72,6 +73,8 @@ class Inputs:
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
     person: PersonDecision | None = None
     """The approve/reject annotation on the object, if any."""
+    metrics: tuple[MetricHistory, ...] = ()
+    """Each metric gate's counts for the current stage, this round's measurement included."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Plan:
     events: tuple[Event, ...] = ()
     clear_decision: bool = False
     """The approve/reject annotation has been acted on (status records its hash): remove it."""
+    measurements: tuple[MetricHistory, ...] | None = None
+    """status.measurements, when the spec has metric gates."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -152,6 +157,20 @@ def evaluate(inputs: Inputs) -> Plan:
     projected = _projection(inputs)
     claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
 
+    histories = analysis.by_name(inputs.metrics)
+    metric_gates = [
+        (
+            g,
+            analysis.current(
+                histories.get(g.name), g.name, inputs.state.stage, inputs.state.stage_start_step
+            ),
+        )
+        for g in spec.gates.metrics
+    ]
+    # Metric gates judge a stage's own measurements: a halted job re-judged by an edit leaves them to
+    # the resumed stage, which measures them afresh before it is promoted.
+    measuring = inputs.state.phase in (Phase.CANARY, Phase.PROMOTING)
+
     def judge_now() -> Report:
         evidence = Evidence(
             metrics={k: v for k, (_, v) in agg.evals.items()}, tests=inputs.tests,
@@ -159,11 +178,15 @@ def evaluate(inputs: Inputs) -> Plan:
             emissions_projected_g=projected.emissions_grams if projected else None,
             energy_measured=agg.energy_measured,
         )  # fmt: skip
-        return judge(spec, evidence)
+        report = judge(spec, evidence)
+        if not measuring:
+            return report
+        return Report((*report.results, *(analysis.verdict(g, h) for g, h in metric_gates)))
 
     decision = step(
         spec, inputs.state, global_step=agg.global_step, generation=inputs.generation,
         judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
+        collecting=measuring and any(analysis.collecting(g, h) for g, h in metric_gates),
     )  # fmt: skip
     was_suspended = suspended(spec, inputs.state.phase)
     scale = None
@@ -190,6 +213,7 @@ def evaluate(inputs: Inputs) -> Plan:
         conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
+        measurements=tuple(h for _, h in metric_gates) if metric_gates else None,
     )  # fmt: skip
 
 

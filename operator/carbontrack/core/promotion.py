@@ -115,15 +115,17 @@ def step(
     judge: Callable[[], Report],
     over_budget: Callable[[], str | None],
     person: PersonDecision | None = None,
+    collecting: bool = False,
 ) -> Decision:
     """The next state. `judge` runs the gates; `over_budget` says which budget is exceeded so far, if any;
-    `person` is the approve/reject annotation, if one is on the object."""
+    `person` is the approve/reject annotation, if one is on the object; `collecting`: a metric gate
+    still takes its measurements, so the stage is not judged yet."""
     phase = state.phase
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return Decision(state, stage_replicas(spec, state.stage), False)
     fresh = person if person is not None and person.token != state.consumed_decision else None
     if fresh is None:
-        return _step(spec, state, global_step, generation, judge, over_budget)
+        return _step(spec, state, global_step, generation, judge, over_budget, collecting)
     consumed = replace(state, consumed_decision=fresh.token)
     verb = "approval" if fresh.approve else "rejection"
     why = f": {fresh.reason}" if fresh.reason else ""
@@ -135,7 +137,7 @@ def step(
         )  # fmt: skip
 
     if phase != Phase.PAUSED or spec.suspend:
-        inner = _step(spec, consumed, global_step, generation, judge, over_budget)
+        inner = _step(spec, consumed, global_step, generation, judge, over_budget, collecting)
         now = Phase.HALTED if spec.suspend else phase
         ignored = Event(
             "Warning", "DecisionIgnored", f"{verb} by {fresh.by} ignored: the job is {now}, not Paused"
@@ -200,6 +202,7 @@ def _step(
     generation: int,
     judge: Callable[[], Report],
     over_budget: Callable[[], str | None],
+    collecting: bool = False,
 ) -> Decision:
     phase = state.phase
 
@@ -264,7 +267,7 @@ def _step(
         return Decision(state, stage_replicas(spec, state.stage), False)
 
     # Canary or Promoting: judge once the stage has seen minSteps global steps.
-    if global_step - state.stage_start_step < spec.canary.min_steps:
+    if global_step - state.stage_start_step < spec.canary.min_steps or collecting:
         return Decision(state, stage_replicas(spec, state.stage), False)
     report = judge()
     if report.failed():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from typing import Any
@@ -70,8 +71,9 @@ async def _decide(args: argparse.Namespace) -> int:
             before = earlier[-1] if earlier else None  # the history is bounded: compare the newest
             body = {"metadata": {"annotations": {key: annotation_value(by, args.reason)}}}
             await custom.patch_namespaced_custom_object(
-                GROUP, VERSION, args.namespace, PLURAL, args.name, body, field_manager=FIELD_MANAGER
-            )
+                GROUP, VERSION, args.namespace, PLURAL, args.name, body, field_manager=FIELD_MANAGER,
+                _content_type="application/merge-patch+json",  # else the client picks JSON patch for a dict
+            )  # type: ignore[call-arg]  # fmt: skip
             print(f"{args.command} of {args.namespace}/{args.name} by {by} written ({key})")
             if not args.wait:
                 return 0
@@ -89,8 +91,16 @@ async def _decide(args: argparse.Namespace) -> int:
             print(f"the operator did not act within {args.timeout:g} s", file=sys.stderr)
             return 1
         except ApiException as exc:
-            print(f"{args.namespace}/{args.name}: {exc.status} {exc.reason}", file=sys.stderr)
+            print(f"{args.namespace}/{args.name}: {exc.status} {_message(exc)}", file=sys.stderr)
             return 2
+
+
+def _message(exc: Any) -> str:
+    """The apiserver's own words (its Status message), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body)["message"])[:1000]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
 
 
 def decide(args: argparse.Namespace) -> int:

@@ -189,7 +189,7 @@ def _h(values: list[float | str]) -> MetricHistory:
         ([0.99, 0.99], Phase.PROMOTING, "2/2 passed"),
         ([0.99, 0.96], Phase.PAUSED, "metric.success inconclusive"),
         ([0.5], Phase.HALTED, "metric.success failed"),
-        (["refused"] * 5, Phase.HALTED, "metric.success failed"),
+        (["refused"] * 5, Phase.HALTED, "metric.success error"),
     ],
 )
 def test_metric_gates_in_the_judgement(values: list[float | str], phase: Phase, summary: str | None) -> None:

@@ -225,7 +225,7 @@ def test_report_verdict_and_summary() -> None:
     error = Report((GateResult(name="p", passed=False, verdict="Error"),))
     assert (error.verdict(), error.summary(), [r.name for r in error.failed()]) == (
         "Error",
-        "p failed",
+        "p error",
         ["p"],
     )
 

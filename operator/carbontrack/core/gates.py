@@ -99,7 +99,10 @@ class Report:
     def summary(self) -> str:
         failed = self.failed()
         if failed:
-            return f"{failed[0].name} failed" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
+            what = (
+                "error" if failed[0].verdict == "Error" else "failed"
+            )  # an unreadable provider, not a bad canary
+            return f"{failed[0].name} {what}" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
         unsure = self.inconclusive()
         if unsure:
             more = f" (+{len(unsure) - 1})" if len(unsure) > 1 else ""

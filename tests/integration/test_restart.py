@@ -72,6 +72,8 @@ def test_unmeasured_energy_halts_a_staging_canary_on_the_carbon_gate(
     job = ctj("blind", 1, gates={"context": "staging"})
     job["spec"]["carbon"]["budgetKg"] = 10
     assert apply(cluster, namespace, job).returncode == 0
+    # the canary counts minSteps from the step it starts at: report only once it has started
+    wait(lambda: status(cluster, namespace, "blind").get("phase") == "Canary", what="phase Canary")
     ((pod, uid),) = running_pods(cluster, namespace, "blind", 1)
     token = pod_token(cluster, namespace, pod, uid)
     for seq, step in enumerate((5, 12), start=1):

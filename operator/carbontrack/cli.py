@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     from carbontrack.gates_cli import add_parser as add_gates
 
     add_gates(sub)
+    from carbontrack.decide_cli import add_parser as add_decide
+
+    add_decide(sub)
     return parser
 
 

@@ -135,4 +135,22 @@ MALFORMED: list[Malformed] = [
     Malformed(
         "template-image-not-a-string", _with("template.spec.containers", [{"name": "t", "image": 5}]), "image"
     ),
+    # an approval before a stage the job never enters would never be asked
+    Malformed(
+        "approval-stage-not-a-canary-stage",
+        _with("gates.approval", {"stages": [75]}),
+        "spec.gates.approval.stages",
+    ),
+    Malformed("approval-without-stages", _with("gates.approval", {}), "spec.gates.approval.stages"),
+    # a pass bound on the failing side of the fail bound makes no Inconclusive band, only confusion
+    Malformed(
+        "pass-score-below-min-score",
+        _with("gates.quality", {"metric": "eval_accuracy", "minScore": 0.8, "passScore": 0.7}),
+        "spec.gates.quality.passScore",
+    ),
+    Malformed(
+        "pass-score-without-min-score",
+        _with("gates.quality", {"metric": "eval_accuracy", "baseline": 0.8, "passScore": 0.9}),
+        "spec.gates.quality.passScore",
+    ),
 ]

@@ -116,7 +116,7 @@ def test_ci_formats_are_read_by_content_and_judged(
         "production",
     )
     assert doc["gates"][1] == {
-        "name": "tests.coverage", "passed": True, "observed": 0.935, "threshold": 0.9,
+        "name": "tests.coverage", "passed": True, "verdict": "Passed", "observed": 0.935, "threshold": 0.9,
         "message": "coverage 0.935 >= 0.9", "warning": False,
     }  # fmt: skip
     assert [(i["flag"], i["format"], i["detail"]) for i in doc["inputs"]] == [

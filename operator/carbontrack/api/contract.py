@@ -32,6 +32,10 @@ LABEL_JOB: Final = "carbontrack.io/job"
 LABEL_MANAGED: Final = "carbontrack.io/managed"
 INJECTED_ANNOTATION: Final = "carbontrack.io/injected"
 
+# A person's decision on a Paused job, written by `carbontrack approve|reject` (or kubectl annotate).
+APPROVE_ANNOTATION: Final = "carbontrack.io/approve"
+REJECT_ANNOTATION: Final = "carbontrack.io/reject"
+
 # Environment the operator injects (the sidecar and the client read it).
 ENV_PREFIX: Final = "CARBONTRACK_"
 ENV_SIDECAR_ADDR: Final = "CARBONTRACK_SIDECAR_ADDR"
@@ -54,6 +58,8 @@ class Phase(StrEnum):
     PROMOTING = "Promoting"
     RUNNING = "Running"
     HALTED = "Halted"
+    PAUSED = "Paused"
+    """A gate was Inconclusive, or a stage needs a person's approval: `carbontrack approve|reject`."""
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     INVALID = "Invalid"

@@ -30,6 +30,7 @@ SINGULAR = "carbontrackedjob"
 SHORT_NAMES = ["ctj"]
 
 Context = Literal["development", "staging", "production"]
+_CONTEXTS: tuple[Context, ...] = ("development", "staging", "production")
 JsonDict = dict[str, JsonValue]
 StagePercent = Annotated[int, Field(ge=1, le=100)]
 
@@ -139,13 +140,30 @@ class QualityGate(KubeModel):
             "fieldPath": ".minScore",
             "reason": "FieldValueRequired",
         },
+        {
+            "rule": "!has(self.passScore) || has(self.minScore)",
+            "message": "passScore needs minScore (the fail bound)",
+            "fieldPath": ".passScore",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.passScore) || !has(self.minScore) || (self.higherIsBetter"
+            " ? self.passScore >= self.minScore : self.passScore <= self.minScore)",
+            "message": "passScore must be on the passing side of minScore (>= when higherIsBetter,"
+            " <= otherwise)",
+            "fieldPath": ".passScore",
+            "reason": "FieldValueInvalid",
+        },
     )
 
     metric: str = Field(min_length=1, max_length=128)
     """Name of the eval metric the trainer reports (e.g. eval_accuracy)."""
     higher_is_better: bool = True
     min_score: float | None = None
-    """Absolute floor (or ceiling when higherIsBetter is false) for the metric."""
+    """Absolute floor (or ceiling when higherIsBetter is false) for the metric: worse fails."""
+    pass_score: float | None = None
+    """Optional: the score that passes with confidence. A score between minScore and passScore is
+    Inconclusive: the job pauses (phase Paused) until a person approves or rejects it."""
     baseline: float | None = None
     """The current production model's score on the same metric."""
     max_regression: float | None = Field(None, ge=0)
@@ -172,7 +190,18 @@ class QualityGate(KubeModel):
             raise ValueError(
                 "quality.minScore: a quality gate needs minScore or baseline, else it judges nothing"
             )
+        if self.pass_score is not None:
+            if self.min_score is None:
+                raise ValueError(f"quality.passScore: {_PASS_SCORE_NEEDS_MIN}")
+            if (
+                self.pass_score < self.min_score
+            ) == self.higher_is_better and self.pass_score != self.min_score:
+                raise ValueError(f"quality.passScore: {_PASS_SCORE_SIDE}")
         return self
+
+
+_PASS_SCORE_NEEDS_MIN = "passScore needs minScore (the fail bound)"
+_PASS_SCORE_SIDE = "passScore must be on the passing side of minScore (>= when higherIsBetter, <= otherwise)"
 
 
 class SecurityCounts(KubeModel):
@@ -222,6 +251,95 @@ class Thresholds(KubeModel):
     max_memory_increase: float | None = Field(None, ge=0)
 
 
+class PrometheusProvider(KubeModel):
+    """An instant query against the Prometheus HTTP API (`GET ADDRESS/api/v1/query`)."""
+
+    address: str = Field(min_length=1, max_length=512, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    """Base URL, e.g. http://prometheus-operated.monitoring:9090."""
+    query: str = Field(min_length=1, max_length=4096)
+    """PromQL that returns one sample: a scalar or a one-series vector (use sum/avg/max to get one)."""
+    timeout_seconds: float = Field(5.0, gt=0, le=30)
+    """A query that does not answer in time is an error (not a failure)."""
+
+
+class MetricGate(KubeModel):
+    """A gate on a measured metric, as a progressive-delivery analysis does it: `count` measurements per
+    stage, one per judgement round once `initialDelaySteps` of the stage have run, judged by bounds.
+
+    A value below `min` or above `max` is a failed measurement; between `min` and `inconclusiveBelow`
+    (or `inconclusiveAbove` and `max`) an Inconclusive one. A provider that cannot be read is an error:
+    more than `consecutiveErrorLimit` errors in a row make the gate Error (the job halts), fewer never
+    fail it. More than `failureLimit` failed measurements in a stage fail the gate.
+    """
+
+    model_config = _rules(
+        {
+            "rule": "has(self.min) || has(self.max)",
+            "message": "a metric gate needs min or max, else it judges nothing",
+            "fieldPath": ".min",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.inconclusiveBelow) || has(self.min) && self.inconclusiveBelow >= self.min",
+            "message": "inconclusiveBelow needs min and must be >= min",
+            "fieldPath": ".inconclusiveBelow",
+            "reason": "FieldValueInvalid",
+        },
+        {
+            "rule": "!has(self.inconclusiveAbove) || has(self.max) && self.inconclusiveAbove <= self.max",
+            "message": "inconclusiveAbove needs max and must be <= max",
+            "fieldPath": ".inconclusiveAbove",
+            "reason": "FieldValueInvalid",
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """Shown as the gate `metric.NAME`."""
+    prometheus: PrometheusProvider
+    min: float | None = None
+    max: float | None = None
+    inconclusive_below: float | None = None
+    inconclusive_above: float | None = None
+    failure_limit: int = Field(0, ge=0, le=10)
+    """Failed measurements allowed in a stage; one more fails the gate."""
+    consecutive_error_limit: int = Field(4, ge=0, le=10)
+    """Errors in a row allowed (unreachable provider, no sample); one more makes the gate Error."""
+    initial_delay_steps: int = Field(0, ge=0)
+    """Global steps into a stage before its first measurement."""
+    count: int = Field(1, ge=1, le=10)
+    """Measurements (not counting errors) per stage before the gate is judged."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MetricGate:
+        if self.min is None and self.max is None:
+            raise ValueError("metrics.min: a metric gate needs min or max, else it judges nothing")
+        if self.inconclusive_below is not None and (self.min is None or self.inconclusive_below < self.min):
+            raise ValueError("metrics.inconclusiveBelow: inconclusiveBelow needs min and must be >= min")
+        if self.inconclusive_above is not None and (self.max is None or self.inconclusive_above > self.max):
+            raise ValueError("metrics.inconclusiveAbove: inconclusiveAbove needs max and must be <= max")
+        return self
+
+
+class ApprovalSpec(KubeModel):
+    """A person's approval before the named stages, even when every gate passes."""
+
+    stages: list[StagePercent] = Field(
+        min_length=1, max_length=10, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Percents of spec.canary.stages: the job pauses (phase Paused) before scaling to each of them
+    until `carbontrack approve` (or the carbontrack.io/approve annotation); e.g. [100]."""
+    required_for: list[Context] = Field(
+        default_factory=lambda: list(_CONTEXTS),
+        min_length=1,
+        max_length=3,
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "default": ["development", "staging", "production"],
+        },
+    )
+    """Contexts in which the approval is asked (default: every context); e.g. [production]."""
+
+
 class GatesSpec(KubeModel):
     """What must hold before each scale-up."""
 
@@ -231,14 +349,27 @@ class GatesSpec(KubeModel):
     quality: QualityGate | None = None
     tests: TestsGate | None = None
     privacy: PrivacyGate | None = None
+    metrics: list[MetricGate] = Field(
+        default_factory=list,
+        max_length=10,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Gates on measured metrics (a Prometheus query), judged in every stage."""
+    approval: ApprovalSpec | None = None
+    suspend_when_paused: bool = False
+    """Suspend the Job while it waits in phase Paused; by default it keeps training at its stage."""
     allow_empty: bool = False
     """Run a production job with no gate at all (no quality, tests, privacy or carbon.budgetKg).
     Without it such a job is refused: a forgotten gates block must not promote on "0/0 passed"."""
 
 
 _NO_GATES = (
-    "a production job needs a gate (quality, tests, privacy or carbon.budgetKg) or gates.allowEmpty: true"
+    "a production job needs a gate (quality, tests, privacy, metrics or carbon.budgetKg)"
+    " or gates.allowEmpty: true"
 )
+
+
+_APPROVAL_STAGES = "every gates.approval stage must be one of canary.stages"
 
 
 class CarbonTrackedJobSpec(KubeModel):
@@ -253,10 +384,17 @@ class CarbonTrackedJobSpec(KubeModel):
         },
         {
             "rule": "self.gates.context != 'production' || self.gates.allowEmpty || has(self.gates.quality)"
-            " || has(self.gates.tests) || has(self.gates.privacy) || has(self.carbon.budgetKg)",
+            " || has(self.gates.tests) || has(self.gates.privacy) || has(self.carbon.budgetKg)"
+            " || has(self.gates.metrics) && size(self.gates.metrics) > 0",
             "message": _NO_GATES,
             "fieldPath": ".gates",
             "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.gates.approval) || self.gates.approval.stages.all(s, s in self.canary.stages)",
+            "message": _APPROVAL_STAGES,
+            "fieldPath": ".gates.approval.stages",
+            "reason": "FieldValueInvalid",
         },
     )
 
@@ -289,9 +427,13 @@ class CarbonTrackedJobSpec(KubeModel):
         if self.canary.replicas > self.replicas:
             raise ValueError("canary.replicas: canary.replicas must not exceed replicas")
         g = self.gates
-        gated = any(x is not None for x in (g.quality, g.tests, g.privacy, self.carbon.budget_kg))
+        gated = bool(g.metrics) or any(
+            x is not None for x in (g.quality, g.tests, g.privacy, self.carbon.budget_kg)
+        )
         if g.context == "production" and not g.allow_empty and not gated:
             raise ValueError(f"gates: {_NO_GATES}")
+        if g.approval is not None and not set(g.approval.stages) <= set(self.canary.stages):
+            raise ValueError(f"gates.approval.stages: {_APPROVAL_STAGES}")
         return self
 
 
@@ -308,16 +450,30 @@ class Condition(KubeModel):
     observed_generation: int | None = Field(None, ge=0)
 
 
+GateVerdict = Literal["Passed", "Failed", "Inconclusive", "Error"]
+
+
 class GateResult(KubeModel):
-    """One gate's verdict, with the numbers behind it."""
+    """One gate's verdict, with the numbers behind it. `passed` is `verdict == Passed`."""
 
     name: str
     passed: bool
+    verdict: GateVerdict | None = None
+    """Passed | Failed | Inconclusive (between a pass and a fail bound: a person decides) | Error
+    (the evidence could not be read). Omitted: Passed or Failed, from `passed`."""
     observed: float | None = None
     threshold: float | None = None
     message: str = ""
     warning: bool = False
     """Passed only because the context allows missing data (development)."""
+
+    @model_validator(mode="after")
+    def _verdict_matches(self) -> GateResult:
+        if self.verdict is None:
+            self.verdict = "Passed" if self.passed else "Failed"
+        elif self.passed != (self.verdict == "Passed"):
+            raise ValueError(f"gate {self.name}: passed must equal verdict == Passed")
+        return self
 
 
 class Projection(KubeModel):
@@ -462,6 +618,56 @@ class PromotionStatus(KubeModel):
     stage_start_step: int = Field(0, ge=0)
     halted_from: str | None = None
     halted_generation: int | None = None
+    paused_from: str | None = None
+    """The phase a pause interrupted (Canary or Promoting)."""
+    pause_reason: Literal["Inconclusive", "ApprovalRequired"] | None = None
+    consumed_decision: str | None = Field(None, max_length=64)
+    """Hash of the last approve/reject annotation the judgement acted on: each is used once."""
+
+
+class Measurement(KubeModel):
+    """One measurement of a metric gate."""
+
+    stage: int = Field(ge=-1)
+    step: int = Field(ge=0)
+    """The global step it was taken at."""
+    at: datetime
+    verdict: GateVerdict
+    value: float | None = None
+    message: str = Field("", max_length=512)
+
+
+class MetricHistory(KubeModel):
+    """One metric gate's counts in the current stage (what it is judged on) and its last 10 measurements
+    (what a person reads; a bounded window cannot be counted on once errors interleave)."""
+
+    name: str
+    stage: int = Field(-1, ge=-1)
+    stage_start_step: int = Field(0, ge=0)
+    """With `stage`, which stage the counts are for: a resumed stage starts counting afresh."""
+    measured: int = Field(0, ge=0)
+    """Measurements with a value (errors not counted)."""
+    failed: int = Field(0, ge=0)
+    inconclusive: int = Field(0, ge=0)
+    errors: int = Field(0, ge=0)
+    consecutive_errors: int = Field(0, ge=0)
+    measurements: list[Measurement] = Field(default_factory=list, max_length=10)
+
+
+class DecisionRecord(KubeModel):
+    """A person's approval or rejection, as the judgement recorded it."""
+
+    decision: Literal["Approved", "Rejected", "Ignored"]
+    """Ignored: the annotation came while the job was not Paused (it is consumed, not kept for later)."""
+    by: str = Field(max_length=512)
+    """Who: the user `carbontrack approve|reject` read from a SelfSubjectReview, or, for a bare
+    annotation, the field manager that set it (the apiserver does not record the user)."""
+    reason: str = Field("", max_length=1024)
+    at: datetime
+    stage: str = Field(max_length=32)
+    """canary, or the stage percent the job was in (e.g. 50%)."""
+    phase: str = Field(max_length=32)
+    """The phase the decision was made in."""
 
 
 class CarbonTrackedJobStatus(KubeModel):
@@ -504,6 +710,10 @@ class CarbonTrackedJobStatus(KubeModel):
     gates: list[GateResult] = Field(default_factory=list)
     gate_summary: str | None = None
     """e.g. 3/3 passed, or the name of the failing gate, for kubectl get."""
+    measurements: list[MetricHistory] = Field(default_factory=list, max_length=10)
+    """Per metric gate, the last 10 measurements."""
+    decisions: list[DecisionRecord] = Field(default_factory=list, max_length=10)
+    """The last 10 approvals and rejections, oldest first."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -12,6 +12,7 @@ writer patches its fields of status (see controller.status for who writes what).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -21,9 +22,17 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.contract import LABEL_JOB, LABEL_MANAGED, Phase
-from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, TestsEvidence
-from carbontrack.controller import metrics
+from carbontrack.api.contract import APPROVE_ANNOTATION, LABEL_JOB, LABEL_MANAGED, REJECT_ANNOTATION, Phase
+from carbontrack.api.crd import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CarbonTrackedJobSpec,
+    CarbonTrackedJobStatus,
+    MetricHistory,
+    TestsEvidence,
+)  # fmt: skip
+from carbontrack.controller import metrics, prometheus
 from carbontrack.controller import status as st
 from carbontrack.controller.auth import Authenticator
 from carbontrack.controller.config import OperatorConfig
@@ -33,8 +42,18 @@ from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.controller.tls_handlers import start_tls
+from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
-from carbontrack.core.evaluation import ConditionUpdate, Inputs, Plan, epsilon_query, evaluate, job_outcome
+from carbontrack.core.approvals import person_decision
+from carbontrack.core.evaluation import (
+    ConditionUpdate,
+    Inputs,
+    Plan,
+    epsilon_query,
+    evaluate,
+    job_outcome,
+    suspended,
+)  # fmt: skip
 from carbontrack.core.gates import TestResults
 from carbontrack.core.test_evidence import tests_from
 
@@ -156,7 +175,7 @@ async def reconcile(
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    suspend = parsed.suspend or phase == Phase.HALTED  # only the judgement lifts a gate's halt
+    suspend = parsed.suspend or suspended(parsed, phase)  # only the judgement lifts a gate's halt
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
@@ -180,7 +199,7 @@ async def reconcile(
     if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
         patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
         kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
-    elif phase != Phase.HALTED:  # a halt's condition names the gate; only the judgement lifts it
+    elif phase not in (Phase.HALTED, Phase.PAUSED):  # their condition names the gate; the judgement lifts it
         patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -241,6 +260,24 @@ async def _tests_evidence(
     return results, st.tests_evidence(results, source)
 
 
+async def _measure(
+    spec: CarbonTrackedJobSpec, stored: CarbonTrackedJobStatus, global_step: int, now: dt.datetime
+) -> tuple[MetricHistory, ...]:
+    """One measurement of each metric gate that is due (canary and promotion stages only)."""
+    state = st.promotion_state(stored)
+    histories = analysis.by_name(stored.measurements)
+    out = []
+    for gate in spec.gates.metrics:
+        h = analysis.current(histories.get(gate.name), gate.name, state.stage, state.stage_start_step)
+        if state.phase in (Phase.CANARY, Phase.PROMOTING) and analysis.due(gate, h, global_step):
+            try:
+                h = analysis.record(gate, h, global_step, now, value=await prometheus.query(gate.prometheus))
+            except analysis.MeasurementError as exc:
+                h = analysis.record(gate, h, global_step, now, error=str(exc))
+        out.append(h)
+    return tuple(out)
+
+
 async def _gather(
     memo: kopf.Memo,
     namespace: str,
@@ -248,10 +285,14 @@ async def _gather(
     spec: CarbonTrackedJobSpec,
     status: kopf.Status,
     generation: int,
+    meta: kopf.Meta,
 ) -> Inputs:
     stored = st.parse(status)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    person = person_decision(meta.get("annotations"), meta.get("managedFields"), now)
     job_state = await memo.registry.get(namespace, name)
     agg = job_state.aggregate if job_state else JobAggregate()
+    measured = await _measure(spec, stored, agg.global_step, now) if spec.gates.metrics else ()
     tests, evidence = await _tests_evidence(memo, namespace, spec, stored.tests_evidence)
     query = epsilon_query(spec, agg)
     epsilons = await asyncio.to_thread(query.compute) if query else None  # PLD: up to a second
@@ -264,7 +305,8 @@ async def _gather(
         aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
-        zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned,
+        zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
+        metrics=measured,
     )  # fmt: skip
 
 
@@ -280,6 +322,10 @@ async def _apply(
         except ApiException as exc:
             raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
     patch.status.update(st.plan_update(status, spec, plan, name))
+    if plan.clear_decision:  # recorded in status (its hash): the annotation has done its work
+        for key in (APPROVE_ANNOTATION, REJECT_ANNOTATION):
+            if key in (body.metadata.annotations or {}):
+                patch.metadata.annotations[key] = None
     for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     before, after = status.get("phase"), plan.decision.state.phase
@@ -310,7 +356,7 @@ async def promote(
     except ValidationError:
         return
     generation = int(meta.get("generation") or 0)
-    inputs = await _gather(memo, namespace, name, parsed, status, generation)
+    inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
     await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
 
 

@@ -9,7 +9,9 @@ Each top-level field has one writer:
 |                                          | telemetry, evidence                                        |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, conditions*, observedGeneration  |
+|                                          | projected, testsEvidence, measurements, decisions,         |
+|                                          | conditions*,                                               |
+|                                          | observedGeneration                                         |
 
 *phase and the Ready condition also change where the world decides rather than a judgement: a spec or
 template that cannot run (`Invalid`, by the reconcile) and the Job's own end (`Succeeded`/`Failed`,
@@ -204,6 +206,8 @@ def promotion_state(status: CarbonTrackedJobStatus) -> State:
     return State(
         phase=status.phase or Phase.PENDING, stage=p.stage, stage_start_step=p.stage_start_step,
         halted_from=halted_from, halted_generation=p.halted_generation,
+        paused_from=Phase(p.paused_from) if p.paused_from else None, pause_reason=p.pause_reason,
+        consumed_decision=p.consumed_decision,
     )  # fmt: skip
 
 
@@ -212,6 +216,8 @@ def promotion_status(state: State) -> PromotionStatus:
         stage=state.stage, stage_start_step=state.stage_start_step,
         halted_from=state.halted_from.value if state.halted_from else None,
         halted_generation=state.halted_generation,
+        paused_from=state.paused_from.value if state.paused_from else None,
+        pause_reason=state.pause_reason, consumed_decision=state.consumed_decision,
     )  # fmt: skip
 
 
@@ -247,6 +253,11 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
     if plan.decision.report is not None:
         update.gates = list(plan.decision.report.results)
         update.gate_summary = plan.decision.report.summary()
+    if plan.measurements is not None:
+        update.measurements = list(plan.measurements)
+    if plan.decision.record is not None:  # a bounded history: the last 10 decisions
+        before = parse({"decisions": current.get("decisions") or []}).decisions
+        update.decisions = [*before, plan.decision.record][-10:]
     out = changed(current, _dump(update))
     conditions = current.get("conditions")
     for condition in plan.conditions:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, Projection, TestsEvidence
+from carbontrack.api.crd import CarbonTrackedJobSpec, MetricHistory, Projection, TestsEvidence
+from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
-from carbontrack.core.promotion import Decision, Event, State, step
+from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Inputs:
     """False: the zone is in no intensity table, and emissions use the world average."""
     zone_warned: bool = False
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
+    person: PersonDecision | None = None
+    """The approve/reject annotation on the object, if any."""
+    metrics: tuple[MetricHistory, ...] = ()
+    """Each metric gate's counts for the current stage, this round's measurement included."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,10 @@ class Plan:
     tests_evidence: TestsEvidence | None = None
     conditions: tuple[ConditionUpdate, ...] = ()
     events: tuple[Event, ...] = ()
+    clear_decision: bool = False
+    """The approve/reject annotation has been acted on (status records its hash): remove it."""
+    measurements: tuple[MetricHistory, ...] | None = None
+    """status.measurements, when the spec has metric gates."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -148,6 +157,20 @@ def evaluate(inputs: Inputs) -> Plan:
     projected = _projection(inputs)
     claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
 
+    histories = analysis.by_name(inputs.metrics)
+    metric_gates = [
+        (
+            g,
+            analysis.current(
+                histories.get(g.name), g.name, inputs.state.stage, inputs.state.stage_start_step
+            ),
+        )
+        for g in spec.gates.metrics
+    ]
+    # Metric gates judge a stage's own measurements: a halted job re-judged by an edit leaves them to
+    # the resumed stage, which measures them afresh before it is promoted.
+    measuring = inputs.state.phase in (Phase.CANARY, Phase.PROMOTING)
+
     def judge_now() -> Report:
         evidence = Evidence(
             metrics={k: v for k, (_, v) in agg.evals.items()}, tests=inputs.tests,
@@ -159,22 +182,25 @@ def evaluate(inputs: Inputs) -> Plan:
             ),
             shared_gpu_energy_j=agg.shared_energy_j,
         )  # fmt: skip
-        return judge(spec, evidence)
+        report = judge(spec, evidence)
+        if not measuring:
+            return report
+        return Report((*report.results, *(analysis.verdict(g, h) for g, h in metric_gates)))
 
     decision = step(
         spec, inputs.state, global_step=agg.global_step, generation=inputs.generation,
-        judge=judge_now, over_budget=lambda: _over_budget(inputs),
+        judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
+        collecting=measuring and any(analysis.collecting(g, h) for g, h in metric_gates),
     )  # fmt: skip
-    was_halted = inputs.state.phase == Phase.HALTED
+    was_suspended = suspended(spec, inputs.state.phase)
     scale = None
-    if decision.replicas != inputs.replicas or decision.suspend != was_halted:
+    if decision.replicas != inputs.replicas or decision.suspend != was_suspended:
         scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
     conditions: list[ConditionUpdate] = []
     if decision.events:
         last = decision.events[-1]
-        conditions.append(
-            ConditionUpdate("Ready", decision.state.phase != Phase.HALTED, last.reason, last.message)
-        )
+        ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
+        conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
     report = decision.report
     gauges = Gauges(
@@ -189,7 +215,15 @@ def evaluate(inputs: Inputs) -> Plan:
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
         conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
+        clear_decision=inputs.person is not None
+        and decision.state.consumed_decision == inputs.person.token,
+        measurements=tuple(h for _, h in metric_gates) if metric_gates else None,
     )  # fmt: skip
+
+
+def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
+    """Whether the Job is held suspended in this phase (a halt, or a pause the spec asks to suspend)."""
+    return phase == Phase.HALTED or (phase == Phase.PAUSED and spec.gates.suspend_when_paused)
 
 
 def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:

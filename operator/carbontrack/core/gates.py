@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from carbontrack.api.crd import CarbonTrackedJobSpec, Context, GateResult, Thresholds
+from carbontrack.api.crd import CarbonTrackedJobSpec, Context, GateResult, GateVerdict, Thresholds
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,29 @@ class Report:
         return all(r.passed for r in self.results)
 
     def failed(self) -> list[GateResult]:
-        return [r for r in self.results if not r.passed]
+        """Failed or Error: either halts the job."""
+        return [r for r in self.results if r.verdict in ("Failed", "Error")]
+
+    def inconclusive(self) -> list[GateResult]:
+        return [r for r in self.results if r.verdict == "Inconclusive"]
+
+    def verdict(self) -> GateVerdict:
+        """Failed (or Error) if any gate is; else Inconclusive if any gate is; else Passed."""
+        if self.failed():
+            return "Error" if all(r.verdict == "Error" for r in self.failed()) else "Failed"
+        return "Inconclusive" if self.inconclusive() else "Passed"
 
     def summary(self) -> str:
         failed = self.failed()
         if failed:
-            return f"{failed[0].name} failed" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
+            what = (
+                "error" if failed[0].verdict == "Error" else "failed"
+            )  # an unreadable provider, not a bad canary
+            return f"{failed[0].name} {what}" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
+        unsure = self.inconclusive()
+        if unsure:
+            more = f" (+{len(unsure) - 1})" if len(unsure) > 1 else ""
+            return f"{unsure[0].name} inconclusive{more}"
         warned = sum(r.warning for r in self.results)
         text = f"{len(self.results)}/{len(self.results)} passed"
         return text + (f", {warned} warned" if warned else "")
@@ -134,6 +151,35 @@ def _at_least(name: str, observed: float | None, floor: float, what: str, prof: 
     )  # fmt: skip
 
 
+def _score(
+    value: float | None, fail_bound: float, pass_bound: float, higher: bool, metric: str
+) -> GateResult:
+    """Between the fail bound (minScore) and the pass bound (passScore): Inconclusive, a person decides.
+    On a bound counts as its side: minScore itself is not a failure, passScore itself passes."""
+    name = "quality.score"
+    if value is None:
+        raise ValueError("judged without a value")  # the caller handles missing data first
+    worse_than_fail = value < fail_bound if higher else value > fail_bound
+    reaches_pass = value >= pass_bound if higher else value <= pass_bound
+    if worse_than_fail and not _close(value, fail_bound):
+        op = "<" if higher else ">"
+        return GateResult(
+            name=name, passed=False, observed=value, threshold=fail_bound,
+            message=f"{metric} {value:g} {op} {fail_bound:g}",
+        )  # fmt: skip
+    if reaches_pass or _close(value, pass_bound):
+        op = ">=" if higher else "<="
+        return GateResult(
+            name=name, passed=True, observed=value, threshold=pass_bound,
+            message=f"{metric} {value:g} {op} {pass_bound:g}",
+        )  # fmt: skip
+    low, high = sorted((fail_bound, pass_bound))
+    return GateResult(
+        name=name, passed=False, verdict="Inconclusive", observed=value, threshold=pass_bound,
+        message=f"{metric} {value:g} is between {low:g} and {high:g}: inconclusive, a person decides",
+    )  # fmt: skip
+
+
 def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
     """Every configured gate, in a stable order."""
     gates = spec.gates
@@ -142,7 +188,9 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
     q = gates.quality
     if q is not None:
         value = evidence.metrics.get(q.metric)
-        if q.min_score is not None:
+        if q.min_score is not None and q.pass_score is not None and value is not None:
+            out.append(_score(value, q.min_score, q.pass_score, q.higher_is_better, q.metric))
+        elif q.min_score is not None:
             if value is None or q.higher_is_better:
                 out.append(_at_least("quality.score", value, q.min_score, q.metric, prof))
             else:

@@ -17,7 +17,7 @@ from tests.e2e.conftest import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, contro
 
 KUBECTL = str(controlplane.BIN / "kubectl")
 SIDECAR = "carbontrack-sidecar"
-SERVICE_URL = f"http://{RELEASE}.{OPERATOR_NS}.svc:8443"
+SERVICE_URL = f"https://{RELEASE}.{OPERATOR_NS}.svc:8443"  # TLS, the chart's default
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,

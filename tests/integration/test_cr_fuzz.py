@@ -44,6 +44,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 templates = st.one_of(
+    st.just(TEMPLATE),  # well-formed, weighted up: the PodTemplateSpec schema refuses most invented ones
+    st.just(TEMPLATE),
     st.just(TEMPLATE),
     st.just(_with(["spec", "containers"], [])),  # no containers: the apiserver refuses the Job
     st.just(_with(["spec", "containers"], [{"name": "trainer"}])),  # no image
@@ -63,7 +65,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     # mostly past the "a production job needs a gate" rule too (the schema's defaults make every drawn
     # job production, and few draws carry a gate), so most CRs reach the operator
     gates = spec.setdefault("gates", {})
-    if gates.get("allowEmpty") is not True and draw(st.integers(0, 3)) > 0:
+    if gates.get("allowEmpty") is not True and draw(st.integers(0, 7)) > 0:
         gates["allowEmpty"] = True
     # keep the test's cluster small: only tiny jobs may run pods, every other one starts suspended
     workers = (canary or {}).get("replicas", 1)

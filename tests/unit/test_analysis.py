@@ -196,9 +196,11 @@ def test_metric_gates_in_the_judgement(values: list[float | str], phase: Phase, 
     plan = evaluate(inputs(canary_aggregate(), spec=SPEC, metrics=(_h(values),)))
     assert plan.decision.state.phase == phase
     assert (plan.decision.report.summary() if plan.decision.report else None) == summary
-    assert plan.measurements is not None and plan.measurements[0].measured == sum(
-        not isinstance(v, str) for v in values
-    )
+    assert plan.measurements is not None
+    # a promotion writes the new stage's fresh counts with the new phase; the history stays
+    promoted = phase == Phase.PROMOTING
+    assert plan.measurements[0].stage == (0 if promoted else -1)
+    assert plan.measurements[0].measured == (0 if promoted else sum(not isinstance(v, str) for v in values))
     written = st.plan_update({}, SPEC, plan, "j")["measurements"][0]
     assert written["name"] == "success" and len(written["measurements"]) == len(values)
 

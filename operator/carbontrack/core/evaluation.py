@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, MetricHistory, Projection, TestsEvidence
+from carbontrack.api.crd import CarbonTrackedJobSpec, MetricGate, MetricHistory, Projection, TestsEvidence
 from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
@@ -217,8 +217,17 @@ def evaluate(inputs: Inputs) -> Plan:
         conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
-        measurements=tuple(h for _, h in metric_gates) if metric_gates else None,
+        measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
     )  # fmt: skip
+
+
+def _for_new_stage(
+    metric_gates: list[tuple[MetricGate, MetricHistory]], state: State
+) -> tuple[MetricHistory, ...]:
+    """The histories as status should show them after this decision: a promotion (or a resume into a
+    new stage) starts fresh counts in the same write, so no reader sees the old stage's counts beside
+    the new phase."""
+    return tuple(analysis.current(h, h.name, state.stage, state.stage_start_step) for _, h in metric_gates)
 
 
 def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:

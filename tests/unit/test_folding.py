@@ -223,3 +223,12 @@ def test_any_honest_interleaving_gives_the_totals_without_folding(
         assert folded.pod_energy_j(f"p{p}") == pytest.approx(plain.pod_energy_j(f"p{p}"), abs=1e-6)
         assert sum(1 for s in folded.sources.values() if s.pod == f"p{p}") <= 2
     assert roundtrip(folded).energy_j == folded.energy_j
+
+
+def test_every_refusal_is_answered_with_a_4xx() -> None:
+    """A verdict without an HTTP status would raise in the handler: a 500 for a hostile batch."""
+    from carbontrack.controller.server import _VERDICT_STATUS
+
+    assert {v: 400 <= _VERDICT_STATUS[v] < 500 for v in Verdict if v is not Verdict.ACCEPTED} == {
+        v: True for v in Verdict if v is not Verdict.ACCEPTED
+    }

@@ -111,6 +111,8 @@ class Source:
     """The operator's clock when the newest accepted batch arrived."""
     first_received_at: float = 0.0
     """The operator's clock when its first batch arrived: the pod's oldest boot folds first."""
+    size_bytes: int = 0
+    """Cached estimate of its status entry (core.folding); 0: not known."""
     power_w: float = 0.0
     method: str = "unavailable"
     markers_dropped: int = 0
@@ -143,7 +145,13 @@ class Source:
 
 
 def _source_bytes(s: Source) -> int:
-    return source_bytes(s.pod, s.boot_id, s.method, s.method_reason[:300], [g.uuid for g in s.gpus])
+    """Its status entry's size estimate, kept until its next accepted batch (a new source's batch sums
+    them over the job: recomputing 500 sources of 8 GPUs took 18 ms here, per new source)."""
+    if not s.size_bytes:
+        s.size_bytes = source_bytes(
+            s.pod, s.boot_id, s.method, s.method_reason[:300], [g.uuid for g in s.gpus]
+        )
+    return s.size_bytes
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,7 @@ class JobAggregate:
         src.markers_dropped, src.records_dropped = batch.markers_dropped, batch.records_dropped
         src.uncertainty_j, src.shared_energy_j = batch.uncertainty_joules, batch.shared_energy_joules
         src.method_reason = batch.method_reason
+        src.size_bytes = 0
         src.gpus = [
             SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes)
             for g in batch.gpus

@@ -71,6 +71,10 @@ class Inputs:
     """False: the zone is in no intensity table, and emissions use the world average."""
     zone_warned: bool = False
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
+    intensity_problem: str | None = None
+    """Why the job's live intensity provider cannot be used (its key's Secret unreadable), or None."""
+    intensity_warned: bool = False
+    """The IntensityResolved=False condition is already in status (its Event was posted)."""
     telemetry_warned: bool = False
     """The TelemetryAccepted=False condition is already in status (its Event was posted)."""
     person: PersonDecision | None = None
@@ -205,6 +209,7 @@ def evaluate(inputs: Inputs) -> Plan:
         conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
     telemetry_conditions, telemetry_events = _telemetry(inputs)
+    intensity_conditions, intensity_events = _intensity(inputs)
     report = decision.report
     gauges = Gauges(
         phase=decision.state.phase,
@@ -217,8 +222,8 @@ def evaluate(inputs: Inputs) -> Plan:
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
-        conditions=(*conditions, *zone_conditions, *telemetry_conditions),
-        events=(*decision.events, *zone_events, *telemetry_events),
+        conditions=(*conditions, *zone_conditions, *telemetry_conditions, *intensity_conditions),
+        events=(*decision.events, *zone_events, *telemetry_events, *intensity_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
@@ -252,6 +257,22 @@ def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...
     )
     condition = ConditionUpdate("ZoneResolved", False, "UnknownZone", message)
     return (condition,), () if inputs.zone_warned else (Event("Warning", "UnknownZone", message),)
+
+
+def _intensity(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """IntensityResolved: a live provider whose key cannot be read (a 403 on the job's Secret) was once
+    only a log line; the job then uses the static table's figure, and says so here."""
+    if inputs.intensity_problem is None:
+        if not inputs.intensity_warned:
+            return (), ()
+        ok = ConditionUpdate(
+            "IntensityResolved", True, "ProviderKeyRead", "the intensity provider's key was read"
+        )
+        return (ok,), ()
+    condition = ConditionUpdate("IntensityResolved", False, "SecretUnreadable", inputs.intensity_problem)
+    if inputs.intensity_warned:
+        return (condition,), ()
+    return (condition,), (Event("Warning", "IntensitySecretUnreadable", inputs.intensity_problem),)
 
 
 def _telemetry(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:

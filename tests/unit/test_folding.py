@@ -232,3 +232,20 @@ def test_every_refusal_is_answered_with_a_4xx() -> None:
     assert {v: 400 <= _VERDICT_STATUS[v] < 500 for v in Verdict if v is not Verdict.ACCEPTED} == {
         v: True for v in Verdict if v is not Verdict.ACCEPTED
     }
+
+
+def test_a_job_filled_to_the_budget_writes_a_patch_well_under_etcds_limit() -> None:
+    """Pods of 8 GPUs until status-full: the whole telemetry patch stays under the budget plus the
+    bounded rest (64 GPUs listed, 64 metrics), far from etcd's 1.5 MiB."""
+    agg = JobAggregate()
+    pods = 0
+    while True:
+        gpus = [GpuCounter(index=i, energy_joules=1.0, uuid=f"GPU-{pods:08d}-{i:027d}") for i in range(8)]
+        b = batch(f"llama-lora-{pods}-" + "x" * 30, "f" * 32, 1, 0.0).model_copy(update={"gpus": gpus})
+        if send(agg, b, at=pods).verdict is Verdict.STATUS_FULL:
+            break
+        pods += 1
+    size = len(json.dumps(telemetry_update(agg, lookup("DE"), 1.0)))
+    assert 250 < pods < 400 and agg.status_bytes() <= agg.limits.status_budget_bytes
+    assert size < agg.limits.status_budget_bytes + 64 * 1024 < 1024 * 1024
+    print(pods, size)

@@ -25,7 +25,9 @@ def test_received_times_and_refusals_survive_a_restart() -> None:
     body = telemetry_update(agg, lookup("DE"), 1000.0)
     status = CarbonTrackedJobStatus.model_validate(body["status"])
     assert status.telemetry is not None
-    assert status.telemetry.refused.model_dump() == {"backwards": 1, "absurd": 0, "implausible": 1}
+    assert status.telemetry.refused.model_dump() == {
+        "backwards": 1, "absurd": 0, "implausible": 1, "too_many_pods": 0, "status_full": 0,
+    }  # fmt: skip
     again = restore(status)
     assert again.refused == agg.refused
     assert again.sources[("p0", "a")].received_at == 1000.0

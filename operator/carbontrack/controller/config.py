@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from carbontrack.core.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -46,6 +48,15 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+
+    max_pods_per_job: int = PODS_PER_JOB
+    """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
+    status_budget_bytes: int = STATUS_BUDGET_BYTES
+    """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(pods_per_job=self.max_pods_per_job, status_budget_bytes=self.status_budget_bytes)
 
     @property
     def server_names(self) -> list[str]:
@@ -89,4 +100,6 @@ class OperatorConfig:
             tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
             tls_check_s=float(get("TLS_CHECK_S", "3600")),
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
+            max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
+            status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
         )

@@ -300,12 +300,16 @@ async def _gather(
     # a zone left to the node's region is resolved by the first batch: not judged before it
     pending = not spec.carbon.zone and not agg.sources
     warned = any(c.type == "ZoneResolved" and c.status == "False" for c in stored.conditions)
+    refusing = any(c.type == "TelemetryAccepted" and c.status == "False" for c in stored.conditions)
+    unreadable = any(c.type == "IntensityResolved" and c.status == "False" for c in stored.conditions)
     return Inputs(
         spec=spec, generation=generation, state=st.promotion_state(stored), replicas=status.get("replicas"),
         aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
+        telemetry_warned=refusing, intensity_warned=unreadable,
+        intensity_problem=memo.registry.intensity.problem(namespace, spec),
         metrics=measured,
     )  # fmt: skip
 

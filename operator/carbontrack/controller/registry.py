@@ -92,10 +92,10 @@ class Registry:
                 raise
             spec = CarbonTrackedJobSpec.model_validate(obj["spec"])
             st = status.parse(obj.get("status"))
+            aggregate = status.restore(st, self.config.limits)
             state = JobState(
-                namespace, name, spec, status.restore(st), initial_intensity(spec, self.config),
-                gauges_from(st, spec),
-            )  # fmt: skip
+                namespace, name, spec, aggregate, initial_intensity(spec, self.config), gauges_from(st, spec)
+            )
             state.writer = self._writer(state)
             state.writer.start()
             self.jobs[key] = state

@@ -99,8 +99,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.registry = Registry(api, cfg)
     metrics.jobs.jobs = lambda: memo.registry.jobs.values()
     memo.server = TelemetryServer(
-        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s
-    )
+        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s,
+        cfg.idle_timeout_s,
+    )  # fmt: skip
     peer: PeeringArgs | None = memo.get("peering")
     memo.monitor = None
     if peer is not None:

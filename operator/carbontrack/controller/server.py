@@ -66,8 +66,8 @@ class _Handler(RequestHandler):
         self.header_timeout_s = header_timeout_s
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and not self._messages and not self._force_close:
+        # between requests (the first one included: its task may not have started yet)
+        if not self._request_in_progress and not self._messages and not self._force_close:
             deadline = self._loop.time() + self.header_timeout_s
             if deadline < self._next_keepalive_close_time:
                 self._next_keepalive_close_time = deadline
@@ -184,7 +184,10 @@ class TelemetryServer:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.startswith("Bearer ") else ""
         try:
-            raw = await asyncio.wait_for(request.read(), self.client_timeout_s)
+            if request.content.is_eof():  # the whole body is buffered already: no task, no timer
+                raw = await request.read()
+            else:
+                raw = await asyncio.wait_for(request.read(), self.client_timeout_s)
         except ConnectionResetError:  # the sidecar hung up mid-body (its own timeout): it will resend
             return _refuse(400, "client-gone", "connection lost while reading the batch")
         except TimeoutError:

@@ -29,6 +29,9 @@ class OperatorConfig:
     max_body_bytes: int = 1 << 20
     client_timeout_s: float = 10.0
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
+    idle_timeout_s: float = 60.0
+    """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
+    interval, so each sidecar keeps one connection: issue 15)."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -90,6 +93,7 @@ class OperatorConfig:
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
+            idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),

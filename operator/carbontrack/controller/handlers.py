@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 from typing import Any
@@ -99,8 +100,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.registry = Registry(api, cfg)
     metrics.jobs.jobs = lambda: memo.registry.jobs.values()
     memo.server = TelemetryServer(
-        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s
-    )
+        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s,
+        cfg.idle_timeout_s,
+    )  # fmt: skip
     peer: PeeringArgs | None = memo.get("peering")
     memo.monitor = None
     if peer is not None:
@@ -119,6 +121,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # TLS for telemetry (controller.tls_handlers): None only with the plain-HTTP opt-out
     memo.tls = await start_tls(api, cfg)
     await memo.server.start("0.0.0.0", cfg.telemetry_port, memo.tls.context if memo.tls else None)
+    # Everything allocated so far (modules, models, kopf's and the client's objects) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it (issue 15: full
+    # collections paused the loop ~180 ms at 1000 jobs).
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()

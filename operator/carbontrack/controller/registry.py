@@ -52,6 +52,8 @@ class JobState:
     writer: StatusWriter | None = None
     announced: set[tuple[str, str, str]] = field(default_factory=set)
     """GPU-sharing and unmeasured-energy Events already posted (JobAggregate.measurement_events)."""
+    stop: bool = False
+    """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -96,6 +98,7 @@ class Registry:
                 namespace, name, spec, status.restore(st), initial_intensity(spec, self.config),
                 gauges_from(st, spec),
             )  # fmt: skip
+            state.stop = st.halt is not None  # issue 16: a restarted operator keeps asking
             state.writer = self._writer(state)
             state.writer.start()
             self.jobs[key] = state

@@ -23,6 +23,7 @@ from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
 from carbontrack.logs import setup_logging
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
+from carbontrack.sidecar.markers import Marker
 from carbontrack.sidecar.outbox import Backoff
 from carbontrack.sidecar.policy import Action, respond
 from carbontrack.sidecar.state import SidecarState
@@ -73,12 +74,25 @@ def post_batch(
         return SendResult(0, None, str(exc))
 
 
+STOP = b'{"v":1,"k":"ctl","stop":true}'
+GO = b'{"v":1,"k":"ctl","stop":false}'
+
+
 class _MarkerProtocol(asyncio.DatagramProtocol):
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sidecar.on_datagram(data)
+        marker = self.sidecar.on_datagram(data)
+        # the pod-local channel back: a halt's stop request answers every datagram of a client (a poll
+        # is answered either way, so a withdrawn stop is seen); loopback, so never lost in practice
+        stop = self.sidecar.state.stop_requested
+        if self.transport is not None and (stop or (marker is not None and marker.kind == "poll")):
+            self.transport.sendto(STOP if stop else GO, addr)
 
 
 class Sidecar:
@@ -96,10 +110,11 @@ class Sidecar:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
-    def on_datagram(self, data: bytes) -> None:
+    def on_datagram(self, data: bytes) -> Marker | None:
         marker = self.state.on_datagram(data, time.monotonic())
-        if marker is not None and marker.kind == "end":
-            self._wake.set()  # flush promptly: the trainer is about to exit
+        if marker is not None and marker.kind in ("end", "ckpt"):
+            self._wake.set()  # flush promptly: the trainer is about to exit, or a halt waits for it
+        return marker
 
     def _token(self) -> str:
         try:
@@ -121,6 +136,9 @@ class Sidecar:
         response = respond(result.status, self.max_records)
         self.back_off = response.back_off
         if response.action is Action.DELIVERED:
+            if result.ack is not None and result.ack.stop != self.state.stop_requested:
+                log.info("stop request from the operator", extra={"stop": result.ack.stop})
+                self.state.stop_requested = result.ack.stop
             self.state.outbox.ack(batch.seq)
             self.sent += 1
             self.last_ok = time.monotonic()
@@ -190,6 +208,7 @@ class Sidecar:
                     "pending": self.state.outbox.pending,
                     "recordsDropped": self.state.outbox.records_dropped,
                     "markersDropped": self.state.gaps.dropped,
+                    "stopRequested": self.state.stop_requested,
                 }
             ).encode()
             head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"

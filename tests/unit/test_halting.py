@@ -115,3 +115,23 @@ def test_a_halt_with_no_checkpointing_trainer_suspends_in_the_same_round_as_befo
     assert plan.scale == JobScale(8, True)
     assert plan.halt is not None and plan.halt.outcome == "NoCheckpointing"
     assert SPEC.halt.grace_period_seconds == 300
+
+
+def test_the_sidecar_answers_each_datagram_while_a_stop_stands_and_a_poll_always() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from carbontrack.sidecar.app import GO, STOP, _MarkerProtocol
+    from carbontrack.sidecar.markers import parse
+
+    sent: list[tuple[bytes, Any]] = []
+    fake: Any = SimpleNamespace(state=SimpleNamespace(stop_requested=False), on_datagram=parse)
+    proto = _MarkerProtocol(fake)
+    proto.connection_made(SimpleNamespace(sendto=lambda data, addr: sent.append((data, addr))))  # type: ignore[arg-type]
+    step = b'{"v":1,"c":"c","q":1,"t":0,"k":"step","s":3}'
+    poll = b'{"v":1,"c":"c","q":2,"t":0,"k":"poll","s":3}'
+    proto.datagram_received(step, ("127.0.0.1", 5000))
+    proto.datagram_received(poll, ("127.0.0.1", 5000))
+    fake.state.stop_requested = True
+    proto.datagram_received(step, ("127.0.0.1", 5001))
+    assert sent == [(GO, ("127.0.0.1", 5000)), (STOP, ("127.0.0.1", 5001))]

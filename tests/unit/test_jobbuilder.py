@@ -115,6 +115,7 @@ def test_distributed_wiring_points_every_worker_at_worker_zero() -> None:
         "WORLD_SIZE": "fieldRef:metadata.annotations['carbontrack.io/world-size']",
         "MASTER_ADDR": "llama-0.llama",
         "MASTER_PORT": "29500",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     }
 
 

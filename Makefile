@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 setup: prometheus docker
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,distributed]'
 	$(BIN)/python tests/cluster/controlplane.py build
 
 # Prometheus and promtool (Debian's package) for the scrape, dashboard and alert-rule tests;

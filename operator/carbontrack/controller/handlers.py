@@ -23,7 +23,15 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.contract import APPROVE_ANNOTATION, LABEL_JOB, LABEL_MANAGED, REJECT_ANNOTATION, Phase
+from carbontrack.api.contract import (
+    APPROVE_ANNOTATION,
+    LABEL_JOB,
+    LABEL_MANAGED,
+    REJECT_ANNOTATION,
+    RESUME_ANNOTATION,
+    WORLD_SIZE_ANNOTATION,
+    Phase,
+)
 from carbontrack.api.crd import (
     GROUP,
     PLURAL,
@@ -37,18 +45,20 @@ from carbontrack.controller import metrics, prometheus
 from carbontrack.controller import status as st
 from carbontrack.controller.auth import Authenticator
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.jobbuilder import InjectionError, build_job, job_name_for
+from carbontrack.controller.jobbuilder import InjectionError, build_job, build_service, job_name_for
 from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.controller.services import ServiceConflict, ensure_service
 from carbontrack.controller.tls_handlers import start_tls
-from carbontrack.core import analysis
+from carbontrack.core import analysis, halting
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
 from carbontrack.core.evaluation import (
     ConditionUpdate,
     Inputs,
+    JobScale,
     Plan,
     epsilon_query,
     evaluate,
@@ -182,12 +192,23 @@ async def reconcile(
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    suspend = parsed.suspend or suspended(parsed, phase)  # only the judgement lifts a gate's halt
+    # only the judgement lifts a gate's halt, and only it stops running workers (after their checkpoint)
+    halt = st.parse(status).halt
+    suspend = (parsed.suspend and phase in (None, Phase.INVALID)) or halting.workers_stopped(
+        suspended(parsed, phase), halt
+    )
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
     except InjectionError as exc:
         raise _invalid(body, status, patch, "InjectionRefused", str(exc), generation) from exc
+    if parsed.distributed.enabled:  # the workers' DNS names (issue 16); before the pods that need them
+        try:
+            await ensure_service(memo.api, build_service(name, namespace, uid), uid)
+        except ServiceConflict as exc:
+            raise _invalid(body, status, patch, "ServiceConflict", str(exc), generation) from exc
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"the headless Service: {_api_message(exc)}", delay=5) from exc
     created, refused = await _create_or_scale(memo.api, job, replicas, suspend)
     if refused is not None:
         message = f"the apiserver refused the Job: {_api_message(refused)}"
@@ -317,7 +338,7 @@ async def _gather(
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
         telemetry_warned=refusing, intensity_warned=unreadable,
         intensity_problem=memo.registry.intensity.problem(namespace, spec),
-        metrics=measured,
+        metrics=measured, now=now, halt=stored.halt, checkpoint=st.checkpoint_status(agg),
     )  # fmt: skip
 
 
@@ -326,13 +347,10 @@ async def _apply(
     spec: CarbonTrackedJobSpec, plan: Plan,
 ) -> None:  # fmt: skip
     if plan.scale is not None:
-        s = plan.scale
-        scale = {"spec": {"parallelism": s.replicas, "completions": s.replicas, "suspend": s.suspend}}
-        try:
-            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, scale)
-        except ApiException as exc:
-            raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+        await _scale(memo, name, namespace, plan.scale)
     patch.status.update(st.plan_update(status, spec, plan, name))
+    if state := memo.registry.jobs.get((namespace, name)):
+        state.stop = halting.stop_requested(plan.halt)  # answered to every sidecar from now on
     if plan.clear_decision:  # recorded in status (its hash): the annotation has done its work
         for key in (APPROVE_ANNOTATION, REJECT_ANNOTATION):
             if key in (body.metadata.annotations or {}):
@@ -348,6 +366,33 @@ async def _apply(
         # a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
         for event in state.aggregate.measurement_events(state.announced):
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+async def _scale(memo: kopf.Memo, name: str, namespace: str, s: JobScale) -> None:
+    """Patch the Job's scale and suspend; a resume also writes the stage's world size and the checkpoint
+    to start from on the pod template (its annotations may change while the Job is suspended)."""
+    batch_api = client.BatchV1Api(memo.api)
+    scale: dict[str, Any] = {
+        "spec": {"parallelism": s.replicas, "completions": s.replicas, "suspend": s.suspend}
+    }
+    if s.resume:
+        ck = s.resume_from
+        annotations = {
+            WORLD_SIZE_ANNOTATION: str(s.replicas),
+            RESUME_ANNOTATION: f"{ck.step} {ck.uri}" if ck else None,
+        }
+        resumed = {"spec": {**scale["spec"], "template": {"metadata": {"annotations": annotations}}}}
+        try:
+            await batch_api.patch_namespaced_job(job_name_for(name), namespace, resumed)
+            return
+        except ApiException as exc:  # a Job the apiserver will not let change its template: resume anyway
+            if exc.status != 422:
+                raise kopf.TemporaryError(f"resuming the Job failed: {exc.reason}", delay=5) from exc
+            log.warning("resume point not written to the pod template: %s", _api_message(exc))
+    try:
+        await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
 
 
 async def promote(

@@ -60,6 +60,8 @@ class JobState:
     """When the intensity was last resolved (monotonic): at most once per INTENSITY_REFRESH_S."""
     accepted: Any = None
     """This job's child of carbontrack_telemetry_batches_total (a label lookup per batch cost 4 %)."""
+    stop: bool = False
+    """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -104,6 +106,7 @@ class Registry:
             state = JobState(
                 namespace, name, spec, aggregate, initial_intensity(spec, self.config), gauges_from(st, spec)
             )
+            state.stop = st.halt is not None  # a restarted operator keeps asking the trainers to stop
             state.writer = self._writer(state)
             state.writer.start()
             self.jobs[key] = state

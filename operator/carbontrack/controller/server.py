@@ -228,5 +228,7 @@ class TelemetryServer:
         result = await self.registry.apply(state, batch, receipt)
         if result.verdict is not Verdict.ACCEPTED:
             return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
-        ack = TelemetryAck(accepted=True, seq=batch.seq)
-        return web.Response(text=ack.model_dump_json(by_alias=True), content_type="application/json")
+        ack = TelemetryAck(accepted=True, seq=batch.seq, stop=state.stop)
+        # `stop` only when asked: a sidecar older than the field parses the rest as before
+        body = ack.model_dump_json(by_alias=True, exclude=None if state.stop else {"stop"})
+        return web.Response(text=body, content_type="application/json")

@@ -215,6 +215,8 @@ class JobAggregate:
     evals: dict[str, tuple[int, float]] = field(default_factory=dict)
     """metric -> (step, value) of the newest report."""
     dp: DPParams | None = None
+    checkpoint: tuple[int, str, float] | None = None
+    """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
 
@@ -462,6 +464,9 @@ class JobAggregate:
                     self.evals[name] = (report.step, value)
         if batch.dp is not None and (self.dp is None or batch.dp.step >= self.dp.step):
             self.dp = batch.dp
+        ck = batch.checkpoint
+        if ck is not None and (self.checkpoint is None or ck.step >= self.checkpoint[0]):
+            self.checkpoint = (ck.step, ck.uri, receipt.received_at)
         self.sources[key] = src
         if new:
             for old in self._to_fold(batch.pod.name, keep=key):

@@ -46,6 +46,10 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+    kueue_admission_check: bool = False
+    """Answer Kueue AdmissionChecks with controllerName carbontrack.io/budget (needs Kueue's CRDs)."""
+    kueue_elastic_jobs: bool = False
+    """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
 
     @property
     def server_names(self) -> list[str]:
@@ -89,4 +93,6 @@ class OperatorConfig:
             tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
             tls_check_s=float(get("TLS_CHECK_S", "3600")),
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
+            kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
+            kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
         )

@@ -148,3 +148,51 @@ def test_admission_condition_mirrors_our_check_on_the_live_workload() -> None:
         "BudgetAdmission", False, "CheckRejected", "workload job-x-1, check budget: too much"
     )
     assert kp.admission_condition((live,), frozenset({"none"})) is None
+
+
+def test_workload_view_reads_active_admitted_finished_and_checks() -> None:
+    from carbontrack.controller.kueue import view
+
+    wl = {
+        "metadata": {"name": "job-a-1"},
+        "spec": {"active": False},
+        "status": {
+            "conditions": [{"type": "Admitted", "status": "True"}, {"type": "Finished", "status": "False"}],
+            "admissionChecks": [{"name": "budget", "state": "Rejected", "message": "m"}],
+        },
+    }
+    assert view(wl) == kp.WorkloadView(
+        "job-a-1",
+        active=False,
+        admitted=True,
+        finished=False,
+        checks=(kp.CheckState("budget", "Rejected", "m"),),
+    )
+    assert view({"metadata": {"name": "w"}}) == kp.WorkloadView(
+        "w", active=True, admitted=False, finished=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("carbon", "default_zone", "expected"),
+    [
+        ({"zone": "DE", "intensity": {"gramsPerKwh": 123}}, "", (123.0, "override")),
+        ({"zone": "DE"}, "FR", ("DE",)),
+        ({}, "FR", ("FR",)),
+        ({}, "", (481.0, "world average: no zone before the pods are placed")),
+    ],
+)
+def test_pre_admission_intensity_override_then_zone_then_world_average(
+    carbon: dict[str, object], default_zone: str, expected: tuple[object, ...]
+) -> None:
+    from carbontrack.controller.config import OperatorConfig
+    from carbontrack.controller.kueue import pre_admission_intensity
+    from carbontrack.intensity import static
+
+    spec = CarbonTrackedJobSpec.model_validate(valid_spec(carbon=carbon))
+    got = pre_admission_intensity(spec, OperatorConfig(default_zone=default_zone))
+    if len(expected) == 1:  # a zone: the static table's own figure and source
+        found = static.lookup(str(expected[0]))
+        assert got == (found.g_per_kwh, found.source)
+    else:
+        assert got == expected

@@ -407,12 +407,18 @@ class ControlPlane:
             )
 
     def up(
-        self, nodes: int = 2, audit: bool = False, client_qps: int | None = None, flow_control: bool = False
+        self,
+        nodes: int = 2,
+        audit: bool = False,
+        client_qps: int | None = None,
+        flow_control: bool = False,
+        audit_level: str = "Metadata",
     ) -> ControlPlane:
         """Start everything and return once nodes are Ready and service accounts are minted.
 
         `audit`: log every request's user, verb and resource to `audit_log` (the scale benchmark
-        attributes apiserver load to the operator with it). `client_qps`: raise the controller
+        attributes apiserver load to the operator with it); `audit_level` Request adds each request's
+        body (the Kueue test proves with it who wrote a Job's suspend). `client_qps`: raise the controller
         manager's and the scheduler's client rate limits (thousands of pods in the scale benchmark).
         `flow_control`: API Priority and Fairness on, as in every real cluster (queues a burst instead
         of answering 429 past a fixed in-flight limit); off by default, which starts faster.
@@ -462,7 +468,7 @@ class ControlPlane:
                 f"--enable-priority-and-fairness={'true' if flow_control else 'false'}",
                 "--profiling=false",
                 "--v=1",
-                *self._audit_args(audit),
+                *self._audit_args(audit, audit_level),
             ],
         )
         self._wait("kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", 90, proc="kube-apiserver")
@@ -525,13 +531,13 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.workdir / "audit.log"
 
-    def _audit_args(self, audit: bool) -> list[str]:
+    def _audit_args(self, audit: bool, level: str = "Metadata") -> list[str]:
         if not audit:
             return []
         policy = self.workdir / "audit-policy.yaml"
         policy.write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
-            "omitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: Metadata\n"
+            f"omitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: {level}\n"
         )
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
 

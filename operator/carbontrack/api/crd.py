@@ -120,6 +120,9 @@ class CarbonSpec(KubeModel):
     """Power usage effectiveness of the data centre: facility energy / IT energy."""
     budget_kg: float | None = Field(None, gt=0)
     """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+    expected_joules_per_step: float | None = Field(None, gt=0)
+    """Declared energy of one global step at full size (all workers, IT energy before PUE): lets the Kueue
+    budget AdmissionCheck project emissions before any step ran. The gates judge the measured rate."""
     accept_shared_gpu_energy: bool = False
     """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
     job's energy in staging and production gates; otherwise such energy counts as unmeasured."""

@@ -51,6 +51,10 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+    kueue_admission_check: bool = False
+    """Answer Kueue AdmissionChecks with controllerName carbontrack.io/budget (needs Kueue's CRDs)."""
+    kueue_elastic_jobs: bool = False
+    """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
 
     max_pods_per_job: int = PODS_PER_JOB
     """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
@@ -106,4 +110,6 @@ class OperatorConfig:
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
             max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
             status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
+            kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
+            kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
         )

@@ -35,6 +35,8 @@ INJECTED_ANNOTATION: Final = "carbontrack.io/injected"
 # A person's decision on a Paused job, written by `carbontrack approve|reject` (or kubectl annotate).
 APPROVE_ANNOTATION: Final = "carbontrack.io/approve"
 REJECT_ANNOTATION: Final = "carbontrack.io/reject"
+# pre-training | fine-tuning, for `carbontrack report --format model-card` (its flag wins).
+TRAINING_TYPE_ANNOTATION: Final = "carbontrack.io/training-type"
 
 # Environment the operator injects (the sidecar and the client read it).
 ENV_PREFIX: Final = "CARBONTRACK_"

@@ -526,6 +526,8 @@ class SourceStatus(KubeModel):
     gpu_uuids: list[str] = Field(default_factory=list, max_length=64)
     gpu_sharing: list[Sharing] = Field(default_factory=list, max_length=64)
     """Per GPU index, as gpuEnergyJoules: NVML UUID and exclusive | shared | mig."""
+    gpu_names: list[str] = Field(default_factory=list, max_length=64)
+    """Per GPU index: the product name NVML gives (empty when the sidecar did not send it)."""
 
 
 class RefusedCounts(KubeModel):
@@ -554,6 +556,8 @@ class GpuStatus(KubeModel):
     method: str
     """energy-counter | power-integration | simulated | unavailable."""
     foreign_processes: int = Field(0, ge=0)
+    name: str = Field("", max_length=96)
+    """Product name as NVML gives it (e.g. NVIDIA H100 80GB HBM3): what a report calls the hardware."""
 
 
 class TelemetryStatus(KubeModel):

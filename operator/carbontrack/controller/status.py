@@ -98,7 +98,7 @@ def source_status(s: Source) -> SourceStatus:
         received_at=s.received_at, window=list(s.window()) if s.records else [],
         uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
         method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
-        gpu_sharing=[g.sharing for g in s.gpus][:64],
+        gpu_sharing=[g.sharing for g in s.gpus][:64], gpu_names=[g.name[:96] for g in s.gpus][:64],
     )  # fmt: skip
 
 
@@ -115,9 +115,10 @@ def source_from(s: SourceStatus) -> Source:
         s.shared_energy_joules,
         s.method_reason,
     )
+    names = s.gpu_names + [""] * (len(s.gpu_uuids) - len(s.gpu_names))  # a status written before names
     src.gpus = [
-        SourceGpu(i, uuid, sharing, s.method)
-        for i, (uuid, sharing) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, strict=False))
+        SourceGpu(i, uuid, sharing, s.method, name=name)
+        for i, (uuid, sharing, name) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, names, strict=False))
     ]
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
@@ -178,6 +179,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
                 sharing=g.sharing,
                 method=g.method,
                 foreign_processes=g.foreign_processes,
+                name=g.name,
             )
             for pod, g in agg.gpus(MAX_STATUS_GPUS)
         ],

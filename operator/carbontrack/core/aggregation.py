@@ -78,6 +78,8 @@ class SourceGpu:
     sharing: Sharing = "exclusive"
     method: str = "unavailable"
     foreign_processes: int = 0
+    name: str = ""
+    """The product name NVML gives; empty from a sidecar that does not send it."""
 
 
 @dataclass
@@ -288,7 +290,7 @@ class JobAggregate:
         src.uncertainty_j, src.shared_energy_j = batch.uncertainty_joules, batch.shared_energy_joules
         src.method_reason = batch.method_reason
         src.gpus = [
-            SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes)
+            SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes, g.name)
             for g in batch.gpus
         ]
         for record in batch.steps:

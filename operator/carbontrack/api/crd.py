@@ -120,6 +120,9 @@ class CarbonSpec(KubeModel):
     """Power usage effectiveness of the data centre: facility energy / IT energy."""
     budget_kg: float | None = Field(None, gt=0)
     """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+    max_grams_per_metric_point: float | None = Field(None, gt=0)
+    """Largest allowed gCO2e per unit of the quality metric gained since its first report (its own scale:
+    for accuracy in 0..1, 0.01 is one percentage point). Needs gates.quality; judged with the gates."""
     accept_shared_gpu_energy: bool = False
     """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
     job's energy in staging and production gates; otherwise such energy counts as unmeasured."""
@@ -370,6 +373,7 @@ _NO_GATES = (
 
 
 _APPROVAL_STAGES = "every gates.approval stage must be one of canary.stages"
+_PER_POINT_NEEDS_QUALITY = "carbon.maxGramsPerMetricPoint needs gates.quality (the metric it is per point of)"
 
 
 class CarbonTrackedJobSpec(KubeModel):
@@ -388,6 +392,12 @@ class CarbonTrackedJobSpec(KubeModel):
             " || has(self.gates.metrics) && size(self.gates.metrics) > 0",
             "message": _NO_GATES,
             "fieldPath": ".gates",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.carbon.maxGramsPerMetricPoint) || has(self.gates.quality)",
+            "message": _PER_POINT_NEEDS_QUALITY,
+            "fieldPath": ".carbon.maxGramsPerMetricPoint",
             "reason": "FieldValueRequired",
         },
         {
@@ -434,6 +444,8 @@ class CarbonTrackedJobSpec(KubeModel):
             raise ValueError(f"gates: {_NO_GATES}")
         if g.approval is not None and not set(g.approval.stages) <= set(self.canary.stages):
             raise ValueError(f"gates.approval.stages: {_APPROVAL_STAGES}")
+        if self.carbon.max_grams_per_metric_point is not None and g.quality is None:
+            raise ValueError(f"carbon.maxGramsPerMetricPoint: {_PER_POINT_NEEDS_QUALITY}")
         return self
 
 
@@ -589,6 +601,16 @@ class DPStatus(KubeModel):
     """What the job itself claims; shown beside the recomputed epsilon, never trusted alone."""
 
 
+class FirstMetric(KubeModel):
+    """The first report of an eval metric and the job's totals when it arrived: where gains count from."""
+
+    name: str = Field(min_length=1, max_length=128)
+    step: int = Field(ge=0)
+    value: float
+    energy_joules: float = Field(ge=0)
+    emissions_grams: float = Field(ge=0)
+
+
 class EvidenceStatus(KubeModel):
     """What the trainers reported for the gates, kept so a restarted operator judges the same evidence.
 
@@ -596,6 +618,8 @@ class EvidenceStatus(KubeModel):
     """
 
     metrics: list[EvalMetric] = Field(default_factory=list, max_length=64)
+    first_metrics: list[FirstMetric] = Field(default_factory=list, max_length=64)
+    """Each metric's first report, with the energy and emissions at that moment."""
     dp: DPStatus | None = None
 
 
@@ -612,6 +636,26 @@ class TestsEvidence(KubeModel):
     low: int | None = None
     source: str = ""
     """spec, or configmap/NAME; a ConfigMap that cannot be read falls back to the last evidence."""
+
+
+class EfficiencyStatus(KubeModel):
+    """Energy and emissions per unit of the quality metric gained since its first report.
+
+    `gain` is in the metric's own units, positive when it improved (lower is better: a fall). The rates
+    are absent until the metric has gained (no gain: no finite rate; the gate says so)."""
+
+    metric: str
+    reference_step: int = Field(ge=0)
+    reference_value: float
+    step: int = Field(ge=0)
+    value: float
+    gain: float
+    energy_joules: float = Field(ge=0)
+    """GPU energy since the reference report."""
+    emissions_grams: float = Field(ge=0)
+    """Emissions (PUE included) since the reference report."""
+    joules_per_metric_point: float | None = None
+    grams_per_metric_point: float | None = None
 
 
 class PromotionStatus(KubeModel):
@@ -705,6 +749,8 @@ class CarbonTrackedJobStatus(KubeModel):
     epsilon_claimed: float | None = None
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
+    efficiency: EfficiencyStatus | None = None
+    """Energy per quality: joules and grams per unit of the quality metric gained (judgement)."""
     telemetry: TelemetryStatus | None = None
     evidence: EvidenceStatus | None = None
     """Written by the telemetry writer with the energy it came with."""

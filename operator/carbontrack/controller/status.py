@@ -9,7 +9,8 @@ Each top-level field has one writer:
 |                                          | telemetry, evidence                                        |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, measurements, decisions,         |
+|                                          | projected, efficiency, testsEvidence, measurements,        |
+|                                          | decisions,                                                 |
 |                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
@@ -35,6 +36,7 @@ from carbontrack.api.crd import (
     DPStatus,
     EvalMetric,
     EvidenceStatus,
+    FirstMetric,
     GpuStatus,
     IntensityStatus,
     PromotionStatus,
@@ -133,7 +135,11 @@ def evidence_status(agg: JobAggregate) -> EvidenceStatus:
             step=agg.dp.step, noise_multiplier=agg.dp.noise_multiplier, sample_rate=agg.dp.sample_rate,
             delta=agg.dp.delta, accountant_epsilon=agg.dp.accountant_epsilon,
         )  # fmt: skip
-    return EvidenceStatus(metrics=metrics[:64], dp=dp)
+    first = [
+        FirstMetric(name=k, step=step, value=v, energy_joules=j, emissions_grams=g)
+        for k, (step, v, j, g) in sorted(agg.first_evals.items())
+    ]
+    return EvidenceStatus(metrics=metrics[:64], first_metrics=first[:64], dp=dp)
 
 
 def restore(status: CarbonTrackedJobStatus) -> JobAggregate:
@@ -145,6 +151,10 @@ def restore(status: CarbonTrackedJobStatus) -> JobAggregate:
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     if status.evidence is not None:
         agg.evals = {m.name: (m.step, m.value) for m in status.evidence.metrics}
+        agg.first_evals = {
+            m.name: (m.step, m.value, m.energy_joules, m.emissions_grams)
+            for m in status.evidence.first_metrics
+        }
         dp = status.evidence.dp
         if dp is not None:
             agg.dp = DPParams(
@@ -250,6 +260,8 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         update.epsilon_claimed = plan.epsilon_claimed
     if plan.projected is not None:
         update.projected = plan.projected
+    if plan.efficiency is not None:
+        update.efficiency = plan.efficiency
     if plan.tests_evidence is not None:
         update.tests_evidence = plan.tests_evidence
     if plan.decision.report is not None:

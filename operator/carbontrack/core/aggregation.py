@@ -69,6 +69,10 @@ class Receipt:
         return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
 
 
+MAX_FIRST_EVALS = 64
+"""Metrics whose first report is kept (status.evidence.firstMetrics is bounded like metrics)."""
+
+
 @dataclass(frozen=True)
 class SourceGpu:
     """One GPU of a source as its newest batch described it: whose energy the reading is, and how."""
@@ -143,6 +147,9 @@ class JobAggregate:
     emissions_g: float = 0.0
     evals: dict[str, tuple[int, float]] = field(default_factory=dict)
     """metric -> (step, value) of the newest report."""
+    first_evals: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
+    """metric -> (step, value, job energy J, job emissions g) when the first report of it arrived: the
+    reference that energy per metric point is measured from (core.efficiency)."""
     dp: DPParams | None = None
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
@@ -305,6 +312,10 @@ class JobAggregate:
             self.dp = batch.dp
         self.sources[key] = src
         self.emissions_g += grams
+        for report in batch.evals:
+            for name, value in report.metrics.items():
+                if name not in self.first_evals and len(self.first_evals) < MAX_FIRST_EVALS:
+                    self.first_evals[name] = (report.step, value, self.energy_j, self.emissions_g)
         return Applied(Verdict.ACCEPTED, energy_j=delta, emissions_g=grams)
 
     def projection(

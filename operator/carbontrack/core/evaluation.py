@@ -11,9 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, MetricGate, MetricHistory, Projection, TestsEvidence
+from carbontrack.api.crd import (
+    CarbonTrackedJobSpec,
+    EfficiencyStatus,
+    MetricGate,
+    MetricHistory,
+    Projection,
+    TestsEvidence,
+)
 from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.efficiency import efficiency
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
 from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
@@ -121,6 +129,8 @@ class Plan:
     """The approve/reject annotation has been acted on (status records its hash): remove it."""
     measurements: tuple[MetricHistory, ...] | None = None
     """status.measurements, when the spec has metric gates."""
+    efficiency: EfficiencyStatus | None = None
+    """status.efficiency: energy per unit of the quality metric gained."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -156,6 +166,7 @@ def evaluate(inputs: Inputs) -> Plan:
     spec, agg = inputs.spec, inputs.aggregate
     projected = _projection(inputs)
     claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
+    per_point = efficiency(spec.gates.quality, agg)
 
     histories = analysis.by_name(inputs.metrics)
     metric_gates = [
@@ -180,7 +191,7 @@ def evaluate(inputs: Inputs) -> Plan:
             emissions_projected_upper_g=agg.projection_upper_g(
                 spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
             ),
-            shared_gpu_energy_j=agg.shared_energy_j,
+            shared_gpu_energy_j=agg.shared_energy_j, efficiency=per_point,
         )  # fmt: skip
         report = judge(spec, evidence)
         if not measuring:
@@ -218,6 +229,7 @@ def evaluate(inputs: Inputs) -> Plan:
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
+        efficiency=per_point,
     )  # fmt: skip
 
 

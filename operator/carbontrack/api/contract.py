@@ -56,6 +56,8 @@ class Phase(StrEnum):
     """Where the job is in its life: Invalid means the spec or template cannot run (see conditions)."""
 
     PENDING = "Pending"
+    DEFERRED = "Deferred"
+    """Waiting for a clean grid (spec.carbon.schedule): the Job exists, suspended."""
     CANARY = "Canary"
     PROMOTING = "Promoting"
     RUNNING = "Running"

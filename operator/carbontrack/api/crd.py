@@ -108,6 +108,33 @@ class IntensitySpec(KubeModel):
     names the operator may read are allowed (Helm value carbon.jobSecretNames, an admission policy)."""
 
 
+_DURATION = r"^([0-9]+(s|m|h))+$"
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_s(text: str) -> float:
+    """`90m`, `1h30m`, `24h` -> seconds (the pattern of a duration field admits only these)."""
+    total, number = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            number += ch
+        else:
+            total += int(number) * _UNIT_S[ch]
+            number = ""
+    return float(total)
+
+
+class ScheduleSpec(KubeModel):
+    """Carbon-aware start: wait (phase Deferred, the Job suspended) for a clean grid, at most maxDelay."""
+
+    max_grams_per_kwh: float = Field(200.0, gt=0, le=2000)
+    """Start once the zone's intensity is at or below this (gCO2e/kWh)."""
+    max_delay: str = Field("24h", pattern=_DURATION, max_length=32)
+    """Longest wait from the deferral's start (e.g. 24h, 90m); then it starts whatever the grid."""
+    window: str | None = Field(None, pattern=_DURATION, max_length=32)
+    """Expected run length: a forecast start is judged by its mean intensity over this window."""
+
+
 class CarbonSpec(KubeModel):
     """Carbon accounting settings and the optional emissions budget."""
 
@@ -123,6 +150,8 @@ class CarbonSpec(KubeModel):
     max_grams_per_metric_point: float | None = Field(None, gt=0)
     """Largest allowed gCO2e per unit of the quality metric gained since its first report (its own scale:
     for accuracy in 0..1, 0.01 is one percentage point). Needs gates.quality; judged with the gates."""
+    schedule: ScheduleSpec | None = None
+    """Carbon-aware start: defer the job until the grid is clean (live providers only)."""
     accept_shared_gpu_energy: bool = False
     """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
     job's energy in staging and production gates; otherwise such energy counts as unmeasured."""
@@ -658,6 +687,29 @@ class EfficiencyStatus(KubeModel):
     grams_per_metric_point: float | None = None
 
 
+class ScheduleStatus(KubeModel):
+    """The carbon-aware start: why the job waits (or why it started), and what waiting saved."""
+
+    deferred_since: datetime | None = None
+    """When the deferral began (the planned start); the deadline counts from it across restarts."""
+    deadline: datetime | None = None
+    """deferredSince + maxDelay: it starts then at the latest."""
+    start_after: datetime | None = None
+    """The cleaner start the forecast names, while waiting for it."""
+    reason: str = ""
+    message: str = ""
+    summary: str = ""
+    """Why it waits and until when (kubectl get), or why it started."""
+    planned_grams_per_kwh: float | None = None
+    """Intensity at the planned start (when the deferral began)."""
+    started_at: datetime | None = None
+    start_grams_per_kwh: float | None = None
+    """Intensity when it actually started."""
+    deferred_seconds: float = Field(0, ge=0)
+    emissions_avoided_grams_estimate: float | None = None
+    """Measured energy x PUE x (planned - actual start intensity): an estimate, negative if waiting cost."""
+
+
 class PromotionStatus(KubeModel):
     """Where the promotion state machine is, so a restarted operator continues from there."""
 
@@ -749,6 +801,8 @@ class CarbonTrackedJobStatus(KubeModel):
     epsilon_claimed: float | None = None
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
+    schedule: ScheduleStatus | None = None
+    """The carbon-aware start (spec.carbon.schedule)."""
     efficiency: EfficiencyStatus | None = None
     """Energy per quality: joules and grams per unit of the quality metric gained (judgement)."""
     telemetry: TelemetryStatus | None = None

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -45,6 +46,7 @@ from carbontrack.controller.tls_handlers import start_tls
 from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
+from carbontrack.core.deferral import decide, schedule_status
 from carbontrack.core.evaluation import (
     ConditionUpdate,
     Inputs,
@@ -175,7 +177,9 @@ async def reconcile(
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    suspend = parsed.suspend or suspended(parsed, phase)  # only the judgement lifts a gate's halt
+    # a carbon-aware start: the Job is created suspended, and only the judgement's deferral starts it
+    deferring = parsed.carbon.schedule is not None and phase in (None, Phase.INVALID)
+    suspend = parsed.suspend or suspended(parsed, phase) or deferring  # only the judgement lifts a halt
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
@@ -197,9 +201,14 @@ async def reconcile(
         )
     ready = ConditionUpdate("Ready", True, "JobRunning", f"{replicas} of {parsed.replicas} workers")
     if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
-        patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
-        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
-    elif phase not in (Phase.HALTED, Phase.PAUSED):  # their condition names the gate; the judgement lifts it
+        first = Phase.DEFERRED if deferring else Phase.PENDING
+        if deferring:
+            ready = ConditionUpdate(
+                "Ready", False, "Deferred", "waiting for a clean grid (spec.carbon.schedule)"
+            )
+        patch.status.update(st.phase_update(status, first, ready, generation))
+        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {first}")
+    elif phase not in (Phase.HALTED, Phase.PAUSED, Phase.DEFERRED):  # the judgement lifts these
         patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -306,7 +315,7 @@ async def _gather(
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
-        metrics=measured,
+        metrics=measured, schedule=stored.schedule,
     )  # fmt: skip
 
 
@@ -339,6 +348,42 @@ async def _apply(
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+async def _defer(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int,
+) -> None:  # fmt: skip
+    """One round of the carbon-aware start: read the grid, `core.deferral.decide`, and start the Job
+    (phase Pending: the judgement takes it to Canary) or record why it waits and until when."""
+    stored = st.parse(status)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = stored.schedule
+    since = before.deferred_since if before and before.deferred_since else now
+    grid = await memo.registry.intensity.grid(namespace, spec)
+    verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
+    schedule = schedule_status(before, verdict, grid, now, since)
+    if verdict.start:
+        unsuspend = {"spec": {"suspend": False}}
+        try:
+            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, unsuspend)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
+    phase = Phase.PENDING if verdict.start else Phase.DEFERRED
+    condition = ConditionUpdate("Deferred", not verdict.start, verdict.reason, verdict.message)
+    patch.status.update(st.deferral_update(status, schedule, phase, condition, generation))
+    if verdict.start or (before is None or before.reason != verdict.reason):
+        kind = "Warning" if verdict.warning else "Normal"
+        reason = f"Start{verdict.reason}" if verdict.start else f"Deferred{verdict.reason}"
+        kopf.event(body, type=kind, reason=reason, message=verdict.message)
+    if verdict.start:
+        kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.DEFERRED} -> {Phase.PENDING}")
+    state = memo.registry.jobs.get((namespace, name)) or await memo.registry.get(namespace, name)
+    if state is not None:
+        state.gauges = replace(
+            state.gauges, phase=phase, deferred_s=schedule.deferred_seconds,
+            emissions_avoided_g=schedule.emissions_avoided_grams_estimate,
+        )  # fmt: skip
+
+
 async def promote(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
     patch: kopf.Patch, memo: kopf.Memo, **_: Any,
@@ -356,6 +401,10 @@ async def promote(
     except ValidationError:
         return
     generation = int(meta.get("generation") or 0)
+    # no phase yet with a schedule: the reconcile's Deferred may have been lost; never start past it
+    if status.get("phase") == Phase.DEFERRED or (not status.get("phase") and parsed.carbon.schedule):
+        await _defer(body, memo, name, namespace, status, patch, parsed, generation)
+        return
     inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
     await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
 

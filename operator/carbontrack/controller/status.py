@@ -10,7 +10,8 @@ Each top-level field has one writer:
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
 |                                          | projected, efficiency, testsEvidence, measurements,        |
-|                                          | decisions,                                                 |
+|                                          | decisions, schedule (the deferred start, `deferral_update`,|
+|                                          | then its savings estimate),                                |
 |                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
@@ -41,6 +42,7 @@ from carbontrack.api.crd import (
     IntensityStatus,
     PromotionStatus,
     RefusedCounts,
+    ScheduleStatus,
     SourceStatus,
     TelemetryStatus,
     TestsEvidence,
@@ -262,6 +264,8 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         update.projected = plan.projected
     if plan.efficiency is not None:
         update.efficiency = plan.efficiency
+    if plan.schedule is not None:
+        update.schedule = plan.schedule
     if plan.tests_evidence is not None:
         update.tests_evidence = plan.tests_evidence
     if plan.decision.report is not None:
@@ -289,6 +293,19 @@ def phase_update(
         "phase": phase.value,
         "conditions": _conditions(current, condition, generation),
     }
+
+
+def deferral_update(
+    current: Mapping[str, Any], schedule: ScheduleStatus, phase: Phase, condition: ConditionUpdate,
+    generation: int | None,
+) -> Patch:  # fmt: skip
+    """A round of the carbon-aware start (phase Deferred, or Pending once it starts): status patch with
+    the schedule, the phase and the Deferred condition."""
+    out = changed(current, _dump(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
+    conditions = _conditions(current, condition, generation)
+    if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
+        out["conditions"] = conditions
+    return out
 
 
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:

@@ -17,10 +17,12 @@ from carbontrack.api.crd import (
     MetricGate,
     MetricHistory,
     Projection,
+    ScheduleStatus,
     TestsEvidence,
 )
 from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.deferral import with_savings
 from carbontrack.core.efficiency import efficiency
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
@@ -83,6 +85,8 @@ class Inputs:
     """The approve/reject annotation on the object, if any."""
     metrics: tuple[MetricHistory, ...] = ()
     """Each metric gate's counts for the current stage, this round's measurement included."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule: the carbon-aware start, for the savings estimate once it started."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ class Gauges:
     epsilon_budget: float | None = None
     emissions_budget_g: float | None = None
     gates: dict[str, bool] = field(default_factory=dict)
+    deferred_s: float | None = None
+    """Time the carbon-aware start waited (None: the job has no deferral)."""
+    emissions_avoided_g: float | None = None
+    """Estimated emissions the deferral avoided (core.deferral.avoided_g)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,8 @@ class Plan:
     """status.measurements, when the spec has metric gates."""
     efficiency: EfficiencyStatus | None = None
     """status.efficiency: energy per unit of the quality metric gained."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule with the avoided-emissions estimate for the energy so far."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -214,12 +224,15 @@ def evaluate(inputs: Inputs) -> Plan:
         conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
     report = decision.report
+    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue)
     gauges = Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
         emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
         gates={r.name: r.passed for r in report.results} if report else {},
+        deferred_s=inputs.schedule.deferred_seconds if inputs.schedule else None,
+        emissions_avoided_g=schedule.emissions_avoided_grams_estimate if schedule else None,
     )
     return Plan(
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
@@ -230,6 +243,7 @@ def evaluate(inputs: Inputs) -> Plan:
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
         efficiency=per_point,
+        schedule=schedule,
     )  # fmt: skip
 
 
@@ -243,8 +257,11 @@ def _for_new_stage(
 
 
 def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
-    """Whether the Job is held suspended in this phase (a halt, or a pause the spec asks to suspend)."""
-    return phase == Phase.HALTED or (phase == Phase.PAUSED and spec.gates.suspend_when_paused)
+    """Whether the Job is held suspended in this phase (a halt, a deferred start, or a pause the spec
+    asks to suspend)."""
+    return phase in (Phase.HALTED, Phase.DEFERRED) or (
+        phase == Phase.PAUSED and spec.gates.suspend_when_paused
+    )
 
 
 def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:

@@ -140,7 +140,7 @@ def test_schedule_in_the_spec_defaults() -> None:
 
 
 def test_electricitymaps_forecast_in_its_api_shape() -> None:
-    fake = FakeElectricityMaps(intensity=450, forecast=[(hours(0), 450), (hours(1), 180.5)]).start()
+    fake = FakeElectricityMaps(forecast={"DE": [(hours(0), 450), (hours(1), 180.5)]}).start()
 
     async def main() -> tuple[ForecastPoint, ...] | None:
         r = IntensityResolver(ElectricityMaps("test-key", base_url=fake.url), ttl_s=60)
@@ -157,7 +157,7 @@ def test_electricitymaps_forecast_in_its_api_shape() -> None:
 
 
 def test_a_forecast_that_cannot_be_read_is_none_not_an_error() -> None:
-    fake = FakeElectricityMaps(down=True).start()
+    fake = FakeElectricityMaps(down={"DE"}).start()
 
     async def main() -> tuple[ForecastPoint, ...] | None:
         r = IntensityResolver(ElectricityMaps("test-key", base_url=fake.url), ttl_s=60)

@@ -7,13 +7,17 @@ import datetime as dt
 
 import pytest
 
-from carbontrack.api.crd import CarbonTrackedJobSpec, ScheduleSpec, duration_s
+from carbontrack.api.crd import CarbonTrackedJobSpec, PauseAboveSpec, ScheduleSpec, ScheduleStatus, duration_s
 from carbontrack.core.deferral import (
     ForecastPoint,
     Grid,
     avoided_g,
     best_start,
     decide,
+    dirty_check,
+    paused_status,
+    resume_schedule,
+    resumed_status,
     schedule_status,
     with_savings,
 )
@@ -170,3 +174,53 @@ def test_a_forecast_that_cannot_be_read_is_none_not_an_error() -> None:
         assert asyncio.run(main()) is None
     finally:
         fake.stop()
+
+
+PAUSE = PauseAboveSpec(grams_per_kwh=300, after="30m", max_pauses=2)
+
+
+@pytest.mark.parametrize(
+    ("g", "live", "above_h", "pauses", "now_h", "since_h", "pause"),
+    [
+        (250, True, None, 0, 1, None, False),  # clean: nothing to track
+        (250, True, 0.5, 0, 1, None, False),  # clean again: the streak ends
+        (350, True, None, 0, 1, 1, False),  # dirty: the streak starts now
+        (350, True, 0.6, 0, 1, 0.6, False),  # dirty for 24 min < 30 min
+        (350, True, 0.5, 0, 1, 0.5, True),  # dirty for 30 min: pause
+        (350, True, 0.0, 2, 1, 0.0, False),  # two pauses taken: never a third
+        (900, False, None, 0, 1, None, False),  # a fixed figure never pauses
+    ],
+)  # fmt: skip
+def test_dirty_check(
+    g: float, live: bool, above_h: float | None, pauses: int, now_h: float, since_h: float | None, pause: bool
+) -> None:
+    d = dirty_check(PAUSE, hours(now_h), g, live, None if above_h is None else hours(above_h), pauses)
+    assert (d.above_since, d.pause) == (None if since_h is None else hours(since_h), pause)
+
+
+def test_a_pause_resumes_by_the_pause_limit_and_counts_its_time() -> None:
+    schedule = ScheduleSpec(max_grams_per_kwh=200, max_delay="6h", pause_above=PAUSE)
+    running = ScheduleStatus(started_at=T0, planned_grams_per_kwh=450, start_grams_per_kwh=150)
+    dirty = dirty_check(PAUSE, hours(2), 350, True, hours(1), 0)
+    paused = paused_status(running, dirty, hours(2), "Running")
+    assert (paused.pauses, paused.paused_from, paused.paused_at, paused.reason) == (
+        1,
+        "Running",
+        hours(2),
+        "DirtyGrid",
+    )
+    assert (paused.started_at, paused.start_grams_per_kwh) == (T0, 150)  # the original start is kept
+    resume = resume_schedule(schedule)
+    assert resume is not None and resume.max_grams_per_kwh == 300
+    still = decide(resume, hours(3), hours(2), live(320))
+    assert (still.start, still.deadline) == (False, hours(8))
+    again = decide(resume, hours(3), hours(2), live(290))
+    assert (again.start, again.reason) == (True, "GridClean")
+    resumed = resumed_status(paused, again, hours(3))
+    assert (resumed.paused_from, resumed.paused_at, resumed.paused_seconds, resumed.pauses) == (
+        None,
+        None,
+        3600.0,
+        1,
+    )
+    assert resume_schedule(ScheduleSpec()) is None  # pauses switched off by an edit: resume at once

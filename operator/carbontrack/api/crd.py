@@ -124,6 +124,17 @@ def duration_s(text: str) -> float:
     return float(total)
 
 
+class PauseAboveSpec(KubeModel):
+    """Opt-in: pause a Running job while the grid is dirty, resume when it is clean again."""
+
+    grams_per_kwh: float = Field(gt=0, le=2000)
+    """Pause when the zone's intensity stays above this; resume at or below it."""
+    after: str = Field("30m", pattern=_DURATION, max_length=32)
+    """How long the intensity must stay above the limit before the job pauses."""
+    max_pauses: int = Field(3, ge=1, le=100)
+    """Never more pauses than this in the job's life; then it runs whatever the grid."""
+
+
 class ScheduleSpec(KubeModel):
     """Carbon-aware start: wait (phase Deferred, the Job suspended) for a clean grid, at most maxDelay."""
 
@@ -133,6 +144,9 @@ class ScheduleSpec(KubeModel):
     """Longest wait from the deferral's start (e.g. 24h, 90m); then it starts whatever the grid."""
     window: str | None = Field(None, pattern=_DURATION, max_length=32)
     """Expected run length: a forecast start is judged by its mean intensity over this window."""
+    pause_above: PauseAboveSpec | None = None
+    """Opt-in: while Running, pause (the Job suspended) when the grid stays dirty; each pause lasts at
+    most maxDelay."""
 
 
 class CarbonSpec(KubeModel):
@@ -708,6 +722,15 @@ class ScheduleStatus(KubeModel):
     deferred_seconds: float = Field(0, ge=0)
     emissions_avoided_grams_estimate: float | None = None
     """Measured energy x PUE x (planned - actual start intensity): an estimate, negative if waiting cost."""
+    above_since: datetime | None = None
+    """While Running with pauseAbove: since when the intensity has been above its limit."""
+    pauses: int = Field(0, ge=0)
+    """Pauses for a dirty grid so far (at most pauseAbove.maxPauses)."""
+    paused_from: str | None = None
+    """The phase a dirty-grid pause interrupted (Running); set while paused (phase Deferred)."""
+    paused_at: datetime | None = None
+    paused_seconds: float = Field(0, ge=0)
+    """Time spent in dirty-grid pauses, all of them."""
 
 
 class PromotionStatus(KubeModel):

@@ -31,6 +31,7 @@ from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     MetricHistory,
+    ScheduleStatus,
     TestsEvidence,
 )  # fmt: skip
 from carbontrack.controller import metrics, prometheus
@@ -46,7 +47,14 @@ from carbontrack.controller.tls_handlers import start_tls
 from carbontrack.core import analysis
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
-from carbontrack.core.deferral import decide, schedule_status
+from carbontrack.core.deferral import (
+    decide,
+    dirty_check,
+    paused_status,
+    resume_schedule,
+    resumed_status,
+    schedule_status,
+)
 from carbontrack.core.evaluation import (
     ConditionUpdate,
     Inputs,
@@ -358,16 +366,26 @@ async def _defer(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     before = stored.schedule
     since = before.deferred_since if before and before.deferred_since else now
-    grid = await memo.registry.intensity.grid(namespace, spec)
-    verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
-    schedule = schedule_status(before, verdict, grid, now, since)
+    job_state = memo.registry.jobs.get((namespace, name))
+    known_zone = job_state.intensity.zone if job_state and job_state.aggregate.sources else None
+    grid = await memo.registry.intensity.grid(namespace, spec, known_zone)
+    if before is not None and before.paused_from:  # a dirty-grid pause: resume by the pause's limit
+        verdict = decide(
+            resume_schedule(spec.carbon.schedule), now, before.paused_at or now, grid, spec.suspend
+        )
+        schedule = resumed_status(before, verdict, now)
+        resume_to = Phase(before.paused_from)
+    else:
+        verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
+        schedule = schedule_status(before, verdict, grid, now, since)
+        resume_to = Phase.PENDING
     if verdict.start:
         unsuspend = {"spec": {"suspend": False}}
         try:
             await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, unsuspend)
         except ApiException as exc:
             raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
-    phase = Phase.PENDING if verdict.start else Phase.DEFERRED
+    phase = resume_to if verdict.start else Phase.DEFERRED
     condition = ConditionUpdate("Deferred", not verdict.start, verdict.reason, verdict.message)
     patch.status.update(st.deferral_update(status, schedule, phase, condition, generation))
     if verdict.start or (before is None or before.reason != verdict.reason):
@@ -375,13 +393,54 @@ async def _defer(
         reason = f"Start{verdict.reason}" if verdict.start else f"Deferred{verdict.reason}"
         kopf.event(body, type=kind, reason=reason, message=verdict.message)
     if verdict.start:
-        kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.DEFERRED} -> {Phase.PENDING}")
+        kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.DEFERRED} -> {phase}")
     state = memo.registry.jobs.get((namespace, name)) or await memo.registry.get(namespace, name)
     if state is not None:
         state.gauges = replace(
             state.gauges, phase=phase, deferred_s=schedule.deferred_seconds,
             emissions_avoided_g=schedule.emissions_avoided_grams_estimate,
         )  # fmt: skip
+
+
+def _live(source: str) -> bool:
+    """A live provider's reading (not the static table, a fixed override, or a provider's fallback)."""
+    return not (source.startswith("static") or source == "override" or source.endswith("fallback"))
+
+
+async def _pause_if_dirty(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int,
+) -> ScheduleStatus | None:  # fmt: skip
+    """spec.carbon.schedule.pauseAbove while Running: pause (phase Deferred, the Job suspended) when the
+    live intensity stayed above the limit long enough; `core.deferral.dirty_check` decides. Returns the
+    schedule status the judgement should carry on with, or None when the job was paused."""
+    schedule = spec.carbon.schedule
+    stored = st.parse(status)
+    before = stored.schedule or ScheduleStatus()
+    job_state = await memo.registry.get(namespace, name)
+    if schedule is None or schedule.pause_above is None or job_state is None:
+        return stored.schedule
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    figure = job_state.intensity
+    dirty = dirty_check(
+        schedule.pause_above, now, figure.g_per_kwh, _live(figure.source), before.above_since, before.pauses
+    )
+    if not dirty.pause:
+        return before.model_copy(update={"above_since": dirty.above_since})
+    # TODO(issue 16): the checkpointing halt (ask the trainers to checkpoint, then suspend) goes here
+    try:
+        await client.BatchV1Api(memo.api).patch_namespaced_job(
+            job_name_for(name), namespace, {"spec": {"suspend": True}}
+        )
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"pausing the Job failed: {exc.reason}", delay=5) from exc
+    paused = paused_status(before, dirty, now, Phase.RUNNING.value)
+    condition = ConditionUpdate("Deferred", True, "DirtyGrid", dirty.message)
+    patch.status.update(st.deferral_update(status, paused, Phase.DEFERRED, condition, generation))
+    kopf.event(body, type="Normal", reason="PausedDirtyGrid", message=dirty.message)
+    kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.RUNNING} -> {Phase.DEFERRED}")
+    job_state.gauges = replace(job_state.gauges, phase=Phase.DEFERRED)
+    return None
 
 
 async def promote(
@@ -406,6 +465,11 @@ async def promote(
         await _defer(body, memo, name, namespace, status, patch, parsed, generation)
         return
     inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
+    if status.get("phase") == Phase.RUNNING and parsed.carbon.schedule and parsed.carbon.schedule.pause_above:
+        carried = await _pause_if_dirty(body, memo, name, namespace, status, patch, parsed, generation)
+        if carried is None:
+            return
+        inputs = replace(inputs, schedule=carried)
     await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
 
 

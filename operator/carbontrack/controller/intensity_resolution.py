@@ -104,11 +104,11 @@ class IntensityResolution:
             self._resolvers[key] = IntensityResolver(live, ttl_s=c.intensity_ttl_s)
         return self._resolvers[key]
 
-    async def grid(self, namespace: str, spec: CarbonTrackedJobSpec) -> Grid:
-        """The zone's intensity now and its forecast, for a job that has not started (no pod, no node
-        region: the spec's zone, else the operator's default). A Secret that cannot be read counts as an
-        unreachable provider: the job starts rather than waits on it."""
-        zone = zone_for(spec.carbon.zone, self.config.default_zone or None)
+    async def grid(self, namespace: str, spec: CarbonTrackedJobSpec, zone: str | None = None) -> Grid:
+        """The zone's intensity now and its forecast: `zone` when the job ran already (its pods' node region
+        resolved it), else the spec's, else the operator's default. A Secret that cannot be read counts as
+        an unreachable provider: the job starts rather than waits on it."""
+        zone = zone or zone_for(spec.carbon.zone, self.config.default_zone or None)
         override = spec.carbon.intensity.grams_per_kwh
         if override is not None:
             return Grid(override, "override", live=False, zone=zone)

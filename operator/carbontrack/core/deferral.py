@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from carbontrack.api.crd import ScheduleSpec, ScheduleStatus, duration_s
+from carbontrack.api.crd import PauseAboveSpec, ScheduleSpec, ScheduleStatus, duration_s
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,64 @@ def with_savings(schedule: ScheduleStatus | None, energy_j: float, pue: float) -
         return None
     estimate = round(avoided_g(energy_j, pue, planned, actual), 3)
     return schedule.model_copy(update={"emissions_avoided_grams_estimate": estimate})
+
+
+# --- pauses while Running (spec.carbon.schedule.pauseAbove) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirtyGrid:
+    above_since: dt.datetime | None
+    """Since when the intensity has been above the limit (None: it is not)."""
+    pause: bool
+    message: str = ""
+
+
+def dirty_check(
+    pause: PauseAboveSpec | None, now: dt.datetime, g_per_kwh: float, live: bool,
+    above_since: dt.datetime | None, pauses: int,
+) -> DirtyGrid:  # fmt: skip
+    """Whether a Running job pauses now: the live intensity has stayed above `pause.gramsPerKwh` for
+    `pause.after`, and fewer than `maxPauses` pauses were taken. A fixed figure never pauses."""
+    if pause is None or not live or g_per_kwh <= pause.grams_per_kwh:
+        return DirtyGrid(None, False)
+    since = above_since or now
+    if pauses >= pause.max_pauses or now - since < dt.timedelta(seconds=duration_s(pause.after)):
+        return DirtyGrid(since, False)
+    message = (
+        f"grid intensity {g_per_kwh:g} gCO2e/kWh above {pause.grams_per_kwh:g} since {_stamp(since)}: "
+        f"pausing (pause {pauses + 1} of at most {pause.max_pauses}) until it is at or below it again"
+    )
+    return DirtyGrid(since, True, message)
+
+
+def resume_schedule(schedule: ScheduleSpec | None) -> ScheduleSpec | None:
+    """A paused job resumes by the deferral's rules, with the pause limit as the threshold (and the same
+    maxDelay as the longest pause). None: pauses are off now, resume at once."""
+    if schedule is None or schedule.pause_above is None:
+        return None
+    return schedule.model_copy(update={"max_grams_per_kwh": schedule.pause_above.grams_per_kwh})
+
+
+def paused_status(before: ScheduleStatus, dirty: DirtyGrid, now: dt.datetime, phase: str) -> ScheduleStatus:
+    return before.model_copy(
+        update={
+            "reason": "DirtyGrid", "message": dirty.message[:1024], "summary": "DirtyGrid: paused",
+            "above_since": None, "pauses": before.pauses + 1, "paused_from": phase, "paused_at": now,
+            "start_after": None,
+        }
+    )  # fmt: skip
+
+
+def resumed_status(before: ScheduleStatus, verdict: Verdict, now: dt.datetime) -> ScheduleStatus:
+    """After a round of a pause: still paused (why, until when), or resumed (the pause's time added)."""
+    update: dict[str, object] = {
+        "reason": verdict.reason, "message": verdict.message[:1024], "summary": verdict.summary[:128],
+        "start_after": verdict.start_after,
+    }  # fmt: skip
+    if verdict.start:
+        paused = (now - before.paused_at).total_seconds() if before.paused_at else 0.0
+        update.update(
+            paused_from=None, paused_at=None, paused_seconds=before.paused_seconds + max(paused, 0.0)
+        )
+    return before.model_copy(update=update)

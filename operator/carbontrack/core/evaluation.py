@@ -224,7 +224,7 @@ def evaluate(inputs: Inputs) -> Plan:
         conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
     report = decision.report
-    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue)
+    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue) or inputs.schedule
     gauges = Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,

@@ -52,3 +52,27 @@ def test_the_newest_checkpoint_survives_a_restart_and_an_older_report_does_not_r
     status = CarbonTrackedJobStatus.model_validate(telemetry_update(agg, lookup("DE"), 1002.0)["status"])
     assert status.checkpoint is not None and (status.checkpoint.step, status.checkpoint.uri) == (40, "/c/40")
     assert restore(status).checkpoint == (40, "/c/40", 1000.0)
+
+
+def test_gpu_model_names_reach_status_and_survive_a_restart() -> None:
+    agg, kw = JobAggregate(), {"pue": 1.2, "intensity_g_per_kwh": 300.0}
+    batch = TelemetryBatch(
+        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name="p0"), boot_id="a",
+        seq=1, sent_at=5e10, method="simulated",
+        gpus=[GpuCounter(index=0, uuid="GPU-0", name="NVIDIA H100 80GB HBM3", energy_joules=10.0),
+              GpuCounter(index=1, uuid="GPU-1", energy_joules=10.0)],
+    )  # fmt: skip
+    agg.apply(batch, Receipt(received_at=1000.0, pod_started_at=990.0, gpus=2), **kw)
+    status = CarbonTrackedJobStatus.model_validate(telemetry_update(agg, lookup("DE"), 1000.0)["status"])
+    assert [g.name for g in status.gpus] == ["NVIDIA H100 80GB HBM3", ""]
+    again = CarbonTrackedJobStatus.model_validate(
+        telemetry_update(restore(status), lookup("DE"), 1000.0)["status"]
+    )
+    assert [g.name for g in again.gpus] == ["NVIDIA H100 80GB HBM3", ""]
+
+
+def test_status_written_before_gpu_names_restores_with_empty_names() -> None:
+    old = {"telemetry": {"sources": [{"pod": "p0", "bootId": "a", "seq": 1, "energyJoules": 5.0,
+                                      "gpuUuids": ["GPU-0"], "gpuSharing": ["exclusive"]}]}}  # fmt: skip
+    agg = restore(CarbonTrackedJobStatus.model_validate(old))
+    assert [g.name for g in agg.sources[("p0", "a")].gpus] == [""]

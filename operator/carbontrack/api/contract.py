@@ -48,6 +48,8 @@ RESUME_ANNOTATION: Final = "carbontrack.io/resume-from"
 # A person's decision on a Paused job, written by `carbontrack approve|reject` (or kubectl annotate).
 APPROVE_ANNOTATION: Final = "carbontrack.io/approve"
 REJECT_ANNOTATION: Final = "carbontrack.io/reject"
+# pre-training | fine-tuning, for `carbontrack report --format model-card` (its flag wins).
+TRAINING_TYPE_ANNOTATION: Final = "carbontrack.io/training-type"
 
 # Environment the operator injects (the sidecar and the client read it).
 ENV_PREFIX: Final = "CARBONTRACK_"
@@ -69,6 +71,8 @@ class Phase(StrEnum):
     """Where the job is in its life: Invalid means the spec or template cannot run (see conditions)."""
 
     PENDING = "Pending"
+    DEFERRED = "Deferred"
+    """Waiting for a clean grid (spec.carbon.schedule): the Job exists, suspended."""
     CANARY = "Canary"
     PROMOTING = "Promoting"
     RUNNING = "Running"

@@ -68,6 +68,8 @@ class GpuCounter(WireModel):
 
     index: int = Field(ge=0, lt=MAX_GPUS)
     uuid: str = Field("", max_length=96)
+    name: str = Field("", max_length=96)
+    """The product name NVML gives (e.g. NVIDIA H100 80GB HBM3): the hardware a report names."""
     energy_joules: Joules
     lost: bool = False
     """NVML reported the GPU lost; its counter is frozen at the last good value."""

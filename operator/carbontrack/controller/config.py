@@ -26,6 +26,11 @@ class OperatorConfig:
     default_zone: str = ""
     intensity_provider: str = "static"
     intensity_secret: str = ""
+    electricitymaps_url: str = "https://api.electricitymap.org"
+    watttime_url: str = "https://api.watttime.org"
+    """Provider base URLs: a proxy or mirror in an air-gapped cluster (and the tests' fake providers)."""
+    intensity_ttl_s: float = 300.0
+    """How long a live figure or forecast is reused before the provider is asked again."""
     max_body_bytes: int = 1 << 20
     client_timeout_s: float = 10.0
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
@@ -95,6 +100,9 @@ class OperatorConfig:
             default_zone=get("DEFAULT_ZONE", ""),
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),
+            electricitymaps_url=get("ELECTRICITYMAPS_URL", cls.electricitymaps_url),
+            watttime_url=get("WATTTIME_URL", cls.watttime_url),
+            intensity_ttl_s=float(get("INTENSITY_TTL_S", "300")),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
             idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),

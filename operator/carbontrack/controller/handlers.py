@@ -17,6 +17,7 @@ import datetime as dt
 import gc
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -40,6 +41,7 @@ from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     MetricHistory,
+    ScheduleStatus,
     TestsEvidence,
 )  # fmt: skip
 from carbontrack.controller import kueue, metrics, prometheus
@@ -56,6 +58,14 @@ from carbontrack.controller.tls_handlers import start_tls
 from carbontrack.core import analysis, halting, kueue_policy
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
+from carbontrack.core.deferral import (
+    decide,
+    dirty_check,
+    paused_status,
+    resume_schedule,
+    resumed_status,
+    schedule_status,
+)
 from carbontrack.core.evaluation import (
     ConditionUpdate,
     Inputs,
@@ -210,10 +220,14 @@ async def reconcile(
     queued = _queueing(meta, memo.cfg)
     parsed = kueue_policy.effective_spec(parsed, queued)  # without elastic Jobs: full size from the start
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    # only the judgement lifts a gate's halt, and only it stops running workers (after their checkpoint)
+    # only the judgement lifts a gate's halt, and only it stops running workers (after their checkpoint);
+    # a carbon-aware start: the Job is created suspended, and only the judgement's deferral starts it
     halt = st.parse(status).halt
-    suspend = (parsed.suspend and phase in (None, Phase.INVALID)) or halting.workers_stopped(
-        suspended(parsed, phase), halt
+    deferring = parsed.carbon.schedule is not None and phase in (None, Phase.INVALID)
+    suspend = (
+        (parsed.suspend and phase in (None, Phase.INVALID))
+        or deferring
+        or halting.workers_stopped(suspended(parsed, phase), halt)
     )
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
@@ -250,9 +264,14 @@ async def reconcile(
         )
     ready = ConditionUpdate("Ready", True, "JobRunning", f"{replicas} of {parsed.replicas} workers")
     if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
-        patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
-        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
-    elif phase not in (Phase.HALTED, Phase.PAUSED):  # their condition names the gate; the judgement lifts it
+        first = Phase.DEFERRED if deferring else Phase.PENDING
+        if deferring:
+            ready = ConditionUpdate(
+                "Ready", False, "Deferred", "waiting for a clean grid (spec.carbon.schedule)"
+            )
+        patch.status.update(st.phase_update(status, first, ready, generation))
+        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {first}")
+    elif phase not in (Phase.HALTED, Phase.PAUSED, Phase.DEFERRED):  # the judgement lifts these
         patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -364,6 +383,7 @@ async def _gather(
         telemetry_warned=refusing, intensity_warned=unreadable,
         intensity_problem=memo.registry.intensity.problem(namespace, spec),
         metrics=measured, now=now, halt=stored.halt, checkpoint=st.checkpoint_status(agg),
+        schedule=stored.schedule,
     )  # fmt: skip
 
 
@@ -426,6 +446,103 @@ async def _scale(
         raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
 
 
+async def _defer(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int, queued: kueue_policy.Queueing | None,
+) -> None:  # fmt: skip
+    """One round of the carbon-aware start: read the grid, `core.deferral.decide`, and start the Job
+    (phase Pending: the judgement takes it to Canary) or record why it waits and until when."""
+    stored = st.parse(status)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = stored.schedule
+    since = before.deferred_since if before and before.deferred_since else now
+    job_state = memo.registry.jobs.get((namespace, name))
+    known_zone = job_state.intensity.zone if job_state and job_state.aggregate.sources else None
+    grid = await memo.registry.intensity.grid(namespace, spec, known_zone)
+    if before is not None and before.paused_from:  # a dirty-grid pause: resume by the pause's limit
+        verdict = decide(
+            resume_schedule(spec.carbon.schedule), now, before.paused_at or now, grid, spec.suspend
+        )
+        schedule = resumed_status(before, verdict, now)
+        resume_to = Phase(before.paused_from)
+    else:
+        verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
+        schedule = schedule_status(before, verdict, grid, now, since)
+        resume_to = Phase.PENDING
+    if verdict.start or queued is not None:  # a queued job's Workload is made inactive once Kueue made it
+        try:
+            await _hold(memo, name, namespace, not verdict.start, queued)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
+    phase = resume_to if verdict.start else Phase.DEFERRED
+    condition = ConditionUpdate("Deferred", not verdict.start, verdict.reason, verdict.message)
+    patch.status.update(st.deferral_update(status, schedule, phase, condition, generation))
+    if verdict.start or (before is None or before.reason != verdict.reason):
+        kind = "Warning" if verdict.warning else "Normal"
+        reason = f"Start{verdict.reason}" if verdict.start else f"Deferred{verdict.reason}"
+        kopf.event(body, type=kind, reason=reason, message=verdict.message)
+    if verdict.start:
+        kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.DEFERRED} -> {phase}")
+    state = memo.registry.jobs.get((namespace, name)) or await memo.registry.get(namespace, name)
+    if state is not None:
+        state.gauges = replace(
+            state.gauges, phase=phase, deferred_s=schedule.deferred_seconds,
+            emissions_avoided_g=schedule.emissions_avoided_grams_estimate,
+        )  # fmt: skip
+
+
+async def _hold(
+    memo: kopf.Memo, name: str, namespace: str, hold: bool, queued: kueue_policy.Queueing | None
+) -> None:
+    """Hold the workers stopped (or let them run) for a carbon-aware start or pause: the Job's suspend,
+    or, for a job Kueue queues, its Workload's spec.active (Kueue owns the Job's suspend)."""
+    if queued is not None:
+        await _kueue_active(memo.api, namespace, name, hold)
+        return
+    await client.BatchV1Api(memo.api).patch_namespaced_job(
+        job_name_for(name), namespace, {"spec": {"suspend": hold}}
+    )
+
+
+def _live(source: str) -> bool:
+    """A live provider's reading (not the static table, a fixed override, or a provider's fallback)."""
+    return not (source.startswith("static") or source == "override" or source.endswith("fallback"))
+
+
+async def _pause_if_dirty(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int, queued: kueue_policy.Queueing | None,
+) -> ScheduleStatus | None:  # fmt: skip
+    """spec.carbon.schedule.pauseAbove while Running: pause (phase Deferred, the Job suspended) when the
+    live intensity stayed above the limit long enough; `core.deferral.dirty_check` decides. Returns the
+    schedule status the judgement should carry on with, or None when the job was paused."""
+    schedule = spec.carbon.schedule
+    stored = st.parse(status)
+    before = stored.schedule or ScheduleStatus()
+    job_state = await memo.registry.get(namespace, name)
+    if schedule is None or schedule.pause_above is None or job_state is None:
+        return stored.schedule
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    figure = job_state.intensity
+    dirty = dirty_check(
+        schedule.pause_above, now, figure.g_per_kwh, _live(figure.source), before.above_since, before.pauses
+    )
+    if not dirty.pause:
+        return before.model_copy(update={"above_since": dirty.above_since})
+    # TODO(issue 16): the checkpointing halt (ask the trainers to checkpoint, then suspend) goes here
+    try:
+        await _hold(memo, name, namespace, True, queued)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"pausing the Job failed: {exc.reason}", delay=5) from exc
+    paused = paused_status(before, dirty, now, Phase.RUNNING.value)
+    condition = ConditionUpdate("Deferred", True, "DirtyGrid", dirty.message)
+    patch.status.update(st.deferral_update(status, paused, Phase.DEFERRED, condition, generation))
+    kopf.event(body, type="Normal", reason="PausedDirtyGrid", message=dirty.message)
+    kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.RUNNING} -> {Phase.DEFERRED}")
+    job_state.gauges = replace(job_state.gauges, phase=Phase.DEFERRED)
+    return None
+
+
 async def promote(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str, meta: kopf.Meta,
     patch: kopf.Patch, memo: kopf.Memo, **_: Any,
@@ -445,7 +562,18 @@ async def promote(
     generation = int(meta.get("generation") or 0)
     queued = _queueing(meta, memo.cfg)
     parsed = kueue_policy.effective_spec(parsed, queued)
+    # no phase yet with a schedule: the reconcile's Deferred may have been lost; never start past it
+    if status.get("phase") == Phase.DEFERRED or (not status.get("phase") and parsed.carbon.schedule):
+        await _defer(body, memo, name, namespace, status, patch, parsed, generation, queued)
+        return
     inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
+    if status.get("phase") == Phase.RUNNING and parsed.carbon.schedule and parsed.carbon.schedule.pause_above:
+        carried = await _pause_if_dirty(
+            body, memo, name, namespace, status, patch, parsed, generation, queued
+        )
+        if carried is None:
+            return
+        inputs = dataclasses.replace(inputs, schedule=carried)
     plan = evaluate(inputs)
     if queued is not None:
         plan = dataclasses.replace(plan, conditions=(*plan.conditions, *await _kueue_conditions(

@@ -22,6 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller.config import OperatorConfig
+from carbontrack.core.deferral import Grid
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
 from carbontrack.intensity.static import Intensity, lookup, zone_for
 
@@ -157,13 +158,34 @@ class IntensityResolution:
             def field_(name: str) -> str:
                 return base64.b64decode(data.get(name, "")).decode()
 
+            c = self.config
             live = (
-                ElectricityMaps(field_("apiKey"))
+                ElectricityMaps(field_("apiKey"), c.electricitymaps_url)
                 if provider == "electricitymaps"
-                else WattTime(field_("username"), field_("password"))
+                else WattTime(field_("username"), field_("password"), c.watttime_url)
             )
-            self._resolvers[key] = IntensityResolver(live)
+            self._resolvers[key] = IntensityResolver(live, ttl_s=c.intensity_ttl_s)
         return self._resolvers[key]
+
+    async def grid(self, namespace: str, spec: CarbonTrackedJobSpec, zone: str | None = None) -> Grid:
+        """The zone's intensity now and its forecast: `zone` when the job ran already (its pods' node region
+        resolved it), else the spec's, else the operator's default. A Secret that cannot be read counts as
+        an unreachable provider: the job starts rather than waits on it."""
+        zone = zone or zone_for(spec.carbon.zone, self.config.default_zone or None)
+        override = spec.carbon.intensity.grams_per_kwh
+        if override is not None:
+            return Grid(override, "override", live=False, zone=zone)
+        resolver = await self._resolver(namespace, spec)
+        if resolver is None:  # the key's Secret unreadable (IntensityResolved=False says which, and why)
+            fallback = lookup(zone)
+            source = f"{fallback.source}:fallback (provider key unreadable)"
+            return Grid(fallback.g_per_kwh, source, live=True, reachable=False, zone=zone)
+        now = await resolver.current(zone)
+        if resolver.provider is None:
+            return Grid(now.g_per_kwh, now.source, live=False, zone=zone)
+        if now.source.endswith("fallback") or not now.known_zone:
+            return Grid(now.g_per_kwh, now.source, live=True, reachable=False, zone=zone)
+        return Grid(now.g_per_kwh, now.source, live=True, forecast=await resolver.forecast(zone), zone=zone)
 
     def forget(self, namespace: str, job: str) -> None:
         self._regions.pop((namespace, job), None)  # a Secret's problem is shared by the namespace's jobs

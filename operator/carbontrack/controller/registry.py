@@ -72,6 +72,8 @@ def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauge
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
         emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
         gates={g.name: g.passed for g in st.gates},
+        deferred_s=st.schedule.deferred_seconds if st.schedule else None,
+        emissions_avoided_g=st.schedule.emissions_avoided_grams_estimate if st.schedule else None,
     )
 
 

@@ -9,7 +9,9 @@ Each top-level field has one writer:
 |                                          | telemetry, evidence, checkpoint                            |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, measurements, decisions, halt,   |
+|                                          | projected, efficiency, testsEvidence, measurements,        |
+|                                          | decisions, halt, schedule (the deferred start,             |
+|                                          | `deferral_update`, then its savings estimate),             |
 |                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
@@ -36,11 +38,13 @@ from carbontrack.api.crd import (
     DPStatus,
     EvalMetric,
     EvidenceStatus,
+    FirstMetric,
     FoldedPodStatus,
     GpuStatus,
     IntensityStatus,
     PromotionStatus,
     RefusedCounts,
+    ScheduleStatus,
     SourceStatus,
     TelemetryStatus,
     TestsEvidence,
@@ -102,7 +106,7 @@ def source_status(s: Source) -> SourceStatus:
         window=list(s.window()) if s.records else [],
         uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
         method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
-        gpu_sharing=[g.sharing for g in s.gpus][:64],
+        gpu_sharing=[g.sharing for g in s.gpus][:64], gpu_names=[g.name[:96] for g in s.gpus][:64],
     )  # fmt: skip
 
 
@@ -120,9 +124,10 @@ def source_from(s: SourceStatus) -> Source:
         s.shared_energy_joules,
         s.method_reason,
     )
+    names = s.gpu_names + [""] * (len(s.gpu_uuids) - len(s.gpu_names))  # a status written before names
     src.gpus = [
-        SourceGpu(i, uuid, sharing, s.method)
-        for i, (uuid, sharing) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, strict=False))
+        SourceGpu(i, uuid, sharing, s.method, name=name)
+        for i, (uuid, sharing, name) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, names, strict=False))
     ]
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
@@ -155,7 +160,11 @@ def evidence_status(agg: JobAggregate) -> EvidenceStatus:
             step=agg.dp.step, noise_multiplier=agg.dp.noise_multiplier, sample_rate=agg.dp.sample_rate,
             delta=agg.dp.delta, accountant_epsilon=agg.dp.accountant_epsilon,
         )  # fmt: skip
-    return EvidenceStatus(metrics=metrics[:64], dp=dp)
+    first = [
+        FirstMetric(name=k, step=step, value=v, energy_joules=j, emissions_grams=g)
+        for k, (step, v, j, g) in sorted(agg.first_evals.items())
+    ]
+    return EvidenceStatus(metrics=metrics[:64], first_metrics=first[:64], dp=dp)
 
 
 def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> JobAggregate:
@@ -171,6 +180,10 @@ def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> Job
         agg.checkpoint = (ck.step, ck.uri, ck.at.timestamp())
     if status.evidence is not None:
         agg.evals = {m.name: (m.step, m.value) for m in status.evidence.metrics}
+        agg.first_evals = {
+            m.name: (m.step, m.value, m.energy_joules, m.emissions_grams)
+            for m in status.evidence.first_metrics
+        }
         dp = status.evidence.dp
         if dp is not None:
             agg.dp = DPParams(
@@ -205,6 +218,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
                 sharing=g.sharing,
                 method=g.method,
                 foreign_processes=g.foreign_processes,
+                name=g.name,
             )
             for pod, g in agg.gpus(MAX_STATUS_GPUS)
         ],
@@ -286,6 +300,10 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         update.epsilon_claimed = plan.epsilon_claimed
     if plan.projected is not None:
         update.projected = plan.projected
+    if plan.efficiency is not None:
+        update.efficiency = plan.efficiency
+    if plan.schedule is not None:
+        update.schedule = plan.schedule
     if plan.tests_evidence is not None:
         update.tests_evidence = plan.tests_evidence
     if plan.decision.report is not None:
@@ -313,6 +331,19 @@ def phase_update(
         "phase": phase.value,
         "conditions": _conditions(current, condition, generation),
     }
+
+
+def deferral_update(
+    current: Mapping[str, Any], schedule: ScheduleStatus, phase: Phase, condition: ConditionUpdate,
+    generation: int | None,
+) -> Patch:  # fmt: skip
+    """A round of the carbon-aware start (phase Deferred, or Pending once it starts): status patch with
+    the schedule, the phase and the Deferred condition."""
+    out = changed(current, _dump(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
+    conditions = _conditions(current, condition, generation)
+    if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
+        out["conditions"] = conditions
+    return out
 
 
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:

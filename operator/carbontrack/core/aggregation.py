@@ -83,6 +83,10 @@ class Receipt:
         return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
 
 
+MAX_FIRST_EVALS = 64
+"""Metrics whose first report is kept (status.evidence.firstMetrics is bounded like metrics)."""
+
+
 class StepWindow:
     """The newest WINDOW (steps, joules, seconds) records of a source, with their sums kept as they come
     and go: a status patch reads J/step and steps/s of every source, and summing 200 records three times
@@ -133,6 +137,8 @@ class SourceGpu:
     sharing: Sharing = "exclusive"
     method: str = "unavailable"
     foreign_processes: int = 0
+    name: str = ""
+    """The product name NVML gives; empty from a sidecar that does not send it."""
 
 
 @dataclass
@@ -214,6 +220,9 @@ class JobAggregate:
     emissions_g: float = 0.0
     evals: dict[str, tuple[int, float]] = field(default_factory=dict)
     """metric -> (step, value) of the newest report."""
+    first_evals: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
+    """metric -> (step, value, job energy J, job emissions g) when the first report of it arrived: the
+    reference that energy per metric point is measured from (core.efficiency)."""
     dp: DPParams | None = None
     checkpoint: tuple[int, str, float] | None = None
     """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
@@ -451,7 +460,7 @@ class JobAggregate:
         src.method_reason = batch.method_reason
         src.size_bytes = 0
         src.gpus = [
-            SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes)
+            SourceGpu(g.index, g.uuid, g.sharing, g.method or batch.method, g.foreign_processes, g.name)
             for g in batch.gpus
         ]
         for record in batch.steps:
@@ -472,6 +481,10 @@ class JobAggregate:
             for old in self._to_fold(batch.pod.name, keep=key):
                 self._fold(old)
         self.emissions_g += grams
+        for report in batch.evals:
+            for name, value in report.metrics.items():
+                if name not in self.first_evals and len(self.first_evals) < MAX_FIRST_EVALS:
+                    self.first_evals[name] = (report.step, value, self.energy_j, self.emissions_g)
         return Applied(Verdict.ACCEPTED, energy_j=delta, emissions_g=grams)
 
     def projection(

@@ -15,14 +15,18 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CheckpointStatus,
+    EfficiencyStatus,
     HaltStatus,
     MetricGate,
     MetricHistory,
     Projection,
+    ScheduleStatus,
     TestsEvidence,
 )
 from carbontrack.core import analysis, halting
 from carbontrack.core.aggregation import JobAggregate, Verdict
+from carbontrack.core.deferral import with_savings
+from carbontrack.core.efficiency import efficiency
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
 from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
@@ -96,6 +100,8 @@ class Inputs:
     """status.halt: a halt under way or done."""
     checkpoint: CheckpointStatus | None = None
     """status.checkpoint: the newest checkpoint a trainer reported."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule: the carbon-aware start, for the savings estimate once it started."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,10 @@ class Gauges:
     epsilon_budget: float | None = None
     emissions_budget_g: float | None = None
     gates: dict[str, bool] = field(default_factory=dict)
+    deferred_s: float | None = None
+    """Time the carbon-aware start waited (None: the job has no deferral)."""
+    emissions_avoided_g: float | None = None
+    """Estimated emissions the deferral avoided (core.deferral.avoided_g)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,10 @@ class Plan:
     """status.measurements, when the spec has metric gates."""
     halt: HaltStatus | None = None
     """status.halt after this round (core.halting)."""
+    efficiency: EfficiencyStatus | None = None
+    """status.efficiency: energy per unit of the quality metric gained."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule with the avoided-emissions estimate for the energy so far."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -183,6 +197,7 @@ def evaluate(inputs: Inputs) -> Plan:
     spec, agg = inputs.spec, inputs.aggregate
     projected = _projection(inputs)
     claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
+    per_point = efficiency(spec.gates.quality, agg)
 
     histories = analysis.by_name(inputs.metrics)
     metric_gates = [
@@ -207,7 +222,7 @@ def evaluate(inputs: Inputs) -> Plan:
             emissions_projected_upper_g=agg.projection_upper_g(
                 spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
             ),
-            shared_gpu_energy_j=agg.shared_energy_j,
+            shared_gpu_energy_j=agg.shared_energy_j, efficiency=per_point,
         )  # fmt: skip
         report = judge(spec, evidence)
         if not measuring:
@@ -239,12 +254,15 @@ def evaluate(inputs: Inputs) -> Plan:
     telemetry_conditions, telemetry_events = _telemetry(inputs)
     intensity_conditions, intensity_events = _intensity(inputs)
     report = decision.report
+    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue) or inputs.schedule
     gauges = Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
         emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
         gates={r.name: r.passed for r in report.results} if report else {},
+        deferred_s=inputs.schedule.deferred_seconds if inputs.schedule else None,
+        emissions_avoided_g=schedule.emissions_avoided_grams_estimate if schedule else None,
     )
     return Plan(
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
@@ -256,6 +274,8 @@ def evaluate(inputs: Inputs) -> Plan:
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
         halt=halt.halt,
+        efficiency=per_point,
+        schedule=schedule,
     )  # fmt: skip
 
 
@@ -269,8 +289,11 @@ def _for_new_stage(
 
 
 def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
-    """Whether the Job is held suspended in this phase (a halt, or a pause the spec asks to suspend)."""
-    return phase == Phase.HALTED or (phase == Phase.PAUSED and spec.gates.suspend_when_paused)
+    """Whether the Job is held suspended in this phase (a halt, a deferred start, or a pause the spec
+    asks to suspend)."""
+    return phase in (Phase.HALTED, Phase.DEFERRED) or (
+        phase == Phase.PAUSED and spec.gates.suspend_when_paused
+    )
 
 
 def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:

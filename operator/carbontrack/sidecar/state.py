@@ -104,6 +104,11 @@ class SidecarState:
 
     @property
     def method_reason(self) -> str:
+        """Why this method: at most the 300 characters the wire allows (a trainer's NVML error text is
+        the trainer's words, of any length; a longer reason would make every batch unsendable)."""
+        return self._method_reason()[:300]
+
+    def _method_reason(self) -> str:
         if self.feed is not None:
             return self.feed.reason
         if self.refused:
@@ -262,8 +267,9 @@ class SidecarState:
         exact = method == "simulated"
         gpus = [
             GpuCounter(
-                index=g.info.index, uuid=g.info.uuid, energy_joules=g.joules, lost=g.lost, sharing=g.sharing,
-                foreign_processes=g.foreign_processes, uncertainty_joules=g.uncertainty_j(exact),
+                index=g.info.index, uuid=g.info.uuid, name=g.info.name, energy_joules=g.joules, lost=g.lost,
+                sharing=g.sharing, foreign_processes=g.foreign_processes,
+                uncertainty_joules=g.uncertainty_j(exact),
                 method=None if exact or g.method == method else g.method,
             )
             for g in self.gpu_meters

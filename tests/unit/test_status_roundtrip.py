@@ -32,3 +32,23 @@ def test_received_times_and_refusals_survive_a_restart() -> None:
     assert again.refused == agg.refused
     assert again.sources[("p0", "a")].received_at == 1000.0
     assert again.sources[("p0", "a")].sent_at == 5e10
+
+
+def test_the_newest_checkpoint_survives_a_restart_and_an_older_report_does_not_replace_it() -> None:
+    from carbontrack.api.wire import CheckpointReport
+
+    agg, kw = JobAggregate(), {"pue": 1.2, "intensity_g_per_kwh": 300.0}
+    newer = _batch("a", 1, 10.0).model_copy(update={"checkpoint": CheckpointReport(step=40, uri="/c/40")})
+    older = _batch("a", 2, 20.0).model_copy(update={"checkpoint": CheckpointReport(step=30, uri="/c/30")})
+    assert (
+        agg.apply(newer, Receipt(received_at=1000.0, pod_started_at=990.0, gpus=1), **kw).verdict
+        is Verdict.ACCEPTED
+    )
+    assert (
+        agg.apply(older, Receipt(received_at=1001.0, pod_started_at=990.0, gpus=1), **kw).verdict
+        is Verdict.ACCEPTED
+    )
+    assert agg.checkpoint == (40, "/c/40", 1000.0)
+    status = CarbonTrackedJobStatus.model_validate(telemetry_update(agg, lookup("DE"), 1002.0)["status"])
+    assert status.checkpoint is not None and (status.checkpoint.step, status.checkpoint.uri) == (40, "/c/40")
+    assert restore(status).checkpoint == (40, "/c/40", 1000.0)

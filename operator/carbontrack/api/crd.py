@@ -120,6 +120,9 @@ class CarbonSpec(KubeModel):
     """Power usage effectiveness of the data centre: facility energy / IT energy."""
     budget_kg: float | None = Field(None, gt=0)
     """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+    expected_joules_per_step: float | None = Field(None, gt=0)
+    """Declared energy of one global step at full size (all workers, IT energy before PUE): lets the Kueue
+    budget AdmissionCheck project emissions before any step ran. The gates judge the measured rate."""
     accept_shared_gpu_energy: bool = False
     """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
     job's energy in staging and production gates; otherwise such energy counts as unmeasured."""
@@ -372,6 +375,22 @@ _NO_GATES = (
 _APPROVAL_STAGES = "every gates.approval stage must be one of canary.stages"
 
 
+class DistributedSpec(KubeModel):
+    """The wiring that lets the job's workers train together (torchrun / torch.distributed)."""
+
+    enabled: bool = True
+    """A headless Service, the pods' subdomain and the torch elastic env (PET_*, MASTER_ADDR, RANK,
+    WORLD_SIZE); false for a job that brings its own rendezvous."""
+
+
+class HaltSpec(KubeModel):
+    """How a halt stops the workers: it asks the trainers to checkpoint before the Job is suspended."""
+
+    grace_period_seconds: int = Field(300, ge=0, le=86400)
+    """How long the trainers have to save after the stop request before the Job is suspended anyway;
+    also the pods' terminationGracePeriodSeconds (the kubelet's SIGTERM-to-SIGKILL time)."""
+
+
 class CarbonTrackedJobSpec(KubeModel):
     """Desired state of a carbon-tracked, gated training job."""
 
@@ -421,6 +440,10 @@ class CarbonTrackedJobSpec(KubeModel):
     gates: GatesSpec = Field(default_factory=GatesSpec, json_schema_extra=_default_of(GatesSpec))
     suspend: bool = False
     """Stop the job without deleting it; set back to false to resume."""
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec, json_schema_extra=_default_of(DistributedSpec)
+    )
+    halt: HaltSpec = Field(default_factory=HaltSpec, json_schema_extra=_default_of(HaltSpec))
 
     @model_validator(mode="after")
     def _canary_fits(self) -> CarbonTrackedJobSpec:
@@ -699,6 +722,32 @@ class DecisionRecord(KubeModel):
     """The phase the decision was made in."""
 
 
+class CheckpointStatus(KubeModel):
+    """The newest checkpoint a trainer reported (`client.report_checkpoint`): a resume starts from it."""
+
+    step: int = Field(ge=0)
+    uri: str = Field(max_length=1024)
+    at: datetime
+    """When the operator received the report (its own clock)."""
+
+
+class HaltStatus(KubeModel):
+    """A halt in progress or done: the stop request to the trainers, and when the Job was suspended.
+
+    Kept in status so a restarted operator continues the same halt (same deadline)."""
+
+    requested_at: datetime
+    deadline: datetime
+    """requestedAt + spec.halt.gracePeriodSeconds: the Job is suspended then at the latest."""
+    step: int = Field(0, ge=0)
+    """The global step when the stop was requested."""
+    suspended_at: datetime | None = None
+    """None while the trainers are saving."""
+    outcome: Literal["Checkpointed", "GraceExpired", "NoCheckpointing"] | None = None
+    """Why the Job was suspended: a checkpoint reported after the request, the grace period over, or
+    a job whose trainers never reported a checkpoint (nothing to wait for)."""
+
+
 class CarbonTrackedJobStatus(KubeModel):
     """Observed state; written only by the operator."""
 
@@ -743,6 +792,10 @@ class CarbonTrackedJobStatus(KubeModel):
     """Per metric gate, the last 10 measurements."""
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=10)
     """The last 10 approvals and rejections, oldest first."""
+    checkpoint: CheckpointStatus | None = None
+    """Written by the telemetry writer, from the trainer's reports."""
+    halt: HaltStatus | None = None
+    """Written by the judgement; cleared when the job resumes."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -29,6 +29,9 @@ class OperatorConfig:
     max_body_bytes: int = 1 << 20
     client_timeout_s: float = 10.0
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
+    idle_timeout_s: float = 60.0
+    """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
+    interval, so each sidecar keeps one connection: issue 15)."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -48,6 +51,10 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+    kueue_admission_check: bool = False
+    """Answer Kueue AdmissionChecks with controllerName carbontrack.io/budget (needs Kueue's CRDs)."""
+    kueue_elastic_jobs: bool = False
+    """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
 
     max_pods_per_job: int = PODS_PER_JOB
     """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
@@ -90,6 +97,7 @@ class OperatorConfig:
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
+            idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),
@@ -102,4 +110,6 @@ class OperatorConfig:
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
             max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
             status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
+            kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
+            kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
         )

@@ -6,10 +6,10 @@ Each top-level field has one writer:
 | writer                                   | fields                                                     |
 |------------------------------------------|------------------------------------------------------------|
 | telemetry writer (`telemetry_update`)    | steps, energy*, emissions*, powerWatts, intensity,         |
-|                                          | telemetry, evidence                                        |
+|                                          | telemetry, evidence, checkpoint                            |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, measurements, decisions,         |
+|                                          | projected, testsEvidence, measurements, decisions, halt,   |
 |                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
@@ -32,6 +32,7 @@ from carbontrack.api.crd import (
     MAX_STATUS_GPUS,
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
+    CheckpointStatus,
     DPStatus,
     EvalMetric,
     EvidenceStatus,
@@ -165,6 +166,9 @@ def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> Job
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
         agg.folded = {f.pod: fold_from(f) for f in status.telemetry.folded}
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
+    if status.checkpoint is not None:
+        ck = status.checkpoint
+        agg.checkpoint = (ck.step, ck.uri, ck.at.timestamp())
     if status.evidence is not None:
         agg.evals = {m.name: (m.step, m.value) for m in status.evidence.metrics}
         dp = status.evidence.dp
@@ -218,7 +222,16 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
         ),
         evidence=evidence_status(agg),
     )
+    if agg.checkpoint is not None:
+        update.checkpoint = checkpoint_status(agg)
     return {"status": _dump(update)}
+
+
+def checkpoint_status(agg: JobAggregate) -> CheckpointStatus | None:
+    if agg.checkpoint is None:
+        return None
+    step, uri, at = agg.checkpoint
+    return CheckpointStatus(step=step, uri=uri, at=_utc(at))
 
 
 # --- the judgement's fields ---------------------------------------------------------------------
@@ -265,6 +278,7 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         selector=f"{LABEL_JOB}={name}",
         promotion=promotion_status(state),
         observed_generation=plan.generation,
+        halt=plan.halt,
     )
     if plan.epsilon is not None:
         update.epsilon = round(plan.epsilon, 6)

@@ -8,11 +8,20 @@ with exact values, and a restarted operator that gathers the same inputs from st
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, MetricGate, MetricHistory, Projection, TestsEvidence
-from carbontrack.core import analysis
+from carbontrack.api.crd import (
+    CarbonTrackedJobSpec,
+    CheckpointStatus,
+    HaltStatus,
+    MetricGate,
+    MetricHistory,
+    Projection,
+    TestsEvidence,
+)
+from carbontrack.core import analysis, halting
 from carbontrack.core.aggregation import JobAggregate, Verdict
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
@@ -81,6 +90,12 @@ class Inputs:
     """The approve/reject annotation on the object, if any."""
     metrics: tuple[MetricHistory, ...] = ()
     """Each metric gate's counts for the current stage, this round's measurement included."""
+    now: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    """The handler's clock, for the halt's grace period."""
+    halt: HaltStatus | None = None
+    """status.halt: a halt under way or done."""
+    checkpoint: CheckpointStatus | None = None
+    """status.checkpoint: the newest checkpoint a trainer reported."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,10 @@ class JobScale:
 
     replicas: int
     suspend: bool
+    resume: bool = False
+    """A suspended Job starts again: its pod template (whose annotations may change only while it is
+    suspended) gets the stage's world size and `resume_from`."""
+    resume_from: CheckpointStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,8 @@ class Plan:
     """The approve/reject annotation has been acted on (status records its hash): remove it."""
     measurements: tuple[MetricHistory, ...] | None = None
     """status.measurements, when the spec has metric gates."""
+    halt: HaltStatus | None = None
+    """status.halt after this round (core.halting)."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -198,10 +219,17 @@ def evaluate(inputs: Inputs) -> Plan:
         judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
         collecting=measuring and any(analysis.collecting(g, h) for g, h in metric_gates),
     )  # fmt: skip
-    was_suspended = suspended(spec, inputs.state.phase)
+    held_before = suspended(spec, inputs.state.phase)
+    was_stopped = halting.workers_stopped(held_before, inputs.halt)
+    halt = halting.progress(
+        wants_stop=decision.suspend or spec.suspend, stopped_before=held_before, halt=inputs.halt,
+        checkpoint=inputs.checkpoint, grace_s=spec.halt.grace_period_seconds, now=inputs.now,
+        step=agg.global_step,
+    )  # fmt: skip
     scale = None
-    if decision.replicas != inputs.replicas or decision.suspend != was_suspended:
-        scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
+    if decision.replicas != inputs.replicas or halt.stop_workers != was_stopped:
+        resume = was_stopped and not halt.stop_workers
+        scale = JobScale(decision.replicas, halt.stop_workers, resume, inputs.checkpoint if resume else None)
     conditions: list[ConditionUpdate] = []
     if decision.events:
         last = decision.events[-1]
@@ -223,10 +251,11 @@ def evaluate(inputs: Inputs) -> Plan:
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
         conditions=(*conditions, *zone_conditions, *telemetry_conditions, *intensity_conditions),
-        events=(*decision.events, *zone_events, *telemetry_events, *intensity_events),
+        events=(*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
+        halt=halt.halt,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from carbontrack.api.wire import (
+    CheckpointReport,
     DPParams,
     EvalReport,
     GpuCounter,
@@ -67,6 +68,8 @@ class SidecarState:
         self.steps_seen = 0
         self.global_step = 0
         self.bad_markers = 0
+        self.stop_requested = False
+        """The operator's last answer asked the trainers to checkpoint and stop (issue 16)."""
         self.ended = False
         self.feed = TrainerFeed() if config.backend == "trainer" else None
         self.pending: deque[Marker] = deque(maxlen=MAX_PENDING)
@@ -194,6 +197,8 @@ class SidecarState:
             self.ended = self.ended or marker.kind == "end"
         if marker.metrics and marker.kind in ("step", "eval"):
             self.outbox.add_eval(EvalReport(step=marker.step, metrics=marker.metrics))
+        if marker.kind == "ckpt" and marker.uri is not None:
+            self.outbox.checkpoint = CheckpointReport(step=marker.step, uri=marker.uri)
         if marker.kind == "dp" and marker.dp is not None:
             try:
                 self.outbox.dp = DPParams(step=marker.step, **marker.dp)

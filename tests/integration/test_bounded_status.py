@@ -9,12 +9,14 @@ import http.client
 import json
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tests.integration.conftest import apply
 from tests.integration.harness import (
     Operator,
+    chart_identity,
     ctj,
     pod_token,
     post,
@@ -135,3 +137,97 @@ def test_an_unreadable_provider_key_is_a_condition_the_fallback_figure_and_no_re
     assert len(reads) == 1, reads  # 20 batches, one read
     events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "IntensitySecretUnreadable" in events
+
+
+def test_a_pod_beyond_the_jobs_cap_is_refused_counted_and_a_condition_across_a_restart(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """An operator that keeps one pod per job (CARBONTRACK_MAX_PODS_PER_JOB=1) stands in for a job with
+    more pods than status holds: the second pod's batches are 422 too-many-pods, counted, not in any
+    total, and TelemetryAccepted=False says so, also after a restart."""
+    cluster = operator.cluster
+    operator.stop()  # the session's operator would judge the same object
+    capped = Operator(cluster, tmp_path / "capped.log", CARBONTRACK_MAX_PODS_PER_JOB="1")
+    try:
+        capped.start()
+        assert apply(cluster, namespace, ctj("capped", 2)).returncode == 0
+        (first, second) = running_pods(cluster, namespace, "capped", 2)
+        wait(lambda: status(cluster, namespace, "capped").get("phase") == "Canary", what="phase Canary")
+
+        def batch(pod: str, seq: int, joules: float) -> dict[str, Any]:
+            return {
+                "version": 1, "job": {"namespace": namespace, "name": "capped"},
+                "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": seq,
+                "sentAt": time.time(), "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
+            }  # fmt: skip
+
+        tokens = {pod: pod_token(cluster, namespace, pod, uid) for pod, uid in (first, second)}
+        assert post(capped.url, tokens[first[0]], batch(first[0], 1, 10.0))[0] == 200
+        code, answer = post(capped.url, tokens[second[0]], batch(second[0], 1, 7.0))
+        assert code == 422 and "1 pods in status" in answer, answer
+
+        def refused_condition() -> dict[str, Any] | None:
+            st = status(cluster, namespace, "capped")
+            found = [c for c in st.get("conditions") or [] if c["type"] == "TelemetryAccepted"]
+            return found[0] if found and st["telemetry"]["refused"]["tooManyPods"] >= 1 else None
+
+        found = wait(refused_condition, what="TelemetryAccepted=False")
+        assert (found["status"], found["reason"]) == ("False", "PodLimit")
+        assert "pods beyond the 1 a job's status holds" in found["message"]
+        capped.kill()
+        capped.start()
+        code, _ = post(capped.url, tokens[second[0]], batch(second[0], 2, 9.0))
+        assert code == 422  # the pods in status are restored with it
+        assert post(capped.url, tokens[first[0]], batch(first[0], 2, 12.0))[0] == 200
+        st = wait_for_energy(cluster, namespace, "capped", 12.0)
+        assert st["telemetry"]["refused"]["tooManyPods"] == 2
+        assert [s["pod"] for s in st["telemetry"]["sources"]] == [first[0]]
+        events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert '"reason": "TelemetryRefused"' in events  # once per warning: unit-tested
+    finally:
+        capped.stop()
+        operator.start()
+
+
+def test_a_403_on_the_jobs_key_secret_under_the_charts_rbac_is_a_condition(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """The operator as the chart deploys it (its ServiceAccount and RBAC, no carbon.jobSecretNames) may
+    not read the Secret the job names: once a 403 swallowed and retried on every batch, now
+    IntensityResolved=False says so, and the table's figure stands in."""
+    cluster = operator.cluster
+    cluster.kubectl("create", "secret", "generic", "em-key", "-n", namespace, "--from-literal=apiKey=k")
+    operator.stop()  # the session's operator would judge the same object
+    charted = Operator(cluster, tmp_path / "charted.log", KUBECONFIG=str(chart_identity(cluster)))
+    try:
+        charted.start()
+        obj = ctj("forbidden", 1)
+        obj["spec"]["carbon"]["intensity"] = {"provider": "electricitymaps", "secretName": "em-key"}
+        assert apply(cluster, namespace, obj).returncode == 0
+        ((pod, uid),) = running_pods(cluster, namespace, "forbidden", 1)
+        wait(lambda: status(cluster, namespace, "forbidden").get("phase") == "Canary", what="phase Canary")
+        sender = Sender(charted.url, pod_token(cluster, namespace, pod, uid))
+        for seq in range(1, 11):
+            body = {
+                "version": 1, "job": {"namespace": namespace, "name": "forbidden"},
+                "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": seq,
+                "sentAt": time.time(), "method": "simulated",
+                "gpus": [{"index": 0, "energyJoules": 1.0 * seq}],
+            }  # fmt: skip
+            assert sender.post(body)[0] == 200
+
+        def condition() -> dict[str, Any] | None:
+            conditions = status(cluster, namespace, "forbidden").get("conditions") or []
+            return next((c for c in conditions if c["type"] == "IntensityResolved"), None)
+
+        found = wait(condition, what="the IntensityResolved condition")
+        assert (found["status"], found["reason"]) == ("False", "SecretUnreadable")
+        assert f"Secret {namespace}/em-key" in found["message"]
+        assert "carbon.jobSecretNames" in found["message"], found["message"]
+        st = wait_for_energy(cluster, namespace, "forbidden", 10.0)
+        assert st["intensity"]["source"] == "static:ember-2023:fallback"
+        reads = [line for line in charted.logs.read_text().splitlines() if "intensity key unreadable" in line]
+        assert len(reads) == 1 and '"status": 403' in reads[0], reads
+    finally:
+        charted.stop()
+        operator.start()

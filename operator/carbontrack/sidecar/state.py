@@ -282,7 +282,7 @@ class SidecarState:
             seq=0,
             sent_at=self.wall(),
             method=method,
-            method_reason=self.method_reason,
+            method_reason=self.method_reason[:300],  # the wire's limit (a long NVML error raised)
             gpus=gpus,
             steps_seen=self.steps_seen,
             global_step=self.global_step,

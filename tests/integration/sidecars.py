@@ -35,7 +35,8 @@ def stop_all() -> None:
 
 
 class Sidecar:
-    """One sidecar process; `env` overrides the defaults (simulated 2 x 300 W GPUs, 0.2 s batches)."""
+    """One sidecar process; `env` overrides the defaults (simulated 2 x 300 W GPUs, 0.2 s batches: fast
+    tests; CARBONTRACK_INTERVAL_S="" leaves the sidecar's own default, 10 s)."""
 
     def __init__(self, tmp: Path, operator_url: str, token: str = "test-token", **env: str) -> None:
         self.udp = free_port(socket.SOCK_DGRAM)
@@ -61,6 +62,8 @@ class Sidecar:
             "CARBONTRACK_CA_FILE": os.environ.get("SSL_CERT_FILE", ""),
             **env,
         }
+        if self.env["CARBONTRACK_INTERVAL_S"] == "":
+            del self.env["CARBONTRACK_INTERVAL_S"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "carbontrack.sidecar"], env=self.env, stderr=subprocess.PIPE, text=True
         )

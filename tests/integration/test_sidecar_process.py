@@ -26,13 +26,20 @@ class Receiver:
     def __init__(self, port: int) -> None:
         self.batches: list[TelemetryBatch] = []
         self.tokens: list[str] = []
+        self.arrived: list[float] = []
+        self.peers: list[tuple[str, int]] = []
+        """The client address of each batch's connection (one address: one kept-alive connection)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the operator's server
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 batch = TelemetryBatch.model_validate_json(body)
                 outer.batches.append(batch)
+                outer.arrived.append(time.monotonic())
+                outer.peers.append(self.client_address)
                 outer.tokens.append(self.headers.get("Authorization", ""))
                 reply = json.dumps({"accepted": True, "seq": batch.seq}).encode()
                 self.send_response(200)
@@ -146,3 +153,42 @@ def test_buffer_is_bounded_while_the_operator_is_dead(tmp_path: Path, operator_p
         assert final.energy_joules > 0
     finally:
         receiver.close()
+
+
+def test_default_interval_first_batch_at_once_then_every_10s_over_one_connection(
+    tmp_path: Path, operator_port: int, receiver: Receiver
+) -> None:
+    """The production shape (issue 15), with no interval set: the first step goes at once, later steps
+    wait for the 10 s interval (+-10 % jitter), an eval report goes at once, every batch over one
+    kept-alive connection, and the energy total stays exact."""
+    sc = Sidecar(tmp_path, f"http://127.0.0.1:{operator_port}", CARBONTRACK_INTERVAL_S="")
+    assert "CARBONTRACK_INTERVAL_S" not in sc.env
+    trainer = sc.client()
+    started = time.monotonic()
+    trainer.step(1)
+    wait_for(lambda: len(receiver.batches) == 1, timeout=3)
+    assert [r.step for r in receiver.batches[0].steps] == [1]
+    first_at = receiver.arrived[0]
+    assert first_at - started < 2.0
+    for step in range(2, 31):  # 3 s of steps: they wait for the interval
+        trainer.step(step)
+        time.sleep(0.1)
+    assert len(receiver.batches) == 1, [[r.step for r in b.steps] for b in receiver.batches]
+    trainer.report_eval({"eval_accuracy": 0.5}, step=30)  # an eval goes at once
+    wait_for(lambda: len(receiver.batches) == 2, timeout=3)
+    assert any(e.metrics == {"eval_accuracy": 0.5} for e in receiver.batches[1].evals)
+    assert receiver.arrived[1] - first_at < 5.0
+    second_at = receiver.arrived[1]
+    for step in range(31, 41):
+        trainer.step(step)
+        time.sleep(0.1)
+    wait_for(lambda: len(receiver.batches) == 3, timeout=15)
+    gap = receiver.arrived[2] - second_at
+    assert 9.0 - 0.2 <= gap <= 11.0 + 0.5, gap  # the interval, jittered
+    assert sorted(receiver.records()) == list(range(1, 41))
+    assert sc.healthz()["connections"] == 1
+    logs = sc.stop()
+    final = receiver.batches[-1]
+    assert final.final
+    assert len(set(receiver.peers)) == 1, receiver.peers  # one connection for every batch
+    assert sum(receiver.records().values()) <= final.energy_joules == sc.final_energy(logs)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
-from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
+from carbontrack.core.aggregation import WINDOW, Applied, JobAggregate, Receipt, StepWindow, Verdict
 from carbontrack.core.emissions import emissions_g
 
 PUE, INTENSITY = 1.2, 381.0
@@ -197,3 +197,22 @@ def test_the_senders_clock_and_gpu_list_buy_nothing() -> None:
     src = agg.sources[("p0", "a")]
     assert src.received_at == 1001.0 and src.power_w == 4999.0  # W over the operator's 1 s
     assert agg.power_w(now=1031.0) == 4999.0 and agg.power_w(now=1031.5) == 0.0  # 30 s horizon, our clock
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 100), st.floats(0, 1e6), st.floats(0, 1e3)), max_size=700))
+def test_the_step_window_keeps_the_sums_of_its_newest_records(
+    records: list[tuple[int, float, float]],
+) -> None:
+    """Running sums (issue 15) equal the sums of the newest WINDOW records: steps exactly, floats to
+    rounding (exactly, before the first eviction)."""
+    window = StepWindow()
+    for r in records:
+        window.append(r)
+    newest = records[-WINDOW:]
+    assert list(window) == newest and window.steps == sum(r[0] for r in newest)
+    expected_j, expected_s = sum(r[1] for r in newest), sum(r[2] for r in newest)
+    if len(records) <= WINDOW:
+        assert (window.joules, window.seconds) == (expected_j, expected_s)
+    assert window.joules == pytest.approx(expected_j, rel=1e-9, abs=1e-3)
+    assert window.seconds == pytest.approx(expected_s, rel=1e-9, abs=1e-6)

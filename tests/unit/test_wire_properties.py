@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from carbontrack.api.wire import MAX_GPUS, TelemetryBatch
+from carbontrack.api.wire import MAX_GPUS, TelemetryBatch, WireError, _parse_batch_checked, parse_batch
 
 names = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-"), min_size=1, max_size=20)
 joules = st.floats(0, 1e15, allow_nan=False)
@@ -114,3 +114,56 @@ def test_no_field_coerces_another_json_type(batch: TelemetryBatch, data: st.Data
     node[path[-1]] = wrong
     with pytest.raises(ValidationError):
         TelemetryBatch.model_validate(doc)
+
+
+def _outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return ("ok", parse(raw))
+    except WireError as exc:
+        return (exc.reason, str(exc))
+
+
+def _mutations(doc: dict[str, Any], data: st.DataObject) -> bytes:
+    """The batch's body, compact or spaced, sometimes with a key repeated, a value of another JSON type,
+    an escape, a key/value swapped for text, or a version other than 1."""
+    text = json.dumps(doc, separators=data.draw(st.sampled_from([(",", ":"), (", ", ": "), (",", " :")])))
+    kind = data.draw(st.sampled_from(["as-is", "dup", "escape", "version", "retype", "garble"]))
+    if kind == "dup":
+        key = data.draw(st.sampled_from(sorted(doc)))
+        text = text[:-1] + f',"{key}":' + json.dumps(doc[key]) + "}"
+    elif kind == "escape":
+        text = text.replace('"seq"', '"s\\u0065q"', 1)
+    elif kind == "version":
+        text = text.replace(
+            '"version":1', '"version":' + data.draw(st.sampled_from(["1.0", "true", "2", '"1"']))
+        )
+    elif kind == "retype":
+        text = text.replace('"final":', '"final":0,"x":', 1)
+    elif kind == "garble":
+        at = data.draw(st.integers(0, len(text) - 1))
+        text = text[:at] + data.draw(st.sampled_from(['"', ":", "{", "}", "\\", ",", '":'])) + text[at:]
+    return text.encode()
+
+
+@settings(max_examples=400)
+@given(batches, st.data())
+def test_the_fast_parse_answers_exactly_as_the_checked_parse(
+    batch: TelemetryBatch, data: st.DataObject
+) -> None:
+    """parse_batch's one-pass path (model_validate_json) accepts what the checked path accepts, equal,
+    and refuses the rest with the checked path's reason and message (issue 15)."""
+    raw = _mutations(json.loads(batch.model_dump_json(by_alias=True)), data)
+    assert _outcome(parse_batch, raw) == _outcome(_parse_batch_checked, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"version":1,"seq":1,"seq":2}',
+        b'{"job":{"name":"a","name":"b"}}',
+        b'{"a":"x\\":{","a\\u0062":1,"ab":2}',
+    ],
+)
+def test_a_repeated_key_is_refused_by_name(raw: bytes) -> None:
+    reason, message = _outcome(parse_batch, raw)
+    assert reason == "malformed" and "duplicate key" in message

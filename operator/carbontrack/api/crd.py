@@ -530,6 +530,8 @@ class SourceStatus(KubeModel):
     """The sidecar's clock: shown, never trusted."""
     received_at: float = 0
     """The operator's clock when the newest accepted batch arrived (the plausibility checks use it)."""
+    first_received_at: float = 0
+    """The operator's clock when its first batch arrived: a pod's oldest boot folds first."""
     method: str = "unavailable"
     markers_dropped: int = Field(0, ge=0)
     records_dropped: int = Field(0, ge=0)
@@ -557,6 +559,31 @@ class RefusedCounts(KubeModel):
     """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
     implausible: int = Field(0, ge=0)
     """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
+    too_many_pods: int = Field(0, ge=0)
+    """A batch from a new pod when status already holds the most pods it keeps (2000): not counted."""
+    status_full: int = Field(0, ge=0)
+    """A batch that would add a source past the status size budget (512 KiB of sources): not counted."""
+
+
+class FoldedPodStatus(KubeModel):
+    """The finished sidecar boots of one pod, summed, so status stays bounded however often it restarts.
+
+    A boot folds once two newer boots of its pod have reported; its energy stays in every total."""
+
+    pod: str
+    boots: int = Field(0, ge=0)
+    """Boots folded in, ever."""
+    boot_ids: list[str] = Field(default_factory=list, max_length=64)
+    """The newest folded boot ids, oldest first: a batch under one of them is a duplicate (409)."""
+    energy_joules: float = Field(0, ge=0)
+    uncertainty_joules: float = Field(0, ge=0)
+    shared_energy_joules: float = Field(0, ge=0)
+    global_step: int = Field(0, ge=0)
+    steps_seen: int = Field(0, ge=0)
+    markers_dropped: int = Field(0, ge=0)
+    records_dropped: int = Field(0, ge=0)
+    unmeasured: int = Field(0, ge=0)
+    """Folded boots that measured no energy (method unavailable)."""
 
 
 MAX_STATUS_GPUS = 64
@@ -577,9 +604,11 @@ class GpuStatus(KubeModel):
 
 
 class TelemetryStatus(KubeModel):
-    """Where the totals come from: one entry per (pod, sidecar boot)."""
+    """Where the totals come from: one entry per live (pod, sidecar boot), and per pod its folded boots."""
 
     sources: list[SourceStatus] = Field(default_factory=list)
+    folded: list[FoldedPodStatus] = Field(default_factory=list)
+    """Per pod, the boots that ended (at most two live boots per pod stay in sources)."""
     refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None

@@ -9,6 +9,7 @@ step statistics; they are identified by step number, so a record delivered twice
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
@@ -213,8 +214,40 @@ def parse_json(raw: bytes) -> Any:
         raise WireError("malformed", f"body is not JSON: {str(exc)[:200]}") from None
 
 
+_SPACED_KEY = re.compile(rb'"\s+:')
+
+
+def _pairs(b: TelemetryBatch) -> int:
+    """Key-value pairs the body of `b` had (each model's fields set, each metrics map's keys)."""
+    n = len(b.model_fields_set) + len(b.job.model_fields_set) + len(b.pod.model_fields_set)
+    n += sum(len(g.model_fields_set) for g in b.gpus) + sum(len(r.model_fields_set) for r in b.steps)
+    n += sum(len(e.model_fields_set) + len(e.metrics) for e in b.evals)
+    return n + (len(b.dp.model_fields_set) if b.dp is not None else 0)
+
+
 def parse_batch(raw: bytes) -> TelemetryBatch:
-    """The batch in a request body, or WireError naming why not (what the operator answers with 400)."""
+    """The batch in a request body, or WireError naming why not (what the operator answers with 400).
+
+    Fast path (issue 15: the old path parsed twice and validated a dict, 4.5x the cost): one
+    `model_validate_json`, taken only where its answer is provably the checked path's. With no
+    backslash in the body every `"` delimits a string, so (no whitespace before a colon) the key
+    count is `raw.count(b'":')`; if it equals the pairs the model holds, no object repeated a key.
+    Anything else (an error, an escape, a mismatch) takes _parse_batch_checked, which gives every
+    refusal with its message; tests/unit/test_wire_properties.py checks the two paths agree.
+    """
+    if b"\\" not in raw and _SPACED_KEY.search(raw) is None:
+        try:
+            batch = TelemetryBatch.model_validate_json(raw)
+        except ValueError:
+            pass
+        else:
+            if "version" in batch.model_fields_set and raw.count(b'":') == _pairs(batch):
+                return batch  # (a missing version is refused as unknown, not taken as the default)
+    return _parse_batch_checked(raw)
+
+
+def _parse_batch_checked(raw: bytes) -> TelemetryBatch:
+    """parse_json (depth, encoding, surrogates, number syntax, duplicate keys), the version, the model."""
     doc = parse_json(raw)
     if isinstance(doc, dict):
         version = doc.get("version")

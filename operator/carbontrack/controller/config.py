@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from carbontrack.core.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -27,6 +29,9 @@ class OperatorConfig:
     max_body_bytes: int = 1 << 20
     client_timeout_s: float = 10.0
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
+    idle_timeout_s: float = 60.0
+    """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
+    interval, so each sidecar keeps one connection: issue 15)."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -46,6 +51,15 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+
+    max_pods_per_job: int = PODS_PER_JOB
+    """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
+    status_budget_bytes: int = STATUS_BUDGET_BYTES
+    """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(pods_per_job=self.max_pods_per_job, status_budget_bytes=self.status_budget_bytes)
 
     @property
     def server_names(self) -> list[str]:
@@ -79,6 +93,7 @@ class OperatorConfig:
             intensity_secret=get("INTENSITY_SECRET", ""),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
+            idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),
@@ -89,4 +104,6 @@ class OperatorConfig:
             tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
             tls_check_s=float(get("TLS_CHECK_S", "3600")),
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
+            max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
+            status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import logging
 from typing import Any
@@ -109,8 +110,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.registry = Registry(api, cfg)
     metrics.jobs.jobs = lambda: memo.registry.jobs.values()
     memo.server = TelemetryServer(
-        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s
-    )
+        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s,
+        cfg.idle_timeout_s,
+    )  # fmt: skip
     peer: PeeringArgs | None = memo.get("peering")
     memo.monitor = None
     if peer is not None:
@@ -129,6 +131,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # TLS for telemetry (controller.tls_handlers): None only with the plain-HTTP opt-out
     memo.tls = await start_tls(api, cfg)
     await memo.server.start("0.0.0.0", cfg.telemetry_port, memo.tls.context if memo.tls else None)
+    # Everything allocated so far (modules, models, kopf's and the client's objects) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it (issue 15: full
+    # collections paused the loop ~180 ms at 1000 jobs).
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()
@@ -321,12 +328,16 @@ async def _gather(
     # a zone left to the node's region is resolved by the first batch: not judged before it
     pending = not spec.carbon.zone and not agg.sources
     warned = any(c.type == "ZoneResolved" and c.status == "False" for c in stored.conditions)
+    refusing = any(c.type == "TelemetryAccepted" and c.status == "False" for c in stored.conditions)
+    unreadable = any(c.type == "IntensityResolved" and c.status == "False" for c in stored.conditions)
     return Inputs(
         spec=spec, generation=generation, state=st.promotion_state(stored), replicas=status.get("replicas"),
         aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
+        telemetry_warned=refusing, intensity_warned=unreadable,
+        intensity_problem=memo.registry.intensity.problem(namespace, spec),
         metrics=measured, now=now, halt=stored.halt, checkpoint=st.checkpoint_status(agg),
     )  # fmt: skip
 

@@ -36,6 +36,7 @@ from carbontrack.api.crd import (
     DPStatus,
     EvalMetric,
     EvidenceStatus,
+    FoldedPodStatus,
     GpuStatus,
     IntensityStatus,
     PromotionStatus,
@@ -49,6 +50,7 @@ from carbontrack.controller.conditions import set_condition
 from carbontrack.core.aggregation import JobAggregate, Source, SourceGpu
 from carbontrack.core.emissions import kwh
 from carbontrack.core.evaluation import ConditionUpdate, Gauges, Plan
+from carbontrack.core.folding import Limits, PodFold
 from carbontrack.core.gates import TestResults
 from carbontrack.core.promotion import State
 from carbontrack.intensity.static import Intensity
@@ -96,7 +98,8 @@ def source_status(s: Source) -> SourceStatus:
         gpu_energy_joules=[s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at, method=s.method,
         markers_dropped=s.markers_dropped, records_dropped=s.records_dropped, final=s.final,
-        received_at=s.received_at, window=list(s.window()) if s.records else [],
+        received_at=s.received_at, first_received_at=s.first_received_at,
+        window=list(s.window()) if s.records else [],
         uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
         method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
         gpu_sharing=[g.sharing for g in s.gpus][:64],
@@ -108,7 +111,8 @@ def source_from(s: SourceStatus) -> Source:
         pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
         gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
-        received_at=s.received_at, method=s.method, markers_dropped=s.markers_dropped,
+        received_at=s.received_at, first_received_at=s.first_received_at, method=s.method,
+        markers_dropped=s.markers_dropped,
         records_dropped=s.records_dropped, final=s.final,
     )  # fmt: skip
     src.uncertainty_j, src.shared_energy_j, src.method_reason = (
@@ -125,6 +129,24 @@ def source_from(s: SourceStatus) -> Source:
     return src
 
 
+def fold_status(f: PodFold) -> FoldedPodStatus:
+    return FoldedPodStatus(
+        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_joules=f.energy_j,
+        uncertainty_joules=f.uncertainty_j, shared_energy_joules=f.shared_energy_j, global_step=f.global_step,
+        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
+        unmeasured=f.unmeasured,
+    )  # fmt: skip
+
+
+def fold_from(f: FoldedPodStatus) -> PodFold:
+    return PodFold(
+        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_j=f.energy_joules,
+        uncertainty_j=f.uncertainty_joules, shared_energy_j=f.shared_energy_joules, global_step=f.global_step,
+        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
+        unmeasured=f.unmeasured,
+    )  # fmt: skip
+
+
 def evidence_status(agg: JobAggregate) -> EvidenceStatus:
     metrics = [EvalMetric(name=k, step=step, value=v) for k, (step, v) in sorted(agg.evals.items())]
     dp = None
@@ -136,12 +158,13 @@ def evidence_status(agg: JobAggregate) -> EvidenceStatus:
     return EvidenceStatus(metrics=metrics[:64], dp=dp)
 
 
-def restore(status: CarbonTrackedJobStatus) -> JobAggregate:
-    """The aggregate as the last status write left it: energy high-water marks and the evidence."""
-    agg = JobAggregate(emissions_g=status.emissions_grams)
+def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> JobAggregate:
+    """The aggregate as the last status write left it: energy high-water marks, folds and the evidence."""
+    agg = JobAggregate(emissions_g=status.emissions_grams, limits=limits or Limits())
     if status.telemetry is not None:
         for s in status.telemetry.sources:
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
+        agg.folded = {f.pod: fold_from(f) for f in status.telemetry.folded}
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     if status.checkpoint is not None:
         ck = status.checkpoint
@@ -191,6 +214,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
         ),
         telemetry=TelemetryStatus(
             sources=sources,
+            folded=[fold_status(f) for _, f in sorted(agg.folded.items())],
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),
             steps_per_second=max(rates) if rates else None,

@@ -22,7 +22,7 @@ from carbontrack.api.crd import (
     TestsEvidence,
 )
 from carbontrack.core import analysis, halting
-from carbontrack.core.aggregation import JobAggregate
+from carbontrack.core.aggregation import JobAggregate, Verdict
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
 from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
@@ -80,6 +80,12 @@ class Inputs:
     """False: the zone is in no intensity table, and emissions use the world average."""
     zone_warned: bool = False
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
+    intensity_problem: str | None = None
+    """Why the job's live intensity provider cannot be used (its key's Secret unreadable), or None."""
+    intensity_warned: bool = False
+    """The IntensityResolved=False condition is already in status (its Event was posted)."""
+    telemetry_warned: bool = False
+    """The TelemetryAccepted=False condition is already in status (its Event was posted)."""
     person: PersonDecision | None = None
     """The approve/reject annotation on the object, if any."""
     metrics: tuple[MetricHistory, ...] = ()
@@ -230,6 +236,8 @@ def evaluate(inputs: Inputs) -> Plan:
         ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
         conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
+    telemetry_conditions, telemetry_events = _telemetry(inputs)
+    intensity_conditions, intensity_events = _intensity(inputs)
     report = decision.report
     gauges = Gauges(
         phase=decision.state.phase,
@@ -242,7 +250,8 @@ def evaluate(inputs: Inputs) -> Plan:
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
-        conditions=(*conditions, *zone_conditions), events=(*decision.events, *halt.events, *zone_events),
+        conditions=(*conditions, *zone_conditions, *telemetry_conditions, *intensity_conditions),
+        events=(*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
@@ -277,6 +286,53 @@ def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...
     )
     condition = ConditionUpdate("ZoneResolved", False, "UnknownZone", message)
     return (condition,), () if inputs.zone_warned else (Event("Warning", "UnknownZone", message),)
+
+
+def _intensity(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """IntensityResolved: a live provider whose key cannot be read (a 403 on the job's Secret) was once
+    only a log line; the job then uses the static table's figure, and says so here."""
+    if inputs.intensity_problem is None:
+        if not inputs.intensity_warned:
+            return (), ()
+        ok = ConditionUpdate(
+            "IntensityResolved", True, "ProviderKeyRead", "the intensity provider's key was read"
+        )
+        return (ok,), ()
+    condition = ConditionUpdate("IntensityResolved", False, "SecretUnreadable", inputs.intensity_problem)
+    if inputs.intensity_warned:
+        return (condition,), ()
+    return (condition,), (Event("Warning", "IntensitySecretUnreadable", inputs.intensity_problem),)
+
+
+def _telemetry(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """TelemetryAccepted: status had no room for a pod or a source (core.folding), so the totals may miss
+    its energy; said in a condition and once in an Event, not only in a counter. The message carries no
+    count (status.telemetry.refused has them), so an ongoing refusal does not rewrite it every round."""
+    refusals = inputs.aggregate.capacity_refusals()
+    limits = inputs.aggregate.limits
+    if not refusals:
+        if not inputs.telemetry_warned:
+            return (), ()
+        return (
+            ConditionUpdate("TelemetryAccepted", True, "AllAccepted", "status has room for telemetry"),
+        ), ()
+    parts = []
+    if Verdict.TOO_MANY_PODS in refusals:
+        parts.append(f"batches from pods beyond the {limits.pods_per_job} a job's status holds")
+    if Verdict.STATUS_FULL in refusals:
+        parts.append(
+            f"new sources that would take status.telemetry past {limits.status_budget_bytes} bytes "
+            "(of etcd's 1.5 MiB per object)"
+        )
+    reason = "PodLimit" if refusals.keys() == {Verdict.TOO_MANY_PODS} else "StatusSizeLimit"
+    if len(refusals) > 1:
+        reason = "StatusLimits"
+    message = (
+        f"telemetry refused for room: {' and '.join(parts)}; their energy is not in the totals "
+        "(status.telemetry.refused counts the batches; their sidecars keep sending cumulative counters)"
+    )
+    condition = ConditionUpdate("TelemetryAccepted", False, reason, message)
+    return (condition,), () if inputs.telemetry_warned else (Event("Warning", "TelemetryRefused", message),)
 
 
 def job_outcome(conditions: list[dict[str, object]] | None) -> tuple[Phase, str] | None:

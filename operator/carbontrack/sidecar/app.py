@@ -1,8 +1,14 @@
 """The sidecar process: UDP in, HTTP out, a sampler, a health endpoint, and a clean SIGTERM.
 
 Run as `carbontrack sidecar` or `python -m carbontrack.sidecar`; configured by environment
-(see SidecarConfig). The HTTP client is the standard library's, in a worker thread: one request a
-second does not justify another dependency in a process that must stay under 60 MB.
+(see SidecarConfig). The HTTP client is the standard library's (`http.client`, one kept-alive connection:
+sidecar.transport), in a worker thread: one request every few seconds does not justify another
+dependency in a process that must stay under 60 MB.
+
+When batches go (issue 15): every `interval_s` (10 s by default), each wait drawn within +-JITTER of
+it so that pods started together do not POST together; at once for the first batch that carries a
+step, and for an eval, DP-SGD or end report (never closer than URGENT_GAP_S to the previous send).
+What a batch carries does not depend on when it goes: per-step records and cumulative counters.
 """
 
 from __future__ import annotations
@@ -11,15 +17,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import signal
-import ssl
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from functools import partial
 
-from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, TelemetryBatch
+from carbontrack.api.wire import TelemetryBatch
 from carbontrack.logs import setup_logging
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
@@ -27,51 +30,21 @@ from carbontrack.sidecar.markers import Marker
 from carbontrack.sidecar.outbox import Backoff
 from carbontrack.sidecar.policy import Action, respond
 from carbontrack.sidecar.state import SidecarState
+from carbontrack.sidecar.transport import SendResult, Transport
 
 log = logging.getLogger("carbontrack.sidecar")
 
-
-@dataclass
-class SendResult:
-    status: int
-    """HTTP status, or 0 when the operator could not be reached."""
-    ack: TelemetryAck | None = None
-    error: str = ""
-
-
-def tls_context(url: str, ca_file: str) -> ssl.SSLContext | None:
-    """For an https operator: trust only the operator's CA bundle, and check the server's name (the
-    Service's DNS name in the URL). Read anew for each send: the bundle rotates."""
-    if not url.startswith("https://"):
-        return None
-    context = ssl.create_default_context(cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+JITTER = 0.1
+"""Each wait is interval_s x U(1 - JITTER, 1 + JITTER): 8000 pods started by one Job spread their POSTs
+over the interval within a few rounds instead of arriving together."""
+URGENT_GAP_S = 1.0
+"""An urgent report (eval, DP, end) goes at once, but not sooner than this after the previous send."""
+FIRST_POLL_S = 0.05
+"""Until the first batch is out: how often to look whether the first step record has closed."""
 
 
-def post_batch(
-    url: str, token: str, batch: TelemetryBatch, timeout_s: float, ca_file: str = ""
-) -> SendResult:
-    """POST one batch; never raises (the caller decides about retries from the status)."""
-    body = batch.model_dump_json(by_alias=True, exclude_none=True).encode()
-    request = urllib.request.Request(
-        url.rstrip("/") + TELEMETRY_PATH,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    try:
-        context = tls_context(url, ca_file)
-        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
-            raw = resp.read(1 << 16)
-            try:
-                return SendResult(resp.status, TelemetryAck.model_validate_json(raw))
-            except ValueError:
-                return SendResult(resp.status, None, "unparseable ack")
-    except urllib.error.HTTPError as exc:
-        return SendResult(exc.code, None, exc.read(4096).decode(errors="replace"))
-    except (OSError, ValueError) as exc:
-        return SendResult(0, None, str(exc))
+def encode(batch: TelemetryBatch) -> bytes:
+    return batch.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 STOP = b'{"v":1,"k":"ctl","stop":true}'
@@ -107,13 +80,24 @@ class Sidecar:
         self.refused = 0
         self.last_ok: float | None = None
         self.last_batch: TelemetryBatch | None = None
+        self.rng = random.Random()
+        self.transport = Transport(config.operator_url, config.ca_file, config.request_timeout_s)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._first_sent = False
+        self._urgent = False
+        """An eval, DP or end report waits to be sent."""
 
     def on_datagram(self, data: bytes) -> Marker | None:
         marker = self.state.on_datagram(data, time.monotonic())
-        if marker is not None and marker.kind in ("end", "ckpt"):
-            self._wake.set()  # flush promptly: the trainer is about to exit, or a halt waits for it
+        if marker is None:
+            return None
+        if marker.kind in ("end", "eval", "dp", "ckpt") or (marker.kind == "step" and marker.metrics):
+            # an eval, a DP report, a checkpoint (a halt waits for it) or the trainer's exit: at once
+            self._urgent = True
+            self._wake.set()
+        elif not self._first_sent and marker.kind == "step":
+            self._wake.set()  # the first batch goes at once (once its record is closed: _ship_loop)
         return marker
 
     def _token(self) -> str:
@@ -129,10 +113,7 @@ class Sidecar:
         if not self.config.operator_url:
             self.state.outbox.ack(batch.seq)
             return SendResult(200)
-        result = await asyncio.to_thread(
-            post_batch, self.config.operator_url, self._token(), batch, self.config.request_timeout_s,
-            self.config.ca_file,
-        )  # fmt: skip
+        result = await asyncio.to_thread(self.transport.post, self._token(), encode(batch))
         response = respond(result.status, self.max_records)
         self.back_off = response.back_off
         if response.action is Action.DELIVERED:
@@ -141,6 +122,7 @@ class Sidecar:
                 self.state.stop_requested = result.ack.stop
             self.state.outbox.ack(batch.seq)
             self.sent += 1
+            self._first_sent = self._first_sent or bool(batch.steps)
             self.last_ok = time.monotonic()
             self.backoff.reset()
         elif response.action is Action.SHRINK:
@@ -166,20 +148,44 @@ class Sidecar:
             )
         return result
 
+    def _interval(self) -> float:
+        return self.config.interval_s * self.rng.uniform(1 - JITTER, 1 + JITTER)
+
+    def _next_send(self, now: float, due: float, last_sent: float) -> float:
+        """When the next batch goes: `due` (the jittered interval, or the backoff), sooner for the
+        first batch with a step record and for an urgent report, never sooner while backing off."""
+        if self.back_off:
+            return due
+        soon = max(now, last_sent + URGENT_GAP_S)
+        if not self._first_sent and self.state.outbox.pending > 0:
+            return min(due, max(now, last_sent + min(URGENT_GAP_S, self.config.interval_s)))
+        if self._urgent:
+            return min(due, soon)
+        return due
+
     async def _ship_loop(self) -> None:
-        delay = self.config.interval_s
+        last_sent = -float("inf")
+        due = time.monotonic() + self._interval()
         while not self._stop.is_set():
             self._wake.clear()
-            waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())]
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            if self._stop.is_set():
-                return
+            now = time.monotonic()
+            at = self._next_send(now, due, last_sent)
+            if at > now:
+                timeout = at - now
+                if not self._first_sent and self.state.steps_seen > 0:
+                    timeout = min(timeout, FIRST_POLL_S)  # the first record closes when a reading follows
+                waits = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._wake.wait())]
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+                continue
+            self._urgent = False
             await self.ship_once()
-            delay = self.config.interval_s
+            last_sent = time.monotonic()
+            delay = self._interval()
             if self.back_off:
                 delay = max(delay, self.backoff.next_delay())
+            due = last_sent + delay
 
     async def _sample_loop(self) -> None:
         period = 1.0 / self.config.sample_hz
@@ -205,6 +211,7 @@ class Sidecar:
                     ],
                     "globalStep": self.state.global_step,
                     "batchesSent": self.sent,
+                    "connections": self.transport.connections,
                     "pending": self.state.outbox.pending,
                     "recordsDropped": self.state.outbox.records_dropped,
                     "markersDropped": self.state.gaps.dropped,
@@ -254,6 +261,7 @@ class Sidecar:
                 "pending": self.state.outbox.pending,
             },
         )
+        self.transport.close()
         if self.state.meter is not None:
             self.state.meter.backend.close()
 

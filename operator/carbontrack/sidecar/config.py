@@ -36,15 +36,19 @@ class SidecarConfig:
     sim_gpus: int = 1
     sim_counter: bool = True
     """False simulates a GPU without an energy counter (pre-Volta): power is sampled and integrated."""
-    interval_s: float = 1.0
+    interval_s: float = 10.0
+    """Seconds between batches (each drawn within +-10 %: sidecar.app); the first batch with a step and
+    eval, DP and end reports go at once. 10 s: 100 step records a batch at 10 steps/s, the shape that
+    lets one operator core take 8000 pods (issue 15, benchmarks/RESULTS.md)."""
     sample_hz: float = 10.0
     token_file: str = TOKEN_FILE
     buffer_records: int = 10_000
     request_timeout_s: float = 5.0
     max_backoff_s: float = 30.0
     ca_file: str = f"{CA_DIR}/ca.crt"
-    """CA bundle that signs the operator's certificate (an https operator URL): re-read for every send,
-    as the ConfigMap it is mounted from changes when the operator's CA rotates."""
+    """CA bundle that signs the operator's certificate (an https operator URL): when the file changes
+    (the ConfigMap it is mounted from follows the operator's CA) the kept-alive connection is closed and
+    the next handshake verifies with the new bundle."""
     marker_wait_s: float = 2.0
     """trainer mode: how long a step marker waits for a reading at or after it before it is closed
     with the newest reading (a trainer that stopped sampling must not hold records forever)."""
@@ -75,7 +79,7 @@ class SidecarConfig:
             sim_trace=get("SIM_TRACE", "square:350,120,2.0"),
             sim_gpus=int(get("SIM_GPUS", "1")),
             sim_counter=get("SIM_NO_COUNTER", "false").lower() != "true",
-            interval_s=float(get("INTERVAL_S", "1.0")),
+            interval_s=float(get("INTERVAL_S", "10")),
             sample_hz=float(get("SAMPLE_HZ", "10")),
             token_file=get("TOKEN_FILE", TOKEN_FILE),
             buffer_records=int(get("BUFFER_RECORDS", "10000")),

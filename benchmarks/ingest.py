@@ -1,0 +1,421 @@
+"""Telemetry ingest per operator CPU-second, with the sidecar's real protocol (issue 15).
+
+Three processes: the operator's real telemetry path (TelemetryServer, Registry, Authenticator over HTTPS
+with a certificate from controller.tls, gc frozen after start-up as in the operator), a stand-in
+apiserver (TokenReview, pod, Job, CarbonTrackedJob reads, status patches: counted), and this one, the
+load generator. Each simulated pod speaks what the sidecar speaks: 8-GPU bodies, cumulative counters,
+10 steps/s of per-step records, and either
+
+  * `keepalive` (the sidecar now): one kept-alive connection, a batch every 10 s (x U(0.9, 1.1)),
+    100 step records a batch; or
+  * `per-batch` (the peer: the sidecar before issue 15): a new TLS connection for every batch, a batch
+    every second, 10 step records.
+
+Reported: step records and batches per operator CPU-second (utime + stime of the operator process from
+/proc over the measured window, after every pod's first contact), POST latency p50/p99, client
+timeouts, operator peak RSS, gc pause p99 (gc.callbacks in the operator), apiserver requests/s made by
+the operator. The machine's cores are shared with the load generator (and, here, other work): the
+per-CPU-second figures are the operator's own, which is what a core of a real node would do.
+
+    python benchmarks/ingest.py --jobs 250 --pods 8 --seconds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gc
+import json
+import os
+import random
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds, free_port, percentile, row, write_rows
+
+GPUS = 8
+STEPS_PER_S = 10
+POD_W = 8 * 300.0
+
+
+# --- the stand-in apiserver -------------------------------------------------------------------------
+
+
+def ctj_object(ns: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob",
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}"},
+        "spec": {
+            "replicas": 8, "totalSteps": 100000, "carbon": {"zone": "DE"},
+            "canary": {"replicas": 8, "minSteps": 1000000, "stages": [100]}, "gates": {"allowEmpty": True},
+            "template": {"spec": {"containers": [{"name": "trainer", "image": "trainer:bench"}]}},
+        },
+        "status": {},
+    }  # fmt: skip
+
+
+def run_apiserver(port: int) -> None:
+    from aiohttp import web
+
+    counts: dict[str, int] = {}
+    started = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+    def count(kind: str) -> None:
+        counts[kind] = counts.get(kind, 0) + 1
+
+    async def review(request: web.Request) -> web.Response:
+        count("tokenreview")
+        doc = await request.json()
+        ns, pod, uid = doc["spec"]["token"].split("/")
+        extra = {
+            "authentication.kubernetes.io/pod-name": [pod],
+            "authentication.kubernetes.io/pod-uid": [uid],
+        }
+        user = {"username": f"system:serviceaccount:{ns}:default", "extra": extra}
+        status = {"authenticated": True, "audiences": ["carbontrack"], "user": user}
+        return web.json_response({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                  "spec": doc["spec"], "status": status})  # fmt: skip
+
+    async def pod(request: web.Request) -> web.Response:
+        count("pod")
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        job = name.rsplit("-", 1)[0]
+        owner = {"kind": "Job", "name": job, "uid": f"uid-job-{job}", "controller": True}
+        return web.json_response({
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "ownerReferences": [owner]},
+            "spec": {"containers": [{"name": "t", "resources": {"limits": {"nvidia.com/gpu": str(GPUS)}}}]},
+            "status": {"startTime": started},
+        })  # fmt: skip
+
+    async def job(request: web.Request) -> web.Response:
+        count("job")
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        return web.json_response({
+            "metadata": {"name": name, "namespace": ns, "uid": f"uid-job-{name}",
+                         "ownerReferences": [{"kind": "CarbonTrackedJob", "name": name, "uid": f"uid-{name}",
+                                              "controller": True}]},
+        })  # fmt: skip
+
+    async def ctj(request: web.Request) -> web.Response:
+        count("ctj-get")
+        return web.json_response(ctj_object(request.match_info["ns"], request.match_info["name"]))
+
+    async def patch(request: web.Request) -> web.Response:
+        count("status-patch")
+        await request.read()
+        return web.json_response(ctj_object(request.match_info["ns"], request.match_info["name"]))
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(counts)
+
+    base = "/apis/carbontrack.io/v1alpha1/namespaces/{ns}/carbontrackedjobs/{name}"
+    app = web.Application()
+    app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", review)
+    app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", pod)
+    app.router.add_get("/apis/batch/v1/namespaces/{ns}/jobs/{name}", job)
+    app.router.add_get(base, ctj)
+    app.router.add_patch(base + "/status", patch)
+    app.router.add_get("/stats", stats)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# --- the operator's telemetry path ------------------------------------------------------------------
+
+
+def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str) -> None:
+    from kubernetes_asyncio import client
+
+    from carbontrack.controller.auth import Authenticator
+    from carbontrack.controller.config import OperatorConfig
+    from carbontrack.controller.registry import Registry
+    from carbontrack.controller.server import TelemetryServer
+
+    pauses: list[float] = []
+    started_at = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started_at[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started_at[0])
+
+    async def main() -> None:
+        conf = client.Configuration(host=f"http://127.0.0.1:{api_port}")
+        api = client.ApiClient(conf)
+        api.rest_client.pool_manager._trust_env = False
+        cfg = OperatorConfig(status_interval_s=10.0)
+        registry = Registry(api, cfg)
+        server = TelemetryServer(registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes,
+                                 cfg.client_timeout_s, cfg.idle_timeout_s)  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key")
+        await server.start("127.0.0.1", port, context)
+        gc.collect()
+        gc.freeze()  # as controller.handlers.startup does
+        gc.callbacks.append(on_gc)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        Path(stats_file).write_text(json.dumps({"gc_pauses_s": pauses}))
+        os._exit(0)  # the numbers are written; no orderly flush of 1000 status writers needed
+
+    asyncio.run(main())
+
+
+# --- the load generator -----------------------------------------------------------------------------
+
+
+class Pod:
+    def __init__(self, ns: str, job: str, index: int) -> None:
+        self.ns, self.job, self.name = ns, job, f"{job}-{index}"
+        self.token = f"{ns}/{self.name}/uid-{self.name}"
+        self.seq, self.step, self.energy = 0, 0, [0.0] * GPUS
+        self.t = time.time()
+
+    def body(self, records: int) -> bytes:
+        self.seq += 1
+        now = time.time()
+        dt_s = 1.0 / STEPS_PER_S
+        steps = ",".join(
+            f'{{"step":{self.step + k + 1},"firstStep":{self.step + k},"energyJoules":{POD_W * dt_s:.3f},'
+            f'"durationS":{dt_s},"endedAt":{now:.3f}}}'
+            for k in range(records)
+        )
+        self.step += records
+        for i in range(GPUS):
+            self.energy[i] += POD_W / GPUS * dt_s * records
+        gpus = ",".join(
+            f'{{"index":{i},"uuid":"GPU-{i:02d}-{self.name}","energyJoules":{e:.3f},"uncertaintyJoules":0.001}}'
+            for i, e in enumerate(self.energy)
+        )
+        return (
+            f'{{"version":1,"job":{{"namespace":"{self.ns}","name":"{self.job}"}},'
+            f'"pod":{{"namespace":"{self.ns}","name":"{self.name}","uid":"uid-{self.name}"}},'
+            f'"bootId":"bench","seq":{self.seq},"sentAt":{now:.3f},"method":"energy-counter",'
+            f'"gpus":[{gpus}],"stepsSeen":{self.step},"globalStep":{self.step},"steps":[{steps}]}}'
+        ).encode()
+
+
+class Load:
+    def __init__(self, port: int, shape: str, interval_s: float, timeout_s: float) -> None:
+        self.port, self.shape, self.interval_s, self.timeout_s = port, shape, interval_s, timeout_s
+        self.context = ssl.create_default_context()
+        self.context.check_hostname = False
+        self.context.verify_mode = ssl.CERT_NONE
+        self.measuring = False
+        self.latencies: list[float] = []
+        self.batches = self.records = self.timeouts = self.errors = 0
+        self.first_contact = 0
+
+    async def _post(
+        self, streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], pod: Pod, body: bytes, close: bool
+    ) -> int:
+        reader, writer = streams
+        head = (
+            f"POST /v1/telemetry HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {pod.token}\r\nContent-Length: {len(body)}\r\n"
+            + ("Connection: close\r\n" if close else "")
+            + "\r\n"
+        )
+        writer.write(head.encode() + body)
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    async def pod(self, pod: Pod, offset: float, stop_at: float) -> None:
+        await asyncio.sleep(offset)
+        streams = None
+        records = round(self.interval_s * STEPS_PER_S)
+        first = True
+        while time.monotonic() < stop_at:
+            body = pod.body(records)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if streams is None:
+                        streams = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.context)
+                    status = await self._post(streams, pod, body, close=self.shape == "per-batch")
+                if self.shape == "per-batch":
+                    streams[1].close()
+                    streams = None
+            except TimeoutError:
+                status = -1
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                status = 0
+            if status <= 0 and streams is not None:
+                streams[1].close()
+                streams = None
+            if first:
+                self.first_contact += 1
+                first = False
+            elif self.measuring:
+                self.latencies.append(time.perf_counter() - started)
+                if status == 200:
+                    self.batches += 1
+                    self.records += records
+                elif status == -1:
+                    self.timeouts += 1
+                else:
+                    self.errors += 1
+            jitter = random.uniform(0.9, 1.1) if self.shape == "keepalive" else 1.0
+            await asyncio.sleep(self.interval_s * jitter)
+        if streams is not None:
+            streams[1].close()
+
+
+async def drive(load: Load, pods: list[Pod], seconds: float, op_pid: int, api_port: int) -> dict[str, Any]:
+    import asyncio.sslproto
+
+    import aiohttp
+
+    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024  # thousands of client connections in this process
+
+    warmup = load.interval_s * 1.2 + 2
+    stop_at = time.monotonic() + warmup + seconds
+    tasks = [asyncio.create_task(load.pod(p, random.uniform(0, load.interval_s), stop_at)) for p in pods]
+    async with aiohttp.ClientSession() as http:
+
+        async def api_stats() -> dict[str, int]:
+            async with http.get(f"http://127.0.0.1:{api_port}/stats") as r:
+                return dict(await r.json())
+
+        await asyncio.sleep(warmup)
+        cpu0, api0, t0 = cpu_seconds(op_pid), await api_stats(), time.monotonic()
+        load.measuring = True
+        await asyncio.sleep(seconds)
+        load.measuring = False
+        cpu1, api1, t1 = cpu_seconds(op_pid), await api_stats(), time.monotonic()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    requests = sum(api1.values()) - sum(api0.values())
+    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "api_requests": requests, "api": api1,
+            "first_contact": load.first_contact}  # fmt: skip
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str, Any]:
+    from carbontrack.controller import tls
+
+    work = Path(tempfile.mkdtemp(prefix="ingest-"))
+    material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))
+    (work / "tls.crt").write_bytes(material.cert_pem)
+    (work / "tls.key").write_bytes(material.key_pem)
+    port, api_port = free_port(), free_port()
+    me = [sys.executable, __file__]
+    api = subprocess.Popen([*me, "--role", "apiserver", "--port", str(api_port)])
+    op = subprocess.Popen([*me, "--role", "operator", "--port", str(port), "--api-port", str(api_port),
+                           "--certs", str(work), "--stats", str(work / "op.json")])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        pods = [Pod("bench", f"job-{j}", i) for j in range(args.jobs) for i in range(args.pods)]
+        load = Load(port, shape, interval_s, args.timeout)
+        got = asyncio.run(drive(load, pods, args.seconds, op.pid, api_port))
+        rss = peak_rss_mb(op.pid)
+        op.send_signal(signal.SIGTERM)
+        op.wait(60)
+        pauses = sorted(json.loads((work / "op.json").read_text())["gc_pauses_s"])
+    finally:
+        for p in (op, api):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    lat = sorted(load.latencies)
+    cpu = max(got["cpu_s"], 1e-9)
+    return {
+        "shape": shape, "interval_s": interval_s, "pods": len(pods), "cpu_s": got["cpu_s"],
+        "wall_s": got["wall_s"], "batches": load.batches, "records": load.records,
+        "records_per_cpu_s": load.records / cpu, "batches_per_cpu_s": load.batches / cpu,
+        "operator_cores": got["cpu_s"] / got["wall_s"],
+        "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
+        "timeouts": load.timeouts, "errors": load.errors, "rss_mb": rss,
+        "gc_p99_ms": percentile(pauses, 99) * 1000, "gc_max_ms": (pauses[-1] * 1000) if pauses else 0.0,
+        "api_per_s": got["api_requests"] / got["wall_s"], "api_total": got["api"],
+    }  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--role", choices=["bench", "apiserver", "operator"], default="bench")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-port", type=int, default=0)
+    parser.add_argument("--certs", default="")
+    parser.add_argument("--stats", default="")
+    parser.add_argument("--jobs", type=int, default=250)
+    parser.add_argument("--pods", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--interval", type=float, default=10.0, help="the sidecar's default")
+    parser.add_argument("--peer-jobs", type=int, default=0, help="jobs for the peer (default: --jobs)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="the sidecar's request timeout")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--no-peer", action="store_true", help="measure the sidecar's protocol only")
+    args = parser.parse_args()
+    if args.role == "apiserver":
+        run_apiserver(args.port)
+        return 0
+    if args.role == "operator":
+        run_operator(args.port, args.api_port, args.certs, args.stats)
+        return 0
+    ours = measure(args, "keepalive", args.interval)
+    print(json.dumps(ours), flush=True)
+    if args.no_peer:
+        return 0
+    peer_args = argparse.Namespace(**{**vars(args), "jobs": args.peer_jobs or args.jobs})
+    peer = measure(peer_args, "per-batch", 1.0)
+    print(json.dumps(peer), flush=True)
+    size = f"{args.jobs} jobs x {args.pods} pods, {GPUS} GPUs each"
+    peer_size = f"{peer_args.jobs} x {args.pods} pods"
+    shape = f"connection per batch, 1 s batches ({peer_size})"
+    rows = [
+        row(f"step records ingested per operator CPU-second ({size}, 10 s keep-alive)",
+            f"{ours['records_per_cpu_s']:.0f}", "≥ 80000", ours["records_per_cpu_s"] >= 80000,
+            f"{peer['records_per_cpu_s']:.0f} with {shape}"),
+        row(f"batches per operator CPU-second ({size})", f"{ours['batches_per_cpu_s']:.0f}", "", None,
+            f"{peer['batches_per_cpu_s']:.0f} with {shape}"),
+        row(f"POST latency p50 ({size}) (ms)", f"{ours['p50_ms']:.1f}", "", None,
+            f"{peer['p50_ms']:.1f}"),
+        row(f"POST latency p99 ({size}) (ms)", f"{ours['p99_ms']:.1f}", "< 50", ours["p99_ms"] < 50,
+            f"{peer['p99_ms']:.1f}"),
+        row(f"client timeouts / errors ({size})", f"{ours['timeouts']} / {ours['errors']}", "0",
+            ours["timeouts"] == 0, f"{peer['timeouts']} / {peer['errors']}"),
+        row(f"operator peak RSS ({size}) (MB)", f"{ours['rss_mb']:.0f}",
+            "< 400 at 1000 x 8", ours["rss_mb"] < 400 if args.jobs * args.pods >= 8000 else None,
+            f"{peer['rss_mb']:.0f}"),
+        row(f"gc pause p99 ({size}) (ms)", f"{ours['gc_p99_ms']:.1f}", "", None, f"{peer['gc_p99_ms']:.1f}"),
+        row(f"apiserver requests/s by the operator, steady state ({size})", f"{ours['api_per_s']:.1f}", "",
+            None, f"{peer['api_per_s']:.1f}"),
+    ]  # fmt: skip
+    write_rows(args.json, rows)
+    for r in rows:
+        print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

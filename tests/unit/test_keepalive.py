@@ -1,0 +1,122 @@
+"""The sidecar's kept-alive connection against the real telemetry server (fakes behind it, a real port).
+
+Issue 15: one connection per sidecar for every batch, though the batches are further apart than the
+client timeout; a slow-loris client is still cut off at the client timeout; a connection the server
+dropped (restart, idle close) costs a reconnect, never a lost batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+from carbontrack.controller.server import TelemetryServer
+from carbontrack.sidecar.transport import Transport
+from tests.unit.test_server_shell import FakeAuth, FakeRegistry, body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serve(registry: FakeRegistry, port: int, client_timeout_s: float, idle_s: float) -> TelemetryServer:
+    server = TelemetryServer(
+        registry,  # type: ignore[arg-type]
+        FakeAuth(),  # type: ignore[arg-type]
+        max_body_bytes=1 << 16,
+        client_timeout_s=client_timeout_s,
+        idle_timeout_s=idle_s,
+    )
+    await server.start("127.0.0.1", port)
+    return server
+
+
+def post(transport: Transport, seq: int) -> int:
+    return transport.post("good", json.dumps(body(seq)).encode()).status
+
+
+def test_batches_further_apart_than_the_client_timeout_share_one_connection() -> None:
+    async def run() -> None:
+        registry, port = FakeRegistry(), free_port()
+        server = await serve(registry, port, client_timeout_s=0.3, idle_s=5.0)
+        transport = Transport(f"http://127.0.0.1:{port}", "", timeout_s=5)
+        try:
+            for seq in (1, 2, 3):
+                assert await asyncio.to_thread(post, transport, seq) == 200
+                await asyncio.sleep(0.6)  # twice the client timeout between batches
+            assert transport.connections == 1
+            assert registry.aggregate.energy_j == 30.0
+        finally:
+            transport.close()
+            await server.stop()
+
+    asyncio.run(run())
+
+
+def test_trickled_headers_are_cut_off_at_the_client_timeout_not_the_idle_one() -> None:
+    async def run() -> float:
+        server = await serve(FakeRegistry(), port := free_port(), client_timeout_s=0.3, idle_s=30.0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = time.monotonic()
+            writer.write(b"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nX-Trickle: ")
+            while time.monotonic() - started < 5:
+                writer.write(b"x")
+                try:
+                    if await asyncio.wait_for(reader.read(100), 0.1) == b"":
+                        break
+                except TimeoutError:
+                    continue
+            closed_after = time.monotonic() - started
+            writer.close()
+            return closed_after
+        finally:
+            await server.stop()
+
+    closed_after = asyncio.run(run())
+    assert closed_after < 1.5, closed_after
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
+    async def run() -> tuple[bool, bool]:
+        server = await serve(FakeRegistry(), port := free_port(), client_timeout_s=0.2, idle_s=1.0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(0.6)  # past the client timeout: an idle connection stays
+            open_at_06 = not reader.at_eof()
+            closed = await asyncio.wait_for(reader.read(100), 3) == b""
+            writer.close()
+            return open_at_06, closed
+        finally:
+            await server.stop()
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_a_restarted_server_costs_a_reconnect_not_a_batch() -> None:
+    async def run() -> None:
+        registry, port = FakeRegistry(), free_port()
+        server = await serve(registry, port, client_timeout_s=1.0, idle_s=5.0)
+        transport = Transport(f"http://127.0.0.1:{port}", "", timeout_s=5)
+        try:
+            assert await asyncio.to_thread(post, transport, 1) == 200
+            await server.stop()  # the kept-alive connection dies with it
+            server = await serve(registry, port, client_timeout_s=1.0, idle_s=5.0)
+            assert await asyncio.to_thread(post, transport, 2) == 200  # resent at once on a fresh one
+            assert transport.connections == 2
+            assert registry.aggregate.energy_j == 20.0
+        finally:
+            transport.close()
+            await server.stop()
+
+    asyncio.run(run())
+
+
+def test_an_unreachable_operator_is_status_0_never_an_exception() -> None:
+    transport = Transport(f"http://127.0.0.1:{free_port()}", "", timeout_s=1)
+    result = transport.post("good", b"{}")
+    assert result.status == 0 and result.error

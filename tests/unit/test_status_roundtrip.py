@@ -49,6 +49,12 @@ def test_the_newest_checkpoint_survives_a_restart_and_an_older_report_does_not_r
         is Verdict.ACCEPTED
     )
     assert agg.checkpoint == (40, "/c/40", 1000.0)
+    again = _batch("a", 3, 30.0).model_copy(update={"checkpoint": CheckpointReport(step=40, uri="/c/40")})
+    assert (
+        agg.apply(again, Receipt(received_at=1009.0, pod_started_at=990.0, gpus=1), **kw).verdict
+        is Verdict.ACCEPTED
+    )
+    assert agg.checkpoint == (40, "/c/40", 1000.0)  # the same report carried again: arrived at 1000
     status = CarbonTrackedJobStatus.model_validate(telemetry_update(agg, lookup("DE"), 1002.0)["status"])
     assert status.checkpoint is not None and (status.checkpoint.step, status.checkpoint.uri) == (40, "/c/40")
     assert restore(status).checkpoint == (40, "/c/40", 1000.0)

@@ -473,8 +473,11 @@ class JobAggregate:
                     self.evals[name] = (report.step, value)
         if batch.dp is not None and (self.dp is None or batch.dp.step >= self.dp.step):
             self.dp = batch.dp
-        ck = batch.checkpoint
-        if ck is not None and (self.checkpoint is None or ck.step >= self.checkpoint[0]):
+        ck, have = batch.checkpoint, self.checkpoint
+        # every batch carries the newest report again: only a new one moves `at` (when it arrived)
+        if ck is not None and (
+            have is None or ck.step > have[0] or (ck.step == have[0] and ck.uri != have[1])
+        ):
             self.checkpoint = (ck.step, ck.uri, receipt.received_at)
         self.sources[key] = src
         if new:

@@ -215,7 +215,7 @@ def main() -> int:
         cp.up(nodes=2, audit=True, client_qps=200, flow_control=True)  # APF: as in a real cluster
         cp.add_gpu_nodes(nodes - 2, first=2)
         cp.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/carbontrackedjobs.carbontrack.io")
+        cp.wait_established("crd/carbontrackedjobs.carbontrack.io")
         # production settings (one status patch per job per 10 s, gates judged every 10 s), acting as
         # the chart's ServiceAccount with its ClusterRole, so the audit log tells its requests apart
         op = Operator(

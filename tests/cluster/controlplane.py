@@ -369,6 +369,26 @@ class ControlPlane:
             time.sleep(0.2)
         raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last})")
 
+    def wait_established(self, *crds: str, timeout: float = 60.0) -> None:
+        """Wait for CRDs (`crd/<name>`; none: every CRD) to be Established. `kubectl wait` is not enough:
+        on a CRD just created, before the apiserver wrote its first condition, it fails at once with
+        ".status.conditions accessor error: <nil>" instead of waiting (3 tests in one loaded run)."""
+        established = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + timeout
+        pending = list(crds)
+        while time.monotonic() < deadline:
+            if not crds:
+                listed = self.kubectl("get", "crd", "-o", "name", check=False)
+                pending = listed.stdout.split() if listed.returncode == 0 else ["crd"]
+            pending = [
+                c for c in pending
+                if self.kubectl("get", c, "-o", f"jsonpath={established}", check=False).stdout != "True"
+            ]  # fmt: skip
+            if not pending:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"CRDs not Established within {timeout:g} s: {' '.join(pending)}")
+
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

@@ -74,7 +74,7 @@ def main() -> int:
     try:
         cluster.up(nodes=2)
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/carbontrackedjobs.carbontrack.io")
+        cluster.wait_established("crd/carbontrackedjobs.carbontrack.io")
         operator = Operator(cluster, work / "operator.log")
         operator.start()
         cluster.kubectl("create", "namespace", NAMESPACE)

@@ -211,7 +211,7 @@ def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
         f"crd/{p.name.split('_', 1)[1][: -len('.yaml')]}.kueue.x-k8s.io"
         for p in (MANIFESTS / "crd").iterdir()
     ]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+    cluster.wait_established(*crds)
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     k = Kueue(cluster, free_port(), free_port())
     config = {

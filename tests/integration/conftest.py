@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,16 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 @pytest.fixture(scope="session")
 def crd_installed(cluster: ControlPlane) -> ControlPlane:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    for _ in range(20):  # kubectl wait errors out while the new CRD has no status.conditions yet
-        established = cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/carbontrackedjobs.carbontrack.io",
-            check=False,
-        )  # fmt: skip
-        if established.returncode == 0:
-            break
-        time.sleep(0.5)
-    else:
-        raise RuntimeError(f"the CRD was not established: {established.stderr}")
+    cluster.wait_established("crd/carbontrackedjobs.carbontrack.io")
     return cluster
 
 

@@ -70,9 +70,7 @@ def kcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]
     try:
         cp.up(nodes=2, audit=True, audit_level="Request")
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/carbontrackedjobs.carbontrack.io"
-        )
+        cp.wait_established("crd/carbontrackedjobs.carbontrack.io")
         kueue.start(cp)
         objs = [FLAVOR, CHECK, cluster_queue("plain", []), cluster_queue("budgeted", ["carbon-budget"])]
         cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))

@@ -43,7 +43,7 @@ def peer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPl
     try:
         cp.up(nodes=2)
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        cp.wait_established()
         cp.kubectl("apply", "-f", "-", input=json.dumps(PEERING))
         cp.operator_kubeconfig = chart_identity(cp)  # type: ignore[attr-defined]
         yield cp

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from carbontrack.client import READ_WINDOW_NS
-from tests.fakenvml import FakeGpus, build, fake_env
+from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, ctj, pod_token, running_pods, status, wait, wait_for_energy
 from tests.integration.sidecars import Sidecar
 from tests.integration.test_promotion import events
 from tests.integration.test_trainer_nvml import NODE, node_gpus, start_trainer, trainer_output
+
+FAKE_NAME = FakeGpu("").name
 
 
 def sidecar_for(tmp: Path, op: Operator, ns: str, job: str, pod: str, uid: str, **env: str) -> Sidecar:
@@ -67,13 +69,14 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
     )
 
     assert st["steps"] == 12
+    # the name NVML gives (status.gpus[].name feeds the model card's hardware_used)
     assert st["gpus"] == [
         {"uuid": NODE[6], "index": 0, "pod": pod_b, "sharing": "mig", "method": "energy-counter",
-         "foreignProcesses": 0},
+         "foreignProcesses": 0, "name": FAKE_NAME},
         {"uuid": NODE[2], "index": 0, "pod": pod_a, "sharing": "exclusive", "method": "energy-counter",
-         "foreignProcesses": 0},
+         "foreignProcesses": 0, "name": FAKE_NAME},
         {"uuid": NODE[5], "index": 1, "pod": pod_a, "sharing": "exclusive", "method": "energy-counter",
-         "foreignProcesses": 0},
+         "foreignProcesses": 0, "name": FAKE_NAME},
     ]  # fmt: skip
     assert st["sharedGpuEnergyJoules"] == pytest.approx(finals[1], abs=1e-6)
     assert st["energyJoulesUpperBound"] > st["energyJoules"]

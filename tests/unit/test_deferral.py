@@ -224,3 +224,16 @@ def test_a_pause_resumes_by_the_pause_limit_and_counts_its_time() -> None:
         1,
     )
     assert resume_schedule(ScheduleSpec()) is None  # pauses switched off by an edit: resume at once
+
+
+def test_the_savings_estimate_uses_the_energy_status_shows_not_the_live_total() -> None:
+    from carbontrack.core.evaluation import evaluate
+    from tests.unit.test_evaluation import canary_aggregate, inputs
+
+    started = ScheduleStatus(planned_grams_per_kwh=450, start_grams_per_kwh=150, started_at=T0)
+    agg = canary_aggregate()  # its live energy is ahead of what the telemetry writer last wrote
+    plan = evaluate(inputs(agg, schedule=started, shown_energy_j=3_600_000.0))
+    assert agg.energy_j != 3_600_000.0
+    # 1 kWh x PUE x 300 g/kWh avoided, next to the 1 kWh status shows
+    pue = CarbonTrackedJobSpec.model_validate(valid_spec()).carbon.pue
+    assert plan.schedule is not None and plan.schedule.emissions_avoided_grams_estimate == round(300 * pue, 3)

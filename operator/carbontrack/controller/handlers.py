@@ -383,7 +383,7 @@ async def _gather(
         telemetry_warned=refusing, intensity_warned=unreadable,
         intensity_problem=memo.registry.intensity.problem(namespace, spec),
         metrics=measured, now=now, halt=stored.halt, checkpoint=st.checkpoint_status(agg),
-        schedule=stored.schedule,
+        schedule=stored.schedule, shown_energy_j=stored.energy_joules,
     )  # fmt: skip
 
 

@@ -102,6 +102,9 @@ class Inputs:
     """status.checkpoint: the newest checkpoint a trainer reported."""
     schedule: ScheduleStatus | None = None
     """status.schedule: the carbon-aware start, for the savings estimate once it started."""
+    shown_energy_j: float | None = None
+    """status.energyJoules as the telemetry writer last wrote it: the savings estimate is computed from
+    it (not from the live aggregate, up to a status interval ahead), so the two agree on the page."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,8 @@ def evaluate(inputs: Inputs) -> Plan:
     telemetry_conditions, telemetry_events = _telemetry(inputs)
     intensity_conditions, intensity_events = _intensity(inputs)
     report = decision.report
-    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue) or inputs.schedule
+    shown = inputs.shown_energy_j if inputs.shown_energy_j is not None else agg.energy_j
+    schedule = with_savings(inputs.schedule, shown, spec.carbon.pue) or inputs.schedule
     gauges = Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,

@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 setup: prometheus docker
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,distributed]'
 	$(BIN)/python tests/cluster/controlplane.py build
+	$(BIN)/python tests/cluster/kueue.py build
 
 # Prometheus and promtool (Debian's package) for the scrape, dashboard and alert-rule tests;
 # installed when missing and this is a Debian machine we are root on, else those tests are skipped.

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from carbontrack.decide_cli import add_parser as add_decide
 
     add_decide(sub)
+    from carbontrack.report_cli import add_parser as add_report
+
+    add_report(sub)
     return parser
 
 

@@ -10,8 +10,16 @@ configured (CARBONTRACK_SIDECAR_ADDR unset), so the same script runs anywhere.
 
 Datagram (JSON): v (version), c (client id, new per process), q (sequence number, so the sidecar
 counts losses), t (CLOCK_MONOTONIC in integer nanoseconds, shared by all processes of the node), k (kind:
-hello | step | eval | dp | end | gpus | sample), s (global step), and per kind m (metrics), dp (DP-SGD
-params), g (the GPUs: an inventory, or one counter sample per GPU).
+hello | step | eval | dp | end | gpus | sample | ckpt | poll), s (global step), and per kind m (metrics),
+dp (DP-SGD params), g (the GPUs: an inventory, or one counter sample per GPU), u (a checkpoint's URI).
+
+Halts that checkpoint: while the operator halts the job, the sidecar answers each datagram from this
+client with a control datagram `{"v":1,"k":"ctl","stop":true}` on the same loopback socket.
+`should_stop()` reads them without blocking (and polls the sidecar at most once a second), so a
+training loop checks it every step for the cost of a non-blocking recv:
+
+    if client.should_stop():
+        save(path); client.report_checkpoint(step, path); client.hold()
 
 Energy is read here, in the process that holds the GPUs: a container that requests no GPU often
 cannot see any (CDI-based GPU Operator >= v25.10, GKE, Bottlerocket), while the process using a GPU can
@@ -40,6 +48,9 @@ ENV_NVML = "CARBONTRACK_NVML"
 ENV_NVML_LIBRARY = "CARBONTRACK_NVML_LIBRARY"
 """Explicit path of the NVML library; default `libnvidia-ml.so.1`, found by the dynamic loader."""
 ENV_SAMPLE_HZ = "CARBONTRACK_SAMPLE_HZ"
+ENV_RESUME_FROM = "CARBONTRACK_RESUME_FROM"
+"""`<step> <uri>`: the checkpoint a resumed job starts from (the operator writes it; empty when fresh)."""
+POLL_INTERVAL_S = 1.0
 _monotonic_ns = time.monotonic_ns
 MAX_DATAGRAM = 60_000  # stay under the 64 KiB UDP limit; larger messages are dropped, not split
 
@@ -55,6 +66,9 @@ class Client:
         self._last_step = 0
         self._id = uuid.uuid4().hex[:12]
         self._sock: socket.socket | None = None
+        self._stop = False
+        self._polled = 0.0
+        self._sent_seen = 0
         self.sampler: NvmlSampler | None = None
         addr = addr if addr is not None else os.environ.get(ENV_ADDR, "")
         if not addr:
@@ -141,6 +155,56 @@ class Client:
         if self.sampler is not None:
             self.sampler.sample_now()
         return sent
+
+    def report_checkpoint(self, step: int, uri: str) -> bool:
+        """A checkpoint of global step `step` is saved at `uri` (a path, s3://..., whatever your loader
+        reads): a halt waits for it, a resume starts from the newest one (status.checkpoint)."""
+        if self._sock is None:
+            return False
+        self._last_step = step
+        return self._send(self._message("ckpt", step, u=str(uri)[:1024]))
+
+    def should_stop(self) -> bool:
+        """The operator is halting the job: save a checkpoint, report it, and stop training. Never
+        blocks; False without a sidecar."""
+        if self._sock is None:
+            return False
+        # The sidecar answers every datagram while a stop stands, so a stepping trainer needs no poll;
+        # one that sends nothing, or has been told to stop (to see it withdrawn), polls once a second.
+        now = time.monotonic()
+        quiet = self.sent == self._sent_seen
+        self._sent_seen = self.sent
+        if (quiet or self._stop) and now - self._polled >= POLL_INTERVAL_S:
+            self._polled = now
+            self._send(self._message("poll", self._last_step))
+            self._sent_seen = self.sent
+        while True:
+            try:
+                data = self._sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.errors += 1
+                break
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("k") == "ctl" and isinstance(msg.get("stop"), bool):
+                self._stop = msg["stop"]
+        return self._stop
+
+    def hold(self, timeout_s: float | None = None, poll_s: float = 1.0) -> bool:
+        """After the checkpoint a stop asked for: wait to be stopped (the pod's SIGTERM when the Job is
+        suspended) instead of exiting, because a worker that exits 0 completes its index and the Job
+        could succeed instead of being suspended. True after timeout_s; False when the stop is withdrawn
+        (the job was resumed before its workers were stopped: carry on training)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.should_stop():
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+            time.sleep(poll_s)
+        return False
 
     def _step_or_last(self, step: int | None) -> int:
         return self._last_step if step is None else step
@@ -486,6 +550,27 @@ def report_dp(
     step: int | None = None,
 ) -> bool:
     return default().report_dp(noise_multiplier, sample_rate, delta, accountant_epsilon, step)
+
+
+def resume_from(env: dict[str, str] | None = None) -> tuple[int, str] | None:
+    """(step, uri) of the checkpoint this (resumed) pod starts from, or None on a fresh start."""
+    raw = (os.environ if env is None else env).get(ENV_RESUME_FROM, "").strip()
+    step, _, uri = raw.partition(" ")
+    if not step.isdigit() or not uri:
+        return None
+    return int(step), uri
+
+
+def should_stop() -> bool:
+    return default().should_stop()
+
+
+def report_checkpoint(step: int, uri: str) -> bool:
+    return default().report_checkpoint(step, uri)
+
+
+def hold(timeout_s: float | None = None) -> bool:
+    return default().hold(timeout_s)
 
 
 def end(step: int | None = None) -> bool:

@@ -142,6 +142,15 @@ MALFORMED: list[Malformed] = [
         "spec.gates.approval.stages",
     ),
     Malformed("approval-without-stages", _with("gates.approval", {}), "spec.gates.approval.stages"),
+    # energy per metric point is per point of the quality gate's metric: without one it judges nothing
+    Malformed(
+        "per-point-bound-without-quality",
+        {
+            **_with("gates.quality", None, drop=True),
+            "carbon": {**valid_spec()["carbon"], "maxGramsPerMetricPoint": 50},
+        },
+        "spec.carbon.maxGramsPerMetricPoint",
+    ),
     # a pass bound on the failing side of the fail bound makes no Inconclusive band, only confusion
     Malformed(
         "pass-score-below-min-score",

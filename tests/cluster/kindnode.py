@@ -130,21 +130,10 @@ def node_programs() -> Path:
     if (out / "kube").exists() and (out / "pause").exists() and (out / "coredns").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    minor = KUBERNETES.split(".")[1]
-    kube_ldflags = " ".join(
-        [
-            "-s -w",
-            f"-X k8s.io/component-base/version.gitVersion={KUBERNETES}",
-            "-X k8s.io/component-base/version.gitMajor=1",
-            f"-X k8s.io/component-base/version.gitMinor={minor}",
-            "-X k8s.io/component-base/version.gitTreeState=clean",
-            f"-X k8s.io/client-go/pkg/version.gitVersion={KUBERNETES}",
-        ]
-    )
     for name, cwd, args in (
         ("pause", kube_dir, ["-ldflags", "-s -w", "./pause"]),
         ("coredns", dns_dir, ["-ldflags", "-s -w", "."]),
-        ("kube", kube_dir, ["-tags", "node", "-ldflags", kube_ldflags, "."]),
+        ("kube", kube_dir, ["-tags", "node", "-ldflags", controlplane.kube_ldflags(), "."]),
     ):
         if (out / name).exists():
             continue

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.cases.fake_electricitymaps import FakeElectricityMaps
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator
 from tests.integration.sidecars import stop_all
@@ -64,9 +65,25 @@ def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subproc
 
 
 @pytest.fixture(scope="session")
-def operator(crd_installed: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """One operator for the session, cluster-wide, as a Deployment would run it (judging every second)."""
-    op = Operator(crd_installed, tmp_path_factory.mktemp("operator") / "operator.log")
+def electricitymaps() -> Iterator[FakeElectricityMaps]:
+    """A local server in Electricity Maps' API shape; its state is per zone, so each test uses its own."""
+    fake = FakeElectricityMaps().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd_installed: ControlPlane,
+    tmp_path_factory: pytest.TempPathFactory,
+    electricitymaps: FakeElectricityMaps,
+) -> Iterator[Operator]:
+    """One operator for the session, cluster-wide, as a Deployment would run it (judging every second).
+    Jobs that name the live provider electricitymaps reach the fake one; its figures are reused for 1 s."""
+    op = Operator(
+        crd_installed, tmp_path_factory.mktemp("operator") / "operator.log",
+        CARBONTRACK_ELECTRICITYMAPS_URL=electricitymaps.url, CARBONTRACK_INTENSITY_TTL_S="1",
+    )  # fmt: skip
     op.start()
     yield op
     op.stop()

@@ -151,3 +151,61 @@ def test_the_clients_names_are_the_contracts() -> None:
     from carbontrack.api import contract
 
     assert client.ENV_ADDR == contract.ENV_SIDECAR_ADDR
+
+
+def test_should_stop_reads_the_sidecars_answer_and_checkpoints_travel_as_markers(
+    receiver: socket.socket,
+) -> None:
+    c = client.Client(addr(receiver), nvml=False)
+    hello_from = receiver.recvfrom(65536)[1]
+    assert c.should_stop() is False  # a hello just left: no poll needed, nothing answered
+    receiver.sendto(b'{"v":1,"k":"ctl","stop":true}', hello_from)
+    for _ in range(100):
+        if c.should_stop():
+            break
+    assert c.should_stop() is True
+    assert c.report_checkpoint(120, "s3://bucket/run/step-120")
+    got = [parse(receiver.recv(65536)) for _ in range(2)]
+    ckpt = next(m for m in got if m.kind == "ckpt")
+    assert (ckpt.step, ckpt.uri) == (120, "s3://bucket/run/step-120")
+    receiver.sendto(b'{"v":1,"k":"ctl","stop":false}', hello_from)
+    assert c.hold(timeout_s=5, poll_s=0.01) is False  # the stop was withdrawn: carry on
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [("", None), ("120 /ckpt/step-120", (120, "/ckpt/step-120")), ("x /a", None), ("7", None)],
+)
+def test_resume_from_reads_the_injected_env(raw: str, want: tuple[int, str] | None) -> None:
+    assert client.resume_from({"CARBONTRACK_RESUME_FROM": raw}) == want
+
+
+def test_hf_callback_on_a_stop_request_saves_stops_and_reports_the_checkpoint(
+    receiver: socket.socket,
+) -> None:
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from carbontrack.integrations.huggingface import CarbonTrackCallback
+
+    c = client.Client(addr(receiver), nvml=False)
+    client_addr = receiver.recvfrom(65536)[1]
+    cb = CarbonTrackCallback(c)
+    state, control = TrainerState(), TrainerControl()
+    state.global_step = 40
+    args = SimpleNamespace(output_dir="/out")
+    cb.on_step_end(args, state, control)
+    assert not control.should_save and not control.should_training_stop  # no stop asked
+    receiver.sendto(b'{"v":1,"k":"ctl","stop":true}', client_addr)
+    state.global_step = 41
+    for _ in range(100):
+        cb.on_step_end(args, state, control)
+        if control.should_training_stop:
+            break
+    assert control.should_save and control.should_training_stop
+    cb.on_save(args, state, control)
+    got = []
+    while (m := parse(receiver.recv(65536))).kind != "ckpt":
+        got.append(m.kind)
+    assert (m.step, m.uri) == (41, "/out/checkpoint-41")

@@ -137,7 +137,7 @@ def test_the_operator_accepts_what_the_apiserver_accepts_in_a_template() -> None
 
 def test_printer_columns_tell_the_story() -> None:
     columns = [c["name"] for c in crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Replicas", "Steps", "kWh", "kgCO2e", "Epsilon", "Gates", "Age"]
+    assert columns == ["Phase", "Replicas", "Steps", "kWh", "kgCO2e", "Epsilon", "Gates", "Schedule", "Age"]
 
 
 def test_scale_subresource_points_at_replicas() -> None:

@@ -187,3 +187,25 @@ def test_a_pld_epsilon_in_a_thread_leaves_the_event_loop_serving() -> None:
 
     took, worst_gap = asyncio.run(run())
     assert worst_gap < max(0.25, took / 4), (took, worst_gap)  # the loop ran throughout
+
+
+def test_telemetry_refused_for_room_is_a_condition_and_one_warning() -> None:
+    agg = canary_aggregate(step=5)
+    assert evaluate(inputs(agg)).conditions == ()
+    agg.refused = {"too_many_pods": 3, "implausible": 1}
+    first = evaluate(inputs(agg))
+    message = (
+        "telemetry refused for room: batches from pods beyond the 2000 a job's status holds; their energy "
+        "is not in the totals (status.telemetry.refused counts the batches; their sidecars keep sending "
+        "cumulative counters)"
+    )
+    assert [(c.type, c.status, c.reason, c.message) for c in first.conditions] == [
+        ("TelemetryAccepted", False, "PodLimit", message)
+    ]
+    assert [(e.type, e.reason, e.message) for e in first.events] == [("Warning", "TelemetryRefused", message)]
+    agg.refused["too_many_pods"] = 40  # more of the same: the same condition, no second Event
+    again = evaluate(inputs(agg, telemetry_warned=True))
+    assert again.conditions == first.conditions and again.events == ()
+    agg.refused["status_full"] = 1
+    both = evaluate(inputs(agg, telemetry_warned=True)).conditions
+    assert [(c.reason, "524288 bytes" in c.message) for c in both] == [("StatusLimits", True)]

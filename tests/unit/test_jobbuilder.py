@@ -83,3 +83,123 @@ def test_the_sidecar_gets_no_gpu_env_by_default_only_in_the_opt_in_nvml_mode() -
     opt_in = sidecar_env(OperatorConfig(sidecar_backend="nvml"))
     assert opt_in["NVIDIA_VISIBLE_DEVICES"] == "all" and opt_in["CARBONTRACK_ENERGY_BACKEND"] == "nvml"
     assert OperatorConfig.from_env({}).sidecar_backend == "trainer"
+
+
+def _trainer_env(job: dict[str, object]) -> dict[str, str]:
+    """name -> value, or -> 'fieldRef:<path>' for downward-API env."""
+    container = job["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    return {
+        e["name"]: e.get(
+            "value", "fieldRef:" + e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        )
+        for e in container["env"]
+    }
+
+
+def test_distributed_wiring_points_every_worker_at_worker_zero() -> None:
+    spec = CarbonTrackedJobSpec.model_validate(valid_spec())
+    job = build_job("llama", "ml", "uid-1", spec, 1, CFG)
+    pod = job["spec"]["template"]
+    assert pod["spec"]["subdomain"] == "llama"
+    assert pod["metadata"]["annotations"]["carbontrack.io/world-size"] == "1"
+    index = "fieldRef:metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert _trainer_env(job) == {
+        "CARBONTRACK_SIDECAR_ADDR": "127.0.0.1:9477",
+        "CARBONTRACK_RESUME_FROM": "fieldRef:metadata.annotations['carbontrack.io/resume-from']",
+        "PET_NNODES": "1:8",
+        "PET_RDZV_BACKEND": "c10d",
+        "PET_RDZV_ENDPOINT": "llama-0.llama:29400",
+        "PET_RDZV_ID": "uid-1",
+        "PET_NODE_RANK": index,
+        "RANK": index,
+        "WORLD_SIZE": "fieldRef:metadata.annotations['carbontrack.io/world-size']",
+        "MASTER_ADDR": "llama-0.llama",
+        "MASTER_PORT": "29500",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("grace", "template_grace", "expected"), [(300, None, 300), (0, None, 0), (60, 600, 600)]
+)
+def test_the_pods_grace_period_is_the_halts_unless_the_template_asks_more(
+    grace: int, template_grace: int | None, expected: int
+) -> None:
+    template = copy.deepcopy(TEMPLATE)
+    if template_grace is not None:
+        template["spec"]["terminationGracePeriodSeconds"] = template_grace
+    spec = CarbonTrackedJobSpec.model_validate(
+        valid_spec(template=template, halt={"gracePeriodSeconds": grace})
+    )
+    job = build_job("llama", "ml", "uid-1", spec, 1, CFG)
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == expected
+
+
+def test_env_the_user_sets_is_kept_and_wiring_can_be_turned_off() -> None:
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["containers"][0]["env"] = [{"name": "MASTER_PORT", "value": "1234"}]
+    spec = CarbonTrackedJobSpec.model_validate(valid_spec(template=template))
+    assert _trainer_env(build_job("llama", "ml", "u", spec, 1, CFG))["MASTER_PORT"] == "1234"
+    off = CarbonTrackedJobSpec.model_validate(valid_spec(distributed={"enabled": False}))
+    job = build_job("llama", "ml", "u", off, 1, CFG)
+    assert "subdomain" not in job["spec"]["template"]["spec"]
+    assert set(_trainer_env(job)) == {"CARBONTRACK_SIDECAR_ADDR", "CARBONTRACK_RESUME_FROM"}
+
+
+@pytest.mark.parametrize(
+    ("name", "template_subdomain", "match"),
+    [
+        ("llama.v2", None, "no dots"),
+        ("7b-lora", None, "starts with a letter"),
+        ("x" * 62, None, "at most 61 characters"),
+        ("llama", "mine", "sets subdomain 'mine'"),
+    ],
+)
+def test_names_the_wiring_cannot_use_are_refused_with_the_way_out(
+    name: str, template_subdomain: str | None, match: str
+) -> None:
+    template = copy.deepcopy(TEMPLATE)
+    if template_subdomain:
+        template["spec"]["subdomain"] = template_subdomain
+    spec = CarbonTrackedJobSpec.model_validate(valid_spec(template=template))
+    with pytest.raises(InjectionError, match=match) as info:
+        build_job(name, "ml", "u", spec, 1, CFG)
+    assert "spec.distributed.enabled: false" in str(info.value)
+
+
+def test_the_headless_service_selects_the_jobs_pods_and_is_owned() -> None:
+    from carbontrack.controller.jobbuilder import build_service
+
+    svc = build_service("llama", "ml", "uid-1")
+    assert svc["metadata"]["name"] == "llama" and svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"carbontrack.io/job": "llama"}
+    assert [p["port"] for p in svc["spec"]["ports"]] == [29400, 29500]
+
+
+@pytest.mark.parametrize(
+    ("existing", "why"),
+    [
+        ({"spec": {"clusterIP": "None"}}, None),
+        ({"spec": {"clusterIP": "10.0.0.7"}}, "not headless"),
+        (
+            {
+                "spec": {"clusterIP": "None"},
+                "ownerReferences": [{"controller": True, "uid": "other", "kind": "JobSet", "name": "js"}],
+            },
+            "controlled by JobSet/js",
+        ),
+        ({"spec": {"clusterIP": "None"}, "ownerReferences": [{"controller": True, "uid": "uid-1"}]}, None),
+    ],
+)
+def test_a_service_of_the_jobs_name_is_adopted_only_when_it_can_serve(
+    existing: dict[str, object], why: str | None
+) -> None:
+    from carbontrack.controller.services import conflict
+
+    svc = {
+        "metadata": {"name": "llama", "ownerReferences": existing.get("ownerReferences")},
+        "spec": existing["spec"],
+    }
+    found = conflict(svc, "uid-1")
+    assert (found is None) if why is None else (why in (found or ""))

@@ -36,6 +36,7 @@ class FakeAuth:
 class FakeRegistry:
     def __init__(self) -> None:
         self.aggregate = JobAggregate()
+        self.stop = False  # JobState.stop: no halt recorded
 
     async def get(self, namespace: str, name: str) -> Any:
         return self if name == "j" else None

@@ -238,3 +238,22 @@ def test_nvml_mode_waits_for_the_trainers_nvml_uuids_never_its_env() -> None:
     state.on_datagram(marker(0, 1, kind="gpus", g=inventory), 0.0)
     assert seen == [["GPU-sim-0000", "GPU-sim-0001"]]
     assert state.method == "simulated" and not state.refused
+
+
+def test_a_reported_checkpoint_rides_on_every_batch_until_a_newer_one_and_a_bad_one_is_counted() -> None:
+    clock = Clock()
+    state, _ = sidecar([Constant(300.0)], clock)
+    state.on_datagram(marker(10, 1, "ckpt", u="/ckpt/step-10"), clock.t)
+    first = state.batch(clock.t)
+    assert first.checkpoint is not None and (first.checkpoint.step, first.checkpoint.uri) == (
+        10,
+        "/ckpt/step-10",
+    )
+    state.outbox.ack(first.seq)
+    assert (
+        state.batch(clock.t).checkpoint == first.checkpoint
+    )  # cumulative, like dp: a lost batch loses nothing
+    state.on_datagram(marker(15, 2, "ckpt", u="s3://b/15"), clock.t)
+    assert state.batch(clock.t).checkpoint.step == 15  # type: ignore[union-attr]
+    assert state.on_datagram(marker(20, 3, "ckpt"), clock.t) is None and state.bad_markers == 1  # no uri
+    assert state.on_datagram(marker(20, 4, "ckpt", u="x" * 1025), clock.t) is None and state.bad_markers == 2

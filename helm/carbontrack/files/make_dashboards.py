@@ -58,6 +58,8 @@ FLEET = dashboard(
         panel(4, "Grid intensity (gCO2e/kWh)", [("max by (namespace, job_name) (carbontrack_grid_intensity_grams_per_kwh)", "{{namespace}}/{{job_name}}")], "none", 12, 8),
         panel(5, "Gate failures", [('count by (gate) (carbontrack_gate_passed == 0)', "{{gate}}")], "none", 0, 16),
         panel(6, "Telemetry rejections (/s)", [("sum by (reason) (rate(carbontrack_telemetry_rejected_total[5m]))", "{{reason}}")], "reqps", 12, 16),
+        panel(7, "Emissions avoided by carbon-aware starts (estimate, kg CO2e)", [("sum by (namespace, job_name) (carbontrack_emissions_avoided_grams_estimate) / 1000", "{{namespace}}/{{job_name}}")], "masskg", 0, 24),
+        panel(8, "Time deferred for a clean grid (h)", [("max by (namespace, job_name) (carbontrack_deferred_seconds) / 3600", "{{namespace}}/{{job_name}}")], "h", 12, 24),
     ],
     [],
 )  # fmt: skip
@@ -77,6 +79,10 @@ JOB = dashboard(
             ('max(carbontrack_privacy_epsilon{namespace="$namespace", job_name="$job"})', "epsilon"),
             ('max(carbontrack_privacy_epsilon_budget{namespace="$namespace", job_name="$job"})', "budget"),
         ], "none", 12, 16),
+        panel(7, "Carbon-aware start: emissions avoided (estimate, g CO2e) and time deferred (s)", [
+            ('max(carbontrack_emissions_avoided_grams_estimate{namespace="$namespace", job_name="$job"})', "avoided g (estimate)"),
+            ('max(carbontrack_deferred_seconds{namespace="$namespace", job_name="$job"})', "deferred s"),
+        ], "none", 0, 24, w=24),
     ],
     [query_var("namespace", "label_values(carbontrack_gpu_energy_joules_total, namespace)"),
      query_var("job", 'label_values(carbontrack_gpu_energy_joules_total{namespace="$namespace"}, job_name)')],

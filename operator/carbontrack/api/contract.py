@@ -32,9 +32,24 @@ LABEL_JOB: Final = "carbontrack.io/job"
 LABEL_MANAGED: Final = "carbontrack.io/managed"
 INJECTED_ANNOTATION: Final = "carbontrack.io/injected"
 
+# Distributed training: a headless Service per job gives every worker a stable DNS name
+# (`<job>-<index>.<service>`), and the torch elastic env points at worker 0 (see controller.jobbuilder).
+RDZV_PORT: Final = 29400
+"""torchrun's c10d rendezvous store on worker 0 (torchrun's own default port)."""
+MASTER_PORT: Final = 29500
+"""torch.distributed's env:// store on worker 0, for trainers started without torchrun (torch's default)."""
+COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
+"""Set by the Job controller on every pod of an Indexed Job: the worker's index, read through a fieldRef."""
+WORLD_SIZE_ANNOTATION: Final = "carbontrack.io/world-size"
+"""Workers of the stage the pod template was last written for (creation, or a resume while suspended)."""
+RESUME_ANNOTATION: Final = "carbontrack.io/resume-from"
+"""The checkpoint a resumed job starts from (`<step> <uri>`), written on the template while suspended."""
+
 # A person's decision on a Paused job, written by `carbontrack approve|reject` (or kubectl annotate).
 APPROVE_ANNOTATION: Final = "carbontrack.io/approve"
 REJECT_ANNOTATION: Final = "carbontrack.io/reject"
+# pre-training | fine-tuning, for `carbontrack report --format model-card` (its flag wins).
+TRAINING_TYPE_ANNOTATION: Final = "carbontrack.io/training-type"
 
 # Environment the operator injects (the sidecar and the client read it).
 ENV_PREFIX: Final = "CARBONTRACK_"
@@ -45,6 +60,8 @@ ENV_JOB_NAMESPACE: Final = "CARBONTRACK_JOB_NAMESPACE"
 ENV_ENERGY_BACKEND: Final = "CARBONTRACK_ENERGY_BACKEND"
 ENV_HEALTH_PORT: Final = "CARBONTRACK_HEALTH_PORT"
 ENV_TOKEN_FILE: Final = "CARBONTRACK_TOKEN_FILE"
+ENV_RESUME_FROM: Final = "CARBONTRACK_RESUME_FROM"
+"""`<step> <uri>` of the checkpoint a resumed pod starts from; empty on a fresh start."""
 ENV_POD_NAME: Final = "POD_NAME"
 ENV_POD_NAMESPACE: Final = "POD_NAMESPACE"
 ENV_POD_UID: Final = "POD_UID"
@@ -54,6 +71,8 @@ class Phase(StrEnum):
     """Where the job is in its life: Invalid means the spec or template cannot run (see conditions)."""
 
     PENDING = "Pending"
+    DEFERRED = "Deferred"
+    """Waiting for a clean grid (spec.carbon.schedule): the Job exists, suspended."""
     CANARY = "Canary"
     PROMOTING = "Promoting"
     RUNNING = "Running"

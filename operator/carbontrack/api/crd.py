@@ -108,6 +108,47 @@ class IntensitySpec(KubeModel):
     names the operator may read are allowed (Helm value carbon.jobSecretNames, an admission policy)."""
 
 
+_DURATION = r"^([0-9]+(s|m|h))+$"
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration_s(text: str) -> float:
+    """`90m`, `1h30m`, `24h` -> seconds (the pattern of a duration field admits only these)."""
+    total, number = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            number += ch
+        else:
+            total += int(number) * _UNIT_S[ch]
+            number = ""
+    return float(total)
+
+
+class PauseAboveSpec(KubeModel):
+    """Opt-in: pause a Running job while the grid is dirty, resume when it is clean again."""
+
+    grams_per_kwh: float = Field(gt=0, le=2000)
+    """Pause when the zone's intensity stays above this; resume at or below it."""
+    after: str = Field("30m", pattern=_DURATION, max_length=32)
+    """How long the intensity must stay above the limit before the job pauses."""
+    max_pauses: int = Field(3, ge=1, le=100)
+    """Never more pauses than this in the job's life; then it runs whatever the grid."""
+
+
+class ScheduleSpec(KubeModel):
+    """Carbon-aware start: wait (phase Deferred, the Job suspended) for a clean grid, at most maxDelay."""
+
+    max_grams_per_kwh: float = Field(200.0, gt=0, le=2000)
+    """Start once the zone's intensity is at or below this (gCO2e/kWh)."""
+    max_delay: str = Field("24h", pattern=_DURATION, max_length=32)
+    """Longest wait from the deferral's start (e.g. 24h, 90m); then it starts whatever the grid."""
+    window: str | None = Field(None, pattern=_DURATION, max_length=32)
+    """Expected run length: a forecast start is judged by its mean intensity over this window."""
+    pause_above: PauseAboveSpec | None = None
+    """Opt-in: while Running, pause (the Job suspended) when the grid stays dirty; each pause lasts at
+    most maxDelay."""
+
+
 class CarbonSpec(KubeModel):
     """Carbon accounting settings and the optional emissions budget."""
 
@@ -120,6 +161,14 @@ class CarbonSpec(KubeModel):
     """Power usage effectiveness of the data centre: facility energy / IT energy."""
     budget_kg: float | None = Field(None, gt=0)
     """Projected total emissions (kg CO2e) must stay under this, or the job is halted."""
+    expected_joules_per_step: float | None = Field(None, gt=0)
+    """Declared energy of one global step at full size (all workers, IT energy before PUE): lets the Kueue
+    budget AdmissionCheck project emissions before any step ran. The gates judge the measured rate."""
+    max_grams_per_metric_point: float | None = Field(None, gt=0)
+    """Largest allowed gCO2e per unit of the quality metric gained since its first report (its own scale:
+    for accuracy in 0..1, 0.01 is one percentage point). Needs gates.quality; judged with the gates."""
+    schedule: ScheduleSpec | None = None
+    """Carbon-aware start: defer the job until the grid is clean (live providers only)."""
     accept_shared_gpu_energy: bool = False
     """Accept the board energy of MIG or shared GPUs (not this job's alone: an upper bound) as this
     job's energy in staging and production gates; otherwise such energy counts as unmeasured."""
@@ -370,6 +419,23 @@ _NO_GATES = (
 
 
 _APPROVAL_STAGES = "every gates.approval stage must be one of canary.stages"
+_PER_POINT_NEEDS_QUALITY = "carbon.maxGramsPerMetricPoint needs gates.quality (the metric it is per point of)"
+
+
+class DistributedSpec(KubeModel):
+    """The wiring that lets the job's workers train together (torchrun / torch.distributed)."""
+
+    enabled: bool = True
+    """A headless Service, the pods' subdomain and the torch elastic env (PET_*, MASTER_ADDR, RANK,
+    WORLD_SIZE); false for a job that brings its own rendezvous."""
+
+
+class HaltSpec(KubeModel):
+    """How a halt stops the workers: it asks the trainers to checkpoint before the Job is suspended."""
+
+    grace_period_seconds: int = Field(300, ge=0, le=86400)
+    """How long the trainers have to save after the stop request before the Job is suspended anyway;
+    also the pods' terminationGracePeriodSeconds (the kubelet's SIGTERM-to-SIGKILL time)."""
 
 
 class CarbonTrackedJobSpec(KubeModel):
@@ -388,6 +454,12 @@ class CarbonTrackedJobSpec(KubeModel):
             " || has(self.gates.metrics) && size(self.gates.metrics) > 0",
             "message": _NO_GATES,
             "fieldPath": ".gates",
+            "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.carbon.maxGramsPerMetricPoint) || has(self.gates.quality)",
+            "message": _PER_POINT_NEEDS_QUALITY,
+            "fieldPath": ".carbon.maxGramsPerMetricPoint",
             "reason": "FieldValueRequired",
         },
         {
@@ -421,6 +493,10 @@ class CarbonTrackedJobSpec(KubeModel):
     gates: GatesSpec = Field(default_factory=GatesSpec, json_schema_extra=_default_of(GatesSpec))
     suspend: bool = False
     """Stop the job without deleting it; set back to false to resume."""
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec, json_schema_extra=_default_of(DistributedSpec)
+    )
+    halt: HaltSpec = Field(default_factory=HaltSpec, json_schema_extra=_default_of(HaltSpec))
 
     @model_validator(mode="after")
     def _canary_fits(self) -> CarbonTrackedJobSpec:
@@ -434,6 +510,8 @@ class CarbonTrackedJobSpec(KubeModel):
             raise ValueError(f"gates: {_NO_GATES}")
         if g.approval is not None and not set(g.approval.stages) <= set(self.canary.stages):
             raise ValueError(f"gates.approval.stages: {_APPROVAL_STAGES}")
+        if self.carbon.max_grams_per_metric_point is not None and g.quality is None:
+            raise ValueError(f"carbon.maxGramsPerMetricPoint: {_PER_POINT_NEEDS_QUALITY}")
         return self
 
 
@@ -510,6 +588,8 @@ class SourceStatus(KubeModel):
     """The sidecar's clock: shown, never trusted."""
     received_at: float = 0
     """The operator's clock when the newest accepted batch arrived (the plausibility checks use it)."""
+    first_received_at: float = 0
+    """The operator's clock when its first batch arrived: a pod's oldest boot folds first."""
     method: str = "unavailable"
     markers_dropped: int = Field(0, ge=0)
     records_dropped: int = Field(0, ge=0)
@@ -526,6 +606,8 @@ class SourceStatus(KubeModel):
     gpu_uuids: list[str] = Field(default_factory=list, max_length=64)
     gpu_sharing: list[Sharing] = Field(default_factory=list, max_length=64)
     """Per GPU index, as gpuEnergyJoules: NVML UUID and exclusive | shared | mig."""
+    gpu_names: list[str] = Field(default_factory=list, max_length=64)
+    """Per GPU index: the product name NVML gives (empty when the sidecar did not send it)."""
 
 
 class RefusedCounts(KubeModel):
@@ -537,6 +619,31 @@ class RefusedCounts(KubeModel):
     """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
     implausible: int = Field(0, ge=0)
     """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
+    too_many_pods: int = Field(0, ge=0)
+    """A batch from a new pod when status already holds the most pods it keeps (2000): not counted."""
+    status_full: int = Field(0, ge=0)
+    """A batch that would add a source past the status size budget (512 KiB of sources): not counted."""
+
+
+class FoldedPodStatus(KubeModel):
+    """The finished sidecar boots of one pod, summed, so status stays bounded however often it restarts.
+
+    A boot folds once two newer boots of its pod have reported; its energy stays in every total."""
+
+    pod: str
+    boots: int = Field(0, ge=0)
+    """Boots folded in, ever."""
+    boot_ids: list[str] = Field(default_factory=list, max_length=64)
+    """The newest folded boot ids, oldest first: a batch under one of them is a duplicate (409)."""
+    energy_joules: float = Field(0, ge=0)
+    uncertainty_joules: float = Field(0, ge=0)
+    shared_energy_joules: float = Field(0, ge=0)
+    global_step: int = Field(0, ge=0)
+    steps_seen: int = Field(0, ge=0)
+    markers_dropped: int = Field(0, ge=0)
+    records_dropped: int = Field(0, ge=0)
+    unmeasured: int = Field(0, ge=0)
+    """Folded boots that measured no energy (method unavailable)."""
 
 
 MAX_STATUS_GPUS = 64
@@ -554,12 +661,16 @@ class GpuStatus(KubeModel):
     method: str
     """energy-counter | power-integration | simulated | unavailable."""
     foreign_processes: int = Field(0, ge=0)
+    name: str = Field("", max_length=96)
+    """Product name as NVML gives it (e.g. NVIDIA H100 80GB HBM3): what a report calls the hardware."""
 
 
 class TelemetryStatus(KubeModel):
-    """Where the totals come from: one entry per (pod, sidecar boot)."""
+    """Where the totals come from: one entry per live (pod, sidecar boot), and per pod its folded boots."""
 
     sources: list[SourceStatus] = Field(default_factory=list)
+    folded: list[FoldedPodStatus] = Field(default_factory=list)
+    """Per pod, the boots that ended (at most two live boots per pod stay in sources)."""
     refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None
@@ -585,6 +696,16 @@ class DPStatus(KubeModel):
     """What the job itself claims; shown beside the recomputed epsilon, never trusted alone."""
 
 
+class FirstMetric(KubeModel):
+    """The first report of an eval metric and the job's totals when it arrived: where gains count from."""
+
+    name: str = Field(min_length=1, max_length=128)
+    step: int = Field(ge=0)
+    value: float
+    energy_joules: float = Field(ge=0)
+    emissions_grams: float = Field(ge=0)
+
+
 class EvidenceStatus(KubeModel):
     """What the trainers reported for the gates, kept so a restarted operator judges the same evidence.
 
@@ -592,6 +713,8 @@ class EvidenceStatus(KubeModel):
     """
 
     metrics: list[EvalMetric] = Field(default_factory=list, max_length=64)
+    first_metrics: list[FirstMetric] = Field(default_factory=list, max_length=64)
+    """Each metric's first report, with the energy and emissions at that moment."""
     dp: DPStatus | None = None
 
 
@@ -608,6 +731,58 @@ class TestsEvidence(KubeModel):
     low: int | None = None
     source: str = ""
     """spec, or configmap/NAME; a ConfigMap that cannot be read falls back to the last evidence."""
+
+
+class EfficiencyStatus(KubeModel):
+    """Energy and emissions per unit of the quality metric gained since its first report.
+
+    `gain` is in the metric's own units, positive when it improved (lower is better: a fall). The rates
+    are absent until the metric has gained (no gain: no finite rate; the gate says so)."""
+
+    metric: str
+    reference_step: int = Field(ge=0)
+    reference_value: float
+    step: int = Field(ge=0)
+    value: float
+    gain: float
+    energy_joules: float = Field(ge=0)
+    """GPU energy since the reference report."""
+    emissions_grams: float = Field(ge=0)
+    """Emissions (PUE included) since the reference report."""
+    joules_per_metric_point: float | None = None
+    grams_per_metric_point: float | None = None
+
+
+class ScheduleStatus(KubeModel):
+    """The carbon-aware start: why the job waits (or why it started), and what waiting saved."""
+
+    deferred_since: datetime | None = None
+    """When the deferral began (the planned start); the deadline counts from it across restarts."""
+    deadline: datetime | None = None
+    """deferredSince + maxDelay: it starts then at the latest."""
+    start_after: datetime | None = None
+    """The cleaner start the forecast names, while waiting for it."""
+    reason: str = ""
+    message: str = ""
+    summary: str = ""
+    """Why it waits and until when (kubectl get), or why it started."""
+    planned_grams_per_kwh: float | None = None
+    """Intensity at the planned start (when the deferral began)."""
+    started_at: datetime | None = None
+    start_grams_per_kwh: float | None = None
+    """Intensity when it actually started."""
+    deferred_seconds: float = Field(0, ge=0)
+    emissions_avoided_grams_estimate: float | None = None
+    """Measured energy x PUE x (planned - actual start intensity): an estimate, negative if waiting cost."""
+    above_since: datetime | None = None
+    """While Running with pauseAbove: since when the intensity has been above its limit."""
+    pauses: int = Field(0, ge=0)
+    """Pauses for a dirty grid so far (at most pauseAbove.maxPauses)."""
+    paused_from: str | None = None
+    """The phase a dirty-grid pause interrupted (Running); set while paused (phase Deferred)."""
+    paused_at: datetime | None = None
+    paused_seconds: float = Field(0, ge=0)
+    """Time spent in dirty-grid pauses, all of them."""
 
 
 class PromotionStatus(KubeModel):
@@ -670,6 +845,32 @@ class DecisionRecord(KubeModel):
     """The phase the decision was made in."""
 
 
+class CheckpointStatus(KubeModel):
+    """The newest checkpoint a trainer reported (`client.report_checkpoint`): a resume starts from it."""
+
+    step: int = Field(ge=0)
+    uri: str = Field(max_length=1024)
+    at: datetime
+    """When the operator received the report (its own clock)."""
+
+
+class HaltStatus(KubeModel):
+    """A halt in progress or done: the stop request to the trainers, and when the Job was suspended.
+
+    Kept in status so a restarted operator continues the same halt (same deadline)."""
+
+    requested_at: datetime
+    deadline: datetime
+    """requestedAt + spec.halt.gracePeriodSeconds: the Job is suspended then at the latest."""
+    step: int = Field(0, ge=0)
+    """The global step when the stop was requested."""
+    suspended_at: datetime | None = None
+    """None while the trainers are saving."""
+    outcome: Literal["Checkpointed", "GraceExpired", "NoCheckpointing"] | None = None
+    """Why the Job was suspended: a checkpoint reported after the request, the grace period over, or
+    a job whose trainers never reported a checkpoint (nothing to wait for)."""
+
+
 class CarbonTrackedJobStatus(KubeModel):
     """Observed state; written only by the operator."""
 
@@ -701,6 +902,10 @@ class CarbonTrackedJobStatus(KubeModel):
     epsilon_claimed: float | None = None
     """What the job itself reported, shown beside the recomputed value."""
     projected: Projection | None = None
+    schedule: ScheduleStatus | None = None
+    """The carbon-aware start (spec.carbon.schedule)."""
+    efficiency: EfficiencyStatus | None = None
+    """Energy per quality: joules and grams per unit of the quality metric gained (judgement)."""
     telemetry: TelemetryStatus | None = None
     evidence: EvidenceStatus | None = None
     """Written by the telemetry writer with the energy it came with."""
@@ -714,6 +919,10 @@ class CarbonTrackedJobStatus(KubeModel):
     """Per metric gate, the last 10 measurements."""
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=10)
     """The last 10 approvals and rejections, oldest first."""
+    checkpoint: CheckpointStatus | None = None
+    """Written by the telemetry writer, from the trainer's reports."""
+    halt: HaltStatus | None = None
+    """Written by the judgement; cleared when the job resumes."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

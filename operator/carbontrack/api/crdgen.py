@@ -62,6 +62,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "DP epsilon recomputed by the operator",
     },
     {"name": "Gates", "type": "string", "jsonPath": ".status.gateSummary"},
+    {
+        "name": "Schedule",
+        "type": "string",
+        "jsonPath": ".status.schedule.summary",
+        "description": "carbon-aware start: why it waits and until when, or why it started",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

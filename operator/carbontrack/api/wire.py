@@ -69,6 +69,8 @@ class GpuCounter(WireModel):
 
     index: int = Field(ge=0, lt=MAX_GPUS)
     uuid: str = Field("", max_length=96)
+    name: str = Field("", max_length=96)
+    """The product name NVML gives (e.g. NVIDIA H100 80GB HBM3): the hardware a report names."""
     energy_joules: Joules
     lost: bool = False
     """NVML reported the GPU lost; its counter is frozen at the last good value."""
@@ -108,6 +110,13 @@ class DPParams(WireModel):
     accountant_epsilon: float | None = Field(None, ge=0)
 
 
+class CheckpointReport(WireModel):
+    """A checkpoint the trainer saved: where (its own URI: a path, s3://, ...) and at which global step."""
+
+    step: Count
+    uri: str = Field(min_length=1, max_length=1024)
+
+
 class TelemetryBatch(WireModel):
     """One POST from a sidecar to the operator."""
 
@@ -136,6 +145,8 @@ class TelemetryBatch(WireModel):
     dp: DPParams | None = None
     final: bool = False
     """The sidecar is shutting down; no further batch will come from this boot."""
+    checkpoint: CheckpointReport | None = None
+    """The newest checkpoint the trainer reported since the previous batch (sent at once)."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -165,6 +176,9 @@ class TelemetryAck(WireModel):
     accepted: bool
     seq: Count
     message: str = ""
+    stop: bool = False
+    """A halt is under way: the trainer should save a checkpoint, report it, and stop (the sidecar relays
+    this to the client's `should_stop()`)."""
 
 
 class WireError(ValueError):

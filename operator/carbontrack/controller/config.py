@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from carbontrack.core.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -24,6 +26,11 @@ class OperatorConfig:
     default_zone: str = ""
     intensity_provider: str = "static"
     intensity_secret: str = ""
+    electricitymaps_url: str = "https://api.electricitymap.org"
+    watttime_url: str = "https://api.watttime.org"
+    """Provider base URLs: a proxy or mirror in an air-gapped cluster (and the tests' fake providers)."""
+    intensity_ttl_s: float = 300.0
+    """How long a live figure or forecast is reused before the provider is asked again."""
     max_body_bytes: int = 1 << 20
     client_timeout_s: float = 10.0
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
@@ -49,6 +56,19 @@ class OperatorConfig:
     """How often the certificate is checked for renewal (and re-read from the Secret)."""
     tls_serving_days: float = 90.0
     """Lifetime of the serving certificate the operator issues (renewed with a third of it left)."""
+    kueue_admission_check: bool = False
+    """Answer Kueue AdmissionChecks with controllerName carbontrack.io/budget (needs Kueue's CRDs)."""
+    kueue_elastic_jobs: bool = False
+    """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
+
+    max_pods_per_job: int = PODS_PER_JOB
+    """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
+    status_budget_bytes: int = STATUS_BUDGET_BYTES
+    """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(pods_per_job=self.max_pods_per_job, status_budget_bytes=self.status_budget_bytes)
 
     @property
     def server_names(self) -> list[str]:
@@ -80,6 +100,9 @@ class OperatorConfig:
             default_zone=get("DEFAULT_ZONE", ""),
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),
+            electricitymaps_url=get("ELECTRICITYMAPS_URL", cls.electricitymaps_url),
+            watttime_url=get("WATTTIME_URL", cls.watttime_url),
+            intensity_ttl_s=float(get("INTENSITY_TTL_S", "300")),
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
             idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
@@ -93,4 +116,8 @@ class OperatorConfig:
             tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
             tls_check_s=float(get("TLS_CHECK_S", "3600")),
             tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
+            max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
+            status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
+            kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
+            kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
         )

@@ -12,10 +12,12 @@ writer patches its fields of status (see controller.status for who writes what).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -23,7 +25,15 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.contract import APPROVE_ANNOTATION, LABEL_JOB, LABEL_MANAGED, REJECT_ANNOTATION, Phase
+from carbontrack.api.contract import (
+    APPROVE_ANNOTATION,
+    LABEL_JOB,
+    LABEL_MANAGED,
+    REJECT_ANNOTATION,
+    RESUME_ANNOTATION,
+    WORLD_SIZE_ANNOTATION,
+    Phase,
+)
 from carbontrack.api.crd import (
     GROUP,
     PLURAL,
@@ -31,24 +41,35 @@ from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     MetricHistory,
+    ScheduleStatus,
     TestsEvidence,
 )  # fmt: skip
-from carbontrack.controller import metrics, prometheus
+from carbontrack.controller import kueue, metrics, prometheus
 from carbontrack.controller import status as st
 from carbontrack.controller.auth import Authenticator
 from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.jobbuilder import InjectionError, build_job, job_name_for
+from carbontrack.controller.jobbuilder import InjectionError, build_job, build_service, job_name_for
 from carbontrack.controller.leadership import PeeringMonitor
 from carbontrack.controller.peering import PeeringArgs
 from carbontrack.controller.registry import Registry, merge_patch_status
 from carbontrack.controller.server import TelemetryServer
+from carbontrack.controller.services import ServiceConflict, ensure_service
 from carbontrack.controller.tls_handlers import start_tls
-from carbontrack.core import analysis
+from carbontrack.core import analysis, halting, kueue_policy
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
+from carbontrack.core.deferral import (
+    decide,
+    dirty_check,
+    paused_status,
+    resume_schedule,
+    resumed_status,
+    schedule_status,
+)
 from carbontrack.core.evaluation import (
     ConditionUpdate,
     Inputs,
+    JobScale,
     Plan,
     epsilon_query,
     evaluate,
@@ -148,9 +169,10 @@ def _invalid(
 
 
 async def _create_or_scale(
-    api: client.ApiClient, job: dict[str, Any], replicas: int, suspend: bool
+    api: client.ApiClient, job: dict[str, Any], replicas: int, suspend: bool | None
 ) -> tuple[bool, ApiException | None]:
-    """(created, the apiserver's refusal if any). A Job that exists gets the scale and suspend."""
+    """(created, the apiserver's refusal if any). A Job that exists gets the scale and suspend
+    (None: a Job Kueue queues, whose suspend is Kueue's alone)."""
     batch_api = client.BatchV1Api(api)
     try:
         await batch_api.create_namespaced_job(job["metadata"]["namespace"], job)
@@ -160,9 +182,23 @@ async def _create_or_scale(
             raise kopf.TemporaryError("the apiserver is busy (429)", delay=retry_after(exc)) from exc
         if exc.status != 409:
             return False, exc
-    scale = {"spec": {"parallelism": replicas, "completions": replicas, "suspend": suspend}}
-    await batch_api.patch_namespaced_job(job["metadata"]["name"], job["metadata"]["namespace"], scale)
+    scale: dict[str, Any] = {"parallelism": replicas, "completions": replicas}
+    if suspend is not None:
+        scale["suspend"] = suspend
+    await batch_api.patch_namespaced_job(
+        job["metadata"]["name"], job["metadata"]["namespace"], {"spec": scale}
+    )
     return False, None
+
+
+async def _kueue_active(api: client.ApiClient, namespace: str, name: str, suspend: bool) -> None:
+    """A queued job halts and resumes through its Workload's spec.active (see controller.kueue)."""
+    if not await kueue.set_active(api, namespace, job_name_for(name), not suspend) and suspend:
+        raise kopf.TemporaryError("waiting for Kueue to create the Job's Workload", delay=2)
+
+
+def _queueing(meta: kopf.Meta, cfg: OperatorConfig) -> kueue_policy.Queueing | None:
+    return kueue_policy.queueing(meta.get("labels"), meta.get("annotations"), cfg.kueue_elastic_jobs)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -181,14 +217,36 @@ async def reconcile(
     phase = status.get("phase")
     if phase in (Phase.SUCCEEDED, Phase.FAILED):
         return
+    queued = _queueing(meta, memo.cfg)
+    parsed = kueue_policy.effective_spec(parsed, queued)  # without elastic Jobs: full size from the start
     replicas = int(status.get("replicas") or parsed.canary.replicas)
-    suspend = parsed.suspend or suspended(parsed, phase)  # only the judgement lifts a gate's halt
+    # only the judgement lifts a gate's halt, and only it stops running workers (after their checkpoint);
+    # a carbon-aware start: the Job is created suspended, and only the judgement's deferral starts it
+    halt = st.parse(status).halt
+    deferring = parsed.carbon.schedule is not None and phase in (None, Phase.INVALID)
+    suspend = (
+        (parsed.suspend and phase in (None, Phase.INVALID))
+        or deferring
+        or halting.workers_stopped(suspended(parsed, phase), halt)
+    )
     try:
         job = build_job(name, namespace, uid, parsed, replicas, memo.cfg)
         job["spec"]["suspend"] = suspend
+        if queued is not None:  # Kueue's webhook suspends it; carbontrack never writes its suspend
+            del job["spec"]["suspend"]
+            labels, annotations = kueue_policy.job_metadata(meta.get("labels"), meta.get("annotations"))
+            job["metadata"]["labels"].update(labels)
+            job["metadata"].setdefault("annotations", {}).update(annotations)
     except InjectionError as exc:
         raise _invalid(body, status, patch, "InjectionRefused", str(exc), generation) from exc
-    created, refused = await _create_or_scale(memo.api, job, replicas, suspend)
+    if parsed.distributed.enabled:  # the workers' DNS names (issue 16); before the pods that need them
+        try:
+            await ensure_service(memo.api, build_service(name, namespace, uid), uid)
+        except ServiceConflict as exc:
+            raise _invalid(body, status, patch, "ServiceConflict", str(exc), generation) from exc
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"the headless Service: {_api_message(exc)}", delay=5) from exc
+    created, refused = await _create_or_scale(memo.api, job, replicas, None if queued else suspend)
     if refused is not None:
         message = f"the apiserver refused the Job: {_api_message(refused)}"
         if refused.status in (400, 422):  # the template is invalid: retrying cannot help
@@ -198,15 +256,22 @@ async def reconcile(
         )
         kopf.warn(body, reason="JobCreateFailed", message=message)
         raise kopf.TemporaryError(message, delay=5) from refused
+    if queued is not None:
+        await _kueue_active(memo.api, namespace, name, suspend)
     if created:
         kopf.info(
             body, reason="JobCreated", message=f"Indexed Job {job_name_for(name)} with {replicas} workers"
         )
     ready = ConditionUpdate("Ready", True, "JobRunning", f"{replicas} of {parsed.replicas} workers")
     if phase in (None, Phase.INVALID):  # the Job exists now: the judgement takes it from Pending
-        patch.status.update(st.phase_update(status, Phase.PENDING, ready, generation))
-        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {Phase.PENDING}")
-    elif phase not in (Phase.HALTED, Phase.PAUSED):  # their condition names the gate; the judgement lifts it
+        first = Phase.DEFERRED if deferring else Phase.PENDING
+        if deferring:
+            ready = ConditionUpdate(
+                "Ready", False, "Deferred", "waiting for a clean grid (spec.carbon.schedule)"
+            )
+        patch.status.update(st.phase_update(status, first, ready, generation))
+        kopf.info(body, reason="PhaseChanged", message=f"phase {phase or 'none'} -> {first}")
+    elif phase not in (Phase.HALTED, Phase.PAUSED, Phase.DEFERRED):  # the judgement lifts these
         patch.status.update(st.ready_update(status, ready, generation))
     memo.registry.update_spec(namespace, name, parsed)
 
@@ -307,28 +372,30 @@ async def _gather(
     # a zone left to the node's region is resolved by the first batch: not judged before it
     pending = not spec.carbon.zone and not agg.sources
     warned = any(c.type == "ZoneResolved" and c.status == "False" for c in stored.conditions)
+    refusing = any(c.type == "TelemetryAccepted" and c.status == "False" for c in stored.conditions)
+    unreadable = any(c.type == "IntensityResolved" and c.status == "False" for c in stored.conditions)
     return Inputs(
         spec=spec, generation=generation, state=st.promotion_state(stored), replicas=status.get("replicas"),
         aggregate=agg, intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
         tests=tests, tests_evidence=evidence, epsilons=epsilons,
         zone=intensity.zone if intensity else "",
         zone_known=pending or intensity is None or intensity.known_zone, zone_warned=warned, person=person,
-        metrics=measured,
+        telemetry_warned=refusing, intensity_warned=unreadable,
+        intensity_problem=memo.registry.intensity.problem(namespace, spec),
+        metrics=measured, now=now, halt=stored.halt, checkpoint=st.checkpoint_status(agg),
+        schedule=stored.schedule,
     )  # fmt: skip
 
 
 async def _apply(
     body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
-    spec: CarbonTrackedJobSpec, plan: Plan,
+    spec: CarbonTrackedJobSpec, plan: Plan, queued: kueue_policy.Queueing | None = None,
 ) -> None:  # fmt: skip
     if plan.scale is not None:
-        s = plan.scale
-        scale = {"spec": {"parallelism": s.replicas, "completions": s.replicas, "suspend": s.suspend}}
-        try:
-            await client.BatchV1Api(memo.api).patch_namespaced_job(job_name_for(name), namespace, scale)
-        except ApiException as exc:
-            raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+        await _scale(memo, name, namespace, plan.scale, queued)
     patch.status.update(st.plan_update(status, spec, plan, name))
+    if state := memo.registry.jobs.get((namespace, name)):
+        state.stop = halting.stop_requested(plan.halt)  # answered to every sidecar from now on
     if plan.clear_decision:  # recorded in status (its hash): the annotation has done its work
         for key in (APPROVE_ANNOTATION, REJECT_ANNOTATION):
             if key in (body.metadata.annotations or {}):
@@ -344,6 +411,136 @@ async def _apply(
         # a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
         for event in state.aggregate.measurement_events(state.announced):
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+async def _scale(
+    memo: kopf.Memo, name: str, namespace: str, s: JobScale, queued: kueue_policy.Queueing | None
+) -> None:
+    """Patch the Job's scale and suspend; a resume also writes the stage's world size and the checkpoint
+    to start from on the pod template (its annotations may change while the Job is suspended). A job
+    Kueue queues keeps its suspend for Kueue: it halts and resumes through its Workload's spec.active."""
+    batch_api = client.BatchV1Api(memo.api)
+    scale: dict[str, Any] = {"spec": {"parallelism": s.replicas, "completions": s.replicas}}
+    if queued is None:
+        scale["spec"]["suspend"] = s.suspend
+    if s.resume:
+        ck = s.resume_from
+        annotations = {
+            WORLD_SIZE_ANNOTATION: str(s.replicas),
+            RESUME_ANNOTATION: f"{ck.step} {ck.uri}" if ck else None,
+        }
+        resumed = {"spec": {**scale["spec"], "template": {"metadata": {"annotations": annotations}}}}
+        try:
+            await batch_api.patch_namespaced_job(job_name_for(name), namespace, resumed)
+            scale = {}
+        except ApiException as exc:  # a Job the apiserver will not let change its template: resume anyway
+            if exc.status != 422:
+                raise kopf.TemporaryError(f"resuming the Job failed: {exc.reason}", delay=5) from exc
+            log.warning("resume point not written to the pod template: %s", _api_message(exc))
+    try:
+        if scale:
+            await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
+        if queued is not None:
+            await _kueue_active(memo.api, namespace, name, s.suspend)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+
+
+async def _defer(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int, queued: kueue_policy.Queueing | None,
+) -> None:  # fmt: skip
+    """One round of the carbon-aware start: read the grid, `core.deferral.decide`, and start the Job
+    (phase Pending: the judgement takes it to Canary) or record why it waits and until when."""
+    stored = st.parse(status)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = stored.schedule
+    since = before.deferred_since if before and before.deferred_since else now
+    job_state = memo.registry.jobs.get((namespace, name))
+    known_zone = job_state.intensity.zone if job_state and job_state.aggregate.sources else None
+    grid = await memo.registry.intensity.grid(namespace, spec, known_zone)
+    if before is not None and before.paused_from:  # a dirty-grid pause: resume by the pause's limit
+        verdict = decide(
+            resume_schedule(spec.carbon.schedule), now, before.paused_at or now, grid, spec.suspend
+        )
+        schedule = resumed_status(before, verdict, now)
+        resume_to = Phase(before.paused_from)
+    else:
+        verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
+        schedule = schedule_status(before, verdict, grid, now, since)
+        resume_to = Phase.PENDING
+    if verdict.start or queued is not None:  # a queued job's Workload is made inactive once Kueue made it
+        try:
+            await _hold(memo, name, namespace, not verdict.start, queued)
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
+    phase = resume_to if verdict.start else Phase.DEFERRED
+    condition = ConditionUpdate("Deferred", not verdict.start, verdict.reason, verdict.message)
+    patch.status.update(st.deferral_update(status, schedule, phase, condition, generation))
+    if verdict.start or (before is None or before.reason != verdict.reason):
+        kind = "Warning" if verdict.warning else "Normal"
+        reason = f"Start{verdict.reason}" if verdict.start else f"Deferred{verdict.reason}"
+        kopf.event(body, type=kind, reason=reason, message=verdict.message)
+    if verdict.start:
+        kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.DEFERRED} -> {phase}")
+    state = memo.registry.jobs.get((namespace, name)) or await memo.registry.get(namespace, name)
+    if state is not None:
+        state.gauges = replace(
+            state.gauges, phase=phase, deferred_s=schedule.deferred_seconds,
+            emissions_avoided_g=schedule.emissions_avoided_grams_estimate,
+        )  # fmt: skip
+
+
+async def _hold(
+    memo: kopf.Memo, name: str, namespace: str, hold: bool, queued: kueue_policy.Queueing | None
+) -> None:
+    """Hold the workers stopped (or let them run) for a carbon-aware start or pause: the Job's suspend,
+    or, for a job Kueue queues, its Workload's spec.active (Kueue owns the Job's suspend)."""
+    if queued is not None:
+        await _kueue_active(memo.api, namespace, name, hold)
+        return
+    await client.BatchV1Api(memo.api).patch_namespaced_job(
+        job_name_for(name), namespace, {"spec": {"suspend": hold}}
+    )
+
+
+def _live(source: str) -> bool:
+    """A live provider's reading (not the static table, a fixed override, or a provider's fallback)."""
+    return not (source.startswith("static") or source == "override" or source.endswith("fallback"))
+
+
+async def _pause_if_dirty(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    spec: CarbonTrackedJobSpec, generation: int, queued: kueue_policy.Queueing | None,
+) -> ScheduleStatus | None:  # fmt: skip
+    """spec.carbon.schedule.pauseAbove while Running: pause (phase Deferred, the Job suspended) when the
+    live intensity stayed above the limit long enough; `core.deferral.dirty_check` decides. Returns the
+    schedule status the judgement should carry on with, or None when the job was paused."""
+    schedule = spec.carbon.schedule
+    stored = st.parse(status)
+    before = stored.schedule or ScheduleStatus()
+    job_state = await memo.registry.get(namespace, name)
+    if schedule is None or schedule.pause_above is None or job_state is None:
+        return stored.schedule
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    figure = job_state.intensity
+    dirty = dirty_check(
+        schedule.pause_above, now, figure.g_per_kwh, _live(figure.source), before.above_since, before.pauses
+    )
+    if not dirty.pause:
+        return before.model_copy(update={"above_since": dirty.above_since})
+    # TODO(issue 16): the checkpointing halt (ask the trainers to checkpoint, then suspend) goes here
+    try:
+        await _hold(memo, name, namespace, True, queued)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"pausing the Job failed: {exc.reason}", delay=5) from exc
+    paused = paused_status(before, dirty, now, Phase.RUNNING.value)
+    condition = ConditionUpdate("Deferred", True, "DirtyGrid", dirty.message)
+    patch.status.update(st.deferral_update(status, paused, Phase.DEFERRED, condition, generation))
+    kopf.event(body, type="Normal", reason="PausedDirtyGrid", message=dirty.message)
+    kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.RUNNING} -> {Phase.DEFERRED}")
+    job_state.gauges = replace(job_state.gauges, phase=Phase.DEFERRED)
+    return None
 
 
 async def promote(
@@ -363,8 +560,42 @@ async def promote(
     except ValidationError:
         return
     generation = int(meta.get("generation") or 0)
+    queued = _queueing(meta, memo.cfg)
+    parsed = kueue_policy.effective_spec(parsed, queued)
+    # no phase yet with a schedule: the reconcile's Deferred may have been lost; never start past it
+    if status.get("phase") == Phase.DEFERRED or (not status.get("phase") and parsed.carbon.schedule):
+        await _defer(body, memo, name, namespace, status, patch, parsed, generation, queued)
+        return
     inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
-    await _apply(body, memo, name, namespace, status, patch, parsed, evaluate(inputs))
+    if status.get("phase") == Phase.RUNNING and parsed.carbon.schedule and parsed.carbon.schedule.pause_above:
+        carried = await _pause_if_dirty(
+            body, memo, name, namespace, status, patch, parsed, generation, queued
+        )
+        if carried is None:
+            return
+        inputs = dataclasses.replace(inputs, schedule=carried)
+    plan = evaluate(inputs)
+    if queued is not None:
+        plan = dataclasses.replace(plan, conditions=(*plan.conditions, *await _kueue_conditions(
+            memo, namespace, name, parsed, queued)))  # fmt: skip
+    await _apply(body, memo, name, namespace, status, patch, parsed, plan, queued)
+
+
+async def _kueue_conditions(
+    memo: kopf.Memo, namespace: str, name: str, spec: CarbonTrackedJobSpec, queued: kueue_policy.Queueing
+) -> tuple[ConditionUpdate, ...]:
+    """CanaryStages, and BudgetAdmission mirrored from the Workload (whose pending budget check this
+    round answers too, so a missed Workload event delays an answer by one round at most)."""
+    out = [c for c in (kueue_policy.canary_condition(spec, queued),) if c is not None]
+    if memo.cfg.kueue_admission_check:
+        try:
+            admission = await kueue.judge_job(memo.api, memo.cfg, namespace, job_name_for(name))
+        except ApiException as exc:
+            log.warning("reading the Workload failed: %s", exc.reason, extra={"job": name})
+            admission = None
+        if admission is not None:
+            out.append(admission)
+    return tuple(out)
 
 
 def register(cfg: OperatorConfig) -> None:
@@ -376,3 +607,5 @@ def register(cfg: OperatorConfig) -> None:
     kopf.timer(
         GROUP, VERSION, PLURAL, interval=cfg.judge_interval_s, initial_delay=1.0, backoff=cfg.judge_interval_s
     )(promote)
+    if cfg.kueue_admission_check:
+        kueue.register()

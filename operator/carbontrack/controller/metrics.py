@@ -76,6 +76,14 @@ class JobCollector(Collector):
         )
         gate = gauge("carbontrack_gate_passed", "1 if the gate passed at the last judgement.", ("gate",))
         phase = gauge("carbontrack_job_phase", "1 for the job's current phase.", ("phase",))
+        deferred = gauge(
+            "carbontrack_deferred_seconds", "Time the carbon-aware start waited for a clean grid (so far)."
+        )
+        avoided = gauge(
+            "carbontrack_emissions_avoided_grams_estimate",
+            "Estimated emissions the deferred start avoided: measured energy x PUE x (intensity at the "
+            "planned start - at the actual start). An estimate; negative when waiting cost.",
+        )
         now = time.time()
         for state in list(self.jobs()):
             labels = [state.namespace, state.name]
@@ -92,12 +100,16 @@ class JobCollector(Collector):
                 epsilon_budget.add_metric(labels, g.epsilon_budget)
             if g.emissions_budget_g is not None:
                 emissions_budget.add_metric(labels, g.emissions_budget_g)
+            if g.deferred_s is not None:
+                deferred.add_metric(labels, g.deferred_s)
+            if g.emissions_avoided_g is not None:
+                avoided.add_metric(labels, g.emissions_avoided_g)
             for name, passed in sorted(g.gates.items()):
                 gate.add_metric([*labels, name], 1 if passed else 0)
             for p in Phase:
                 phase.add_metric([*labels, p.value], 1 if p == g.phase else 0)
         yield from (energy, emissions, steps, power, intensity, epsilon, epsilon_budget, emissions_budget)
-        yield from (gate, phase)
+        yield from (gate, phase, deferred, avoided)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # unchecked collector: series come and go with jobs

@@ -76,6 +76,8 @@ class JobState:
     """When the intensity was last resolved (monotonic): at most once per INTENSITY_REFRESH_S."""
     accepted: Any = None
     """This job's child of carbontrack_telemetry_batches_total (a label lookup per batch cost 4 %)."""
+    stop: bool = False
+    """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -86,6 +88,8 @@ def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauge
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
         emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
         gates={g.name: g.passed for g in st.gates},
+        deferred_s=st.schedule.deferred_seconds if st.schedule else None,
+        emissions_avoided_g=st.schedule.emissions_avoided_grams_estimate if st.schedule else None,
     )
 
 
@@ -117,10 +121,11 @@ class Registry:
                 raise
             spec = CarbonTrackedJobSpec.model_validate(obj["spec"])
             st = status.parse(obj.get("status"))
+            aggregate = status.restore(st, self.config.limits)
             state = JobState(
-                namespace, name, spec, status.restore(st), initial_intensity(spec, self.config),
-                gauges_from(st, spec),
-            )  # fmt: skip
+                namespace, name, spec, aggregate, initial_intensity(spec, self.config), gauges_from(st, spec)
+            )
+            state.stop = st.halt is not None  # a restarted operator keeps asking the trainers to stop
             state.writer = self._writer(state)
             state.writer.start()
             self.jobs[key] = state

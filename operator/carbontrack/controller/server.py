@@ -4,11 +4,12 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   200 accepted (body: TelemetryAck)      401 bad or missing token
   400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, not the schema: strict types, no
       coercion) or unknown version (anything but the integer 1)
-  403 token bound to another pod or job  404 no such CarbonTrackedJob         409 replayed seq
+  403 token bound to another pod or job  404 no such CarbonTrackedJob   409 replayed seq or folded boot
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
-      the pod's GPUs could draw (since the previous batch arrived, or since the pod started)
+      the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
+      pod or source status has no room for (core.folding)
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -37,7 +38,10 @@ log = logging.getLogger("carbontrack.telemetry")
 
 _VERDICT_STATUS = {
     Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422, Verdict.IMPLAUSIBLE: 422,
+    Verdict.TOO_MANY_PODS: 422, Verdict.STATUS_FULL: 422,
 }  # fmt: skip
+"""422 for a capacity refusal too: the sidecar drops the batch's step records and keeps sending its
+cumulative counters, so its energy is counted exactly if room appears (core.folding)."""
 
 
 def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
@@ -224,5 +228,7 @@ class TelemetryServer:
         result = await self.registry.apply(state, batch, receipt)
         if result.verdict is not Verdict.ACCEPTED:
             return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
-        ack = TelemetryAck(accepted=True, seq=batch.seq)
-        return web.Response(text=ack.model_dump_json(by_alias=True), content_type="application/json")
+        ack = TelemetryAck(accepted=True, seq=batch.seq, stop=state.stop)
+        # `stop` only when asked: a sidecar older than the field parses the rest as before
+        body = ack.model_dump_json(by_alias=True, exclude=None if state.stop else {"stop"})
+        return web.Response(text=body, content_type="application/json")

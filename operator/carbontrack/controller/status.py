@@ -6,10 +6,12 @@ Each top-level field has one writer:
 | writer                                   | fields                                                     |
 |------------------------------------------|------------------------------------------------------------|
 | telemetry writer (`telemetry_update`)    | steps, energy*, emissions*, powerWatts, intensity,         |
-|                                          | telemetry, evidence                                        |
+|                                          | telemetry, evidence, checkpoint                            |
 | judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
-|                                          | projected, testsEvidence, measurements, decisions,         |
+|                                          | projected, efficiency, testsEvidence, measurements,        |
+|                                          | decisions, halt, schedule (the deferred start,             |
+|                                          | `deferral_update`, then its savings estimate),             |
 |                                          | conditions*,                                               |
 |                                          | observedGeneration                                         |
 
@@ -32,13 +34,17 @@ from carbontrack.api.crd import (
     MAX_STATUS_GPUS,
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
+    CheckpointStatus,
     DPStatus,
     EvalMetric,
     EvidenceStatus,
+    FirstMetric,
+    FoldedPodStatus,
     GpuStatus,
     IntensityStatus,
     PromotionStatus,
     RefusedCounts,
+    ScheduleStatus,
     SourceStatus,
     TelemetryStatus,
     TestsEvidence,
@@ -48,6 +54,7 @@ from carbontrack.controller.conditions import set_condition
 from carbontrack.core.aggregation import JobAggregate, Source, SourceGpu
 from carbontrack.core.emissions import kwh
 from carbontrack.core.evaluation import ConditionUpdate, Gauges, Plan
+from carbontrack.core.folding import Limits, PodFold
 from carbontrack.core.gates import TestResults
 from carbontrack.core.promotion import State
 from carbontrack.intensity.static import Intensity
@@ -95,10 +102,11 @@ def source_status(s: Source) -> SourceStatus:
         gpu_energy_joules=[s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at, method=s.method,
         markers_dropped=s.markers_dropped, records_dropped=s.records_dropped, final=s.final,
-        received_at=s.received_at, window=list(s.window()) if s.records else [],
+        received_at=s.received_at, first_received_at=s.first_received_at,
+        window=list(s.window()) if s.records else [],
         uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
         method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
-        gpu_sharing=[g.sharing for g in s.gpus][:64],
+        gpu_sharing=[g.sharing for g in s.gpus][:64], gpu_names=[g.name[:96] for g in s.gpus][:64],
     )  # fmt: skip
 
 
@@ -107,7 +115,8 @@ def source_from(s: SourceStatus) -> Source:
         pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
         gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
         global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
-        received_at=s.received_at, method=s.method, markers_dropped=s.markers_dropped,
+        received_at=s.received_at, first_received_at=s.first_received_at, method=s.method,
+        markers_dropped=s.markers_dropped,
         records_dropped=s.records_dropped, final=s.final,
     )  # fmt: skip
     src.uncertainty_j, src.shared_energy_j, src.method_reason = (
@@ -115,13 +124,32 @@ def source_from(s: SourceStatus) -> Source:
         s.shared_energy_joules,
         s.method_reason,
     )
+    names = s.gpu_names + [""] * (len(s.gpu_uuids) - len(s.gpu_names))  # a status written before names
     src.gpus = [
-        SourceGpu(i, uuid, sharing, s.method)
-        for i, (uuid, sharing) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, strict=False))
+        SourceGpu(i, uuid, sharing, s.method, name=name)
+        for i, (uuid, sharing, name) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, names, strict=False))
     ]
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
     return src
+
+
+def fold_status(f: PodFold) -> FoldedPodStatus:
+    return FoldedPodStatus(
+        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_joules=f.energy_j,
+        uncertainty_joules=f.uncertainty_j, shared_energy_joules=f.shared_energy_j, global_step=f.global_step,
+        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
+        unmeasured=f.unmeasured,
+    )  # fmt: skip
+
+
+def fold_from(f: FoldedPodStatus) -> PodFold:
+    return PodFold(
+        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_j=f.energy_joules,
+        uncertainty_j=f.uncertainty_joules, shared_energy_j=f.shared_energy_joules, global_step=f.global_step,
+        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
+        unmeasured=f.unmeasured,
+    )  # fmt: skip
 
 
 def evidence_status(agg: JobAggregate) -> EvidenceStatus:
@@ -132,18 +160,30 @@ def evidence_status(agg: JobAggregate) -> EvidenceStatus:
             step=agg.dp.step, noise_multiplier=agg.dp.noise_multiplier, sample_rate=agg.dp.sample_rate,
             delta=agg.dp.delta, accountant_epsilon=agg.dp.accountant_epsilon,
         )  # fmt: skip
-    return EvidenceStatus(metrics=metrics[:64], dp=dp)
+    first = [
+        FirstMetric(name=k, step=step, value=v, energy_joules=j, emissions_grams=g)
+        for k, (step, v, j, g) in sorted(agg.first_evals.items())
+    ]
+    return EvidenceStatus(metrics=metrics[:64], first_metrics=first[:64], dp=dp)
 
 
-def restore(status: CarbonTrackedJobStatus) -> JobAggregate:
-    """The aggregate as the last status write left it: energy high-water marks and the evidence."""
-    agg = JobAggregate(emissions_g=status.emissions_grams)
+def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> JobAggregate:
+    """The aggregate as the last status write left it: energy high-water marks, folds and the evidence."""
+    agg = JobAggregate(emissions_g=status.emissions_grams, limits=limits or Limits())
     if status.telemetry is not None:
         for s in status.telemetry.sources:
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
+        agg.folded = {f.pod: fold_from(f) for f in status.telemetry.folded}
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
+    if status.checkpoint is not None:
+        ck = status.checkpoint
+        agg.checkpoint = (ck.step, ck.uri, ck.at.timestamp())
     if status.evidence is not None:
         agg.evals = {m.name: (m.step, m.value) for m in status.evidence.metrics}
+        agg.first_evals = {
+            m.name: (m.step, m.value, m.energy_joules, m.emissions_grams)
+            for m in status.evidence.first_metrics
+        }
         dp = status.evidence.dp
         if dp is not None:
             agg.dp = DPParams(
@@ -178,6 +218,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
                 sharing=g.sharing,
                 method=g.method,
                 foreign_processes=g.foreign_processes,
+                name=g.name,
             )
             for pod, g in agg.gpus(MAX_STATUS_GPUS)
         ],
@@ -187,6 +228,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
         ),
         telemetry=TelemetryStatus(
             sources=sources,
+            folded=[fold_status(f) for _, f in sorted(agg.folded.items())],
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),
             steps_per_second=max(rates) if rates else None,
@@ -194,7 +236,16 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
         ),
         evidence=evidence_status(agg),
     )
+    if agg.checkpoint is not None:
+        update.checkpoint = checkpoint_status(agg)
     return {"status": _dump(update)}
+
+
+def checkpoint_status(agg: JobAggregate) -> CheckpointStatus | None:
+    if agg.checkpoint is None:
+        return None
+    step, uri, at = agg.checkpoint
+    return CheckpointStatus(step=step, uri=uri, at=_utc(at))
 
 
 # --- the judgement's fields ---------------------------------------------------------------------
@@ -241,6 +292,7 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         selector=f"{LABEL_JOB}={name}",
         promotion=promotion_status(state),
         observed_generation=plan.generation,
+        halt=plan.halt,
     )
     if plan.epsilon is not None:
         update.epsilon = round(plan.epsilon, 6)
@@ -248,6 +300,10 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
         update.epsilon_claimed = plan.epsilon_claimed
     if plan.projected is not None:
         update.projected = plan.projected
+    if plan.efficiency is not None:
+        update.efficiency = plan.efficiency
+    if plan.schedule is not None:
+        update.schedule = plan.schedule
     if plan.tests_evidence is not None:
         update.tests_evidence = plan.tests_evidence
     if plan.decision.report is not None:
@@ -275,6 +331,19 @@ def phase_update(
         "phase": phase.value,
         "conditions": _conditions(current, condition, generation),
     }
+
+
+def deferral_update(
+    current: Mapping[str, Any], schedule: ScheduleStatus, phase: Phase, condition: ConditionUpdate,
+    generation: int | None,
+) -> Patch:  # fmt: skip
+    """A round of the carbon-aware start (phase Deferred, or Pending once it starts): status patch with
+    the schedule, the phase and the Deferred condition."""
+    out = changed(current, _dump(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
+    conditions = _conditions(current, condition, generation)
+    if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
+        out["conditions"] = conditions
+    return out
 
 
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:

@@ -8,12 +8,25 @@ with exact values, and a restarted operator that gathers the same inputs from st
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from carbontrack.api.contract import Phase
-from carbontrack.api.crd import CarbonTrackedJobSpec, MetricGate, MetricHistory, Projection, TestsEvidence
-from carbontrack.core import analysis
-from carbontrack.core.aggregation import JobAggregate
+from carbontrack.api.crd import (
+    CarbonTrackedJobSpec,
+    CheckpointStatus,
+    EfficiencyStatus,
+    HaltStatus,
+    MetricGate,
+    MetricHistory,
+    Projection,
+    ScheduleStatus,
+    TestsEvidence,
+)
+from carbontrack.core import analysis, halting
+from carbontrack.core.aggregation import JobAggregate, Verdict
+from carbontrack.core.deferral import with_savings
+from carbontrack.core.efficiency import efficiency
 from carbontrack.core.gates import Evidence, Report, TestResults, judge
 from carbontrack.core.privacy import Accountant, epsilon
 from carbontrack.core.promotion import Decision, Event, PersonDecision, State, step
@@ -71,10 +84,24 @@ class Inputs:
     """False: the zone is in no intensity table, and emissions use the world average."""
     zone_warned: bool = False
     """The ZoneResolved=False condition is already in status (its Event was posted)."""
+    intensity_problem: str | None = None
+    """Why the job's live intensity provider cannot be used (its key's Secret unreadable), or None."""
+    intensity_warned: bool = False
+    """The IntensityResolved=False condition is already in status (its Event was posted)."""
+    telemetry_warned: bool = False
+    """The TelemetryAccepted=False condition is already in status (its Event was posted)."""
     person: PersonDecision | None = None
     """The approve/reject annotation on the object, if any."""
     metrics: tuple[MetricHistory, ...] = ()
     """Each metric gate's counts for the current stage, this round's measurement included."""
+    now: dt.datetime = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    """The handler's clock, for the halt's grace period."""
+    halt: HaltStatus | None = None
+    """status.halt: a halt under way or done."""
+    checkpoint: CheckpointStatus | None = None
+    """status.checkpoint: the newest checkpoint a trainer reported."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule: the carbon-aware start, for the savings estimate once it started."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,10 @@ class JobScale:
 
     replicas: int
     suspend: bool
+    resume: bool = False
+    """A suspended Job starts again: its pod template (whose annotations may change only while it is
+    suspended) gets the stage's world size and `resume_from`."""
+    resume_from: CheckpointStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,10 @@ class Gauges:
     epsilon_budget: float | None = None
     emissions_budget_g: float | None = None
     gates: dict[str, bool] = field(default_factory=dict)
+    deferred_s: float | None = None
+    """Time the carbon-aware start waited (None: the job has no deferral)."""
+    emissions_avoided_g: float | None = None
+    """Estimated emissions the deferral avoided (core.deferral.avoided_g)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +156,12 @@ class Plan:
     """The approve/reject annotation has been acted on (status records its hash): remove it."""
     measurements: tuple[MetricHistory, ...] | None = None
     """status.measurements, when the spec has metric gates."""
+    halt: HaltStatus | None = None
+    """status.halt after this round (core.halting)."""
+    efficiency: EfficiencyStatus | None = None
+    """status.efficiency: energy per unit of the quality metric gained."""
+    schedule: ScheduleStatus | None = None
+    """status.schedule with the avoided-emissions estimate for the energy so far."""
 
 
 def _over_budget(inputs: Inputs) -> str | None:
@@ -156,6 +197,7 @@ def evaluate(inputs: Inputs) -> Plan:
     spec, agg = inputs.spec, inputs.aggregate
     projected = _projection(inputs)
     claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
+    per_point = efficiency(spec.gates.quality, agg)
 
     histories = analysis.by_name(inputs.metrics)
     metric_gates = [
@@ -180,7 +222,7 @@ def evaluate(inputs: Inputs) -> Plan:
             emissions_projected_upper_g=agg.projection_upper_g(
                 spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
             ),
-            shared_gpu_energy_j=agg.shared_energy_j,
+            shared_gpu_energy_j=agg.shared_energy_j, efficiency=per_point,
         )  # fmt: skip
         report = judge(spec, evidence)
         if not measuring:
@@ -192,32 +234,48 @@ def evaluate(inputs: Inputs) -> Plan:
         judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
         collecting=measuring and any(analysis.collecting(g, h) for g, h in metric_gates),
     )  # fmt: skip
-    was_suspended = suspended(spec, inputs.state.phase)
+    held_before = suspended(spec, inputs.state.phase)
+    was_stopped = halting.workers_stopped(held_before, inputs.halt)
+    halt = halting.progress(
+        wants_stop=decision.suspend or spec.suspend, stopped_before=held_before, halt=inputs.halt,
+        checkpoint=inputs.checkpoint, grace_s=spec.halt.grace_period_seconds, now=inputs.now,
+        step=agg.global_step,
+    )  # fmt: skip
     scale = None
-    if decision.replicas != inputs.replicas or decision.suspend != was_suspended:
-        scale = JobScale(decision.replicas, decision.suspend or spec.suspend)
+    if decision.replicas != inputs.replicas or halt.stop_workers != was_stopped:
+        resume = was_stopped and not halt.stop_workers
+        scale = JobScale(decision.replicas, halt.stop_workers, resume, inputs.checkpoint if resume else None)
     conditions: list[ConditionUpdate] = []
     if decision.events:
         last = decision.events[-1]
         ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
         conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
     zone_conditions, zone_events = _zone(inputs)
+    telemetry_conditions, telemetry_events = _telemetry(inputs)
+    intensity_conditions, intensity_events = _intensity(inputs)
     report = decision.report
+    schedule = with_savings(inputs.schedule, agg.energy_j, spec.carbon.pue) or inputs.schedule
     gauges = Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
         emissions_budget_g=spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else None,
         gates={r.name: r.passed for r in report.results} if report else {},
+        deferred_s=inputs.schedule.deferred_seconds if inputs.schedule else None,
+        emissions_avoided_g=schedule.emissions_avoided_grams_estimate if schedule else None,
     )
     return Plan(
         decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
         projected=projected, tests_evidence=inputs.tests_evidence,
-        conditions=(*conditions, *zone_conditions), events=(*decision.events, *zone_events),
+        conditions=(*conditions, *zone_conditions, *telemetry_conditions, *intensity_conditions),
+        events=(*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events),
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
+        halt=halt.halt,
+        efficiency=per_point,
+        schedule=schedule,
     )  # fmt: skip
 
 
@@ -231,8 +289,11 @@ def _for_new_stage(
 
 
 def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
-    """Whether the Job is held suspended in this phase (a halt, or a pause the spec asks to suspend)."""
-    return phase == Phase.HALTED or (phase == Phase.PAUSED and spec.gates.suspend_when_paused)
+    """Whether the Job is held suspended in this phase (a halt, a deferred start, or a pause the spec
+    asks to suspend)."""
+    return phase in (Phase.HALTED, Phase.DEFERRED) or (
+        phase == Phase.PAUSED and spec.gates.suspend_when_paused
+    )
 
 
 def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
@@ -248,6 +309,53 @@ def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...
     )
     condition = ConditionUpdate("ZoneResolved", False, "UnknownZone", message)
     return (condition,), () if inputs.zone_warned else (Event("Warning", "UnknownZone", message),)
+
+
+def _intensity(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """IntensityResolved: a live provider whose key cannot be read (a 403 on the job's Secret) was once
+    only a log line; the job then uses the static table's figure, and says so here."""
+    if inputs.intensity_problem is None:
+        if not inputs.intensity_warned:
+            return (), ()
+        ok = ConditionUpdate(
+            "IntensityResolved", True, "ProviderKeyRead", "the intensity provider's key was read"
+        )
+        return (ok,), ()
+    condition = ConditionUpdate("IntensityResolved", False, "SecretUnreadable", inputs.intensity_problem)
+    if inputs.intensity_warned:
+        return (condition,), ()
+    return (condition,), (Event("Warning", "IntensitySecretUnreadable", inputs.intensity_problem),)
+
+
+def _telemetry(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """TelemetryAccepted: status had no room for a pod or a source (core.folding), so the totals may miss
+    its energy; said in a condition and once in an Event, not only in a counter. The message carries no
+    count (status.telemetry.refused has them), so an ongoing refusal does not rewrite it every round."""
+    refusals = inputs.aggregate.capacity_refusals()
+    limits = inputs.aggregate.limits
+    if not refusals:
+        if not inputs.telemetry_warned:
+            return (), ()
+        return (
+            ConditionUpdate("TelemetryAccepted", True, "AllAccepted", "status has room for telemetry"),
+        ), ()
+    parts = []
+    if Verdict.TOO_MANY_PODS in refusals:
+        parts.append(f"batches from pods beyond the {limits.pods_per_job} a job's status holds")
+    if Verdict.STATUS_FULL in refusals:
+        parts.append(
+            f"new sources that would take status.telemetry past {limits.status_budget_bytes} bytes "
+            "(of etcd's 1.5 MiB per object)"
+        )
+    reason = "PodLimit" if refusals.keys() == {Verdict.TOO_MANY_PODS} else "StatusSizeLimit"
+    if len(refusals) > 1:
+        reason = "StatusLimits"
+    message = (
+        f"telemetry refused for room: {' and '.join(parts)}; their energy is not in the totals "
+        "(status.telemetry.refused counts the batches; their sidecars keep sending cumulative counters)"
+    )
+    condition = ConditionUpdate("TelemetryAccepted", False, reason, message)
+    return (condition,), () if inputs.telemetry_warned else (Event("Warning", "TelemetryRefused", message),)
 
 
 def job_outcome(conditions: list[dict[str, object]] | None) -> tuple[Phase, str] | None:

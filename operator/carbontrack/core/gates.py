@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from carbontrack.api.crd import CarbonTrackedJobSpec, Context, GateResult, GateVerdict, Thresholds
+from carbontrack.api.crd import (
+    CarbonTrackedJobSpec,
+    Context,
+    EfficiencyStatus,
+    GateResult,
+    GateVerdict,
+    Thresholds,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class Evidence:
     """The projection scaled by the stated measurement uncertainty; production judges this."""
     shared_gpu_energy_j: float = 0.0
     """Board energy of MIG or shared GPUs in the job's energy: not the job's alone."""
+    efficiency: EfficiencyStatus | None = None
+    """Energy and emissions per unit of the quality metric gained (core.efficiency)."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +262,32 @@ def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
         out.append(r)
     if spec.carbon.budget_kg is not None:
         out.append(_carbon(spec, evidence, prof))
+    if spec.carbon.max_grams_per_metric_point is not None:
+        out.append(_per_point(spec.carbon.max_grams_per_metric_point, evidence, prof))
     return Report(tuple(out))
+
+
+def _per_point(limit: float, evidence: Evidence, prof: Profile) -> GateResult:
+    """gCO2e per unit of the quality metric gained since its first report vs the bound. No gain yet is
+    not missing data but an infinite cost: it fails (energy went in, nothing came out)."""
+    name = "carbon.perMetricPoint"
+    e = evidence.efficiency
+    if not evidence.energy_measured:
+        return _missing(
+            name, "energy", limit, prof, "energy was not measured (a sidecar reports method unavailable)"
+        )
+    if e is None:
+        return _missing(
+            name, "quality metric", limit, prof, "the quality metric has not been reported twice yet"
+        )
+    if e.grams_per_metric_point is None:
+        return GateResult(
+            name=name, passed=False, threshold=limit,
+            message=f"{e.metric} gained {e.gain:g} since step {e.reference_step}: "
+            f"{e.emissions_grams:.3g} gCO2e spent for no gain",
+        )  # fmt: skip
+    what = f"gCO2e per unit of {e.metric} gained since step {e.reference_step}"
+    return _at_most(name, e.grams_per_metric_point, limit, what, prof)
 
 
 def _carbon(spec: CarbonTrackedJobSpec, evidence: Evidence, prof: Profile) -> GateResult:

@@ -6,6 +6,10 @@ WattTime v3: GET {base}/login with HTTP basic auth -> {"token"}; then
 GET {base}/v3/forecast?region=R&signal_type=co2_moer&horizon_hours=0 with the bearer token ->
 {"data": [{"point_time", "value" (lbs CO2/MWh)}], "meta": {...}}. WattTime's figure is the *marginal*
 operating emissions rate, not an average: the source recorded in status says which.
+Forecasts (carbon-aware start, core/deferral.py): Electricity Maps
+GET {base}/v3/carbon-intensity/forecast?zone=Z -> {"zone", "forecast": [{"carbonIntensity", "datetime"}],
+"updatedAt"}; WattTime the same /v3/forecast with horizon_hours=24. A provider whose forecast cannot be
+read gives None: the deferral then waits on the intensity now, up to its deadline.
 Every figure carries its source; a provider that fails is retried with backoff while the static
 value stands in, and the status says `fallback`.
 """
@@ -13,6 +17,7 @@ value stands in, and the status says `fallback`.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +25,7 @@ from typing import Protocol
 
 import aiohttp
 
+from carbontrack.core.deferral import ForecastPoint
 from carbontrack.intensity.static import Intensity, lookup
 
 log = logging.getLogger("carbontrack.intensity")
@@ -34,6 +40,30 @@ class Provider(Protocol):
     name: str
 
     async def fetch(self, session: aiohttp.ClientSession, zone: str) -> Intensity: ...
+
+    async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]: ...
+
+
+def _when(value: object) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ProviderError(f"a forecast time must be a string, got {value!r:.50}")
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ProviderError(f"a forecast time is not ISO 8601: {value!r:.50}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _points(rows: object, time_key: str, value_key: str, scale: float) -> tuple[ForecastPoint, ...]:
+    if not isinstance(rows, list) or not rows:
+        raise ProviderError("the forecast holds no points")
+    out = []
+    for row in rows[:1000]:
+        value = row.get(value_key) if isinstance(row, dict) else None
+        if not isinstance(value, int | float) or not 0 <= value * scale < 5000:
+            raise ProviderError(f"a forecast point has no usable {value_key}: {row!r:.100}")
+        out.append(ForecastPoint(_when(row.get(time_key)), float(value) * scale))
+    return tuple(out)
 
 
 @dataclass
@@ -52,6 +82,16 @@ class ElectricityMaps:
         if not isinstance(value, int | float) or not 0 <= value < 5000:
             raise ProviderError(f"electricitymaps gave no usable carbonIntensity: {body!r:.200}")
         return Intensity(float(value), str(body.get("zone", zone)), "electricitymaps")
+
+    async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]:
+        url = f"{self.base_url}/v3/carbon-intensity/forecast"
+        async with session.get(url, params={"zone": zone}, headers={"auth-token": self.api_key}) as resp:
+            if resp.status != 200:
+                raise ProviderError(f"electricitymaps forecast answered {resp.status}")
+            body = await resp.json()
+        return _points(
+            body.get("forecast") if isinstance(body, dict) else None, "datetime", "carbonIntensity", 1.0
+        )
 
 
 @dataclass
@@ -90,6 +130,19 @@ class WattTime:
             raise ProviderError(f"watttime gave no usable value: {body!r:.200}") from exc
         return Intensity(lbs_per_mwh * LBS_PER_MWH_TO_G_PER_KWH, zone, "watttime:co2_moer(marginal)")
 
+    async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]:
+        token = await self._login(session)
+        params = {"region": zone, "signal_type": "co2_moer", "horizon_hours": "24"}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{self.base_url}/v3/forecast", params=params, headers=headers) as resp:
+            if resp.status == 401:
+                self._token = ""
+            if resp.status != 200:
+                raise ProviderError(f"watttime forecast answered {resp.status}")
+            body = await resp.json()
+        rows = body.get("data") if isinstance(body, dict) else None
+        return _points(rows, "point_time", "value", LBS_PER_MWH_TO_G_PER_KWH)
+
 
 @dataclass
 class _Entry:
@@ -109,6 +162,7 @@ class IntensityResolver:
     max_backoff_s: float = 600.0
     clock: object = time.monotonic
     _cache: dict[str, _Entry] = field(default_factory=dict)
+    _forecasts: dict[str, tuple[float, tuple[ForecastPoint, ...] | None]] = field(default_factory=dict)
     _session: aiohttp.ClientSession | None = None
 
     def _now(self) -> float:
@@ -147,6 +201,35 @@ class IntensityResolver:
                 },
             )
             return value
+
+    async def forecast(self, zone: str) -> tuple[ForecastPoint, ...] | None:
+        """The provider's forecast for the zone, cached like the figure now; None without a live provider
+        or when it cannot be read (logged, retried after the cache time)."""
+        if self.provider is None:
+            return None
+        now = self._now()
+        cached = self._forecasts.get(zone)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        try:
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            points: tuple[ForecastPoint, ...] | None = await self.provider.forecast(self._session, zone)
+        except (
+            TimeoutError,
+            ProviderError,
+            aiohttp.ClientError,
+            ValueError,
+            KeyError,
+            AttributeError,
+        ) as exc:
+            log.warning(
+                "intensity forecast failed",
+                extra={"provider": self.provider.name, "zone": zone, "error": str(exc)[:200]},
+            )
+            points = None
+        self._forecasts[zone] = (now, points)
+        return points
 
     async def close(self) -> None:
         if self._session is not None:

@@ -26,6 +26,7 @@ from carbontrack.api.wire import TelemetryBatch
 from carbontrack.logs import setup_logging
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
+from carbontrack.sidecar.markers import Marker
 from carbontrack.sidecar.outbox import Backoff
 from carbontrack.sidecar.policy import Action, respond
 from carbontrack.sidecar.state import SidecarState
@@ -46,12 +47,25 @@ def encode(batch: TelemetryBatch) -> bytes:
     return batch.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
+STOP = b'{"v":1,"k":"ctl","stop":true}'
+GO = b'{"v":1,"k":"ctl","stop":false}'
+
+
 class _MarkerProtocol(asyncio.DatagramProtocol):
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sidecar.on_datagram(data)
+        marker = self.sidecar.on_datagram(data)
+        # the pod-local channel back: a halt's stop request answers every datagram of a client (a poll
+        # is answered either way, so a withdrawn stop is seen); loopback, so never lost in practice
+        stop = self.sidecar.state.stop_requested
+        if self.transport is not None and (stop or (marker is not None and marker.kind == "poll")):
+            self.transport.sendto(STOP if stop else GO, addr)
 
 
 class Sidecar:
@@ -74,15 +88,17 @@ class Sidecar:
         self._urgent = False
         """An eval, DP or end report waits to be sent."""
 
-    def on_datagram(self, data: bytes) -> None:
+    def on_datagram(self, data: bytes) -> Marker | None:
         marker = self.state.on_datagram(data, time.monotonic())
         if marker is None:
-            return
-        if marker.kind in ("end", "eval", "dp") or (marker.kind == "step" and marker.metrics):
-            self._urgent = True  # an eval, a DP report or the trainer's exit: the operator judges on it
+            return None
+        if marker.kind in ("end", "eval", "dp", "ckpt") or (marker.kind == "step" and marker.metrics):
+            # an eval, a DP report, a checkpoint a halt waits for, or the trainer's exit: at once
+            self._urgent = True
             self._wake.set()
         elif not self._first_sent and marker.kind == "step":
             self._wake.set()  # the first batch goes at once (once its record is closed: _ship_loop)
+        return marker
 
     def _token(self) -> str:
         try:
@@ -101,6 +117,9 @@ class Sidecar:
         response = respond(result.status, self.max_records)
         self.back_off = response.back_off
         if response.action is Action.DELIVERED:
+            if result.ack is not None and result.ack.stop != self.state.stop_requested:
+                log.info("stop request from the operator", extra={"stop": result.ack.stop})
+                self.state.stop_requested = result.ack.stop
             self.state.outbox.ack(batch.seq)
             self.sent += 1
             self._first_sent = self._first_sent or bool(batch.steps)
@@ -196,6 +215,7 @@ class Sidecar:
                     "pending": self.state.outbox.pending,
                     "recordsDropped": self.state.outbox.records_dropped,
                     "markersDropped": self.state.gaps.dropped,
+                    "stopRequested": self.state.stop_requested,
                 }
             ).encode()
             head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"

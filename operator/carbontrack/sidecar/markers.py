@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = {"hello", "step", "eval", "dp", "end", "gpus", "sample"}
+KINDS = {"hello", "step", "eval", "dp", "end", "gpus", "sample", "ckpt", "poll"}
+MAX_URI = 1024
 MAX_METRICS = 64
 MAX_GPUS = 64
 MAX_UUID = 96
@@ -57,6 +58,8 @@ class Marker:
     """kind gpus: the trainer's inventory (empty with `error` when its NVML did not load)."""
     samples: tuple[GpuSample, ...] | None = None
     error: str | None = None
+    uri: str | None = None
+    """kind ckpt: where the checkpoint was saved."""
 
 
 def _uuid(value: Any) -> str:
@@ -151,6 +154,9 @@ def parse(data: bytes) -> Marker:
             raise BadMarker("dp needs noise_multiplier, sample_rate and delta")
         if raw.get("accountant_epsilon") is not None:
             dp["accountant_epsilon"] = _finite(raw["accountant_epsilon"], "accountant_epsilon")
+    uri = msg.get("u")
+    if kind == "ckpt" and (not isinstance(uri, str) or not 0 < len(uri) <= MAX_URI):
+        raise BadMarker("a ckpt marker needs u, a URI of 1-1024 characters")
     visible = msg.get("visible")
     error = msg.get("err")
     return Marker(
@@ -165,4 +171,5 @@ def parse(data: bytes) -> Marker:
         gpus=_inventory(msg.get("g")) if kind == "gpus" else None,
         samples=_samples(msg.get("g")) if kind == "sample" else None,
         error=str(error)[:300] if error else None,
+        uri=uri if kind == "ckpt" else None,
     )

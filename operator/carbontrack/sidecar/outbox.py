@@ -11,7 +11,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from carbontrack.api.wire import DPParams, EvalReport, StepRecord, TelemetryBatch
+from carbontrack.api.wire import CheckpointReport, DPParams, EvalReport, StepRecord, TelemetryBatch
 
 
 @dataclass
@@ -20,6 +20,9 @@ class Outbox:
     records: deque[StepRecord] = field(default_factory=deque)
     evals: deque[EvalReport] = field(default_factory=lambda: deque(maxlen=100))
     dp: DPParams | None = None
+    checkpoint: CheckpointReport | None = None
+    """The newest checkpoint the trainer reported; like dp, carried by every batch (the operator keeps
+    the highest step), so a lost batch loses nothing."""
     records_dropped: int = 0
     seq: int = 0
     in_flight: tuple[int, int, list[EvalReport]] | None = None
@@ -47,6 +50,7 @@ class Outbox:
                 "steps": records,
                 "evals": evals,
                 "dp": self.dp,
+                "checkpoint": self.checkpoint,
                 "records_dropped": self.records_dropped,
             }
         )

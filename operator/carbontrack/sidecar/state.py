@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from carbontrack.api.wire import (
+    CheckpointReport,
     DPParams,
     EvalReport,
     GpuCounter,
@@ -67,6 +68,8 @@ class SidecarState:
         self.steps_seen = 0
         self.global_step = 0
         self.bad_markers = 0
+        self.stop_requested = False
+        """The operator's last answer asked the trainers to checkpoint and stop (issue 16)."""
         self.ended = False
         self.feed = TrainerFeed() if config.backend == "trainer" else None
         self.pending: deque[Marker] = deque(maxlen=MAX_PENDING)
@@ -101,6 +104,11 @@ class SidecarState:
 
     @property
     def method_reason(self) -> str:
+        """Why this method: at most the 300 characters the wire allows (a trainer's NVML error text is
+        the trainer's words, of any length; a longer reason would make every batch unsendable)."""
+        return self._method_reason()[:300]
+
+    def _method_reason(self) -> str:
         if self.feed is not None:
             return self.feed.reason
         if self.refused:
@@ -194,6 +202,8 @@ class SidecarState:
             self.ended = self.ended or marker.kind == "end"
         if marker.metrics and marker.kind in ("step", "eval"):
             self.outbox.add_eval(EvalReport(step=marker.step, metrics=marker.metrics))
+        if marker.kind == "ckpt" and marker.uri is not None:
+            self.outbox.checkpoint = CheckpointReport(step=marker.step, uri=marker.uri)
         if marker.kind == "dp" and marker.dp is not None:
             try:
                 self.outbox.dp = DPParams(step=marker.step, **marker.dp)
@@ -257,8 +267,9 @@ class SidecarState:
         exact = method == "simulated"
         gpus = [
             GpuCounter(
-                index=g.info.index, uuid=g.info.uuid, energy_joules=g.joules, lost=g.lost, sharing=g.sharing,
-                foreign_processes=g.foreign_processes, uncertainty_joules=g.uncertainty_j(exact),
+                index=g.info.index, uuid=g.info.uuid, name=g.info.name, energy_joules=g.joules, lost=g.lost,
+                sharing=g.sharing, foreign_processes=g.foreign_processes,
+                uncertainty_joules=g.uncertainty_j(exact),
                 method=None if exact or g.method == method else g.method,
             )
             for g in self.gpu_meters

@@ -1,0 +1,208 @@
+"""Carbon-aware start on the real control plane, against a local server in Electricity Maps' API shape.
+
+A job with spec.carbon.schedule is created suspended in phase Deferred; it starts at the clean hour the
+forecast names, at its deadline (with an Event), at once when the provider cannot be read (a Warning) or
+when the figure is the static table's (which never defers); an edit while deferred re-decides.
+Each test has its own grid zone (the namespace's name), so the fake provider's state is its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.cases.crs import TEMPLATE
+from tests.cases.fake_electricitymaps import FakeElectricityMaps
+from tests.cluster.controlplane import ControlPlane
+from tests.integration.conftest import apply
+from tests.integration.harness import (
+    Operator,
+    metric_value,
+    running_pods,
+    start_sidecar,
+    status,
+    wait,
+)
+
+
+def deferred(
+    name: str, zone: str, schedule: dict[str, Any], provider: str = "electricitymaps"
+) -> dict[str, Any]:
+    intensity = (
+        {"provider": provider, "secretName": "em-key"} if provider != "static" else {"provider": "static"}
+    )
+    return {
+        "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob", "metadata": {"name": name},
+        "spec": {
+            "replicas": 1, "totalSteps": 1000, "template": TEMPLATE,
+            "canary": {"replicas": 1, "minSteps": 10, "stages": [100]},
+            "carbon": {"zone": zone, "pue": 1.2, "intensity": intensity, "schedule": schedule},
+            "gates": {"allowEmpty": True},
+        },
+    }  # fmt: skip
+
+
+def key_secret(cluster: ControlPlane, namespace: str, fake: FakeElectricityMaps) -> None:
+    secret = {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "em-key"},
+        "data": {"apiKey": base64.b64encode(fake.api_key.encode()).decode()},
+    }  # fmt: skip
+    assert apply(cluster, namespace, secret).returncode == 0
+
+
+def job_suspended(cluster: ControlPlane, namespace: str, name: str) -> bool | None:
+    out = cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json", check=False)
+    return bool(json.loads(out.stdout)["spec"].get("suspend")) if out.returncode == 0 else None
+
+
+def events(cluster: ControlPlane, namespace: str) -> str:
+    return cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "custom-columns=T:.type,R:.reason,M:.message"
+    ).stdout
+
+
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == kind), {})
+
+
+def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps, tmp_path: Path
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clean_at = now + dt.timedelta(seconds=25)
+    electricitymaps.forecast[zone] = [(now - dt.timedelta(minutes=5), 450.0), (clean_at, 120.0)]
+    key_secret(cluster, namespace, electricitymaps)
+    assert (
+        apply(
+            cluster, namespace, deferred("clean", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h"})
+        ).returncode
+        == 0
+    )
+
+    st = wait(lambda: (s := status(cluster, namespace, "clean")).get("schedule", {}).get("reason") and s,
+              what="a deferral decision")  # fmt: skip
+    assert st["phase"] == "Deferred", st
+    assert st["schedule"]["reason"] == "ForecastCleaner", st["schedule"]
+    assert st["schedule"]["startAfter"] == clean_at.isoformat().replace("+00:00", "Z")
+    assert st["schedule"]["plannedGramsPerKwh"] == 450.0
+    assert condition(st, "Deferred")["status"] == "True"
+    assert job_suspended(cluster, namespace, "clean") is True
+    row = cluster.kubectl("get", "ctj", "clean", "-n", namespace).stdout
+    assert "Deferred" in row and f"ForecastCleaner until {clean_at:%Y-%m-%dT%H:%M}Z" in row, row
+
+    st = wait(lambda: (s := status(cluster, namespace, "clean")).get("phase") == "Canary" and s,
+              timeout=90, what="the start at the clean hour")  # fmt: skip
+    sched = st["schedule"]
+    started = dt.datetime.fromisoformat(sched["startedAt"].replace("Z", "+00:00"))
+    assert clean_at <= started <= clean_at + dt.timedelta(seconds=10), sched
+    assert (sched["reason"], sched["startGramsPerKwh"], sched["plannedGramsPerKwh"]) == (
+        "GridClean",
+        120.0,
+        450.0,
+    )
+    assert 20 <= sched["deferredSeconds"] <= 40
+    assert condition(st, "Deferred")["status"] == "False"
+    assert job_suspended(cluster, namespace, "clean") is False
+
+    ((pod, uid),) = running_pods(cluster, namespace, "clean", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "clean", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 6):
+        trainer.step(s)
+
+    def saving() -> dict[str, Any] | None:
+        s = status(cluster, namespace, "clean")
+        return (
+            s if s.get("energyJoules", 0) > 0 and s["schedule"].get("emissionsAvoidedGramsEstimate") else None
+        )
+
+    st = wait(saving, timeout=60, what="the avoided emissions estimate")
+    energy = st["energyJoules"]
+    # the estimate lags the energy by at most one judgement: compare within the newest status's energy
+    assert 0 < st["schedule"]["emissionsAvoidedGramsEstimate"] <= energy * 1.2 * (450 - 120) / 3.6e6 + 1e-9
+    text = operator.metrics()
+    assert (metric_value(text, "carbontrack_emissions_avoided_grams_estimate", namespace, "clean") or 0) > 0
+    assert 20 <= (metric_value(text, "carbontrack_deferred_seconds", namespace, "clean") or 0) <= 40
+    assert "StartGridClean" in events(cluster, namespace)
+
+
+def test_starts_at_the_deadline_with_an_event_when_nothing_cleaner_comes(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.intensity[zone] = 480.0  # no forecast for this zone: wait on the figure now
+    key_secret(cluster, namespace, electricitymaps)
+    assert (
+        apply(
+            cluster, namespace, deferred("late", zone, {"maxGramsPerKwh": 200, "maxDelay": "15s"})
+        ).returncode
+        == 0
+    )
+    st = wait(lambda: (s := status(cluster, namespace, "late")).get("schedule", {}).get("reason") and s,
+              what="a deferral decision")  # fmt: skip
+    assert (st["phase"], st["schedule"]["reason"]) == ("Deferred", "AboveThreshold"), st
+    assert "at most until" in st["schedule"]["summary"]
+    st = wait(lambda: (s := status(cluster, namespace, "late")).get("phase") == "Canary" and s,
+              timeout=60, what="the start at the deadline")  # fmt: skip
+    assert st["schedule"]["reason"] == "DeadlineReached"
+    assert 15 <= st["schedule"]["deferredSeconds"] <= 25
+    assert "StartDeadlineReached" in events(cluster, namespace)
+    assert job_suspended(cluster, namespace, "late") is False
+
+
+def test_an_unreachable_provider_starts_at_once_with_a_warning(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.down.add(zone)
+    key_secret(cluster, namespace, electricitymaps)
+    assert apply(cluster, namespace, deferred("blind", zone, {"maxDelay": "24h"})).returncode == 0
+    st = wait(lambda: (s := status(cluster, namespace, "blind")).get("phase") == "Canary" and s,
+              timeout=60, what="the start")  # fmt: skip
+    assert st["schedule"]["reason"] == "ProviderUnavailable"
+    assert "fallback" in st["schedule"]["message"]
+    assert "Warning" in events(cluster, namespace) and "StartProviderUnavailable" in events(
+        cluster, namespace
+    )
+
+
+def test_the_static_table_never_defers_and_says_so(operator: Operator, namespace: str) -> None:
+    cluster = operator.cluster
+    assert (
+        apply(cluster, namespace, deferred("static", "DE", {"maxDelay": "24h"}, provider="static")).returncode
+        == 0
+    )
+    st = wait(lambda: (s := status(cluster, namespace, "static")).get("phase") == "Canary" and s,
+              timeout=60, what="the start")  # fmt: skip
+    assert st["schedule"]["reason"] == "StaticIntensity"
+    assert condition(st, "Deferred")["reason"] == "StaticIntensity"
+    assert "never defers" in condition(st, "Deferred")["message"]
+
+
+def test_an_edit_while_deferred_redecides(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.intensity[zone] = 300.0
+    key_secret(cluster, namespace, electricitymaps)
+    assert (
+        apply(
+            cluster, namespace, deferred("edit", zone, {"maxGramsPerKwh": 200, "maxDelay": "2h"})
+        ).returncode
+        == 0
+    )
+    st = wait(lambda: (s := status(cluster, namespace, "edit")).get("schedule", {}).get("reason") and s,
+              what="a deferral decision")  # fmt: skip
+    assert (st["phase"], st["schedule"]["reason"]) == ("Deferred", "AboveThreshold")
+    since = st["schedule"]["deferredSince"]
+    patch = {"spec": {"carbon": {"schedule": {"maxGramsPerKwh": 350}}}}
+    cluster.kubectl("patch", "ctj", "edit", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+    st = wait(lambda: (s := status(cluster, namespace, "edit")).get("phase") == "Canary" and s,
+              timeout=60, what="the start after the edit")  # fmt: skip
+    assert st["schedule"]["reason"] == "GridClean"
+    assert st["schedule"]["deferredSince"] == since  # the deferral's start is kept across the edit
+    assert job_suspended(cluster, namespace, "edit") is False

@@ -1,0 +1,124 @@
+"""A halt that checkpoints, on the real control plane: a failing gate -> the stop request reaches the
+trainer's client.should_stop() through the real sidecar -> the trainer reports a checkpoint -> the Job
+is suspended (not before) -> an edit resumes it -> the new pod's trainer is told where to resume and
+its step numbers continue from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from carbontrack import client
+from tests.cases.crs import TEMPLATE
+from tests.cluster.controlplane import ControlPlane
+from tests.integration.conftest import apply
+from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
+from tests.integration.test_distributed import pods, resolved_env
+
+
+def gated(name: str, min_score: float, grace_s: int = 120) -> dict[str, Any]:
+    return {
+        "apiVersion": "carbontrack.io/v1alpha1",
+        "kind": "CarbonTrackedJob",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "totalSteps": 1000,
+            "template": TEMPLATE,
+            "canary": {"replicas": 1, "minSteps": 10, "stages": [100]},
+            "carbon": {"zone": "DE", "pue": 1.2},
+            "gates": {
+                "context": "development",
+                "quality": {"metric": "eval_accuracy", "minScore": min_score},
+            },
+            "halt": {"gracePeriodSeconds": grace_s},
+        },
+    }
+
+
+def job(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout))
+
+
+def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_continues_from_it(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, gated("ckpt", 0.8)).returncode == 0
+    wait(lambda: status(cluster, namespace, "ckpt").get("phase") == "Canary", what="phase Canary")
+    spec = job(cluster, namespace, "ckpt")["spec"]
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+    ((pod, uid),) = running_pods(cluster, namespace, "ckpt", 1)
+    assert resolved_env(pods(cluster, namespace, "ckpt")["0"])["CARBONTRACK_RESUME_FROM"] == ""
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "ckpt", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 11):
+        trainer.step(s)
+    trainer.report_checkpoint(10, "/ckpt/step-10")  # a periodic save: this trainer speaks the protocol
+    for s in range(11, 13):
+        trainer.step(s)
+    trainer.report_eval({"eval_accuracy": 0.5}, step=12)  # under minScore 0.8: the quality gate fails
+
+    # The halt asks first: phase Halted, the request in status, the Job still running.
+    st = wait(
+        lambda: (s := status(cluster, namespace, "ckpt")).get("phase") == "Halted" and s.get("halt") and s,
+        what="phase Halted with a halt in status",
+    )
+    assert st["halt"]["step"] == 12 and "suspendedAt" not in st["halt"], st["halt"]
+    step = 12
+    deadline = time.monotonic() + 30
+    while not trainer.should_stop():  # the training loop: a step, then the check
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
+        step += 1
+        trainer.step(step)
+        time.sleep(0.1)
+    assert job(cluster, namespace, "ckpt")["spec"]["suspend"] is False  # still saving: not stopped yet
+    assert sidecar.healthz()["stopRequested"] is True
+    trainer.report_checkpoint(step, f"/ckpt/step-{step}")
+    saved = step
+
+    st = wait(
+        lambda: (s := status(cluster, namespace, "ckpt")).get("halt", {}).get("outcome") and s,
+        what="the halt done",
+    )
+    assert st["halt"]["outcome"] == "Checkpointed", st["halt"]
+    # the judgement reads the live aggregate; the telemetry writer's status.checkpoint follows within 1 s
+    st = wait(
+        lambda: (s := status(cluster, namespace, "ckpt")).get("checkpoint", {}).get("step") == saved and s,
+        what="status.checkpoint",
+    )
+    assert st["checkpoint"]["uri"] == f"/ckpt/step-{saved}"
+    wait(lambda: job(cluster, namespace, "ckpt")["spec"]["suspend"] is True, what="the Job suspended")
+    wait(lambda: not pods(cluster, namespace, "ckpt"), what="the pods deleted by the suspension")
+    sidecar.stop()
+
+    # The fix: a lower bar. The edit re-judges, the Job resumes, and its new pod knows where from.
+    patch = json.dumps({"spec": {"gates": {"quality": {"minScore": 0.4}}}})
+    cluster.kubectl("patch", "ctj", "ckpt", "-n", namespace, "--type=merge", "-p", patch)
+    wait(lambda: status(cluster, namespace, "ckpt").get("phase") == "Canary", what="resumed to Canary")
+    assert "halt" not in status(cluster, namespace, "ckpt")
+    template = job(cluster, namespace, "ckpt")["spec"]["template"]
+    assert template["metadata"]["annotations"]["carbontrack.io/resume-from"] == f"{saved} /ckpt/step-{saved}"
+    ((pod2, uid2),) = running_pods(cluster, namespace, "ckpt", 1)
+    assert uid2 != uid
+    env = resolved_env(pods(cluster, namespace, "ckpt")["0"])
+    resume = client.resume_from(env)
+    assert resume == (saved, f"/ckpt/step-{saved}")
+    sidecar2 = start_sidecar(tmp_path, operator, cluster, namespace, "ckpt", pod2, uid2)
+    trainer2 = sidecar2.client()
+    assert trainer2.should_stop() is False
+    first = resume[0] + 1  # the trainer loads step `saved` and continues with the next one
+    for s in range(first, first + 12):
+        trainer2.step(s)
+    trainer2.report_eval({"eval_accuracy": 0.6}, step=first + 11)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "ckpt")).get("steps") == first + 11 and s,
+        what="the resumed steps in status",
+    )
+    sources = {s["pod"]: s for s in st["telemetry"]["sources"]}
+    assert sources[pod]["globalStep"] == saved  # the halted pod's last step: the checkpoint's
+    assert sources[pod2]["globalStep"] == first + 11 and sources[pod2]["stepsSeen"] == 12
+    assert st["promotion"]["stageStartStep"] == saved  # the resumed canary counts from the checkpoint
+    sidecar2.stop()

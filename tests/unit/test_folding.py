@@ -1,0 +1,251 @@
+"""Bounded telemetry state: folded boots keep every total exact, replays of them change nothing, and the
+caps refuse (never fold away) what would not fit."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carbontrack.api.crd import CarbonTrackedJobStatus, SourceStatus
+from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
+from carbontrack.controller.status import restore, source_status, telemetry_update
+from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
+from carbontrack.core.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
+from carbontrack.intensity.static import lookup
+
+KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}
+NO_FOLDING = Limits(live_boots_per_pod=1 << 30)
+
+
+def batch(
+    pod: str, boot: str, seq: int, joules: float, step: int = 0, method: str = "simulated"
+) -> TelemetryBatch:
+    return TelemetryBatch(
+        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name=pod), boot_id=boot,
+        seq=seq, sent_at=0.0, method=method, gpus=[GpuCounter(index=0, energy_joules=joules)],
+        steps_seen=step, global_step=step, method_reason="" if method != "unavailable" else "no NVML",
+    )  # fmt: skip
+
+
+def send(agg: JobAggregate, b: TelemetryBatch, at: float, started: float = -1e9) -> Applied:
+    return agg.apply(b, Receipt(received_at=at, pod_started_at=started, gpus=1), **KW)
+
+
+def roundtrip(agg: JobAggregate) -> JobAggregate:
+    """The aggregate a restarted operator builds from the status this one wrote."""
+    body = json.loads(json.dumps(telemetry_update(agg, lookup("DE"), 5000.0)))
+    return restore(CarbonTrackedJobStatus.model_validate(body["status"]), agg.limits)
+
+
+def test_a_third_boot_folds_the_first_with_exact_totals() -> None:
+    agg = JobAggregate()
+    assert send(agg, batch("p0", "a", 1, 100.0, step=10), at=1).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("p0", "b", 1, 30.0, step=12), at=2).verdict is Verdict.ACCEPTED
+    assert set(agg.sources) == {("p0", "a"), ("p0", "b")} and not agg.folded
+    assert send(agg, batch("p0", "c", 1, 5.0, step=3), at=3).verdict is Verdict.ACCEPTED
+    assert set(agg.sources) == {("p0", "b"), ("p0", "c")}
+    fold = agg.folded["p0"]
+    assert (fold.boots, fold.boot_ids, fold.energy_j, fold.global_step, fold.steps_seen) == (
+        1,
+        ["a"],
+        100.0,
+        10,
+        10,
+    )
+    assert agg.energy_j == 135.0 and agg.pod_energy_j("p0") == 135.0 and agg.global_step == 12
+
+
+def test_a_replay_under_a_folded_boot_id_is_a_duplicate_and_changes_nothing() -> None:
+    agg = JobAggregate()
+    for at, boot in enumerate("abc"):
+        send(agg, batch("p0", boot, 1, 100.0), at=at)
+    before = (agg.energy_j, agg.emissions_g)
+    for seq, joules in ((1, 100.0), (2, 150.0), (9, 1e3)):  # a replay, and growth of an ended boot
+        result = send(agg, batch("p0", "a", seq, joules), at=10)
+        assert result.verdict is Verdict.DUPLICATE and "folded" in result.message
+    assert (agg.energy_j, agg.emissions_g) == before == (300.0, before[1])
+    assert agg.refused == {}  # a duplicate is no refusal
+
+
+def test_the_pod_ceiling_counts_folded_energy_so_a_new_boot_id_cannot_inject() -> None:
+    """1 GPU for 100 s (+5 s slack) allows 525 kJ; 475 kJ are in (250 kJ folded): a fresh boot gets 50 kJ."""
+    agg = JobAggregate()
+    for at, (boot, joules) in enumerate((("a", 250_000.0), ("b", 125_000.0), ("c", 100_000.0))):
+        assert send(agg, batch("p0", boot, 1, joules), at=90 + at, started=0).verdict is Verdict.ACCEPTED
+    assert agg.folded["p0"].energy_j == 250_000.0
+    assert send(agg, batch("p0", "fresh", 1, 50_001.0), at=100, started=0).verdict is Verdict.IMPLAUSIBLE
+    assert send(agg, batch("p0", "fresh", 1, 50_000.0), at=100, started=0).verdict is Verdict.ACCEPTED
+    assert agg.energy_j == 525_000.0
+
+
+def test_folded_ids_are_bounded_and_an_aged_out_id_is_held_to_the_pod_ceiling() -> None:
+    agg = JobAggregate(limits=Limits(folded_ids_per_pod=3))
+    for i in range(10):
+        send(agg, batch("p0", f"b{i}", 1, 1.0), at=i, started=0)
+    fold = agg.folded["p0"]
+    assert (fold.boots, fold.boot_ids, fold.energy_j) == (8, ["b5", "b6", "b7"], 8.0)
+    assert len(agg.sources) == 2 and agg.energy_j == 10.0
+    assert send(agg, batch("p0", "b6", 1, 1.0), at=10, started=0).verdict is Verdict.DUPLICATE
+    # b0 fell off the list: it is a new boot id again, under the same ceiling as any new boot id
+    ceiling = 5000.0 * (10 + 5) - 10.0
+    assert send(agg, batch("p0", "b0", 1, ceiling + 1), at=10, started=0).verdict is Verdict.IMPLAUSIBLE
+
+
+def test_six_thousand_boot_ids_from_one_pod_keep_status_small() -> None:
+    """The attack of issue 12: status grew until etcd refused it; now two sources and one fold."""
+    agg = JobAggregate()
+    for i in range(6000):
+        assert send(agg, batch("p0", f"{i:032x}", 1, 0.5), at=i).verdict is Verdict.ACCEPTED
+    assert len(agg.sources) == 2 and agg.folded["p0"].boots == 5998
+    assert agg.energy_j == 3000.0 and agg.status_bytes() < 3000
+    assert len(json.dumps(telemetry_update(agg, lookup("DE"), 6000.0))) < 5000
+
+
+def test_a_pod_beyond_the_per_job_cap_is_refused_and_counted() -> None:
+    agg = JobAggregate(limits=Limits(pods_per_job=2))
+    send(agg, batch("p0", "a", 1, 1.0), at=1)
+    send(agg, batch("p1", "a", 1, 2.0), at=1)
+    result = send(agg, batch("p2", "a", 1, 4.0), at=2)
+    assert result.verdict is Verdict.TOO_MANY_PODS and "2 pods" in result.message
+    assert send(agg, batch("p1", "b", 1, 8.0), at=3).verdict is Verdict.ACCEPTED  # a known pod's new boot
+    assert agg.energy_j == 11.0 and agg.refused == {"too_many_pods": 1}
+    assert agg.capacity_refusals() == {Verdict.TOO_MANY_PODS: 1}
+
+
+def test_a_new_source_past_the_size_budget_is_refused_and_a_folding_boot_still_fits() -> None:
+    one = source_bytes("p0", "a", "simulated", "", [""])
+    fold = FOLD_FIXED_BYTES + text_bytes("p0") + text_bytes("a")
+    agg = JobAggregate(limits=Limits(status_budget_bytes=2 * one + fold, live_boots_per_pod=1))
+    send(agg, batch("p0", "a", 1, 1.0), at=1)
+    send(agg, batch("p1", "a", 1, 1.0), at=1)
+    result = send(agg, batch("p2", "a", 1, 1.0), at=2)  # a third source would not fit
+    assert result.verdict is Verdict.STATUS_FULL and "p2/a" in result.message
+    assert agg.refused == {"status_full": 1} and agg.energy_j == 2.0
+    assert send(agg, batch("p0", "b", 1, 3.0), at=3).verdict is Verdict.ACCEPTED  # folds p0/a: fits
+    assert agg.energy_j == 5.0 and agg.folded["p0"].boot_ids == ["a"]
+    assert agg.status_bytes() <= 2 * one + fold
+    assert agg.capacity_refusals() == {Verdict.STATUS_FULL: 1}
+
+
+def test_status_bytes_estimate_is_an_upper_bound_of_the_serialization() -> None:
+    big, tiny = 1.2345678901234567e300, -1.2345678901234567e-300
+    src = Source(
+        pod="p" * 253, boot_id="\u00e9" * 64, seq=2**62, energy_j=big, steps_seen=2**62, global_step=2**62,
+        last_record_step=-(2**62), sent_at=-big, method="power-integration", markers_dropped=2**62,
+        records_dropped=2**62, uncertainty_j=big, shared_energy_j=big, method_reason="\u2603" * 400,
+        received_at=tiny, first_received_at=-big,
+    )  # fmt: skip
+    src.gpus = [SourceGpu(i, "GPU-" + "f" * 92, "exclusive") for i in range(64)]
+    src.gpu_energy_j = {i: 1.2345678901234567e300 for i in range(64)}
+    src.records.append((2**62, 1.2345678901234567e300, 1.2345678901234567e300))
+    model = source_status(src)
+    size = len(model.model_dump_json(by_alias=True))
+    size_ascii = len(json.dumps(model.model_dump(by_alias=True, mode="json")))
+    estimate = source_bytes(
+        src.pod, src.boot_id, src.method, src.method_reason[:300], [g.uuid for g in src.gpus]
+    )
+    assert max(size, size_ascii) <= estimate
+    SourceStatus.model_validate(model.model_dump())
+
+
+def test_totals_survive_a_restart_from_status_exactly() -> None:
+    agg = JobAggregate()
+    rng = random.Random(3)
+    for i in range(40):
+        pod = f"p{i % 4}"
+        send(
+            agg,
+            batch(
+                pod, f"b{i}", 1, rng.uniform(0, 1000), step=i, method=rng.choice(["simulated", "unavailable"])
+            ),
+            at=i,
+        )
+    again = roundtrip(agg)
+    assert again.folded == agg.folded and set(again.sources) == set(agg.sources)
+    assert (again.energy_j, again.energy_upper_bound_j, again.shared_energy_j, again.global_step) == (
+        agg.energy_j, agg.energy_upper_bound_j, agg.shared_energy_j, agg.global_step,
+    )  # fmt: skip
+    assert again.emissions_g == agg.emissions_g and again.energy_measured is agg.energy_measured is False
+    # and it goes on the same way: a replay of a folded boot is still a duplicate after the restart
+    assert send(again, batch("p0", "b0", 1, 1.0), at=50).verdict is Verdict.DUPLICATE
+
+
+Boot = list[float]  # cumulative increments of one boot's batches
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pods=st.lists(
+        st.lists(st.lists(st.floats(0, 1000), min_size=1, max_size=5), min_size=1, max_size=6),
+        min_size=1,
+        max_size=3,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+    restart_at=st.integers(0, 200),
+)
+def test_any_honest_interleaving_gives_the_totals_without_folding(
+    pods: list[list[Boot]], seed: int, restart_at: int
+) -> None:
+    """Batches within a boot in any order, a boot's batches overlapping the next boot's (late in-flight
+    batches), replays and duplicates of anything already sent at any later time, and an operator restart
+    from status anywhere: the folded job totals what it would without folding."""
+    rng = random.Random(seed)
+    timed: list[tuple[float, TelemetryBatch]] = []
+    for p, boots in enumerate(pods):
+        for b, increments in enumerate(boots):
+            total, times = 0.0, [b + rng.uniform(0, 1.9) for _ in increments]
+            times[rng.randrange(len(times))] = b + rng.uniform(0, 0.9)
+            for seq, (inc, t) in enumerate(zip(increments, times, strict=True), start=1):
+                total += inc
+                # boot b's batches arrive in [b, b + 1.9) in any order, the first of them before boot
+                # b + 1 starts (a sidecar sends at once when it starts), all before boot b + 2 starts
+                timed.append((t, batch(f"p{p}", f"boot{b}", seq, total, step=10 * b + seq)))
+    timed.sort(key=lambda t: t[0])
+    stream = [b for _, b in timed]
+    for _ in range(len(stream) // 2):  # replays of earlier batches, later
+        i = rng.randrange(len(stream))
+        stream.insert(rng.randrange(i, len(stream)) + 1, stream[i])
+
+    folded, plain = JobAggregate(), JobAggregate(limits=NO_FOLDING)
+    for at, b in enumerate(stream):
+        if at == restart_at:
+            folded = roundtrip(folded)
+        got, want = send(folded, b, at=at), send(plain, b, at=at)
+        assert got.verdict is want.verdict and got.energy_j == want.energy_j
+    assert folded.energy_j == pytest.approx(plain.energy_j, abs=1e-6)
+    assert folded.emissions_g == pytest.approx(plain.emissions_g, rel=1e-12, abs=1e-9)
+    assert folded.global_step == plain.global_step
+    for p in range(len(pods)):
+        assert folded.pod_energy_j(f"p{p}") == pytest.approx(plain.pod_energy_j(f"p{p}"), abs=1e-6)
+        assert sum(1 for s in folded.sources.values() if s.pod == f"p{p}") <= 2
+    assert roundtrip(folded).energy_j == folded.energy_j
+
+
+def test_every_refusal_is_answered_with_a_4xx() -> None:
+    """A verdict without an HTTP status would raise in the handler: a 500 for a hostile batch."""
+    from carbontrack.controller.server import _VERDICT_STATUS
+
+    assert {v: 400 <= _VERDICT_STATUS[v] < 500 for v in Verdict if v is not Verdict.ACCEPTED} == {
+        v: True for v in Verdict if v is not Verdict.ACCEPTED
+    }
+
+
+def test_a_job_filled_to_the_budget_writes_a_patch_well_under_etcds_limit() -> None:
+    """Pods of 8 GPUs until status-full: the whole telemetry patch stays under the budget plus the
+    bounded rest (64 GPUs listed, 64 metrics), far from etcd's 1.5 MiB."""
+    agg = JobAggregate()
+    pods = 0
+    while True:
+        gpus = [GpuCounter(index=i, energy_joules=1.0, uuid=f"GPU-{pods:08d}-{i:027d}") for i in range(8)]
+        b = batch(f"llama-lora-{pods}-" + "x" * 30, "f" * 32, 1, 0.0).model_copy(update={"gpus": gpus})
+        if send(agg, b, at=pods).verdict is Verdict.STATUS_FULL:
+            break
+        pods += 1
+    size = len(json.dumps(telemetry_update(agg, lookup("DE"), 1.0)))
+    assert 250 < pods < 400 and agg.status_bytes() <= agg.limits.status_budget_bytes
+    assert size < agg.limits.status_budget_bytes + 64 * 1024 < 1024 * 1024
+    print(pods, size)

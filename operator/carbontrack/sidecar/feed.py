@@ -173,5 +173,5 @@ class TrainerFeed:
         if self.method != "unavailable":
             return "the trainer's NVML samples"
         if self.error:
-            return f"the trainer could not read NVML: {self.error}"[:300]  # the wire's bound
+            return f"the trainer could not read NVML: {self.error}"
         return "no NVML samples from the trainer yet (its client sends them when libnvidia-ml.so.1 loads)"

@@ -195,7 +195,7 @@ class SidecarState:
             elif marker.error and self.config.backend == "nvml" and self.meter is None:
                 self.refused = (
                     f"the trainer could not load NVML, so no GPU is known to be its own: {marker.error}"
-                )[:300]  # the wire's bound on methodReason
+                )
             return marker
         if marker.kind in ("step", "end"):
             self._close_step(marker, now)

@@ -9,6 +9,7 @@ step statistics; they are identified by step number, so a record delivered twice
 from __future__ import annotations
 
 import json
+import operator
 import re
 from typing import Annotated, Any, Literal
 
@@ -219,10 +220,13 @@ def parse_json(raw: bytes) -> Any:
 _SPACED_KEY = re.compile(rb'"\s+:')
 
 
+_FIELDS_SET = operator.attrgetter("__pydantic_fields_set__")  # model_fields_set, without its property
+
+
 def _pairs(b: TelemetryBatch) -> int:
     """Key-value pairs the body of `b` had (each model's fields set, each metrics map's keys)."""
-    n = len(b.model_fields_set) + len(b.job.model_fields_set) + len(b.pod.model_fields_set)
-    n += sum(len(g.model_fields_set) for g in b.gpus) + sum(len(r.model_fields_set) for r in b.steps)
+    n = len(_FIELDS_SET(b)) + len(_FIELDS_SET(b.job)) + len(_FIELDS_SET(b.pod))
+    n += sum(map(len, map(_FIELDS_SET, b.gpus))) + sum(map(len, map(_FIELDS_SET, b.steps)))
     n += sum(len(e.model_fields_set) + len(e.metrics) for e in b.evals)
     return n + (len(b.dp.model_fields_set) if b.dp is not None else 0)
 

@@ -185,6 +185,16 @@ def _webhooks(port: int, ca_pem: bytes) -> list[dict[str, object]]:
     return out
 
 
+def wait_established(cluster: ControlPlane, crds: list[str]) -> None:
+    """kubectl wait, retried: it errors out while a new CRD has no status.conditions yet."""
+    for _ in range(40):
+        done = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds, check=False)
+        if done.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"CRDs not established: {done.stderr}")
+
+
 @dataclass
 class Kueue:
     cluster: ControlPlane
@@ -211,7 +221,7 @@ def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
         f"crd/{p.name.split('_', 1)[1][: -len('.yaml')]}.kueue.x-k8s.io"
         for p in (MANIFESTS / "crd").iterdir()
     ]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *crds)
+    wait_established(cluster, crds)
     cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     k = Kueue(cluster, free_port(), free_port())
     config = {

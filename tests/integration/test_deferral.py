@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,63 @@ def test_an_edit_while_deferred_redecides(
     assert st["schedule"]["reason"] == "GridClean"
     assert st["schedule"]["deferredSince"] == since  # the deferral's start is kept across the edit
     assert job_suspended(cluster, namespace, "edit") is False
+
+
+def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps, tmp_path: Path
+) -> None:
+    """pauseAbove goes through the checkpointing halt: the trainers are asked first, the Job is suspended
+    only after the checkpoint, and the resume at the clean hour starts the new pod from it."""
+    from tests.integration.test_distributed import pods, resolved_env
+    from tests.integration.test_halt_checkpoint import job
+
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.intensity[zone] = 100.0
+    key_secret(cluster, namespace, electricitymaps)
+    pause = {"gramsPerKwh": 300, "after": "1s", "maxPauses": 1}
+    obj = deferred("dirty", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h", "pauseAbove": pause})
+    obj["spec"]["halt"] = {"gracePeriodSeconds": 120}
+    assert apply(cluster, namespace, obj).returncode == 0
+    wait(lambda: status(cluster, namespace, "dirty").get("phase") == "Canary", what="a clean start")
+    ((pod, uid),) = running_pods(cluster, namespace, "dirty", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "dirty", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 13):
+        trainer.step(s)
+    trainer.report_checkpoint(12, "/ckpt/step-12")  # a periodic save: this trainer speaks the protocol
+    wait(lambda: status(cluster, namespace, "dirty").get("phase") == "Running", what="promoted to Running")
+
+    electricitymaps.intensity[zone] = 500.0  # the grid turns dirty: ask first, stop after the checkpoint
+    step, deadline = 12, time.monotonic() + 60
+    while not trainer.should_stop():
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
+        step += 1
+        trainer.step(step)
+        time.sleep(0.1)
+    st = status(cluster, namespace, "dirty")
+    assert st["phase"] == "Running" and "suspendedAt" not in st["halt"], st
+    assert job(cluster, namespace, "dirty")["spec"]["suspend"] is False  # still saving: not stopped yet
+    trainer.report_checkpoint(step, f"/ckpt/step-{step}")
+    st = wait(lambda: (s := status(cluster, namespace, "dirty")).get("phase") == "Deferred" and s,
+              what="paused after the checkpoint")  # fmt: skip
+    assert (st["schedule"]["reason"], st["schedule"]["pauses"]) == ("DirtyGrid", 1), st["schedule"]
+    assert st["halt"]["outcome"] == "Checkpointed", st["halt"]
+    assert job(cluster, namespace, "dirty")["spec"]["suspend"] is True
+    assert "PausedDirtyGrid" in events(cluster, namespace)
+    wait(lambda: not pods(cluster, namespace, "dirty"), what="the pods deleted by the pause")
+    sidecar.stop()
+
+    electricitymaps.intensity[zone] = 100.0  # clean again: resume from the checkpoint
+    st = wait(lambda: (s := status(cluster, namespace, "dirty")).get("phase") == "Running" and s,
+              timeout=60, what="resumed when clean")  # fmt: skip
+    assert "halt" not in st
+    template = job(cluster, namespace, "dirty")["spec"]["template"]
+    assert template["metadata"]["annotations"]["carbontrack.io/resume-from"] == f"{step} /ckpt/step-{step}"
+    ((pod2, uid2),) = running_pods(cluster, namespace, "dirty", 1)
+    assert uid2 != uid
+    assert resolved_env(pods(cluster, namespace, "dirty")["0"])["CARBONTRACK_RESUME_FROM"] == (
+        f"{step} /ckpt/step-{step}"
+    )
+    sidecar2 = start_sidecar(tmp_path, operator, cluster, namespace, "dirty", pod2, uid2)
+    assert sidecar2.client().should_stop() is False  # the pause's stop request is over
+    sidecar2.stop()

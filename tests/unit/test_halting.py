@@ -135,3 +135,22 @@ def test_the_sidecar_answers_each_datagram_while_a_stop_stands_and_a_poll_always
     fake.state.stop_requested = True
     proto.datagram_received(step, ("127.0.0.1", 5001))
     assert sent == [(GO, ("127.0.0.1", 5000)), (STOP, ("127.0.0.1", 5001))]
+
+
+def test_a_dirty_grid_pause_asks_first_and_stops_the_workers_after_the_checkpoint() -> None:
+    agg = canary_aggregate(step=12)
+    running = State(Phase.RUNNING, 1, 0)
+    before = ck(10, -20)
+    plan = evaluate(inputs(agg, state=running, replicas=8, now=T0, checkpoint=before, grid_hold=True))
+    assert plan.decision.state.phase == Phase.RUNNING  # the handler records the pause once stopped
+    assert plan.scale is None and plan.halt == HaltStatus(requested_at=T0, deadline=at(300), step=12)
+    assert "StopRequested" in [e.reason for e in plan.events]
+    saved = ck(13, 7)
+    done = evaluate(
+        inputs(agg, state=running, replicas=8, now=at(8), halt=plan.halt, checkpoint=saved, grid_hold=True)
+    )
+    assert done.scale == JobScale(8, True)
+    assert done.halt is not None and (done.halt.outcome, done.halt.suspended_at) == ("Checkpointed", at(8))
+    # the grid turned clean before the checkpoint came: the request is withdrawn, nothing stops
+    clean = evaluate(inputs(agg, state=running, replicas=8, now=at(5), halt=plan.halt, checkpoint=before))
+    assert clean.scale is None and clean.halt is None

@@ -59,6 +59,7 @@ from carbontrack.core import analysis, halting, kueue_policy
 from carbontrack.core.aggregation import JobAggregate
 from carbontrack.core.approvals import person_decision
 from carbontrack.core.deferral import (
+    DirtyGrid,
     decide,
     dirty_check,
     paused_status,
@@ -469,14 +470,23 @@ async def _defer(
         verdict = decide(spec.carbon.schedule, now, since, grid, suspended=spec.suspend)
         schedule = schedule_status(before, verdict, grid, now, since)
         resume_to = Phase.PENDING
-    if verdict.start or queued is not None:  # a queued job's Workload is made inactive once Kueue made it
-        try:
+    try:
+        if verdict.start and before is not None and before.paused_from:
+            # back from a dirty-grid pause: from the newest checkpoint, as any resumed halt
+            replicas = int(status.get("replicas") or spec.canary.replicas)
+            resume = JobScale(replicas, False, resume=True, resume_from=stored.checkpoint)
+            await _scale(memo, name, namespace, resume, queued)
+        elif verdict.start or queued is not None:  # a queued job's Workload is made inactive once made
             await _hold(memo, name, namespace, not verdict.start, queued)
-        except ApiException as exc:
-            raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"starting the deferred Job failed: {exc.reason}", delay=5) from exc
     phase = resume_to if verdict.start else Phase.DEFERRED
     condition = ConditionUpdate("Deferred", not verdict.start, verdict.reason, verdict.message)
     patch.status.update(st.deferral_update(status, schedule, phase, condition, generation))
+    if verdict.start and stored.halt is not None:  # the pause's halt is over: trainers may run again
+        patch.status.update(st.halt_cleared())
+        if job_state is not None:
+            job_state.stop = False
     if verdict.start or (before is None or before.reason != verdict.reason):
         kind = "Warning" if verdict.warning else "Normal"
         reason = f"Start{verdict.reason}" if verdict.start else f"Deferred{verdict.reason}"
@@ -504,43 +514,42 @@ async def _hold(
     )
 
 
-def _live(source: str) -> bool:
-    """A live provider's reading (not the static table, a fixed override, or a provider's fallback)."""
-    return not (source.startswith("static") or source == "override" or source.endswith("fallback"))
-
-
-async def _pause_if_dirty(
-    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
-    spec: CarbonTrackedJobSpec, generation: int, queued: kueue_policy.Queueing | None,
-) -> ScheduleStatus | None:  # fmt: skip
-    """spec.carbon.schedule.pauseAbove while Running: pause (phase Deferred, the Job suspended) when the
-    live intensity stayed above the limit long enough; `core.deferral.dirty_check` decides. Returns the
-    schedule status the judgement should carry on with, or None when the job was paused."""
+async def _dirty_grid(
+    memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, spec: CarbonTrackedJobSpec
+) -> tuple[ScheduleStatus | None, DirtyGrid | None]:
+    """spec.carbon.schedule.pauseAbove while Running: whether the live intensity stayed above the limit
+    long enough to pause (`core.deferral.dirty_check`), and the schedule status to carry on with."""
     schedule = spec.carbon.schedule
     stored = st.parse(status)
     before = stored.schedule or ScheduleStatus()
     job_state = await memo.registry.get(namespace, name)
     if schedule is None or schedule.pause_above is None or job_state is None:
-        return stored.schedule
+        return stored.schedule, None
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    figure = job_state.intensity
-    dirty = dirty_check(
-        schedule.pause_above, now, figure.g_per_kwh, _live(figure.source), before.above_since, before.pauses
-    )
-    if not dirty.pause:
-        return before.model_copy(update={"above_since": dirty.above_since})
-    # TODO(issue 16): the checkpointing halt (ask the trainers to checkpoint, then suspend) goes here
-    try:
-        await _hold(memo, name, namespace, True, queued)
-    except ApiException as exc:
-        raise kopf.TemporaryError(f"pausing the Job failed: {exc.reason}", delay=5) from exc
-    paused = paused_status(before, dirty, now, Phase.RUNNING.value)
+    # the provider's reading now (its own cache), as the deferral reads it: the batch path refreshes the
+    # job's figure only once a minute, and a pause that needs `after` of dirt should not wait on that
+    zone = job_state.intensity.zone if job_state.aggregate.sources else None
+    grid = await memo.registry.intensity.grid(namespace, spec, zone)
+    live = grid.live and grid.reachable
+    dirty = dirty_check(schedule.pause_above, now, grid.g_per_kwh, live, before.above_since, before.pauses)
+    return before.model_copy(update={"above_since": dirty.above_since}), dirty
+
+
+async def _paused_for_grid(
+    body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
+    carried: ScheduleStatus, dirty: DirtyGrid, generation: int,
+) -> None:  # fmt: skip
+    """The workers stopped after their checkpoint (or the grace period): the pause is recorded as phase
+    Deferred, which resumes by the pause's limit (`_defer`)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    paused = paused_status(carried, dirty, now, Phase.RUNNING.value)
     condition = ConditionUpdate("Deferred", True, "DirtyGrid", dirty.message)
     patch.status.update(st.deferral_update(status, paused, Phase.DEFERRED, condition, generation))
     kopf.event(body, type="Normal", reason="PausedDirtyGrid", message=dirty.message)
     kopf.info(body, reason="PhaseChanged", message=f"phase {Phase.RUNNING} -> {Phase.DEFERRED}")
-    job_state.gauges = replace(job_state.gauges, phase=Phase.DEFERRED)
-    return None
+    job_state = memo.registry.jobs.get((namespace, name))
+    if job_state is not None:
+        job_state.gauges = replace(job_state.gauges, phase=Phase.DEFERRED)
 
 
 async def promote(
@@ -567,18 +576,19 @@ async def promote(
         await _defer(body, memo, name, namespace, status, patch, parsed, generation, queued)
         return
     inputs = await _gather(memo, namespace, name, parsed, status, generation, meta)
+    dirty = None
     if status.get("phase") == Phase.RUNNING and parsed.carbon.schedule and parsed.carbon.schedule.pause_above:
-        carried = await _pause_if_dirty(
-            body, memo, name, namespace, status, patch, parsed, generation, queued
-        )
-        if carried is None:
-            return
-        inputs = dataclasses.replace(inputs, schedule=carried)
+        carried, dirty = await _dirty_grid(memo, name, namespace, status, parsed)
+        inputs = dataclasses.replace(inputs, schedule=carried, grid_hold=dirty is not None and dirty.pause)
     plan = evaluate(inputs)
     if queued is not None:
         plan = dataclasses.replace(plan, conditions=(*plan.conditions, *await _kueue_conditions(
             memo, namespace, name, parsed, queued)))  # fmt: skip
     await _apply(body, memo, name, namespace, status, patch, parsed, plan, queued)
+    stopped = plan.halt is not None and plan.halt.suspended_at is not None
+    if inputs.grid_hold and stopped and dirty is not None and inputs.schedule is not None:
+        # the trainers checkpointed (or ran out of grace) and the workers stopped: the pause begins
+        await _paused_for_grid(body, memo, name, namespace, status, patch, inputs.schedule, dirty, generation)
 
 
 async def _kueue_conditions(

@@ -346,6 +346,11 @@ def deferral_update(
     return out
 
 
+def halt_cleared() -> Patch:
+    """status.halt removed: a dirty-grid pause resumed (its halt was the judgement's, now over)."""
+    return {"halt": None}
+
+
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:
     """Only the Ready condition (the reconcile's verdict on the Job it created or could not)."""
     return {"conditions": _conditions(current, condition, generation)}

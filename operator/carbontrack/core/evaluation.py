@@ -102,6 +102,9 @@ class Inputs:
     """status.checkpoint: the newest checkpoint a trainer reported."""
     schedule: ScheduleStatus | None = None
     """status.schedule: the carbon-aware start, for the savings estimate once it started."""
+    grid_hold: bool = False
+    """spec.carbon.schedule.pauseAbove says pause (the grid stayed dirty past its limit): the workers stop
+    through the checkpointing halt, as for spec.suspend; the handler then records the pause."""
     shown_energy_j: float | None = None
     """status.energyJoules as the telemetry writer last wrote it: the savings estimate is computed from
     it (not from the live aggregate, up to a status interval ahead), so the two agree on the page."""
@@ -240,7 +243,8 @@ def evaluate(inputs: Inputs) -> Plan:
     held_before = suspended(spec, inputs.state.phase)
     was_stopped = halting.workers_stopped(held_before, inputs.halt)
     halt = halting.progress(
-        wants_stop=decision.suspend or spec.suspend, stopped_before=held_before, halt=inputs.halt,
+        wants_stop=decision.suspend or spec.suspend or inputs.grid_hold, stopped_before=held_before,
+        halt=inputs.halt,
         checkpoint=inputs.checkpoint, grace_s=spec.halt.grace_period_seconds, now=inputs.now,
         step=agg.global_step,
     )  # fmt: skip

@@ -154,3 +154,12 @@ def test_a_dirty_grid_pause_asks_first_and_stops_the_workers_after_the_checkpoin
     # the grid turned clean before the checkpoint came: the request is withdrawn, nothing stops
     clean = evaluate(inputs(agg, state=running, replicas=8, now=at(5), halt=plan.halt, checkpoint=before))
     assert clean.scale is None and clean.halt is None
+
+
+def test_only_a_halt_or_a_resume_moves_the_workers_not_a_resize() -> None:
+    agg = canary_aggregate(step=12)
+    grow = evaluate(inputs(agg, state=State(Phase.PROMOTING, 0, 0), replicas=1, now=T0))
+    assert grow.scale is not None and not grow.scale.suspend and grow.workers_moved is False
+    agg.emissions_g = 40_001.0  # over budget with no checkpointing trainer: stopped in this round
+    stop = evaluate(inputs(agg, state=State(Phase.RUNNING, 1, 0), replicas=8, now=T0))
+    assert stop.scale == JobScale(8, True) and stop.workers_moved is True

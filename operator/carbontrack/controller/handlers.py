@@ -393,7 +393,8 @@ async def _apply(
     spec: CarbonTrackedJobSpec, plan: Plan, queued: kueue_policy.Queueing | None = None,
 ) -> None:  # fmt: skip
     if plan.scale is not None:
-        await _scale(memo, name, namespace, plan.scale, queued)
+        workload = queued if plan.workers_moved else None  # a resize alone leaves the Workload be
+        await _scale(memo, name, namespace, plan.scale, workload, queued is not None)
     patch.status.update(st.plan_update(status, spec, plan, name))
     if state := memo.registry.jobs.get((namespace, name)):
         state.stop = halting.stop_requested(plan.halt)  # answered to every sidecar from now on
@@ -415,14 +416,16 @@ async def _apply(
 
 
 async def _scale(
-    memo: kopf.Memo, name: str, namespace: str, s: JobScale, queued: kueue_policy.Queueing | None
-) -> None:
+    memo: kopf.Memo, name: str, namespace: str, s: JobScale, workload: kueue_policy.Queueing | None,
+    kueue_owns_suspend: bool,
+) -> None:  # fmt: skip
     """Patch the Job's scale and suspend; a resume also writes the stage's world size and the checkpoint
     to start from on the pod template (its annotations may change while the Job is suspended). A job
-    Kueue queues keeps its suspend for Kueue: it halts and resumes through its Workload's spec.active."""
+    Kueue queues keeps its suspend for Kueue: it halts and resumes through its Workload's spec.active,
+    moved only when `workload` is given (the workers stop or start this round)."""
     batch_api = client.BatchV1Api(memo.api)
     scale: dict[str, Any] = {"spec": {"parallelism": s.replicas, "completions": s.replicas}}
-    if queued is None:
+    if not kueue_owns_suspend:
         scale["spec"]["suspend"] = s.suspend
     if s.resume:
         ck = s.resume_from
@@ -441,7 +444,7 @@ async def _scale(
     try:
         if scale:
             await batch_api.patch_namespaced_job(job_name_for(name), namespace, scale)
-        if queued is not None:
+        if workload is not None:
             await _kueue_active(memo.api, namespace, name, s.suspend)
     except ApiException as exc:
         raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
@@ -475,7 +478,7 @@ async def _defer(
             # back from a dirty-grid pause: from the newest checkpoint, as any resumed halt
             replicas = int(status.get("replicas") or spec.canary.replicas)
             resume = JobScale(replicas, False, resume=True, resume_from=stored.checkpoint)
-            await _scale(memo, name, namespace, resume, queued)
+            await _scale(memo, name, namespace, resume, queued, queued is not None)
         elif verdict.start or queued is not None:  # a queued job's Workload is made inactive once made
             await _hold(memo, name, namespace, not verdict.start, queued)
     except ApiException as exc:

@@ -164,6 +164,10 @@ class Plan:
     """status.measurements, when the spec has metric gates."""
     halt: HaltStatus | None = None
     """status.halt after this round (core.halting)."""
+    workers_moved: bool = False
+    """The workers stop or start again this round (a halt done, or a resume), not only a resize: under
+    Kueue only this moves the Workload's active (a first scale must not reactivate a Workload that Kueue
+    deactivated on a rejected admission check)."""
     efficiency: EfficiencyStatus | None = None
     """status.efficiency: energy per unit of the quality metric gained."""
     schedule: ScheduleStatus | None = None
@@ -281,7 +285,7 @@ def evaluate(inputs: Inputs) -> Plan:
         clear_decision=inputs.person is not None
         and decision.state.consumed_decision == inputs.person.token,
         measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
-        halt=halt.halt,
+        halt=halt.halt, workers_moved=halt.stop_workers != was_stopped,
         efficiency=per_point,
         schedule=schedule,
     )  # fmt: skip

@@ -26,7 +26,18 @@ def test_kubectl_get_ctj_prints_the_columns(crd_installed: ControlPlane, namespa
     assert apply(crd_installed, namespace, manifest("cols", valid_spec())).returncode == 0
     out = crd_installed.kubectl("get", "ctj", "-n", namespace).stdout
     header = out.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "REPLICAS", "STEPS", "KWH", "KGCO2E", "EPSILON", "GATES", "AGE"]
+    assert header == [
+        "NAME",
+        "PHASE",
+        "REPLICAS",
+        "STEPS",
+        "KWH",
+        "KGCO2E",
+        "EPSILON",
+        "GATES",
+        "SCHEDULE",
+        "AGE",
+    ]
     assert out.splitlines()[1].startswith("cols")
 
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.cases.crs import TEMPLATE
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
@@ -129,6 +135,22 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
     assert 20 <= (metric_value(text, "carbontrack_deferred_seconds", namespace, "clean") or 0) <= 40
     assert "StartGridClean" in events(cluster, namespace)
 
+    # the model-card block of this job, as `carbontrack report` prints it from the cluster
+    out = subprocess.run(
+        [sys.executable, "-m", "carbontrack.cli", "report", "clean", "-n", namespace, "--format",
+         "model-card"],
+        env={**os.environ, **cluster.env()}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    block = yaml.safe_load(out.stdout)["co2_eq_emissions"]
+    assert block["source"] == "carbontrack" and block["geographical_location"] == f"grid zone {zone}"
+    gpus = status(cluster, namespace, "clean")["gpus"]
+    assert gpus and {g["name"] for g in gpus} == {
+        "Simulated GPU"
+    }  # the GPU's name, from the sidecar to status
+    assert block["hardware_used"] == f"{len(gpus)} x Simulated GPU"
+    assert isinstance(block["emissions"], float) and block["emissions"] > 0
+
 
 def test_starts_at_the_deadline_with_an_event_when_nothing_cleaner_comes(
     operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps
@@ -206,3 +228,43 @@ def test_an_edit_while_deferred_redecides(
     assert st["schedule"]["reason"] == "GridClean"
     assert st["schedule"]["deferredSince"] == since  # the deferral's start is kept across the edit
     assert job_suspended(cluster, namespace, "edit") is False
+
+
+def test_a_running_job_pauses_while_the_grid_is_dirty_and_resumes_at_most_max_pauses_times(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps, tmp_path: Path
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.intensity[zone] = 100.0
+    key_secret(cluster, namespace, electricitymaps)
+    pause = {"gramsPerKwh": 300, "after": "2s", "maxPauses": 1}
+    job = deferred("pausing", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h", "pauseAbove": pause})
+    assert apply(cluster, namespace, job).returncode == 0
+    wait(lambda: status(cluster, namespace, "pausing").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "pausing", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "pausing", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 13):
+        trainer.step(s)
+    wait(lambda: status(cluster, namespace, "pausing").get("phase") == "Running", timeout=60, what="Running")
+    sidecar.stop()
+
+    electricitymaps.intensity[zone] = 400.0
+    st = wait(lambda: (s := status(cluster, namespace, "pausing")).get("phase") == "Deferred" and s,
+              timeout=30, what="the pause")  # fmt: skip
+    sched = st["schedule"]
+    assert (sched["reason"], sched["pauses"], sched["pausedFrom"]) == ("DirtyGrid", 1, "Running"), sched
+    assert job_suspended(cluster, namespace, "pausing") is True
+    assert "PausedDirtyGrid" in events(cluster, namespace)
+
+    electricitymaps.intensity[zone] = 250.0  # under the pause limit (300), though over maxGramsPerKwh (200)
+    st = wait(lambda: (s := status(cluster, namespace, "pausing")).get("phase") == "Running" and s,
+              timeout=30, what="the resume")  # fmt: skip
+    assert st["schedule"]["pausedSeconds"] > 0 and "pausedFrom" not in st["schedule"]
+    assert job_suspended(cluster, namespace, "pausing") is False
+
+    electricitymaps.intensity[zone] = 400.0  # dirty again: one pause was allowed, it was taken
+    wait(lambda: status(cluster, namespace, "pausing").get("schedule", {}).get("aboveSince"), timeout=20,
+         what="the dirty streak timed")  # fmt: skip
+    time.sleep(5)  # well past `after`
+    st = status(cluster, namespace, "pausing")
+    assert (st["phase"], st["schedule"]["pauses"]) == ("Running", 1), st["schedule"]

@@ -402,11 +402,6 @@ async def _defer(
         )  # fmt: skip
 
 
-def _live(source: str) -> bool:
-    """A live provider's reading (not the static table, a fixed override, or a provider's fallback)."""
-    return not (source.startswith("static") or source == "override" or source.endswith("fallback"))
-
-
 async def _pause_if_dirty(
     body: kopf.Body, memo: kopf.Memo, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
     spec: CarbonTrackedJobSpec, generation: int,
@@ -421,10 +416,11 @@ async def _pause_if_dirty(
     if schedule is None or schedule.pause_above is None or job_state is None:
         return stored.schedule
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    figure = job_state.intensity
-    dirty = dirty_check(
-        schedule.pause_above, now, figure.g_per_kwh, _live(figure.source), before.above_since, before.pauses
-    )
+    # read now, not the figure of the last batch: a job whose trainer is between batches still pauses
+    zone = job_state.intensity.zone if job_state.aggregate.sources else None
+    grid = await memo.registry.intensity.grid(namespace, spec, zone)
+    live = grid.live and grid.reachable
+    dirty = dirty_check(schedule.pause_above, now, grid.g_per_kwh, live, before.above_since, before.pauses)
     if not dirty.pause:
         return before.model_copy(update={"above_since": dirty.above_since})
     # TODO(issue 16): the checkpointing halt (ask the trainers to checkpoint, then suspend) goes here

@@ -11,9 +11,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.cases.crs import TEMPLATE
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
@@ -121,14 +126,36 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
             s if s.get("energyJoules", 0) > 0 and s["schedule"].get("emissionsAvoidedGramsEstimate") else None
         )
 
-    st = wait(saving, timeout=60, what="the avoided emissions estimate")
-    energy = st["energyJoules"]
-    # the estimate lags the energy by at most one judgement: compare within the newest status's energy
-    assert 0 < st["schedule"]["emissionsAvoidedGramsEstimate"] <= energy * 1.2 * (450 - 120) / 3.6e6 + 1e-9
+    wait(saving, timeout=60, what="the avoided emissions estimate")
+
+    def settled() -> dict[str, Any] | None:
+        """No more steps: the estimate (judgement, live energy) and energyJoules (telemetry writer) agree."""
+        s = status(cluster, namespace, "clean")
+        expected = s["energyJoules"] * 1.2 * (450 - 120) / 3.6e6
+        return s if abs(s["schedule"]["emissionsAvoidedGramsEstimate"] - expected) <= 0.001 else None
+
+    st = wait(settled, timeout=30, what="the estimate for the measured energy")
+    assert st["schedule"]["emissionsAvoidedGramsEstimate"] > 0
     text = operator.metrics()
     assert (metric_value(text, "carbontrack_emissions_avoided_grams_estimate", namespace, "clean") or 0) > 0
     assert 20 <= (metric_value(text, "carbontrack_deferred_seconds", namespace, "clean") or 0) <= 40
     assert "StartGridClean" in events(cluster, namespace)
+
+    # the model-card block of this job, as `carbontrack report` prints it from the cluster
+    out = subprocess.run(
+        [sys.executable, "-m", "carbontrack.cli", "report", "clean", "-n", namespace, "--format",
+         "model-card"],
+        env={**os.environ, **cluster.env()}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    block = yaml.safe_load(out.stdout)["co2_eq_emissions"]
+    assert block["source"] == "carbontrack" and block["geographical_location"] == f"grid zone {zone}"
+    gpus = status(cluster, namespace, "clean")["gpus"]
+    assert gpus and {g["name"] for g in gpus} == {
+        "Simulated GPU"
+    }  # the GPU's name, from the sidecar to status
+    assert block["hardware_used"] == f"{len(gpus)} x Simulated GPU"
+    assert isinstance(block["emissions"], float) and block["emissions"] > 0
 
 
 def test_starts_at_the_deadline_with_an_event_when_nothing_cleaner_comes(
@@ -267,3 +294,43 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
     sidecar2 = start_sidecar(tmp_path, operator, cluster, namespace, "dirty", pod2, uid2)
     assert sidecar2.client().should_stop() is False  # the pause's stop request is over
     sidecar2.stop()
+
+
+def test_a_running_job_pauses_while_the_grid_is_dirty_and_resumes_at_most_max_pauses_times(
+    operator: Operator, namespace: str, electricitymaps: FakeElectricityMaps, tmp_path: Path
+) -> None:
+    cluster, zone = operator.cluster, namespace.upper()
+    electricitymaps.intensity[zone] = 100.0
+    key_secret(cluster, namespace, electricitymaps)
+    pause = {"gramsPerKwh": 300, "after": "2s", "maxPauses": 1}
+    job = deferred("pausing", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h", "pauseAbove": pause})
+    assert apply(cluster, namespace, job).returncode == 0
+    wait(lambda: status(cluster, namespace, "pausing").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "pausing", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "pausing", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 13):
+        trainer.step(s)
+    wait(lambda: status(cluster, namespace, "pausing").get("phase") == "Running", timeout=60, what="Running")
+    sidecar.stop()
+
+    electricitymaps.intensity[zone] = 400.0
+    st = wait(lambda: (s := status(cluster, namespace, "pausing")).get("phase") == "Deferred" and s,
+              timeout=30, what="the pause")  # fmt: skip
+    sched = st["schedule"]
+    assert (sched["reason"], sched["pauses"], sched["pausedFrom"]) == ("DirtyGrid", 1, "Running"), sched
+    assert job_suspended(cluster, namespace, "pausing") is True
+    assert "PausedDirtyGrid" in events(cluster, namespace)
+
+    electricitymaps.intensity[zone] = 250.0  # under the pause limit (300), though over maxGramsPerKwh (200)
+    st = wait(lambda: (s := status(cluster, namespace, "pausing")).get("phase") == "Running" and s,
+              timeout=30, what="the resume")  # fmt: skip
+    assert st["schedule"]["pausedSeconds"] > 0 and "pausedFrom" not in st["schedule"]
+    assert job_suspended(cluster, namespace, "pausing") is False
+
+    electricitymaps.intensity[zone] = 400.0  # dirty again: one pause was allowed, it was taken
+    wait(lambda: status(cluster, namespace, "pausing").get("schedule", {}).get("aboveSince"), timeout=20,
+         what="the dirty streak timed")  # fmt: skip
+    time.sleep(5)  # well past `after`
+    st = status(cluster, namespace, "pausing")
+    assert (st["phase"], st["schedule"]["pauses"]) == ("Running", 1), st["schedule"]

@@ -348,7 +348,9 @@ async def _apply(
             await client.BatchV1Api(memo.api).patch_namespaced_job(
                 job_name_for(name), namespace, {"spec": scale}
             )
-            if queued is not None:
+            # only a halt or a resume moves the Workload: the first scale of a job must not reactivate
+            # a Workload that Kueue deactivated on the budget check's rejection
+            if queued is not None and s.suspend != suspended(spec, status.get("phase")):
                 await _kueue_active(memo.api, namespace, name, s.suspend)
         except ApiException as exc:
             raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc

@@ -93,6 +93,37 @@ async def set_active(api: client.ApiClient, namespace: str, job: str, active: bo
     return bool(found)
 
 
+async def set_slice_annotations(
+    api: client.ApiClient, namespace: str, job: str, changes: dict[str, str | None]
+) -> None:
+    """Write a resume's pod-template annotations on the Job's unfinished Workloads that hold no quota
+    (a halted elastic Job: Kueue restores the Job's template from its slice's copy while it is suspended,
+    see kueue_policy.resume_template_annotations). Kueue refuses a change of a slice holding quota."""
+    uid = await job_uid(api, namespace, job)
+    if uid is None:
+        return
+    custom = client.CustomObjectsApi(api)
+    for wl in await workloads(api, namespace, uid):
+        conditions = {
+            c.get("type"): c.get("status") for c in (wl.get("status") or {}).get("conditions") or []
+        }
+        if view(wl).finished or conditions.get("QuotaReserved") == "True":
+            continue
+        pod_sets = wl["spec"]["podSets"]
+        for ps in pod_sets:
+            meta = ps.setdefault("template", {}).setdefault("metadata", {})
+            meta["annotations"] = kp.slice_annotations(meta.get("annotations"), changes)
+        body = {
+            "metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]},
+            "spec": {"podSets": pod_sets},
+        }
+        await custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workloads", wl["metadata"]["name"], body,
+            _content_type="application/merge-patch+json",
+        )  # type: ignore[call-arg]  # fmt: skip
+        log.info("workload %s/%s: resume annotations on its pod template", namespace, wl["metadata"]["name"])
+
+
 async def our_checks(api: client.ApiClient) -> frozenset[str]:
     """Names of the AdmissionChecks that carbontrack answers."""
     out = await client.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, "admissionchecks")

@@ -4,7 +4,8 @@ The rules are in core/kueue_policy.py; this module reads and writes Kueue's obje
 kueue.x-k8s.io/v1beta2, Kueue v0.17). The operator never writes a queued Job's `spec.suspend`:
 Kueue's webhook suspends the Job at creation, and its manager suspends and unsuspends it as it
 deactivates, evicts and admits the Workload, so halting is `active: false` on every unfinished
-Workload of the Job, resuming `active: true`.
+Workload of the Job, resuming `active: true` (a grown elastic Job's resume also writes its pod-template
+annotations on the suspended slice: set_slice_annotations).
 
 The AdmissionCheck controller answers the checks whose AdmissionCheck names controllerName
 `carbontrack.io/budget`: it sets their state on each Workload (server-side apply of its own entry of

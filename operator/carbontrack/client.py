@@ -21,6 +21,11 @@ training loop checks it every step for the cost of a non-blocking recv:
     if client.should_stop():
         save(path); client.report_checkpoint(step, path); client.hold()
 
+The job's totals: the trainer's pod cannot read its CarbonTrackedJob, so the operator's answers to the
+sidecar carry the job's running totals (emissions, energy, grid zone, GPU models), and the control
+datagrams add them as `"job":{...}` (a client that does not know the key ignores it). `job_totals()`
+polls the sidecar and returns them: what the Hugging Face callback writes into the model card.
+
 Energy is read here, in the process that holds the GPUs: a container that requests no GPU often
 cannot see any (CDI-based GPU Operator >= v25.10, GKE, Bottlerocket), while the process using a GPU can
 always read its own devices' energy without privileges. NvmlSampler runs in a daemon thread when
@@ -35,11 +40,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict
 
 VERSION = 1
 ENV_ADDR = "CARBONTRACK_SIDECAR_ADDR"
@@ -55,6 +61,35 @@ _monotonic_ns = time.monotonic_ns
 MAX_DATAGRAM = 60_000  # stay under the 64 KiB UDP limit; larger messages are dropped, not split
 
 
+class JobTotals(TypedDict):
+    """The job's totals as the operator last answered the sidecar (all pods, not this one's)."""
+
+    emissions_g: float
+    """CO2e in grams, PUE included, each interval at the grid intensity then in force."""
+    energy_j: float
+    """GPU energy measured, before PUE."""
+    zone: str
+    """The grid zone whose intensity applies."""
+    gpus: dict[str, int]
+    """GPU model name -> GPUs of it seen ("" where a model was not reported)."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _job_totals(raw: Any) -> JobTotals | None:
+    """The `job` object of a control datagram, or None when it is not one (never raises)."""
+    if not isinstance(raw, dict):
+        return None
+    emissions, energy, zone, gpus = (raw.get(k) for k in ("emissionsGrams", "energyJoules", "zone", "gpus"))
+    e_g, e_j = _number(emissions), _number(energy)
+    if e_g is None or e_j is None or not isinstance(zone, str) or not isinstance(gpus, dict):
+        return None
+    counts = {k: v for k, v in gpus.items() if isinstance(k, str) and type(v) is int and v >= 0}
+    return JobTotals(emissions_g=e_g, energy_j=e_j, zone=zone, gpus=counts)
+
+
 class Client:
     """One sender per trainer process. Cheap: the step message is a preformatted byte template."""
 
@@ -67,6 +102,7 @@ class Client:
         self._id = uuid.uuid4().hex[:12]
         self._sock: socket.socket | None = None
         self._stop = False
+        self._job: JobTotals | None = None
         self._polled = 0.0
         self._sent_seen = 0
         self.sampler: NvmlSampler | None = None
@@ -178,9 +214,35 @@ class Client:
             self._polled = now
             self._send(self._message("poll", self._last_step))
             self._sent_seen = self.sent
-        while True:
+        self._read_control()
+        return self._stop
+
+    def job_totals(self, timeout_s: float = 0.5) -> JobTotals | None:
+        """The job's totals as of the operator's last answer to the sidecar (every pod's energy, not only
+        this one's), or None while unknown (no sidecar, no answer yet, an operator older than this).
+        Polls the sidecar and waits at most `timeout_s` for its answer (loopback: about a millisecond)."""
+        if self._sock is None:
+            return self._job
+        self._read_control()  # what is already queued, so the wait below is for the poll's answer
+        if not self._send(self._message("poll", self._last_step)):
+            return self._job
+        self._sent_seen = self.sent
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                data = self._sock.recv(4096)
+                ready, _, _ = select.select([self._sock], [], [], left)
+            except (OSError, ValueError):
+                break
+            if ready and self._read_control():
+                break
+        return self._job
+
+    def _read_control(self) -> bool:
+        """Read every queued control datagram without blocking (stop, job totals); True if one came."""
+        got = False
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -191,8 +253,11 @@ class Client:
             except ValueError:
                 continue
             if isinstance(msg, dict) and msg.get("k") == "ctl" and isinstance(msg.get("stop"), bool):
+                got = True
                 self._stop = msg["stop"]
-        return self._stop
+                if (job := _job_totals(msg.get("job"))) is not None:
+                    self._job = job
+        return got
 
     def hold(self, timeout_s: float | None = None, poll_s: float = 1.0) -> bool:
         """After the checkpoint a stop asked for: wait to be stopped (the pod's SIGTERM when the Job is
@@ -567,6 +632,10 @@ def should_stop() -> bool:
 
 def report_checkpoint(step: int, uri: str) -> bool:
     return default().report_checkpoint(step, uri)
+
+
+def job_totals(timeout_s: float = 0.5) -> JobTotals | None:
+    return default().job_totals(timeout_s)
 
 
 def hold(timeout_s: float | None = None) -> bool:

@@ -10,6 +10,8 @@ Canary -> Promoting -> Running, lets the trainers finish (Succeeded), and cleans
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -125,6 +127,13 @@ def main() -> int:
             f" emissions {final.get('emissionsGrams', 0):.2f} g CO2e"
             f" at {intensity.get('gramsPerKwh')} g/kWh ({intensity.get('source')})"
         )
+        card = subprocess.run(
+            [sys.executable, "-m", "carbontrack.cli", "report", NAME, "-n", NAMESPACE,
+             "--format", "model-card"],
+            env={**os.environ, **cluster.env()}, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        print(f"$ carbontrack report {NAME} --format model-card   (for the model card's metadata)")
+        print(card.stdout or card.stderr)
         return 0 if final.get("phase") == "Succeeded" else 1
     finally:
         stop.set()

@@ -5,6 +5,7 @@ its step numbers continue from the checkpoint."""
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from pathlib import Path
@@ -127,3 +128,41 @@ def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_c
         lambda: status(cluster, namespace, "ckpt").get("phase") == "Running", what="promoted after the resume"
     )
     sidecar2.stop()
+
+
+def test_the_sidecar_relays_the_jobs_totals_to_the_trainer_as_status_has_them(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """The trainer cannot read its CR: the operator's answers carry the job's totals, the real sidecar
+    relays them, and `client.job_totals()` returns what status says, at most one status interval behind."""
+    from carbontrack.core.model_card import hardware_used
+
+    cluster = operator.cluster
+    assert apply(cluster, namespace, gated("card", 0.8)).returncode == 0
+    wait(lambda: status(cluster, namespace, "card").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "card", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "card", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 6):
+        trainer.step(s)
+        time.sleep(0.05)
+    first = wait(lambda: (t := trainer.job_totals(timeout_s=1)) and t["energy_j"] > 0 and t, what="totals")
+    before = status(cluster, namespace, "card")  # status lags the live aggregate the ack reads
+    totals = trainer.job_totals(timeout_s=1)
+    assert totals is not None and totals["energy_j"] >= first["energy_j"]
+    assert totals["energy_j"] >= before.get("energyJoules", 0.0)
+    assert totals["emissions_g"] >= before.get("emissionsGrams", 0.0)
+    # within one status interval (1 s here) status has caught up with what the trainer was told
+    after = wait(
+        lambda: (s := status(cluster, namespace, "card")).get("energyJoules", 0) >= totals["energy_j"] and s,
+        what="status at the relayed totals",
+        timeout=5,
+    )
+    assert after["emissionsGrams"] >= totals["emissions_g"]
+    assert totals["zone"] == after["intensity"]["zone"] == "DE"
+    g_per_j = after["intensity"]["gramsPerKwh"] * 1.2 / 3.6e6  # the job's PUE, one intensity throughout
+    assert abs(totals["emissions_g"] - totals["energy_j"] * g_per_j) <= 1e-9 * totals["emissions_g"]
+    names = tuple(g["name"] for g in after["gpus"])
+    assert sum(totals["gpus"].values()) == len(names) > 0
+    assert hardware_used(totals["gpus"]) == hardware_used(dict(collections.Counter(names)))
+    sidecar.stop()

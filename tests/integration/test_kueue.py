@@ -71,7 +71,7 @@ def kcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]
         cp.up(nodes=2, audit=True, audit_level="Request")
         cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cp.wait_established("crd/carbontrackedjobs.carbontrack.io")
-        kueue.start(cp)
+        kueue.start(cp, elastic=True)  # ElasticJobsViaWorkloadSlices: used only by annotated Jobs
         objs = [FLAVOR, CHECK, cluster_queue("plain", []), cluster_queue("budgeted", ["carbon-budget"])]
         cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))
         yield cp
@@ -83,7 +83,7 @@ def kcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]
 def kop(kcluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     op = Operator(
         kcluster, tmp_path_factory.mktemp("kueue-operator") / "operator.log",
-        CARBONTRACK_KUEUE_ADMISSION_CHECK="true",
+        CARBONTRACK_KUEUE_ADMISSION_CHECK="true", CARBONTRACK_KUEUE_ELASTIC_JOBS="true",
     )  # fmt: skip
     op.start()
     yield op
@@ -104,13 +104,20 @@ def kns(kcluster: ControlPlane) -> Iterator[str]:
     kcluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def queued(name: str, queue: str, min_score: float = 0.8, **carbon: Any) -> dict[str, Any]:
+def queued(
+    name: str, queue: str, min_score: float = 0.8, replicas: int = 2, elastic: bool = False, **carbon: Any
+) -> dict[str, Any]:
+    annotations = {"kueue.x-k8s.io/elastic-job": "true"} if elastic else {}
     return {
         "apiVersion": "carbontrack.io/v1alpha1",
         "kind": "CarbonTrackedJob",
-        "metadata": {"name": name, "labels": {"kueue.x-k8s.io/queue-name": queue}},
+        "metadata": {
+            "name": name,
+            "labels": {"kueue.x-k8s.io/queue-name": queue},
+            "annotations": annotations,
+        },
         "spec": {
-            "replicas": 2,
+            "replicas": replicas,
             "totalSteps": 2000,
             "template": TEMPLATE,
             "canary": {"replicas": 1, "minSteps": 10, "stages": [50, 100]},
@@ -129,12 +136,17 @@ def get(cluster: ControlPlane, kind: str, namespace: str, name: str) -> dict[str
     return dict(json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout))
 
 
-def workload(cluster: ControlPlane, namespace: str, job: str) -> dict[str, Any] | None:
+def workloads(cluster: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
+    """The Job's Workloads (with elastic Jobs, one per slice), oldest first."""
     uid = get(cluster, "job", namespace, job)["metadata"]["uid"]
     out = cluster.kubectl(
         "get", "workloads", "-n", namespace, "-l", f"kueue.x-k8s.io/job-uid={uid}", "-o", "json"
     )
-    items = json.loads(out.stdout)["items"]
+    return sorted(json.loads(out.stdout)["items"], key=lambda w: w["metadata"]["creationTimestamp"])
+
+
+def workload(cluster: ControlPlane, namespace: str, job: str) -> dict[str, Any] | None:
+    items = workloads(cluster, namespace, job)
     return items[0] if items else None
 
 
@@ -261,3 +273,135 @@ def test_the_budget_admission_check_keeps_an_over_budget_job_out(kop: Operator, 
     assert wl is not None
     check = next(c for c in wl["status"]["admissionChecks"] if c["name"] == "carbon-budget")
     assert check["state"] == "Ready" and "within budget" in check["message"], check
+
+
+def slices(cluster: ControlPlane, namespace: str, job: str) -> list[tuple[str, int, bool, str, str]]:
+    """(name, pod count, admitted, the Finished reason or "", replacement-for) of each Workload slice,
+    oldest first."""
+    out = []
+    for w in workloads(cluster, namespace, job):
+        finished = condition(w, "Finished")
+        out.append((
+            w["metadata"]["name"],
+            w["spec"]["podSets"][0]["count"],
+            condition(w, "Admitted").get("status") == "True",
+            finished.get("reason", "") if finished.get("status") == "True" else "",
+            (w["metadata"].get("annotations") or {}).get("kueue.x-k8s.io/workload-slice-replacement-for", ""),
+        ))  # fmt: skip
+    return out
+
+
+def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
+    kop: Operator, kns: str, tmp_path: Path
+) -> None:
+    cluster = kop.cluster
+    assert apply(cluster, kns, queued("grow", "plain", replicas=4, elastic=True)).returncode == 0
+    st = wait(lambda: (s := status(cluster, kns, "grow")).get("phase") == "Canary" and s, what="phase Canary")
+    canary = condition({"status": st}, "CanaryStages")
+    assert (canary["status"], canary["reason"]) == ("True", "KueueElastic"), st
+    job = get(cluster, "job", kns, "grow")
+    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (1, 1)  # the canary, not full size
+    assert job["metadata"]["annotations"]["kueue.x-k8s.io/elastic-job"] == "true"
+    ((pod, uid),) = running_pods(cluster, kns, "grow", 1)
+    first = wait(
+        lambda: (s := slices(cluster, kns, "grow")) and s[0][2] and s, what="the first slice admitted"
+    )
+    assert [(c, a, f) for _, c, a, f, _ in first] == [(1, True, "")], first
+    # Kueue's webhook put its elastic-job scheduling gate on the template: a pod waits until its slice is
+    # admitted (Kueue lifts the gate then)
+    gates = get(cluster, "job", kns, "grow")["spec"]["template"]["spec"].get("schedulingGates") or []
+    assert {"name": "kueue.x-k8s.io/elastic-job"} in gates, gates
+    sidecar = start_sidecar(tmp_path, kop, cluster, kns, "grow", pod, uid)
+    trainer = sidecar.client()
+    train(trainer, 1, 12, accuracy=0.86)
+
+    # stage 50 %: the Job grows to 2; Kueue admits a new slice for 2 that replaces the first
+    st = wait(lambda: (s := status(cluster, kns, "grow")).get("phase") == "Promoting" and s, what="Promoting")
+    assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
+    assert get(cluster, "job", kns, "grow")["spec"]["parallelism"] == 2
+    running_pods(cluster, kns, "grow", 2)
+
+    def grown(count: int) -> list[tuple[str, int, bool, str, str]] | None:
+        s = slices(cluster, kns, "grow")
+        live = [x for x in s if not x[3]]
+        return s if len(live) == 1 and live[0][1:3] == (count, True) else None
+
+    second = wait(lambda: grown(2), what="a slice of 2 admitted, the old one finished")
+    print("slices after stage 50 %:", second)
+    # the canary's slice is finished by Kueue's scheduler as it admits its replacement
+    assert (second[0][0], second[0][3]) == (first[0][0], "WorkloadSliceReplaced"), second
+    assert second[-1][4] == f"{kns}/{first[0][0]}", second  # the new slice replaces it
+    train(trainer, 13, 25, accuracy=0.87)
+
+    # stage 100 %: the Job grows to 4 in a third slice; the Job is never suspended on the way
+    st = wait(lambda: (s := status(cluster, kns, "grow")).get("phase") == "Running" and s, what="Running")
+    spec = get(cluster, "job", kns, "grow")["spec"]
+    assert (spec["parallelism"], spec["completions"], spec["suspend"]) == (4, 4, False), spec
+    after = running_pods(cluster, kns, "grow", 4)
+    assert (pod, uid) in after, after  # the canary's worker (index 0) ran on through both scale-ups
+    third = wait(lambda: grown(4), what="a slice of 4 admitted")
+    print("slices after stage 100 %:", third)
+    assert third[-1][4] == f"{kns}/{second[-1][0]}" and third[-2][3] == "WorkloadSliceReplaced", third
+    assert condition({"status": st}, "CanaryStages")["status"] == "True"
+    sidecar.stop()
+
+    # carbontrack wrote the scale and never spec.suspend; Kueue unsuspended the Job once, on the first
+    # admission, and never suspended it for a scale-up
+    writes = job_writes(cluster, kns)
+    ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
+    kueues = [e for e in writes if e.get("userAgent", "").startswith("kueue/")]
+    scales = [
+        e["requestObject"]["spec"]["parallelism"]
+        for e in ours
+        if e["verb"] != "create" and "parallelism" in ((e.get("requestObject") or {}).get("spec") or {})
+    ]
+    assert scales == [1, 2, 4], scales  # the canary's start (the size it was created with), then each stage
+    wrote = [e["requestObject"] for e in ours if e["verb"] != "create" and suspend_in(e.get("requestObject"))]
+    assert not wrote, f"carbontrack wrote spec.suspend: {wrote}"
+    flips = [e["requestObject"]["spec"]["suspend"] for e in kueues if suspend_in(e.get("requestObject"))]
+    assert flips == [False], flips
+
+
+def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_workload(
+    kop: Operator, kns: str, tmp_path: Path
+) -> None:
+    cluster = kop.cluster
+    assert apply(cluster, kns, queued("dip", "plain", replicas=4, elastic=True)).returncode == 0
+    wait(lambda: status(cluster, kns, "dip").get("phase") == "Canary", what="phase Canary")
+    ((pod, uid),) = running_pods(cluster, kns, "dip", 1)
+    sidecar = start_sidecar(tmp_path, kop, cluster, kns, "dip", pod, uid)
+    trainer = sidecar.client()
+    train(trainer, 1, 12, accuracy=0.86)
+    wait(lambda: status(cluster, kns, "dip").get("phase") == "Promoting", what="phase Promoting")
+    running_pods(cluster, kns, "dip", 2)
+    wait(lambda: [x[1:3] for x in slices(cluster, kns, "dip") if not x[3]] == [(2, True)], what="slice of 2")
+    # the metric falls at stage 50 %: the halt deactivates the Job's Workload, Kueue suspends the Job
+    train(trainer, 13, 25, accuracy=0.70)
+    st = wait(lambda: (s := status(cluster, kns, "dip")).get("phase") == "Halted" and s, what="phase Halted")
+    assert st["gateSummary"] == "quality.score failed", st
+    wait(lambda: get(cluster, "job", kns, "dip")["spec"]["suspend"] is True, what="Kueue suspends the Job")
+    live = [w for w in workloads(cluster, kns, "dip") if condition(w, "Finished").get("status") != "True"]
+    assert [w["spec"]["active"] for w in live] == [False], live
+    # the owner lowers the bar: the interrupted stage resumes at its size, Kueue readmits the slice
+    cluster.kubectl("patch", "ctj", "dip", "-n", kns, "--type=merge",
+                    "-p", json.dumps({"spec": {"gates": {"quality": {"minScore": 0.6}}}}))  # fmt: skip
+    wait(lambda: status(cluster, kns, "dip").get("phase") == "Promoting", what="resumed to Promoting")
+    wait(lambda: get(cluster, "job", kns, "dip")["spec"]["suspend"] is False, what="Kueue unsuspends the Job")
+    running_pods(cluster, kns, "dip", 2)
+    print("slices after the resume:", slices(cluster, kns, "dip"))
+    live_slices = [x for x in slices(cluster, kns, "dip") if not x[3]]
+    assert [x[1:3] for x in live_slices] == [(2, True)], live_slices
+    # the resumed stage's world size reached the pods, and Kueue named the readmitted slice on the template
+    # (Kueue v0.17 left the first slice's name there; the operator dropped it on the slice it resumes)
+    template = get(cluster, "job", kns, "dip")["spec"]["template"]["metadata"]["annotations"]
+    assert template["carbontrack.io/world-size"] == "2", template
+    assert template["kueue.x-k8s.io/workload"] == live_slices[0][0], template
+    sidecar.stop()
+
+    writes = job_writes(cluster, kns)
+    ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
+    kueues = [e for e in writes if e.get("userAgent", "").startswith("kueue/")]
+    wrote = [e["requestObject"] for e in ours if e["verb"] != "create" and suspend_in(e.get("requestObject"))]
+    assert not wrote, f"carbontrack wrote spec.suspend: {wrote}"
+    flips = [e["requestObject"]["spec"]["suspend"] for e in kueues if suspend_in(e.get("requestObject"))]
+    assert flips == [False, True, False], flips

@@ -7,8 +7,14 @@ reported (eval metrics, DP-SGD parameters) and what CI wrote (test results inlin
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from tests.cases.crs import TEMPLATE
 from tests.cluster.controlplane import ControlPlane
@@ -110,6 +116,21 @@ def test_gates_pass_and_the_job_is_promoted_to_full_scale(
     wait(lambda: status(cluster, namespace, "llama").get("phase") == "Succeeded", what="phase Succeeded")
     README_ROWS.append(get_row(cluster, namespace, "llama"))
     print("\n".join(README_ROWS))  # the README's worked example comes from this output (pytest -s)
+    # the finished job's model-card block, as `carbontrack report` prints it, is the Hub's metadata
+    out = subprocess.run(
+        [sys.executable, "-m", "carbontrack.cli", "report", "llama", "-n", namespace,
+         "--format", "model-card"],
+        env={**os.environ, **cluster.env()}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    print(out.stdout)
+    block = yaml.safe_load(out.stdout)
+    final = status(cluster, namespace, "llama")
+    assert block["co2_eq_emissions"]["emissions"] == round(final["emissionsGrams"], 3) > 0
+    assert block["co2_eq_emissions"]["source"] == "carbontrack"
+    hub = pytest.importorskip("huggingface_hub")  # a dev dependency: present wherever the suite runs
+    card = yaml.safe_load(hub.ModelCardData(**block).to_yaml())
+    assert card["co2_eq_emissions"] == block["co2_eq_emissions"]
 
 
 def test_a_failing_gate_halts_and_suspends_and_an_edit_resumes(

@@ -123,9 +123,12 @@ def test_the_sidecar_answers_each_datagram_while_a_stop_stands_and_a_poll_always
 
     from carbontrack.sidecar.app import GO, STOP, _MarkerProtocol
     from carbontrack.sidecar.markers import parse
+    from carbontrack.sidecar.state import SidecarState
 
     sent: list[tuple[bytes, Any]] = []
-    fake: Any = SimpleNamespace(state=SimpleNamespace(stop_requested=False), on_datagram=parse)
+    state = SimpleNamespace(stop_requested=False, job_json=b"")
+    state.control = lambda: SidecarState.control(state)  # type: ignore[arg-type]
+    fake: Any = SimpleNamespace(state=state, on_datagram=parse)
     proto = _MarkerProtocol(fake)
     proto.connection_made(SimpleNamespace(sendto=lambda data, addr: sent.append((data, addr))))  # type: ignore[arg-type]
     step = b'{"v":1,"c":"c","q":1,"t":0,"k":"step","s":3}'

@@ -54,6 +54,38 @@ def test_not_elastic_makes_the_canary_the_full_job_with_one_stage() -> None:
     assert spec.canary.replicas == 1  # the original is untouched
 
 
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        (None, {}),
+        (kp.Queueing("q", elastic=False), {}),
+        (kp.Queueing("q", elastic=True), {"kueue.x-k8s.io/workload": None}),
+    ],
+)
+def test_a_resumed_elastic_job_drops_the_stale_slice_name_from_its_template(
+    q: kp.Queueing | None, expected: dict[str, str | None]
+) -> None:
+    assert kp.resume_template_annotations(q) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "changes", "expected"),
+    [
+        (None, {"a": "1"}, {"a": "1"}),
+        (
+            {"kueue.x-k8s.io/workload": "s1", "a": "1"},
+            {"kueue.x-k8s.io/workload": None, "a": "2"},
+            {"a": "2"},
+        ),
+        ({"b": "x"}, {"gone": None}, {"b": "x"}),
+    ],
+)
+def test_slice_annotations_apply_a_merge_patch(
+    current: dict[str, str] | None, changes: dict[str, str | None], expected: dict[str, str]
+) -> None:
+    assert kp.slice_annotations(current, changes) == expected
+
+
 @pytest.mark.parametrize("q", [None, kp.Queueing("q", elastic=True)])
 def test_unqueued_or_elastic_keeps_the_stages(q: kp.Queueing | None) -> None:
     assert kp.effective_spec(SPEC, q) is SPEC

@@ -13,12 +13,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from carbontrack.api.wire import TelemetryBatch
+from carbontrack.api.wire import ACK_JOB_HEADER, TelemetryBatch
 from carbontrack.controller import metrics
 from carbontrack.controller.auth import AuthError, Identity
 from carbontrack.controller.podfacts import PodFacts
 from carbontrack.controller.server import TelemetryServer
 from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
+from carbontrack.intensity.static import Intensity
 
 
 class FakeAuth:
@@ -37,6 +38,8 @@ class FakeRegistry:
     def __init__(self) -> None:
         self.aggregate = JobAggregate()
         self.stop = False  # JobState.stop: no halt recorded
+        self.intensity = Intensity(g_per_kwh=100.0, zone="DE", source="static")
+        self.gpu_models: dict[str, int] | None = None
 
     async def get(self, namespace: str, name: str) -> Any:
         return self if name == "j" else None
@@ -62,7 +65,7 @@ def rejected(reason: str) -> float:
 
 
 def exchange(
-    requests: list[tuple[Any, str]], active: bool = True
+    requests: list[tuple[Any, str]], active: bool = True, headers: dict[str, str] | None = None
 ) -> tuple[list[tuple[int, str]], FakeRegistry]:
     """POST each (body, token) in order to a server with fakes behind it; (status, text) of each."""
     registry = FakeRegistry()
@@ -75,7 +78,9 @@ def exchange(
             for doc, token in requests:
                 data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
                 resp = await client.post(
-                    "/v1/telemetry", data=data, headers={"Authorization": f"Bearer {token}"}
+                    "/v1/telemetry",
+                    data=data,
+                    headers={"Authorization": f"Bearer {token}", **(headers or {})},
                 )
                 out.append((resp.status, await resp.text()))
             return out
@@ -89,6 +94,19 @@ def test_a_good_batch_is_accepted_and_a_replay_is_a_409_that_changes_nothing() -
     assert [a[0] for a in answers] == [200, 200, 409]
     assert json.loads(answers[0][1]) == {"accepted": True, "seq": 1, "message": ""}
     assert registry.aggregate.energy_j == 20.0 and rejected("duplicate") == before + 1
+
+
+def test_the_job_totals_ride_in_the_ack_only_for_a_sidecar_that_asks() -> None:
+    asked, registry = exchange([(body(1), "good"), (body(2), "good")], headers={ACK_JOB_HEADER: "1"})
+    job = {"emissionsGrams": 20.0 / 3.6e6 * 100.0, "energyJoules": 20.0, "zone": "DE", "gpus": {"": 1}}
+    assert [json.loads(text) for _, text in asked] == [
+        {"accepted": True, "seq": 1, "message": "", "job": {**job, "emissionsGrams": 10.0 / 3.6e6 * 100.0,
+                                                           "energyJoules": 10.0}},
+        {"accepted": True, "seq": 2, "message": "", "job": job},
+    ]  # fmt: skip
+    assert registry.gpu_models == {"": 1}  # counted at the first answer, then by the status writer
+    plain, _ = exchange([(body(1), "good")])  # an older sidecar: the ack it has always parsed
+    assert json.loads(plain[0][1]) == {"accepted": True, "seq": 1, "message": ""}
 
 
 def test_malformed_unknown_version_and_unknown_job_are_4xx_and_counted() -> None:

@@ -20,6 +20,9 @@ from carbontrack.api.base import KubeModel
 
 WIRE_VERSION: Literal[1] = 1
 TELEMETRY_PATH = "/v1/telemetry"
+ACK_JOB_HEADER = "X-Carbontrack-Ack-Job"
+"""A sidecar that sends this header (value `1`) reads `job` in the ack; without it the ack carries no
+`job` (a sidecar older than the field refuses unknown fields, and would lose `stop` with them)."""
 MAX_BATCH_BYTES = 1 << 20  # operator refuses larger bodies with 413
 MAX_STEP_RECORDS = 10_000  # per batch
 MAX_GPUS = 64
@@ -170,6 +173,17 @@ class TelemetryBatch(WireModel):
         return sum(g.energy_joules for g in self.gpus if g.sharing != "exclusive")
 
 
+class JobTotals(WireModel):
+    """The job's running totals as the operator holds them when it answers (its in-memory aggregate,
+    ahead of status by at most one status interval): what a model card's `co2_eq_emissions` needs."""
+
+    emissions_grams: float = Field(ge=0)
+    energy_joules: float = Field(ge=0)
+    zone: str = Field(max_length=64)
+    gpus: dict[str, Count] = Field(default_factory=dict, max_length=MAX_GPUS)
+    """GPU model name -> GPUs of it seen (status.gpus: the newest boot of each pod); "" = not reported."""
+
+
 class TelemetryAck(WireModel):
     """The operator's answer: which seq it has, so the sidecar can drop what was delivered."""
 
@@ -179,6 +193,8 @@ class TelemetryAck(WireModel):
     stop: bool = False
     """A halt is under way: the trainer should save a checkpoint, report it, and stop (the sidecar relays
     this to the client's `should_stop()`)."""
+    job: JobTotals | None = None
+    """The job's totals, only for a sidecar that asked (ACK_JOB_HEADER); relayed to `client.job_totals()`."""
 
 
 class WireError(ValueError):

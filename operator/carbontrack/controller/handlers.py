@@ -432,11 +432,14 @@ async def _scale(
         annotations = {
             WORLD_SIZE_ANNOTATION: str(s.replicas),
             RESUME_ANNOTATION: f"{ck.step} {ck.uri}" if ck else None,
+            **kueue_policy.resume_template_annotations(workload),  # a stale slice name (Kueue v0.17)
         }
         resumed = {"spec": {**scale["spec"], "template": {"metadata": {"annotations": annotations}}}}
         try:
             await batch_api.patch_namespaced_job(job_name_for(name), namespace, resumed)
             scale = {}
+            if workload is not None and workload.elastic:  # Kueue restores the template from the slice
+                await kueue.set_slice_annotations(memo.api, namespace, job_name_for(name), annotations)
         except ApiException as exc:  # a Job the apiserver will not let change its template: resume anyway
             if exc.status != 422:
                 raise kopf.TemporaryError(f"resuming the Job failed: {exc.reason}", delay=5) from exc

@@ -4,7 +4,8 @@ The rules are in core/kueue_policy.py; this module reads and writes Kueue's obje
 kueue.x-k8s.io/v1beta2, Kueue v0.17). The operator never writes a queued Job's `spec.suspend`:
 Kueue's webhook suspends the Job at creation, and its manager suspends and unsuspends it as it
 deactivates, evicts and admits the Workload, so halting is `active: false` on every unfinished
-Workload of the Job, resuming `active: true`.
+Workload of the Job, resuming `active: true` (a grown elastic Job's resume also writes its pod-template
+annotations on the suspended slice: set_slice_annotations).
 
 The AdmissionCheck controller answers the checks whose AdmissionCheck names controllerName
 `carbontrack.io/budget`: it sets their state on each Workload (server-side apply of its own entry of
@@ -91,6 +92,37 @@ async def set_active(api: client.ApiClient, namespace: str, job: str, active: bo
         )  # type: ignore[call-arg]  # fmt: skip
         log.info("workload %s/%s active=%s", namespace, wl["metadata"]["name"], active)
     return bool(found)
+
+
+async def set_slice_annotations(
+    api: client.ApiClient, namespace: str, job: str, changes: dict[str, str | None]
+) -> None:
+    """Write a resume's pod-template annotations on the Job's unfinished Workloads that hold no quota
+    (a halted elastic Job: Kueue restores the Job's template from its slice's copy while it is suspended,
+    see kueue_policy.resume_template_annotations). Kueue refuses a change of a slice holding quota."""
+    uid = await job_uid(api, namespace, job)
+    if uid is None:
+        return
+    custom = client.CustomObjectsApi(api)
+    for wl in await workloads(api, namespace, uid):
+        conditions = {
+            c.get("type"): c.get("status") for c in (wl.get("status") or {}).get("conditions") or []
+        }
+        if view(wl).finished or conditions.get("QuotaReserved") == "True":
+            continue
+        pod_sets = wl["spec"]["podSets"]
+        for ps in pod_sets:
+            meta = ps.setdefault("template", {}).setdefault("metadata", {})
+            meta["annotations"] = kp.slice_annotations(meta.get("annotations"), changes)
+        body = {
+            "metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]},
+            "spec": {"podSets": pod_sets},
+        }
+        await custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "workloads", wl["metadata"]["name"], body,
+            _content_type="application/merge-patch+json",
+        )  # type: ignore[call-arg]  # fmt: skip
+        log.info("workload %s/%s: resume annotations on its pod template", namespace, wl["metadata"]["name"])
 
 
 async def our_checks(api: client.ApiClient) -> frozenset[str]:

@@ -20,6 +20,7 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.controller import metrics, status
+from carbontrack.controller.ack import status_gpu_models
 from carbontrack.controller.config import OperatorConfig
 from carbontrack.controller.intensity_resolution import IntensityResolution, initial_intensity
 from carbontrack.controller.status_writer import StatusWriter
@@ -78,6 +79,8 @@ class JobState:
     """This job's child of carbontrack_telemetry_batches_total (a label lookup per batch cost 4 %)."""
     stop: bool = False
     """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
+    gpu_models: dict[str, int] | None = None
+    """GPU model -> count as status.gpus last listed them, for the ack's job totals (controller.ack)."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -139,6 +142,7 @@ class Registry:
         key = (state.namespace, state.name)
 
         def build() -> dict[str, Any]:
+            state.gpu_models = status_gpu_models(state.aggregate)  # once per status interval
             return status.telemetry_update(state.aggregate, state.intensity, time.time())
 
         async def patch(body: dict[str, Any]) -> None:

@@ -28,8 +28,9 @@ from aiohttp.web_protocol import RequestHandler
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck, WireError, parse_batch
+from carbontrack.api.wire import ACK_JOB_HEADER, TELEMETRY_PATH, TelemetryAck, WireError, parse_batch
 from carbontrack.controller import metrics
+from carbontrack.controller.ack import accepted_body, job_totals, status_gpu_models
 from carbontrack.controller.auth import Authenticator, AuthError
 from carbontrack.controller.registry import Registry
 from carbontrack.core.aggregation import Receipt, Verdict
@@ -228,7 +229,10 @@ class TelemetryServer:
         result = await self.registry.apply(state, batch, receipt)
         if result.verdict is not Verdict.ACCEPTED:
             return _refuse(_VERDICT_STATUS[result.verdict], result.verdict.value, result.message, batch.seq)
-        ack = TelemetryAck(accepted=True, seq=batch.seq, stop=state.stop)
-        # `stop` only when asked: a sidecar older than the field parses the rest as before
-        body = ack.model_dump_json(by_alias=True, exclude=None if state.stop else {"stop"})
+        job = None
+        if request.headers.get(ACK_JOB_HEADER) == "1":  # a sidecar that reads `job` (older ones refuse it)
+            if state.gpu_models is None:
+                state.gpu_models = status_gpu_models(state.aggregate)
+            job = job_totals(state.aggregate, state.intensity, state.gpu_models)
+        body = accepted_body(batch.seq, state.stop, job)
         return web.Response(text=body, content_type="application/json")

@@ -28,6 +28,9 @@ ELASTIC_ANNOTATION = "kueue.x-k8s.io/elastic-job"
 """Kueue's opt-in for workload slices (an annotation, value "true"), copied like the queue label."""
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 """Kueue labels each Workload with the uid of the Job it stands for."""
+WORKLOAD_ANNOTATION = "kueue.x-k8s.io/workload"
+"""Kueue (TopologyAwareScheduling, on by default in v0.17) writes the admitted Workload's name here on
+the Job's pod template when it unsuspends the Job."""
 ADMISSION_CHECK_CONTROLLER = "carbontrack.io/budget"
 """spec.controllerName of an AdmissionCheck that carbontrack answers."""
 
@@ -96,6 +99,33 @@ def canary_condition(spec: CarbonTrackedJobSpec, q: Queueing | None) -> Conditio
         f'{ELASTIC_ANNOTATION}: "true", with Kueue\'s ElasticJobsViaWorkloadSlices gate on '
         "(operator: Helm value kueue.elasticJobs)",
     )  # fmt: skip
+
+
+def resume_template_annotations(q: Queueing | None) -> dict[str, str | None]:
+    """Pod-template annotations to drop when a halted elastic Job resumes (a merge patch: None deletes).
+
+    Kueue v0.17 writes `kueue.x-k8s.io/workload: <first slice>` on the template when it first starts the
+    Job, and leaves it there through scale-ups (it never restarts a running Job); each later slice copies
+    that template. While the Job is suspended Kueue restores the template from the slice's own copy, and
+    on readmission it merges the admitted slice's name into the same key, finds the stale value, and
+    finishes the slice as FailedToStart ("conflict for key=kueue.x-k8s.io/workload"), then loops creating
+    Workloads. So the resume writes its annotations on the slice's template too (`slice_annotations`),
+    without the stale value: Kueue restores that onto the Job and writes the right name on admission.
+    Only an elastic Job has more than one slice; the others keep their template."""
+    if q is None or not q.elastic:
+        return {}
+    return {WORKLOAD_ANNOTATION: None}
+
+
+def slice_annotations(current: Mapping[str, str] | None, changes: Mapping[str, str | None]) -> dict[str, str]:
+    """A slice's pod-template annotations after a resume's merge patch `changes` (None deletes a key)."""
+    out = dict(current or {})
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 # ------------------------------------------------------------------------------ budget admission

@@ -15,18 +15,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from carbontrack.api.crd import CarbonTrackedJob
 from carbontrack.core.emissions import kwh
-
-TrainingType = Literal["pre-training", "fine-tuning"]
-TRAINING_TYPES: tuple[TrainingType, ...] = ("pre-training", "fine-tuning")
-SOURCE = "carbontrack"
+from carbontrack.core.model_card import SOURCE as SOURCE  # re-exported: report_cli and tests read them here
+from carbontrack.core.model_card import TRAINING_TYPES as TRAINING_TYPES
+from carbontrack.core.model_card import TrainingType as TrainingType
+from carbontrack.core.model_card import co2_eq_emissions, gpu_models
+from carbontrack.core.model_card import hardware_used as _hardware_used
 
 # CodeCarbon's emissions.csv header (2.x), in its order.
 CODECARBON_COLUMNS: tuple[str, ...] = (
@@ -105,24 +105,14 @@ def run_report(job: CarbonTrackedJob) -> RunReport:
 
 
 def hardware_used(gpu_names: tuple[str, ...]) -> str:
-    """`8 x NVIDIA H100 80GB HBM3`, kinds joined by `, ` (most first); a GPU whose model was not
-    reported counts as `GPU (model not reported)`; no GPU seen: `unknown`."""
-    if not gpu_names:
-        return "unknown"
-    counts = Counter(n or "GPU (model not reported)" for n in gpu_names)
-    return ", ".join(f"{n} x {model}" for model, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    """`8 x NVIDIA H100 80GB HBM3` (core.model_card.hardware_used), from one name per GPU seen."""
+    return _hardware_used(gpu_models(gpu_names))
 
 
 def model_card(r: RunReport, training_type: TrainingType) -> dict[str, Any]:
     """The `co2_eq_emissions` metadata block (a dict with that one key)."""
     return {
-        "co2_eq_emissions": {
-            "emissions": round(r.emissions_g, 3),
-            "source": SOURCE,
-            "training_type": training_type,
-            "geographical_location": f"grid zone {r.zone}",
-            "hardware_used": hardware_used(r.gpu_names),
-        }
+        "co2_eq_emissions": co2_eq_emissions(r.emissions_g, r.zone, gpu_models(r.gpu_names), training_type)
     }
 
 

@@ -29,6 +29,8 @@ from carbontrack.sidecar.config import SidecarConfig
 from carbontrack.sidecar.markers import Marker
 from carbontrack.sidecar.outbox import Backoff
 from carbontrack.sidecar.policy import Action, respond
+from carbontrack.sidecar.state import GO as GO  # the control datagrams (tests import them from here)
+from carbontrack.sidecar.state import STOP as STOP
 from carbontrack.sidecar.state import SidecarState
 from carbontrack.sidecar.transport import SendResult, Transport
 
@@ -47,10 +49,6 @@ def encode(batch: TelemetryBatch) -> bytes:
     return batch.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-STOP = b'{"v":1,"k":"ctl","stop":true}'
-GO = b'{"v":1,"k":"ctl","stop":false}'
-
-
 class _MarkerProtocol(asyncio.DatagramProtocol):
     def __init__(self, sidecar: Sidecar) -> None:
         self.sidecar = sidecar
@@ -62,10 +60,13 @@ class _MarkerProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         marker = self.sidecar.on_datagram(data)
         # the pod-local channel back: a halt's stop request answers every datagram of a client (a poll
-        # is answered either way, so a withdrawn stop is seen); loopback, so never lost in practice
-        stop = self.sidecar.state.stop_requested
-        if self.transport is not None and (stop or (marker is not None and marker.kind == "poll")):
-            self.transport.sendto(STOP if stop else GO, addr)
+        # is answered either way, so a withdrawn stop is seen, and the job's totals asked for are sent);
+        # loopback, so never lost in practice
+        state = self.sidecar.state
+        if self.transport is not None and (
+            state.stop_requested or (marker is not None and marker.kind == "poll")
+        ):
+            self.transport.sendto(state.control(), addr)
 
 
 class Sidecar:
@@ -117,9 +118,8 @@ class Sidecar:
         response = respond(result.status, self.max_records)
         self.back_off = response.back_off
         if response.action is Action.DELIVERED:
-            if result.ack is not None and result.ack.stop != self.state.stop_requested:
+            if result.ack is not None and self.state.on_ack(result.ack):
                 log.info("stop request from the operator", extra={"stop": result.ack.stop})
-                self.state.stop_requested = result.ack.stop
             self.state.outbox.ack(batch.seq)
             self.sent += 1
             self._first_sent = self._first_sent or bool(batch.steps)

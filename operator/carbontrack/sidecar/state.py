@@ -23,10 +23,12 @@ from carbontrack.api.wire import (
     DPParams,
     EvalReport,
     GpuCounter,
+    JobTotals,
     Method,
     ObjectRef,
     PodRef,
     StepRecord,
+    TelemetryAck,
     TelemetryBatch,
 )
 from carbontrack.core.attribution import SequenceGaps, StepAttributor
@@ -42,6 +44,11 @@ log = logging.getLogger("carbontrack.sidecar")
 BackendFactory = Callable[[list[str] | None], EnergyBackend]
 """Makes the backend once the GPUs are known: called with the trainer's NVML UUIDs (or None)."""
 MAX_PENDING = 100_000
+STOP = b'{"v":1,"k":"ctl","stop":true}'
+GO = b'{"v":1,"k":"ctl","stop":false}'
+MAX_CTL_JOB_BYTES = 3000
+"""A client older than `job` reads control datagrams into 4096 bytes and drops one cut short (with its
+`stop`): the totals ride along only while they fit (a few GPU models take 150 bytes)."""
 CLOCK_SKEW_S = 10.0
 """trainer mode: a marker or reading stamped further than this from the sidecar's own CLOCK_MONOTONIC
 (the same clock, on the same node) is not trusted: a marker is timed on arrival, a reading dropped."""
@@ -70,6 +77,10 @@ class SidecarState:
         self.bad_markers = 0
         self.stop_requested = False
         """The operator's last answer asked the trainers to checkpoint and stop (issue 16)."""
+        self.job_totals: JobTotals | None = None
+        """The job's totals in the operator's last answer that had them (relayed: `client.job_totals()`)."""
+        self.job_json = b""
+        """job_totals as the control datagram carries them (encoded once per answer, not per datagram)."""
         self.ended = False
         self.feed = TrainerFeed() if config.backend == "trainer" else None
         self.pending: deque[Marker] = deque(maxlen=MAX_PENDING)
@@ -163,6 +174,22 @@ class SidecarState:
                 f"uses {sorted(theirs)}; refusing to bill GPUs that are not the trainer's"
             )[:300]
             log.error("refusing to measure: %s", self.refused)
+
+    def on_ack(self, ack: TelemetryAck) -> bool:
+        """Keep what a delivered batch's answer says for the trainers; True when `stop` changed."""
+        changed = ack.stop != self.stop_requested
+        self.stop_requested = ack.stop
+        if ack.job is not None:
+            self.job_totals = ack.job
+            encoded = ack.job.model_dump_json(by_alias=True).encode()
+            self.job_json = encoded if len(encoded) <= MAX_CTL_JOB_BYTES else b""
+        return changed
+
+    def control(self) -> bytes:
+        """The control datagram to a client: `stop` as older clients parse it, and `job` once known
+        (an older client ignores keys it does not know)."""
+        base = STOP if self.stop_requested else GO
+        return base[:-1] + b',"job":' + self.job_json + b"}" if self.job_json else base
 
     def on_datagram(self, data: bytes, now: float) -> Marker | None:
         try:

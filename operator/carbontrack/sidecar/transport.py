@@ -20,7 +20,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from carbontrack.api.wire import TELEMETRY_PATH, TelemetryAck
+from carbontrack.api.wire import ACK_JOB_HEADER, TELEMETRY_PATH, TelemetryAck
 
 MAX_ANSWER_BYTES = 1 << 16
 
@@ -96,7 +96,11 @@ class Transport:
             "POST",
             self.path,
             body=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                ACK_JOB_HEADER: "1",  # this sidecar reads the job's totals in the ack (relays them)
+            },
         )
         resp = conn.getresponse()
         raw = resp.read(MAX_ANSWER_BYTES)

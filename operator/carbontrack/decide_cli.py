@@ -26,6 +26,7 @@ from typing import Any
 
 from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION
+from carbontrack.cli_kube import load_config
 from carbontrack.core.approvals import annotation_value
 
 FIELD_MANAGER = "carbontrack-cli"
@@ -42,17 +43,11 @@ async def _whoami(api: Any) -> str:
 
 
 async def _decide(args: argparse.Namespace) -> int:
-    from kubernetes_asyncio import client, config
+    from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    try:
-        await config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    except (config.ConfigException, OSError, TypeError):
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            print("no kubeconfig and not in a cluster: set KUBECONFIG or --kubeconfig", file=sys.stderr)
-            return 2
+    if not await load_config(args.kubeconfig, args.context):
+        return 2
     async with client.ApiClient() as api:
         custom = client.CustomObjectsApi(api)
         key = APPROVE_ANNOTATION if args.command == "approve" else REJECT_ANNOTATION

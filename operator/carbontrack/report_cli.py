@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from carbontrack.api.contract import TRAINING_TYPE_ANNOTATION, Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJob
+from carbontrack.cli_kube import load_config
 from carbontrack.core.report import (
     TRAINING_TYPES,
     TrainingType,
@@ -50,17 +51,11 @@ def render(obj: dict[str, Any], fmt: str, training_type: str | None) -> str:
 
 
 async def _report(args: argparse.Namespace) -> int:
-    from kubernetes_asyncio import client, config
+    from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    try:
-        await config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    except (config.ConfigException, OSError, TypeError):
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            print("no kubeconfig and not in a cluster: set KUBECONFIG or --kubeconfig", file=sys.stderr)
-            return 2
+    if not await load_config(args.kubeconfig, args.context):
+        return 2
     async with client.ApiClient() as api:
         try:
             obj = await client.CustomObjectsApi(api).get_namespaced_custom_object(

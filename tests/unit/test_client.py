@@ -6,7 +6,6 @@ import ast
 import json
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from carbontrack import client
 from carbontrack.sidecar.markers import parse
 
 CLIENT_SRC = Path(client.__file__)
-
-
-@pytest.fixture
-def receiver() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(2)
-    yield sock
-    sock.close()
 
 
 def addr(sock: socket.socket) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,15 +114,6 @@ def test_the_marker_protocol_answers_a_poll_with_the_totals() -> None:
     proto.datagram_received(b'{"v":1,"c":"c","q":1,"t":0,"k":"step","s":3}', ("127.0.0.1", 1))
     proto.datagram_received(b'{"v":1,"c":"c","q":2,"t":0,"k":"poll","s":3}', ("127.0.0.1", 1))
     assert sent == [state.control()]
-
-
-@pytest.fixture
-def receiver() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(2)
-    yield sock
-    sock.close()
 
 
 def test_job_totals_polls_the_sidecar_and_returns_its_answer(receiver: socket.socket) -> None:

@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -114,16 +114,24 @@ class WattTime:
         self._token_at = time.monotonic()
         return self._token
 
-    async def fetch(self, session: aiohttp.ClientSession, zone: str) -> Intensity:
+    async def _forecast_body(
+        self, session: aiohttp.ClientSession, zone: str, horizon_hours: int, what: str
+    ) -> Any:
+        """/v3/forecast of the zone's marginal signal: horizon 0 is the figure now. A 401 drops the token,
+        so the next call logs in again."""
         token = await self._login(session)
-        params = {"region": zone, "signal_type": "co2_moer", "horizon_hours": "0"}
+        params = {"region": zone, "signal_type": "co2_moer", "horizon_hours": str(horizon_hours)}
         headers = {"Authorization": f"Bearer {token}"}
         async with session.get(f"{self.base_url}/v3/forecast", params=params, headers=headers) as resp:
             if resp.status == 401:
                 self._token = ""
             if resp.status != 200:
-                raise ProviderError(f"watttime answered {resp.status}: {(await resp.text())[:200]}")
-            body = await resp.json()
+                detail = f": {(await resp.text())[:200]}" if horizon_hours == 0 else ""
+                raise ProviderError(f"{what} answered {resp.status}{detail}")
+            return await resp.json()
+
+    async def fetch(self, session: aiohttp.ClientSession, zone: str) -> Intensity:
+        body = await self._forecast_body(session, zone, 0, "watttime")
         try:
             lbs_per_mwh = float(body["data"][0]["value"])
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -131,15 +139,7 @@ class WattTime:
         return Intensity(lbs_per_mwh * LBS_PER_MWH_TO_G_PER_KWH, zone, "watttime:co2_moer(marginal)")
 
     async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]:
-        token = await self._login(session)
-        params = {"region": zone, "signal_type": "co2_moer", "horizon_hours": "24"}
-        headers = {"Authorization": f"Bearer {token}"}
-        async with session.get(f"{self.base_url}/v3/forecast", params=params, headers=headers) as resp:
-            if resp.status == 401:
-                self._token = ""
-            if resp.status != 200:
-                raise ProviderError(f"watttime forecast answered {resp.status}")
-            body = await resp.json()
+        body = await self._forecast_body(session, zone, 24, "watttime forecast")
         rows = body.get("data") if isinstance(body, dict) else None
         return _points(rows, "point_time", "value", LBS_PER_MWH_TO_G_PER_KWH)
 

@@ -3,8 +3,9 @@
     python tests/cluster/kueue.py build    # compile and cache the manager and its manifests
 
 The binary and the manifests it needs (CRDs, webhook configurations, from the module's config/components)
-are cached under ~/.cache/carbontrack/kueue-<version>/. A file lock (flock) around the build means two
-builds never run at once: a second caller waits, then finds the cached binary.
+are cached under ~/.cache/carbontrack/kueue-<version>/. The build holds the machine-wide Go build lock
+(`controlplane.go_build_lock`): two builds never run at once, nor beside a Kubernetes build; a second
+caller waits, then finds the cached binary.
 
 `start(cluster)` runs the manager as one more process of a tests/cluster/controlplane.py control plane
 (stopped with it). Webhooks: the local apiserver cannot reach a Service (no kube-proxy, and Endpoints may
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
@@ -30,14 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from controlplane import CACHE, ControlPlane, _go_env, free_port  # noqa: E402
+from controlplane import CACHE, ControlPlane, _go_env, free_port, go_build_lock  # noqa: E402
 
 KUEUE = "v0.17.0"
 """The newest Kueue release on the module proxy (built against k8s.io v0.35 client libraries; its API
@@ -46,7 +44,6 @@ MODULE = "sigs.k8s.io/kueue"
 DIR = CACHE / f"kueue-{KUEUE}"
 BINARY = DIR / "kueue"
 MANIFESTS = DIR / "config"
-LOCK = CACHE / f"kueue-{KUEUE}.lock"
 
 
 def log(msg: str) -> None:
@@ -57,20 +54,9 @@ def present() -> bool:
     return BINARY.exists() and (MANIFESTS / "crd").is_dir() and (MANIFESTS / "webhook.yaml").exists()
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build() -> Path:
     """Compile the manager (CGO off, -trimpath) and copy its manifests; idempotent, returns BINARY."""
-    with _locked():
+    with go_build_lock():
         if present():
             return BINARY
         DIR.mkdir(parents=True, exist_ok=True)

@@ -130,9 +130,10 @@ def run_apiserver(port: int) -> None:
 # --- the operator's telemetry path ------------------------------------------------------------------
 
 
-def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str) -> None:
+def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event_loop: str) -> None:
     from kubernetes_asyncio import client
 
+    from carbontrack.controller import eventloop
     from carbontrack.controller.auth import Authenticator
     from carbontrack.controller.config import OperatorConfig
     from carbontrack.controller.registry import Registry
@@ -176,7 +177,8 @@ def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str) -> No
         Path(stats_file).write_text(json.dumps({"gc_pauses_s": pauses}))
         os._exit(0)  # the numbers are written; no orderly flush of 1000 status writers needed
 
-    asyncio.run(main())
+    with eventloop.runner("asyncio" if event_loop == "asyncio" else "uvloop") as runner:
+        runner.run(main())  # the operator's loop, as `carbontrack operator` makes it
 
 
 # --- the load generator -----------------------------------------------------------------------------
@@ -223,6 +225,8 @@ class Load:
         self.latencies: list[float] = []
         self.batches = self.records = self.timeouts = self.errors = 0
         self.first_contact = 0
+        self.statuses: dict[int, int] = {}
+        """Every answer, warm-up included, by status (-1 timeout, 0 connection error)."""
 
     async def _post(
         self, streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], pod: Pod, body: bytes, close: bool
@@ -266,6 +270,7 @@ class Load:
             if status <= 0 and streams is not None:
                 streams[1].close()
                 streams = None
+            self.statuses[status] = self.statuses.get(status, 0) + 1
             if first:
                 self.first_contact += 1
                 first = False
@@ -330,7 +335,8 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
     me = [sys.executable, __file__]
     api = subprocess.Popen([*me, "--role", "apiserver", "--port", str(api_port)])
     op = subprocess.Popen([*me, "--role", "operator", "--port", str(port), "--api-port", str(api_port),
-                           "--certs", str(work), "--stats", str(work / "op.json")])  # fmt: skip
+                           "--certs", str(work), "--stats", str(work / "op.json"),
+                           "--event-loop", args.event_loop])  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -363,7 +369,9 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
         "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
         "timeouts": load.timeouts, "errors": load.errors, "rss_mb": rss,
         "gc_p99_ms": percentile(pauses, 99) * 1000, "gc_max_ms": (pauses[-1] * 1000) if pauses else 0.0,
+        "gc_total_s": sum(pauses), "gc_count": len(pauses),
         "api_per_s": got["api_requests"] / got["wall_s"], "api_total": got["api"],
+        "statuses": load.statuses,
     }  # fmt: skip
 
 
@@ -382,6 +390,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="the sidecar's default")
     parser.add_argument("--peer-jobs", type=int, default=0, help="jobs for the peer (default: --jobs)")
     parser.add_argument("--timeout", type=float, default=5.0, help="the sidecar's request timeout")
+    parser.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the operator's loop (production: uvloop; controller.eventloop)",
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-peer", action="store_true", help="measure the sidecar's protocol only")
     args = parser.parse_args()
@@ -389,7 +403,7 @@ def main() -> int:
         run_apiserver(args.port)
         return 0
     if args.role == "operator":
-        run_operator(args.port, args.api_port, args.certs, args.stats)
+        run_operator(args.port, args.api_port, args.certs, args.stats, args.event_loop)
         return 0
     ours = measure(args, "keepalive", args.interval)
     print(json.dumps(ours), flush=True)

@@ -38,13 +38,14 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    import logging
     import os
     import socket
     import time
 
     import kopf
 
-    from carbontrack.controller import handlers
+    from carbontrack.controller import eventloop, handlers
     from carbontrack.controller.config import OperatorConfig
     from carbontrack.controller.peering import PeeringArgs, own_identity, seniority_priority
     from carbontrack.logs import setup_logging
@@ -58,16 +59,22 @@ def _operator(args: argparse.Namespace) -> int:
     if args.peering:
         priority = seniority_priority(time.time()) if args.priority is None else args.priority
         memo.peering = PeeringArgs(args.peering, list(args.namespace or ()), identity, priority)
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        standalone=not args.peering,
-        peering_name=args.peering or None,
-        priority=priority,
-        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
-        memo=memo,
-        liveness_endpoint=None,
-    )
+    with eventloop.runner(cfg.event_loop) as runner:
+        loop = runner.get_loop()
+        logging.getLogger("carbontrack.operator").info(
+            "event loop", extra={"loop": eventloop.loop_name(loop)}
+        )
+        kopf.run(
+            loop=loop,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or (),
+            standalone=not args.peering,
+            peering_name=args.peering or None,
+            priority=priority,
+            identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str, not exported
+            memo=memo,
+            liveness_endpoint=None,
+        )
     return 0
 
 

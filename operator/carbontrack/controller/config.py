@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from carbontrack.core.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
 
@@ -60,6 +61,9 @@ class OperatorConfig:
     """Answer Kueue AdmissionChecks with controllerName carbontrack.io/budget (needs Kueue's CRDs)."""
     kueue_elastic_jobs: bool = False
     """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
+
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """uvloop where installed (controller.eventloop); `asyncio` keeps the standard loop."""
 
     max_pods_per_job: int = PODS_PER_JOB
     """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
@@ -120,4 +124,5 @@ class OperatorConfig:
             status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
             kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
             kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
+            event_loop="asyncio" if get("EVENT_LOOP", "uvloop") == "asyncio" else "uvloop",
         )

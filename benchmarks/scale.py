@@ -8,8 +8,8 @@ pod at 1 batch/s speaking the real protocol (pod-bound tokens from TokenRequest,
 10 step records per batch; asyncio, one process). Prints: operator RSS, reconcile latency (create ->
 Job appears in a watch) p50/p99, status patches/s per job, batches offered and accepted, and the
 apiserver's request rate: the operator's own (it acts as the chart's ServiceAccount, and the
-apiserver's audit log attributes every request) and all clients'. Targets: p99 < 2 s, RSS < 500 MB,
-<= 0.1 status patches/s per job. Not run in CI.
+apiserver's audit log attributes every request) and all clients'. Targets (issue 15): reconcile p99
+<= 1 s, RSS < 400 MB at 1000 x 8, <= 0.1 status patches/s per job. Not run in CI.
 """
 
 from __future__ import annotations
@@ -124,6 +124,34 @@ def audit_latencies(audit_log: Path) -> list[float]:
     return sorted(max(jobs[n] - t, 0.0) for n, t in created.items() if n in jobs)
 
 
+def apiserver_times(audit_log: Path) -> dict[str, list[float]]:
+    """Seconds the apiserver itself spent (received -> response complete) on the CRs' creates and on
+    the operator's requests, by verb and resource: tells a slow apiserver from a slow operator."""
+    out: dict[str, list[float]] = {}
+    with audit_log.open() as f:
+        for line in f:
+            e = json.loads(line)
+            if e.get("stage") != "ResponseComplete":
+                continue
+            ref = e.get("objectRef", {})
+            who = "operator" if e.get("user", {}).get("username") == OPERATOR_USER else "others"
+            sub = "/" + ref["subresource"] if ref.get("subresource") else ""
+            key = f"{who} {e['verb']} {ref.get('resource', '?')}{sub}"
+            took = dt.datetime.fromisoformat(
+                e["stageTimestamp"].replace("Z", "+00:00")
+            ) - dt.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            out.setdefault(key, []).append(took.total_seconds())
+    return out
+
+
+def print_apiserver_times(audit_log: Path) -> None:
+    times = apiserver_times(audit_log)
+    print("apiserver time per request (count, p50 s, p99 s):")
+    for key, got in sorted(times.items(), key=lambda kv: -len(kv[1]))[:14]:
+        got.sort()
+        print(f"  {key}: {len(got)}, {percentile(got, 50):.3f}, {percentile(got, 99):.3f}")
+
+
 def watch_jobs(api: Api, ns: str, seen: dict[str, float], stop: threading.Event) -> None:
     """When each Job appears, from a watch (listing 1000 Jobs every 100 ms would load the apiserver)."""
     while not stop.is_set():
@@ -209,7 +237,9 @@ def main() -> int:
     ns = "scale"
     work = Path(tempfile.mkdtemp(prefix="carbontrack-scale-"))
     cp = ControlPlane(work / "cluster")
-    nodes = max(2, -(-args.jobs * args.pods // 8))
+    # created suspended, no pod ever starts: GPU nodes would only add their kubelets' heartbeats (1000
+    # kwok nodes patched their status and leases 60 times a second, on the same two cores)
+    nodes = 2 if args.suspended else max(2, -(-args.jobs * args.pods // 8))
     op: Operator | None = None
     try:
         cp.up(nodes=2, audit=True, client_qps=200, flow_control=True)  # APF: as in a real cluster
@@ -247,6 +277,9 @@ def main() -> int:
         time.sleep(1)
         assert op.proc is not None
         t0, cpu0 = time.monotonic(), cpu_seconds(op.proc.pid)
+        parts = {"operator": op.proc.pid, **cp.pids}
+        parts_cpu0 = {k: cpu_seconds(pid) for k, pid in parts.items()}
+        self_cpu0 = time.process_time()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(create, range(args.jobs)))
         create_s = time.monotonic() - t0
@@ -256,9 +289,16 @@ def main() -> int:
             time.sleep(0.5)
         stop_watch.set()
         reconcile_cores = (cpu_seconds(op.proc.pid) - cpu0) / (time.monotonic() - t0)
+        phase_s = time.monotonic() - t0
+        where = {k: (cpu_seconds(pid) - parts_cpu0[k]) / phase_s for k, pid in parts.items()}
+        where["this load generator"] = (time.process_time() - self_cpu0) / phase_s
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(where.items(), key=lambda kv: -kv[1]))
+        print(f"cores used while reconciling ({phase_s:.0f} s): {cores}; total {sum(where.values()):.2f} "
+              f"of {os.cpu_count()}", flush=True)  # fmt: skip
         watched = sorted(max(seen[n] - created[n], 0.0) for n in created if n in seen)
         time.sleep(2)  # the audit backend flushes
         latencies = audit_latencies(cp.audit_log)
+        print_apiserver_times(cp.audit_log)
         w50, w99 = percentile(watched, 50), percentile(watched, 99)
         print(f"client-observed (watch) p50 {w50:.2f} s, p99 {w99:.2f} s; apiserver-timed "
               f"({len(latencies)} jobs):", flush=True)  # fmt: skip
@@ -271,8 +311,8 @@ def main() -> int:
                   f"\n| operator CPU (cores) | {reconcile_cores:.2f} |")  # fmt: skip
             write_rows(args.json, [
                 row(f"reconcile latency p50, create -> Job ({size}) (s)", f"{p50:.2f}"),
-                row(f"reconcile latency p99 ({size}) (s)", f"{p99:.2f}", "< 2", p99 < 2,
-                    peer=f"operator used {reconcile_cores:.2f} of {os.cpu_count()} cores meanwhile"),
+                row(f"reconcile latency p99 ({size}) (s)", f"{p99:.2f}", "≤ 1", p99 <= 1,
+                    peer=f"cores used meanwhile: {cores} (of {os.cpu_count()})"),
             ])  # fmt: skip
             return 0
         want = args.jobs * args.pods
@@ -334,10 +374,10 @@ def main() -> int:
               f"({machine()})\n")  # fmt: skip
         print("| figure | value | target |\n|---|---:|---:|")
         print(f"| reconcile latency p50 (create -> Job) s | {percentile(latencies, 50):.2f} | |")
-        print(f"| reconcile latency p99 s | {percentile(latencies, 99):.2f} | < 2 |")
+        print(f"| reconcile latency p99 s | {percentile(latencies, 99):.2f} | ≤ 1 |")
         print(f"| ({args.jobs} jobs created in) s | {create_s:.1f} | |")
         print(f"| operator CPU while reconciling (cores of {os.cpu_count()}) | {reconcile_cores:.2f} | |")
-        print(f"| operator peak RSS MB | {peak[0]:.0f} | < 500 |")
+        print(f"| operator peak RSS MB | {peak[0]:.0f} | < 400 |")
         print(f"| status patches/s per job | {per_job:.3f} | <= 0.1 |")
         print(f"| batches offered/s (1 per pod per s) | {offered / elapsed:.0f} | {want} |")
         print(f"| batches accepted/s | {accepted / elapsed:.0f} | |")
@@ -350,9 +390,9 @@ def main() -> int:
         p99 = percentile(latencies, 99)
         write_rows(args.json, [
             row(f"reconcile latency p50, create -> Job ({size}) (s)", f"{percentile(latencies, 50):.2f}"),
-            row(f"reconcile latency p99 ({size}) (s)", f"{p99:.2f}", "< 2", p99 < 2,
+            row(f"reconcile latency p99 ({size}) (s)", f"{p99:.2f}", "≤ 1", p99 <= 1,
                 peer=f"operator used {reconcile_cores:.2f} of {os.cpu_count()} cores meanwhile"),
-            row(f"operator peak RSS under telemetry ({size}) (MB)", f"{peak[0]:.0f}", "< 500", peak[0] < 500),
+            row(f"operator peak RSS under telemetry ({size}) (MB)", f"{peak[0]:.0f}", "< 400", peak[0] < 400),
             row(f"status patches/s per job ({size})", f"{per_job:.3f}", "≤ 0.1", per_job <= 0.1 + 1e-9),
             row(f"telemetry batches accepted/s ({size})", f"{accepted / elapsed:.0f}",
                 peer=f"offered {offered / elapsed:.0f}/s of the {want}/s planned; {errors} errors"),

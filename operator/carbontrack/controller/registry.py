@@ -21,6 +21,7 @@ from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, Ca
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.controller import metrics, status
 from carbontrack.controller.ack import status_gpu_models
+from carbontrack.controller.apiwrite import write
 from carbontrack.controller.config import OperatorConfig
 from carbontrack.controller.intensity_resolution import IntensityResolution, initial_intensity
 from carbontrack.controller.status_writer import StatusWriter
@@ -55,10 +56,10 @@ async def merge_patch_status(
     custom: client.CustomObjectsApi, namespace: str, name: str, body: dict[str, Any]
 ) -> None:
     """JSON merge patch of a CarbonTrackedJob's status: only the fields in `body` change."""
-    await custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, body,
+    await write(
+        custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body,
         _content_type="application/merge-patch+json",  # else the client picks JSON patch for a dict
-    )  # type: ignore[call-arg]  # fmt: skip
+    )  # fmt: skip
 
 
 @dataclass

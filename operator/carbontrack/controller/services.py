@@ -13,6 +13,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from carbontrack.controller.apiwrite import write
+
 
 class ServiceConflict(ValueError):
     """A Service of the job's name exists and cannot be made the job's headless Service."""
@@ -35,7 +37,7 @@ async def ensure_service(api: client.ApiClient, service: dict[str, Any], uid: st
     meta = service["metadata"]
     try:
         body: Any = service  # the client takes a plain dict as well as a V1Service
-        await core.create_namespaced_service(meta["namespace"], body)
+        await write(core.create_namespaced_service, meta["namespace"], body)
         return True
     except ApiException as exc:
         if exc.status != 409:

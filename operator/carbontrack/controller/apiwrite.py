@@ -23,8 +23,10 @@ async def write(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) 
     without building the answer's objects."""
     response = await call(*args, _preload_content=False, **kwargs)
     try:
-        if not 200 <= response.status <= 299:
-            refused = RESTResponse(response, await response.read())
-            raise ApiException(http_resp=refused)  # type: ignore[arg-type]  # as rest.py itself does
+        # read to the end: aiohttp closes a connection whose answer was left unread, and a new TLS
+        # connection per write cost far more than the models (reconcile p50 3 s -> 16 s at 1000 jobs)
+        body = await response.read()
     finally:
         response.release()
+    if not 200 <= response.status <= 299:
+        raise ApiException(http_resp=RESTResponse(response, body))  # type: ignore[arg-type]  # as rest.py does

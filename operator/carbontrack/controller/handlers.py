@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import gc
 import json
 import logging
 from dataclasses import replace
@@ -44,7 +43,7 @@ from carbontrack.api.crd import (
     ScheduleStatus,
     TestsEvidence,
 )  # fmt: skip
-from carbontrack.controller import kueue, metrics, prometheus
+from carbontrack.controller import heap, kueue, metrics, prometheus
 from carbontrack.controller import status as st
 from carbontrack.controller.apiwrite import write
 from carbontrack.controller.auth import Authenticator
@@ -145,11 +144,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # TLS for telemetry (controller.tls_handlers): None only with the plain-HTTP opt-out
     memo.tls = await start_tls(api, cfg)
     await memo.server.start("0.0.0.0", cfg.telemetry_port, memo.tls.context if memo.tls else None)
-    # Everything allocated so far (modules, models, kopf's and the client's objects) lives as long as the
-    # process: out of the collector's sight, a full collection no longer walks it (issue 15: full
-    # collections paused the loop ~180 ms at 1000 jobs).
-    gc.collect()
-    gc.freeze()
+    # everything allocated so far lives as long as the process: frozen out of the collector's sight, and
+    # the first generation's threshold raised (controller.heap)
+    heap.settle()
 
 
 @kopf.on.cleanup()

@@ -190,10 +190,10 @@ class Pod:
         self.seq, self.step, self.energy = 0, 0, [0.0] * GPUS
         self.t = time.time()
 
-    def body(self, records: int) -> bytes:
+    def body(self, records: int, steps_per_s: float = STEPS_PER_S) -> bytes:
         self.seq += 1
         now = time.time()
-        dt_s = 1.0 / STEPS_PER_S
+        dt_s = 1.0 / steps_per_s
         steps = ",".join(
             f'{{"step":{self.step + k + 1},"firstStep":{self.step + k},"energyJoules":{POD_W * dt_s:.3f},'
             f'"durationS":{dt_s},"endedAt":{now:.3f}}}'
@@ -215,8 +215,11 @@ class Pod:
 
 
 class Load:
-    def __init__(self, port: int, shape: str, interval_s: float, timeout_s: float) -> None:
+    def __init__(
+        self, port: int, shape: str, interval_s: float, timeout_s: float, steps_per_s: float = STEPS_PER_S
+    ) -> None:
         self.port, self.shape, self.interval_s, self.timeout_s = port, shape, interval_s, timeout_s
+        self.steps_per_s = steps_per_s
         self.context = ssl.create_default_context()
         self.context.check_hostname = False
         self.context.verify_mode = ssl.CERT_NONE
@@ -249,10 +252,10 @@ class Load:
     async def pod(self, pod: Pod, offset: float, stop_at: float) -> None:
         await asyncio.sleep(offset)
         streams = None
-        records = round(self.interval_s * STEPS_PER_S)
+        records = round(self.interval_s * self.steps_per_s)
         first = True
         while time.monotonic() < stop_at:
-            body = pod.body(records)
+            body = pod.body(records, self.steps_per_s)
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -347,7 +350,7 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
             except OSError:
                 time.sleep(0.2)
         pods = [Pod("bench", f"job-{j}", i) for j in range(args.jobs) for i in range(args.pods)]
-        load = Load(port, shape, interval_s, args.timeout)
+        load = Load(port, shape, interval_s, args.timeout, args.steps_per_s)
         got = asyncio.run(drive(load, pods, args.seconds, op.pid, api_port))
         rss = peak_rss_mb(op.pid)
         op.send_signal(signal.SIGTERM)
@@ -389,6 +392,11 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=10.0, help="the sidecar's default")
     parser.add_argument("--peer-jobs", type=int, default=0, help="jobs for the peer (default: --jobs)")
     parser.add_argument("--timeout", type=float, default=5.0, help="the sidecar's request timeout")
+    parser.add_argument(
+        "--steps-per-s", type=float, default=STEPS_PER_S,
+        help="steps a pod makes a second (fewer: a memory run at 8000 pods that this machine's cores can "
+        "drive; the state the operator keeps per pod does not depend on it)",
+    )  # fmt: skip
     parser.add_argument(
         "--event-loop",
         choices=["uvloop", "asyncio"],

@@ -176,7 +176,7 @@ def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event
         Path(stats_file).write_text(json.dumps({"gc_pauses_s": pauses}))
         os._exit(0)  # the numbers are written; no orderly flush of 1000 status writers needed
 
-    with eventloop.runner("asyncio" if event_loop == "asyncio" else "uvloop") as runner:
+    with eventloop.runner("uvloop" if event_loop == "uvloop" else "asyncio") as runner:
         runner.run(main())  # the operator's loop, as `carbontrack operator` makes it
 
 
@@ -378,6 +378,8 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
 
 
 def main() -> int:
+    from carbontrack.controller.config import OperatorConfig
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -400,8 +402,8 @@ def main() -> int:
     parser.add_argument(
         "--event-loop",
         choices=["uvloop", "asyncio"],
-        default="uvloop",
-        help="the operator's loop (production: uvloop; controller.eventloop)",
+        default=OperatorConfig.event_loop,
+        help="the operator's loop (default: the operator's own default; controller.eventloop)",
     )
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-peer", action="store_true", help="measure the sidecar's protocol only")

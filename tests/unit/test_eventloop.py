@@ -1,4 +1,4 @@
-"""controller.eventloop: uvloop where installed and asked for, asyncio's standard loop otherwise."""
+"""controller.eventloop: asyncio's standard loop by default, uvloop where installed and asked for."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from carbontrack.controller import eventloop
 from carbontrack.controller.config import OperatorConfig
 
 
-def test_the_operator_runs_on_uvloop_by_default() -> None:
-    assert OperatorConfig.from_env({}).event_loop == "uvloop"
+def test_the_operator_runs_on_the_standard_loop_by_default() -> None:
+    assert OperatorConfig.from_env({}).event_loop == "asyncio"
     with eventloop.runner(OperatorConfig.from_env({}).event_loop) as runner:
-        assert eventloop.loop_name(runner.get_loop()) == "uvloop"
-
-
-def test_the_standard_loop_on_request() -> None:
-    cfg = OperatorConfig.from_env({"CARBONTRACK_EVENT_LOOP": "asyncio"})
-    with eventloop.runner(cfg.event_loop) as runner:
         assert eventloop.loop_name(runner.get_loop()) == "asyncio"
+
+
+def test_uvloop_on_request() -> None:
+    cfg = OperatorConfig.from_env({"CARBONTRACK_EVENT_LOOP": "uvloop"})
+    with eventloop.runner(cfg.event_loop) as runner:
+        assert eventloop.loop_name(runner.get_loop()) == "uvloop"
 
 
 def test_without_uvloop_the_standard_loop_and_a_warning(

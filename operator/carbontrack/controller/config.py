@@ -62,8 +62,8 @@ class OperatorConfig:
     kueue_elastic_jobs: bool = False
     """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
 
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """uvloop where installed (controller.eventloop); `asyncio` keeps the standard loop."""
+    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
+    """asyncio's standard loop, or uvloop on request (controller.eventloop has the measurements)."""
 
     max_pods_per_job: int = PODS_PER_JOB
     """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
@@ -124,5 +124,5 @@ class OperatorConfig:
             status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
             kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
             kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
-            event_loop="asyncio" if get("EVENT_LOOP", "uvloop") == "asyncio" else "uvloop",
+            event_loop="uvloop" if get("EVENT_LOOP", "asyncio") == "uvloop" else "asyncio",
         )

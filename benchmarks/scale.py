@@ -83,6 +83,18 @@ def apiserver_requests(api: Api) -> float:
 OPERATOR_USER = "system:serviceaccount:carbontrack-system:carbontrack"
 
 
+def _at(stamp: str) -> float:
+    """An audit event's timestamp (RFC 3339, `Z`) as unix time."""
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _kind(event: dict[str, Any]) -> str:
+    """`verb resource[/subresource]` of an audit event."""
+    ref = event.get("objectRef", {})
+    sub = "/" + ref["subresource"] if ref.get("subresource") else ""
+    return f"{event['verb']} {ref.get('resource', '?')}{sub}"
+
+
 def operator_requests(audit_log: Path, since: float, until: float) -> tuple[int, Counter[str]]:
     """Requests the operator's ServiceAccount made in [since, until) (wall clock), from the audit log."""
     count, kinds = 0, Counter[str]()
@@ -93,12 +105,9 @@ def operator_requests(audit_log: Path, since: float, until: float) -> tuple[int,
             event = json.loads(line)
             if event.get("user", {}).get("username") != OPERATOR_USER:
                 continue
-            at = dt.datetime.fromisoformat(event["stageTimestamp"].replace("Z", "+00:00")).timestamp()
-            if since <= at < until:
+            if since <= _at(event["stageTimestamp"]) < until:
                 count += 1
-                ref = event.get("objectRef", {})
-                sub = "/" + ref["subresource"] if ref.get("subresource") else ""
-                kinds[f"{event['verb']} {ref.get('resource', '?')}{sub}"] += 1
+                kinds[_kind(event)] += 1
     return count, kinds
 
 
@@ -116,7 +125,7 @@ def audit_latencies(audit_log: Path) -> list[float]:
             ref = e.get("objectRef", {})
             if e.get("stage") != "ResponseComplete" or e.get("responseStatus", {}).get("code") != 201:
                 continue
-            at = dt.datetime.fromisoformat(e["stageTimestamp"].replace("Z", "+00:00")).timestamp()
+            at = _at(e["stageTimestamp"])
             if ref.get("resource") == "carbontrackedjobs" and not ref.get("subresource"):
                 created[ref["name"]] = at
             elif ref.get("resource") == "jobs" and e.get("user", {}).get("username") == OPERATOR_USER:
@@ -133,14 +142,9 @@ def apiserver_times(audit_log: Path) -> dict[str, list[float]]:
             e = json.loads(line)
             if e.get("stage") != "ResponseComplete":
                 continue
-            ref = e.get("objectRef", {})
             who = "operator" if e.get("user", {}).get("username") == OPERATOR_USER else "others"
-            sub = "/" + ref["subresource"] if ref.get("subresource") else ""
-            key = f"{who} {e['verb']} {ref.get('resource', '?')}{sub}"
-            took = dt.datetime.fromisoformat(
-                e["stageTimestamp"].replace("Z", "+00:00")
-            ) - dt.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
-            out.setdefault(key, []).append(took.total_seconds())
+            took = _at(e["stageTimestamp"]) - _at(e["requestReceivedTimestamp"])
+            out.setdefault(f"{who} {_kind(e)}", []).append(took)
     return out
 
 

@@ -2,24 +2,32 @@
 
 Issue 15: one connection per sidecar for every batch, though the batches are further apart than the
 client timeout; a slow-loris client is still cut off at the client timeout; a connection the server
-dropped (restart, idle close) costs a reconnect, never a lost batch. Each runs on both event loops the
-operator can have (controller.eventloop: uvloop in production, asyncio's standard loop as the fallback):
-the deadlines are the server's own timers, which must hold on either.
+dropped (restart, idle close) costs a reconnect, never a lost batch; an idle connection keeps neither
+its last batch nor a large read buffer. Each runs on both event loops the operator can have
+(controller.eventloop: asyncio's standard loop by default, uvloop by choice): the deadlines are the
+server's own timers, which must hold on either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
+import datetime as dt
+import gc
 import json
 import socket
+import ssl
+import tempfile
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
-from carbontrack.controller import eventloop
-from carbontrack.controller.server import TelemetryServer
+from carbontrack.controller import eventloop, tls
+from carbontrack.controller.server import TLS_READ_BUFFER, TelemetryServer
 from carbontrack.sidecar.transport import Transport
 from tests.unit.test_server_shell import FakeAuth, FakeRegistry, body
 
@@ -72,6 +80,54 @@ def test_batches_further_apart_than_the_client_timeout_share_one_connection(kind
             await server.stop()
 
     on(kind, run())
+
+
+def test_an_idle_kept_alive_connection_does_not_keep_its_last_body() -> None:
+    """aiohttp holds a connection's last request while it waits for the next one, so a body cached on
+    the request stayed in memory for every idle sidecar connection (issue 15: server._read_body)."""
+
+    async def run() -> None:
+        registry, port = FakeRegistry(), free_port()
+        server = await serve(registry, port, client_timeout_s=1.0, idle_s=5.0)
+        transport = Transport(f"http://127.0.0.1:{port}", "", timeout_s=5)
+        try:
+            assert await asyncio.to_thread(post, transport, 1) == 200
+            await asyncio.sleep(0.1)  # the connection now waits for its next request
+            gc.collect()
+            waiting = [o for o in gc.get_objects() if isinstance(o, web.BaseRequest)]
+            assert waiting, "aiohttp no longer keeps the last request: this test's premise changed"
+            assert all(r._read_bytes is None for r in waiting)
+        finally:
+            transport.close()
+            await server.stop()
+
+    on("asyncio", run())
+
+
+def test_the_tls_site_reads_through_a_4_kib_buffer_not_asyncios_256_kib() -> None:
+    """asyncio's TLS layer zero-fills its read buffer for every connection as it opens; at the default
+    256 KiB that was most of the operator's memory at 8000 kept-alive pods (server.TLS_READ_BUFFER)."""
+    material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "tls.crt").write_bytes(material.cert_pem)
+        (Path(d) / "tls.key").write_bytes(material.key_pem)
+        context.load_cert_chain(Path(d) / "tls.crt", Path(d) / "tls.key")
+
+    async def run() -> int:
+        server = TelemetryServer(FakeRegistry(), FakeAuth(), max_body_bytes=1 << 16)  # type: ignore[arg-type]
+        await server.start("127.0.0.1", free_port(), context)
+        try:
+            return asyncio.sslproto.SSLProtocol.max_size
+        finally:
+            await server.stop()
+
+    default = asyncio.sslproto.SSLProtocol.max_size
+    try:
+        asyncio.sslproto.SSLProtocol.max_size = 256 * 1024
+        assert on("asyncio", run()) == TLS_READ_BUFFER == 4 * 1024
+    finally:
+        asyncio.sslproto.SSLProtocol.max_size = default
 
 
 @LOOPS

@@ -132,6 +132,28 @@ def test_a_body_over_the_limit_is_a_413() -> None:
     assert answers[0][0] == 413
 
 
+def test_a_chunked_body_over_the_limit_is_a_413_though_it_declares_no_length() -> None:
+    """No Content-Length to refuse it by: the limit holds while the body is read (server._read_body)."""
+    registry = FakeRegistry()
+    big = json.dumps(body(steps=[{"step": 1}] * 500)).encode()
+
+    async def chunks() -> Any:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    async def run() -> tuple[int, int]:
+        server = TelemetryServer(registry, FakeAuth(), max_body_bytes=4096)  # type: ignore[arg-type]
+        async with TestClient(TestServer(server.app)) as client:
+            small = await client.post("/v1/telemetry", data=json.dumps(body(1)).encode(),
+                                      headers={"Authorization": "Bearer good"})  # fmt: skip
+            resp = await client.post("/v1/telemetry", data=chunks(), headers={"Authorization": "Bearer good"})
+            return small.status, resp.status
+
+    before = rejected("too-large")
+    assert asyncio.run(run()) == (200, 413)
+    assert rejected("too-large") == before + 1 and registry.aggregate.energy_j == 10.0
+
+
 def test_an_absurd_counter_is_a_422_and_verdicts_map_to_statuses() -> None:
     answers, _ = exchange([(body(1), "good"), (body(2, gpus=[{"index": 0, "energyJoules": 5.0}]), "good")])
     assert [a[0] for a in answers] == [200, 422]

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from common import cpu_seconds, free_port, percentile, row, write_rows
 
 GPUS = 8
 STEPS_PER_S = 10
-POD_W = 8 * 300.0
+W_PER_GPU = 300.0
 
 
 # --- the stand-in apiserver -------------------------------------------------------------------------
@@ -187,31 +188,37 @@ def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event
 
 
 class Pod:
-    def __init__(self, ns: str, job: str, index: int) -> None:
-        self.ns, self.job, self.name = ns, job, f"{job}-{index}"
-        self.token = f"{ns}/{self.name}/uid-{self.name}"
-        self.seq, self.step, self.energy = 0, 0, [0.0] * GPUS
+    """One simulated sidecar: its identity, token and cumulative counters (`gpus` GPUs at 300 W each)."""
+
+    def __init__(
+        self, ns: str, job: str, name: str, uid: str = "", token: str = "", gpus: int = GPUS
+    ) -> None:
+        self.ns, self.job, self.name, self.gpus = ns, job, name, gpus
+        self.uid = uid or f"uid-{name}"
+        self.token = token or f"{ns}/{name}/{self.uid}"  # what the stand-in apiserver's TokenReview reads
+        self.seq, self.step, self.energy = 0, 0, [0.0] * gpus
         self.t = time.time()
 
     def body(self, records: int, steps_per_s: float = STEPS_PER_S) -> bytes:
         self.seq += 1
         now = time.time()
         dt_s = 1.0 / steps_per_s
+        watts = W_PER_GPU * self.gpus
         steps = ",".join(
-            f'{{"step":{self.step + k + 1},"firstStep":{self.step + k},"energyJoules":{POD_W * dt_s:.3f},'
+            f'{{"step":{self.step + k + 1},"firstStep":{self.step + k},"energyJoules":{watts * dt_s:.3f},'
             f'"durationS":{dt_s},"endedAt":{now:.3f}}}'
             for k in range(records)
         )
         self.step += records
-        for i in range(GPUS):
-            self.energy[i] += POD_W / GPUS * dt_s * records
+        for i in range(self.gpus):
+            self.energy[i] += W_PER_GPU * dt_s * records
         gpus = ",".join(
             f'{{"index":{i},"uuid":"GPU-{i:02d}-{self.name}","energyJoules":{e:.3f},"uncertaintyJoules":0.001}}'
             for i, e in enumerate(self.energy)
         )
         return (
             f'{{"version":1,"job":{{"namespace":"{self.ns}","name":"{self.job}"}},'
-            f'"pod":{{"namespace":"{self.ns}","name":"{self.name}","uid":"uid-{self.name}"}},'
+            f'"pod":{{"namespace":"{self.ns}","name":"{self.name}","uid":"{self.uid}"}},'
             f'"bootId":"bench","seq":{self.seq},"sentAt":{now:.3f},"method":"energy-counter",'
             f'"gpus":[{gpus}],"stepsSeen":{self.step},"globalStep":{self.step},"steps":[{steps}]}}'
         ).encode()
@@ -294,32 +301,47 @@ class Load:
             streams[1].close()
 
 
-async def drive(load: Load, pods: list[Pod], seconds: float, op_pid: int, api_port: int) -> dict[str, Any]:
+async def drive(
+    load: Load, pods: list[Pod], seconds: float, op_pid: int,
+    counts: Callable[[], Awaitable[dict[str, int]]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every pod speaks `load`'s protocol through a warm-up (every pod's first contact) and then
+    `seconds` of measured window; `counts` (e.g. the apiserver's requests by kind) is read at both ends,
+    and what it counted in the window is returned as `counted`."""
     import asyncio.sslproto
-
-    import aiohttp
 
     asyncio.sslproto.SSLProtocol.max_size = 16 * 1024  # thousands of client connections in this process
 
+    async def nothing() -> dict[str, int]:
+        return {}
+
+    read = counts or nothing
     warmup = load.interval_s * 1.2 + 2
     stop_at = time.monotonic() + warmup + seconds
     tasks = [asyncio.create_task(load.pod(p, random.uniform(0, load.interval_s), stop_at)) for p in pods]
+    await asyncio.sleep(warmup)
+    cpu0, api0, t0, wall0 = cpu_seconds(op_pid), await read(), time.monotonic(), time.time()
+    load.measuring = True
+    await asyncio.sleep(seconds)
+    load.measuring = False
+    cpu1, api1, t1, wall1 = cpu_seconds(op_pid), await read(), time.monotonic(), time.time()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    requests = sum(api1.values()) - sum(api0.values())
+    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "api_requests": requests, "api": api1,
+            "counted": {k: v - api0.get(k, 0) for k, v in api1.items()},
+            "first_contact": load.first_contact, "t0": wall0, "t1": wall1}  # fmt: skip
+
+
+async def _drive_counted(load: Load, pods: list[Pod], seconds: float, op_pid: int, api_port: int) -> Any:
+    import aiohttp
+
     async with aiohttp.ClientSession() as http:
 
         async def api_stats() -> dict[str, int]:
             async with http.get(f"http://127.0.0.1:{api_port}/stats") as r:
                 return dict(await r.json())
 
-        await asyncio.sleep(warmup)
-        cpu0, api0, t0, wall0 = cpu_seconds(op_pid), await api_stats(), time.monotonic(), time.time()
-        load.measuring = True
-        await asyncio.sleep(seconds)
-        load.measuring = False
-        cpu1, api1, t1, wall1 = cpu_seconds(op_pid), await api_stats(), time.monotonic(), time.time()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    requests = sum(api1.values()) - sum(api0.values())
-    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "api_requests": requests, "api": api1,
-            "first_contact": load.first_contact, "t0": wall0, "t1": wall1}  # fmt: skip
+        return await drive(load, pods, seconds, op_pid, api_stats)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -352,9 +374,9 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
                 break
             except OSError:
                 time.sleep(0.2)
-        pods = [Pod("bench", f"job-{j}", i) for j in range(args.jobs) for i in range(args.pods)]
+        pods = [Pod("bench", f"job-{j}", f"job-{j}-{i}") for j in range(args.jobs) for i in range(args.pods)]
         load = Load(port, shape, interval_s, args.timeout, args.steps_per_s)
-        got = asyncio.run(drive(load, pods, args.seconds, op.pid, api_port))
+        got = asyncio.run(_drive_counted(load, pods, args.seconds, op.pid, api_port))
         rss = peak_rss_mb(op.pid)
         op.send_signal(signal.SIGTERM)
         op.wait(60)

@@ -576,8 +576,10 @@ class ControlPlane:
             if c["type"] == "Ready" and c["status"] == "True"
         )
 
-    def add_gpu_nodes(self, count: int, region: str = REGION, first: int = 0) -> list[str]:
-        """Register kwok nodes that advertise GPUs, as a GPU node pool's kubelets would."""
+    def add_gpu_nodes(
+        self, count: int, region: str = REGION, first: int = 0, gpus: int = GPUS_PER_NODE
+    ) -> list[str]:
+        """Register kwok nodes that advertise `gpus` GPUs each, as a GPU node pool's kubelets would."""
         names = []
         docs = []
         for i in range(first, first + count):
@@ -588,7 +590,7 @@ class ControlPlane:
                 "memory": "1Ti",
                 "pods": "110",
                 "ephemeral-storage": "1Ti",
-                "nvidia.com/gpu": str(GPUS_PER_NODE),
+                "nvidia.com/gpu": str(gpus),
             }
             docs.append(
                 {

@@ -234,6 +234,8 @@ class Load:
         self.context.check_hostname = False
         self.context.verify_mode = ssl.CERT_NONE
         self.measuring = False
+        self.stop_at = float("inf")
+        """When every pod stops (monotonic): the measured window may start later than planned."""
         self.latencies: list[float] = []
         self.batches = self.records = self.timeouts = self.errors = 0
         self.first_contact = 0
@@ -259,12 +261,12 @@ class Load:
         await reader.readexactly(length)
         return int(status_line.split()[1])
 
-    async def pod(self, pod: Pod, offset: float, stop_at: float) -> None:
+    async def pod(self, pod: Pod, offset: float) -> None:
         await asyncio.sleep(offset)
         streams = None
         records = round(self.interval_s * self.steps_per_s)
         first = True
-        while time.monotonic() < stop_at:
+        while time.monotonic() < self.stop_at:
             body = pod.body(records, self.steps_per_s)
             started = time.perf_counter()
             try:
@@ -317,9 +319,13 @@ async def drive(
 
     read = counts or nothing
     warmup = load.interval_s * 1.2 + 2
-    stop_at = time.monotonic() + warmup + seconds
-    tasks = [asyncio.create_task(load.pod(p, random.uniform(0, load.interval_s), stop_at)) for p in pods]
+    load.stop_at = time.monotonic() + warmup + seconds
+    tasks = [asyncio.create_task(load.pod(p, random.uniform(0, load.interval_s))) for p in pods]
     await asyncio.sleep(warmup)
+    settle_by = time.monotonic() + 600  # measure a steady state: every pod past its first contact
+    while load.first_contact < len(pods) and time.monotonic() < settle_by:
+        await asyncio.sleep(1)
+    load.stop_at = max(load.stop_at, time.monotonic() + seconds)
     cpu0, api0, t0, wall0 = cpu_seconds(op_pid), await read(), time.monotonic(), time.time()
     load.measuring = True
     await asyncio.sleep(seconds)

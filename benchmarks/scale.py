@@ -423,7 +423,10 @@ def main() -> int:
                 peer=f"cores used meanwhile: {cores} (of {os.cpu_count()})"),
             row(f"operator peak RSS under telemetry ({size}, {shape}) (MB)", f"{peak[0]:.0f}", "< 400",
                 peak[0] < 400),
-            row(f"status patches/s per job ({size})", f"{per_job:.3f}", "≤ 0.1", per_job <= 0.1 + 1e-9),
+            # with no batch accepted there is nothing to write: no verdict on the writer
+            row(f"status patches/s per job ({size})", f"{per_job:.3f}", "≤ 0.1",
+                per_job <= 0.1 + 1e-9 if load.batches else None,
+                peer="" if load.batches else "no batch was accepted in the window: no verdict on the writer"),
             row(f"step records accepted/s ({size}, {shape})", f"{load.records / elapsed:.0f}",
                 peer=f"{load.batches / elapsed:.0f} batches/s; {load.records / cpu:.0f} per CPU-second "
                      "of the whole operator"),

@@ -101,11 +101,12 @@ TLS_READ_BUFFER = 4 * 1024
 """asyncio gives every TLS connection a 256 KiB read buffer, allocated and zero-filled when it opens, so
 8000 kept-alive sidecar connections held 2 GiB (1456 MB peak RSS, benchmarks/ingest.py at 1000 jobs x
 8 pods). The buffer only carries ciphertext from the socket into OpenSSL, so any size is correct; a
-smaller one costs more reads for a larger body (a 10 KB batch: 3 instead of 1). Measured on 2000
-connections to an aiohttp server: 310 KB each at 256 KiB, 69 KB at 16 KiB, 50 KB at 4 KiB; the server's
-CPU per 10 KB request at 20 busy connections, 278 us at 16 KiB against 340 us at 4 KiB (three alternating
-runs each), under 2 % of a sidecar batch's whole cost. At 2000 sidecar pods the operator's peak RSS went
-from 288 MB (16 KiB) to 263 MB (4 KiB). Memory is what limits the pods per operator (README "Scale"), so
+smaller one costs more reads for a larger body (a 10 KB batch: 3 instead of 1). Measured by
+benchmarks/tls_floor.py on 2000 idle connections to an aiohttp server: 301 KB each at 256 KiB, 64 KB at
+16 KiB, 44 KB at 4 KiB; the server's CPU per 10 KB request at 20 busy connections was 156-278 us at
+16 KiB against 242-340 us at 4 KiB (runs differ by tens of us), a few % of a sidecar batch's whole
+cost. At 2000 sidecar pods the operator's peak RSS went from 288 MB (16 KiB) to 263 MB (4 KiB). Memory
+is what limits the pods per operator (README "Scale"), so
 4 KiB. It is asyncio's class attribute, so it holds for the process's client side too (uvloop has its
 own buffer, malloc'd and never zero-filled, and ignores it)."""
 

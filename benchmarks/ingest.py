@@ -332,10 +332,9 @@ async def drive(
     load.measuring = False
     cpu1, api1, t1, wall1 = cpu_seconds(op_pid), await read(), time.monotonic(), time.time()
     await asyncio.gather(*tasks, return_exceptions=True)
-    requests = sum(api1.values()) - sum(api0.values())
-    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "api_requests": requests, "api": api1,
-            "counted": {k: v - api0.get(k, 0) for k, v in api1.items()},
-            "first_contact": load.first_contact, "t0": wall0, "t1": wall1}  # fmt: skip
+    counted = {k: v - api0.get(k, 0) for k, v in api1.items()}
+    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "api_requests": sum(counted.values()), "api": api1,
+            "counted": counted, "first_contact": load.first_contact, "t0": wall0, "t1": wall1}  # fmt: skip
 
 
 async def _drive_counted(load: Load, pods: list[Pod], seconds: float, op_pid: int, api_port: int) -> Any:

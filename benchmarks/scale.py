@@ -367,8 +367,7 @@ def main() -> int:
         def patches() -> float:
             for attempt in range(3):  # the operator's loop may lag behind thousands of first contacts
                 try:
-                    with urllib.request.urlopen(op.url + "/metrics", timeout=60) as r:
-                        text = r.read().decode()
+                    text = op.metrics(timeout=60)
                     break
                 except OSError:
                     if attempt == 2:

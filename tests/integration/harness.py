@@ -119,8 +119,8 @@ class Operator:
         except OSError:
             return False
 
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+    def metrics(self, timeout: float = 5) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=timeout) as r:
             return str(r.read().decode())
 
 

@@ -106,9 +106,9 @@ benchmarks/tls_floor.py on 2000 idle connections to an aiohttp server: 301 KB ea
 16 KiB, 44 KB at 4 KiB; the server's CPU per 10 KB request at 20 busy connections was 156-278 us at
 16 KiB against 242-340 us at 4 KiB (runs differ by tens of us), a few % of a sidecar batch's whole
 cost. At 2000 sidecar pods the operator's peak RSS went from 288 MB (16 KiB) to 263 MB (4 KiB). Memory
-is what limits the pods per operator (README "Scale"), so
-4 KiB. It is asyncio's class attribute, so it holds for the process's client side too (uvloop has its
-own buffer, malloc'd and never zero-filled, and ignores it)."""
+is what limits the pods per operator (README "Scale"), so 4 KiB. It is asyncio's class attribute, so it
+holds for the process's client side too (uvloop has its own buffer, malloc'd and never zero-filled, and
+ignores it)."""
 
 
 class _Site(web.TCPSite):

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from common import machine, percentile, row, start_sidecar, write_rows
 
-from carbontrack import client
 from carbontrack.energy.simulated import SimulatedBackend, bursty
+from carbontrack.trainer import client
 
 TARGET_P50_US, TARGET_P99_US = 3.0, 20.0
 

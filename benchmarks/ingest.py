@@ -135,11 +135,12 @@ def run_apiserver(port: int) -> None:
 def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event_loop: str) -> None:
     from kubernetes_asyncio import client
 
-    from carbontrack.controller import eventloop, heap
-    from carbontrack.controller.auth import Authenticator
-    from carbontrack.controller.config import OperatorConfig
-    from carbontrack.controller.registry import Registry
-    from carbontrack.controller.server import TelemetryServer
+    from carbontrack.state.config import OperatorConfig
+    from carbontrack.state.registry import Registry
+    from carbontrack.telemetry import eventloop
+    from carbontrack.telemetry import gc_tuning as heap
+    from carbontrack.telemetry.auth import Authenticator
+    from carbontrack.telemetry.server import TelemetryServer
 
     pauses: list[float] = []
     collections: list[tuple[float, int, float]] = []  # (when, generation, how long) of every collection
@@ -357,7 +358,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str, Any]:
-    from carbontrack.controller import tls
+    from carbontrack.telemetry import tls
 
     work = Path(tempfile.mkdtemp(prefix="ingest-"))
     material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))
@@ -417,7 +418,7 @@ def _longest(run: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    from carbontrack.controller.config import OperatorConfig
+    from carbontrack.state.config import OperatorConfig
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -42,7 +42,7 @@ from ingest import Load, Pod, drive
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator, chart_identity
 
-from carbontrack.controller.config import OperatorConfig
+from carbontrack.state.config import OperatorConfig
 
 
 class Api:

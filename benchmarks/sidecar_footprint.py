@@ -21,7 +21,7 @@ from typing import Any
 
 from common import cpu_seconds, free_port, machine, row, rss_mb, start_sidecar, write_rows
 
-from carbontrack import client
+from carbontrack.trainer import client
 
 TARGET_CPU_PCT, TARGET_RSS_MB = 1.0, 60.0
 

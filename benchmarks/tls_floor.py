@@ -165,8 +165,8 @@ def main() -> int:
         return 0
     import datetime as dt
 
-    from carbontrack.controller import tls
-    from carbontrack.controller.server import TLS_READ_BUFFER
+    from carbontrack.telemetry import tls
+    from carbontrack.telemetry.server import TLS_READ_BUFFER
 
     certs = tempfile.mkdtemp(prefix="tls-floor-")
     material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))

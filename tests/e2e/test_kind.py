@@ -2,7 +2,7 @@
 
 kind runs real kubelets and containerd, so here pods run containers of the project image: the operator
 as the chart deploys it (non-root, read-only root filesystem, restricted Pod Security), the sidecar as a
-native sidecar under a real kubelet, a trainer that runs a CPU training loop with carbontrack.client,
+native sidecar under a real kubelet, a trainer that runs a CPU training loop with carbontrack.trainer.client,
 and telemetry crossing the pod network to the operator's Service by its DNS name.
 """
 

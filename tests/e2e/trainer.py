@@ -1,5 +1,5 @@
 """The e2e trainer: a small CPU training loop (linear regression by SGD) that reports through
-carbontrack.client, as a real training script would. Runs in the project image; settings by env:
+carbontrack.trainer.client, as a real training script would. Runs in the project image; settings by env:
 TRAIN_STEPS (global steps to run), TRAIN_STEP_SECONDS (pace: one optimizer step at least this long).
 """
 
@@ -7,7 +7,7 @@ import os
 import random
 import time
 
-from carbontrack import client
+from carbontrack.trainer import client
 
 steps = int(os.environ.get("TRAIN_STEPS", "300"))
 pace = float(os.environ.get("TRAIN_STEP_SECONDS", "0.1"))

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from carbontrack import client
+from carbontrack.trainer import client
 
 
 def main() -> None:

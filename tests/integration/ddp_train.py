@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from carbontrack import client
+from carbontrack.trainer import client
 
 CHECKPOINT_EVERY = 5
 

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from carbontrack.controller.jobbuilder import CA_CONFIGMAP
 from carbontrack.intensity.static import lookup
+from carbontrack.workload.jobbuilder import CA_CONFIGMAP
 from tests.cases.crs import TEMPLATE
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.sidecars import Sidecar, free_port

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from carbontrack import client
+from carbontrack.trainer import client
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

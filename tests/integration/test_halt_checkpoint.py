@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from carbontrack import client
+from carbontrack.trainer import client
 from tests.cases.crs import TEMPLATE
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
@@ -135,7 +135,7 @@ def test_the_sidecar_relays_the_jobs_totals_to_the_trainer_as_status_has_them(
 ) -> None:
     """The trainer cannot read its CR: the operator's answers carry the job's totals, the real sidecar
     relays them, and `client.job_totals()` returns what status says, at most one status interval behind."""
-    from carbontrack.core.model_card import hardware_used
+    from carbontrack.api.model_card import hardware_used
 
     cluster = operator.cluster
     assert apply(cluster, namespace, gated("card", 0.8)).returncode == 0

@@ -58,7 +58,7 @@ def test_trainer_sampler_reports_the_real_counter(nvml_devices: list[str]) -> No
     import json
     import socket
 
-    from carbontrack import client
+    from carbontrack.trainer import client
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))

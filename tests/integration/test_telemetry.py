@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from carbontrack.core.emissions import emissions_g
+from carbontrack.core.accounting.emissions import emissions_g
 from tests.integration.conftest import apply
 from tests.integration.harness import (
     DE_G_PER_KWH,

@@ -9,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
-from carbontrack.core.aggregation import WINDOW, Applied, JobAggregate, Receipt, StepWindow, Verdict
-from carbontrack.core.emissions import emissions_g
+from carbontrack.core.accounting.aggregation import (
+    WINDOW,
+    Applied,
+    JobAggregate,
+    Receipt,
+    StepWindow,
+    Verdict,
+)
+from carbontrack.core.accounting.emissions import emissions_g
 
 PUE, INTENSITY = 1.2, 381.0
 KW = {"pue": PUE, "intensity_g_per_kwh": INTENSITY}

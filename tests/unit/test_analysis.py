@@ -9,11 +9,17 @@ import pytest
 
 from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec, MetricGate, MetricHistory
-from carbontrack.controller import status as st
-from carbontrack.core import analysis
-from carbontrack.core.analysis import MeasurementError, classify, parse_query_result, record, verdict
-from carbontrack.core.evaluation import evaluate
-from carbontrack.core.promotion import State
+from carbontrack.core.gates import metric_gates as analysis
+from carbontrack.core.gates.metric_gates import (
+    MeasurementError,
+    classify,
+    parse_query_result,
+    record,
+    verdict,
+)
+from carbontrack.core.rollout.evaluation import evaluate
+from carbontrack.core.rollout.promotion import State
+from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
 from tests.unit.test_evaluation import canary_aggregate, inputs
 

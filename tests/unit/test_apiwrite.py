@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.controller.apiwrite import write
+from carbontrack.state.kube_writes import write
 
 JOBS = "/apis/batch/v1/namespaces/ns/jobs"
 STATUS = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists",

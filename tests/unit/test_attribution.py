@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from carbontrack.core.attribution import CounterTracker, PowerIntegrator, SequenceGaps, StepAttributor
+from carbontrack.core.accounting.attribution import (
+    CounterTracker,
+    PowerIntegrator,
+    SequenceGaps,
+    StepAttributor,
+)
 
 
 def test_counter_accumulates_deltas_from_first_reading() -> None:

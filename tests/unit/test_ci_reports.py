@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from carbontrack.core import test_evidence  # a module: pytest would collect a bare tests_from
-from carbontrack.core.ci_reports import (
+from carbontrack.core.gates import evidence  # a module: pytest would collect a bare tests_from
+from carbontrack.core.gates.ci_reports import (
     JUnitCounts,
     ReportError,
     read_coverage,
@@ -25,7 +25,7 @@ from carbontrack.core.ci_reports import (
     read_tests,
     severity_of_score,
 )
-from carbontrack.core.gates import TestResults
+from carbontrack.core.gates.judgement import TestResults
 
 pytestmark = pytest.mark.unit
 
@@ -401,7 +401,7 @@ def test_any_json_is_either_read_or_refused_with_a_report_error(doc: Any) -> Non
         with contextlib.suppress(ReportError):
             reader(text, "f")
     if isinstance(doc, dict):
-        test_evidence.tests_from(doc)  # the operator's lenient reading never raises
+        evidence.tests_from(doc)  # the operator's lenient reading never raises
 
 
 def test_operator_reads_invalid_values_in_the_config_map_as_not_reported() -> None:
@@ -410,9 +410,9 @@ def test_operator_reads_invalid_values_in_the_config_map_as_not_reported() -> No
         "coverage": "0.9",
         "security": {"critical": -1, "high": 0, "medium": 2.5, "low": 4},
     }
-    assert test_evidence.tests_from(doc) == TestResults(
+    assert evidence.tests_from(doc) == TestResults(
         pass_rate=None, coverage=None, critical=None, high=0, medium=None, low=4
     )
-    assert test_evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(
+    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(
         pass_rate=0.99, critical=0
     )

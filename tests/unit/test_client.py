@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from carbontrack import client
 from carbontrack.sidecar.markers import parse
+from carbontrack.trainer import client
 
 CLIENT_SRC = Path(client.__file__)
 
@@ -100,7 +100,7 @@ def test_malformed_address_disables_the_client() -> None:
 def test_hf_callback_reports_steps_evals_and_end(receiver: socket.socket) -> None:
     from transformers import TrainerControl, TrainerState
 
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     cb = CarbonTrackCallback(client.Client(addr(receiver)))
     receiver.recv(65536)
@@ -177,7 +177,7 @@ def test_hf_callback_on_a_stop_request_saves_stops_and_reports_the_checkpoint(
 
     from transformers import TrainerControl, TrainerState
 
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     c = client.Client(addr(receiver), nvml=False)
     client_addr = receiver.recvfrom(65536)[1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from carbontrack.controller.conditions import set_condition
+from carbontrack.state.conditions import set_condition
 
 OTHER = {"type": "DataValidated", "status": "True", "reason": "Checked", "message": "ok",
          "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip

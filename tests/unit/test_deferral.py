@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, PauseAboveSpec, ScheduleSpec, ScheduleStatus, duration_s
-from carbontrack.core.deferral import (
+from carbontrack.core.scheduling.deferral import (
     ForecastPoint,
     Grid,
     avoided_g,
@@ -227,7 +227,7 @@ def test_a_pause_resumes_by_the_pause_limit_and_counts_its_time() -> None:
 
 
 def test_the_savings_estimate_uses_the_energy_status_shows_not_the_live_total() -> None:
-    from carbontrack.core.evaluation import evaluate
+    from carbontrack.core.rollout.evaluation import evaluate
     from tests.unit.test_evaluation import canary_aggregate, inputs
 
     started = ScheduleStatus(planned_grams_per_kwh=450, start_grams_per_kwh=150, started_at=T0)

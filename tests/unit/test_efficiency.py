@@ -6,11 +6,11 @@ import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus, EfficiencyStatus
 from carbontrack.api.wire import EvalReport, GpuCounter, ObjectRef, PodRef, TelemetryBatch
-from carbontrack.controller import status as st
-from carbontrack.core.aggregation import JobAggregate, Receipt
-from carbontrack.core.efficiency import efficiency
-from carbontrack.core.gates import Evidence, judge
+from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
+from carbontrack.core.accounting.efficiency import efficiency
+from carbontrack.core.gates.judgement import Evidence, judge
 from carbontrack.intensity.static import lookup
+from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
 
 PUE, INTENSITY = 1.0, 360.0  # 1 kWh (3.6 MJ) -> 360 g

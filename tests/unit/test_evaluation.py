@@ -7,12 +7,19 @@ import pytest
 from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.api.wire import DPParams, GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
-from carbontrack.controller import status as st
-from carbontrack.core.aggregation import JobAggregate, Receipt
-from carbontrack.core.evaluation import EpsilonQuery, Inputs, JobScale, epsilon_query, evaluate, job_outcome
-from carbontrack.core.gates import TestResults
-from carbontrack.core.privacy import epsilon
-from carbontrack.core.promotion import State
+from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
+from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.privacy import epsilon
+from carbontrack.core.rollout.evaluation import (
+    EpsilonQuery,
+    Inputs,
+    JobScale,
+    epsilon_query,
+    evaluate,
+    job_outcome,
+)
+from carbontrack.core.rollout.promotion import State
+from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
 
 SPEC = CarbonTrackedJobSpec.model_validate(

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from carbontrack.controller import eventloop
-from carbontrack.controller.config import OperatorConfig
+from carbontrack.state.config import OperatorConfig
+from carbontrack.telemetry import eventloop
 
 
 def test_the_operator_runs_on_the_standard_loop_by_default() -> None:

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from carbontrack.api.crd import CarbonTrackedJobStatus, SourceStatus
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
-from carbontrack.controller.status import restore, source_status, telemetry_update
-from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
-from carbontrack.core.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
+from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
+from carbontrack.core.accounting.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
 from carbontrack.intensity.static import lookup
+from carbontrack.state.status import restore, source_status, telemetry_update
 
 KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}
 NO_FOLDING = Limits(live_boots_per_pod=1 << 30)
@@ -227,7 +227,7 @@ def test_any_honest_interleaving_gives_the_totals_without_folding(
 
 def test_every_refusal_is_answered_with_a_4xx() -> None:
     """A verdict without an HTTP status would raise in the handler: a 500 for a hostile batch."""
-    from carbontrack.controller.server import _VERDICT_STATUS
+    from carbontrack.telemetry.server import _VERDICT_STATUS
 
     assert {v: 400 <= _VERDICT_STATUS[v] < 500 for v in Verdict if v is not Verdict.ACCEPTED} == {
         v: True for v in Verdict if v is not Verdict.ACCEPTED

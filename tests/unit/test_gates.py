@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.core.gates import PROFILES, Evidence, TestResults, judge, profile_for
+from carbontrack.core.gates.judgement import PROFILES, Evidence, TestResults, judge, profile_for
 from tests.cases.crs import valid_spec
 
 GOOD = Evidence(

@@ -8,10 +8,10 @@ import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
-from carbontrack.controller.status import restore, telemetry_update
-from carbontrack.core.aggregation import JobAggregate, Receipt, SourceGpu
-from carbontrack.core.gates import Evidence, judge
+from carbontrack.core.accounting.aggregation import JobAggregate, Receipt, SourceGpu
+from carbontrack.core.gates.judgement import Evidence, judge
 from carbontrack.intensity.static import Intensity
+from carbontrack.state.status import restore, telemetry_update
 from tests.cases.crs import valid_spec
 
 PUE, INTENSITY = 1.2, 381.0

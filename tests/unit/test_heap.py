@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from carbontrack.controller import heap
+from carbontrack.telemetry import gc_tuning as heap
 
 
 def test_settle_freezes_the_start_up_heap_and_raises_the_first_threshold() -> None:

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from carbontrack.api.wire import WireError, parse_batch
-from carbontrack.controller import metrics
-from carbontrack.controller.server import TelemetryServer
+from carbontrack.state import metrics
+from carbontrack.telemetry.server import TelemetryServer
 from tests.cases.bodies import GOOD, HOSTILE, body_of
 
 

@@ -11,9 +11,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.intensity_resolution import IntensityResolution
-from carbontrack.core.evaluation import evaluate
+from carbontrack.core.rollout.evaluation import evaluate
+from carbontrack.state.config import OperatorConfig
+from carbontrack.state.intensity_resolution import IntensityResolution
 from tests.cases.crs import TEMPLATE
 from tests.unit.test_evaluation import canary_aggregate, inputs
 

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from carbontrack import client
+from carbontrack.api.model_card import co2_eq_emissions, hardware_used
 from carbontrack.api.wire import GpuCounter, JobTotals, ObjectRef, PodRef, TelemetryAck, TelemetryBatch
-from carbontrack.controller.ack import accepted_body, job_totals, status_gpu_models
-from carbontrack.core.aggregation import JobAggregate, Receipt
-from carbontrack.core.model_card import co2_eq_emissions, hardware_used
+from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
 from carbontrack.intensity.static import Intensity
 from carbontrack.sidecar.app import _MarkerProtocol
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
 from carbontrack.sidecar.markers import parse
 from carbontrack.sidecar.state import GO, MAX_CTL_JOB_BYTES, STOP, SidecarState
+from carbontrack.state.answers import accepted_body, job_totals, status_gpu_models
+from carbontrack.trainer import client
 
 H100 = "NVIDIA H100 80GB HBM3"
 RECEIPT = Receipt(received_at=1002.0, pod_started_at=0.0, gpus=8)
@@ -194,7 +194,7 @@ def test_the_shared_formatter_gives_the_reports_block() -> None:
 def test_the_callback_writes_the_block_into_a_fresh_output_dir(tmp_path: Path) -> None:
     from transformers import TrainerControl
 
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     out = tmp_path / "model"
     cb = CarbonTrackCallback(FakeClient(CLIENT_TOTALS))  # type: ignore[arg-type]
@@ -222,7 +222,7 @@ Trained on a cluster.
 def test_the_callback_merges_the_block_into_the_model_cards_front_matter(tmp_path: Path) -> None:
     from transformers import TrainerControl
 
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     (tmp_path / "README.md").write_text(CARD)
     cb = CarbonTrackCallback(FakeClient(CLIENT_TOTALS), training_type="pre-training")  # type: ignore[arg-type]
@@ -250,7 +250,7 @@ def test_the_callback_writes_nothing_unless_it_knows_the_totals_and_is_the_write
 ) -> None:
     from transformers import TrainerControl
 
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     cb = CarbonTrackCallback(FakeClient(totals), write_model_card=enabled)  # type: ignore[arg-type]
     cb.on_save(
@@ -260,7 +260,7 @@ def test_the_callback_writes_nothing_unless_it_knows_the_totals_and_is_the_write
 
 
 def test_a_card_without_front_matter_is_left_alone_and_the_block_goes_beside_it(tmp_path: Path) -> None:
-    from carbontrack.integrations.huggingface import write_model_card
+    from carbontrack.trainer.huggingface import write_model_card
 
     (tmp_path / "README.md").write_text("# No metadata\n")
     assert write_model_card(tmp_path, BLOCK) == tmp_path / "co2_eq_emissions.yaml"
@@ -268,7 +268,7 @@ def test_a_card_without_front_matter_is_left_alone_and_the_block_goes_beside_it(
 
 
 def test_an_unknown_training_type_is_refused() -> None:
-    from carbontrack.integrations.huggingface import CarbonTrackCallback
+    from carbontrack.trainer.huggingface import CarbonTrackCallback
 
     with pytest.raises(ValueError, match="pre-training, fine-tuning"):
         CarbonTrackCallback(training_type="training")  # type: ignore[arg-type]
@@ -278,7 +278,14 @@ def test_the_callback_pulls_neither_pydantic_nor_the_operator_into_the_trainer()
     import subprocess
     import sys
 
-    probe = "import sys, carbontrack.integrations.huggingface as _; print(sorted(set(sys.modules) & set(%r)))"
-    heavy = ("pydantic", "kubernetes_asyncio", "aiohttp", "carbontrack.api", "carbontrack.core.report")
+    probe = "import sys, carbontrack.trainer.huggingface as _; print(sorted(set(sys.modules) & set(%r)))"
+    heavy = (
+        "pydantic",
+        "kubernetes_asyncio",
+        "aiohttp",
+        "carbontrack.api.crd",
+        "carbontrack.api.wire",
+        "carbontrack.core.reports.report",
+    )
     out = subprocess.run([sys.executable, "-c", probe % (heavy,)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

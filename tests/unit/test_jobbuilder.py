@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.jobbuilder import SIDECAR_NAME, InjectionError, build_job, inject
+from carbontrack.state.config import OperatorConfig
+from carbontrack.workload.jobbuilder import SIDECAR_NAME, InjectionError, build_job, inject
 from tests.cases.crs import TEMPLATE, valid_spec
 
 CFG = OperatorConfig(operator_url="http://op:8443", sidecar_image="img:1")
@@ -55,7 +55,7 @@ def test_job_is_indexed_elastic_and_owned() -> None:
 
 
 def test_an_https_operator_gets_its_ca_mounted_into_the_sidecar() -> None:
-    from carbontrack.controller.jobbuilder import CA_CONFIGMAP
+    from carbontrack.workload.jobbuilder import CA_CONFIGMAP
 
     tls = OperatorConfig(operator_url="https://carbontrack.carbontrack-system.svc:8443")
     pod = inject(copy.deepcopy(TEMPLATE), "llama", "ml", tls)["spec"]
@@ -168,7 +168,7 @@ def test_names_the_wiring_cannot_use_are_refused_with_the_way_out(
 
 
 def test_the_headless_service_selects_the_jobs_pods_and_is_owned() -> None:
-    from carbontrack.controller.jobbuilder import build_service
+    from carbontrack.workload.jobbuilder import build_service
 
     svc = build_service("llama", "ml", "uid-1")
     assert svc["metadata"]["name"] == "llama" and svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -195,7 +195,7 @@ def test_the_headless_service_selects_the_jobs_pods_and_is_owned() -> None:
 def test_a_service_of_the_jobs_name_is_adopted_only_when_it_can_serve(
     existing: dict[str, object], why: str | None
 ) -> None:
-    from carbontrack.controller.services import conflict
+    from carbontrack.workload.service import conflict
 
     svc = {
         "metadata": {"name": "llama", "ownerReferences": existing.get("ownerReferences")},

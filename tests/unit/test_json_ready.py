@@ -7,7 +7,7 @@ import datetime as dt
 
 from kubernetes_asyncio import client
 
-from carbontrack.controller.registry import JsonReady, skip_sanitizing_json_ready
+from carbontrack.state.registry import JsonReady, skip_sanitizing_json_ready
 
 
 def test_a_json_ready_body_is_sent_as_it_is_and_others_are_still_walked() -> None:
@@ -32,7 +32,7 @@ def test_a_status_patch_sends_the_json_ready_body_as_a_merge_patch() -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from carbontrack.controller.registry import merge_patch_status
+    from carbontrack.state.registry import merge_patch_status
 
     got: list[tuple[str, object]] = []
 

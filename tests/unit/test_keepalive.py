@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from carbontrack.controller import eventloop, tls
-from carbontrack.controller.server import TLS_READ_BUFFER, TelemetryServer
 from carbontrack.sidecar.transport import Transport
+from carbontrack.telemetry import eventloop, tls
+from carbontrack.telemetry.server import TLS_READ_BUFFER, TelemetryServer
 from tests.unit.test_server_shell import FakeAuth, FakeRegistry, body
 
 T = TypeVar("T")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus, Projection
-from carbontrack.core import kueue_policy as kp
-from carbontrack.core.evaluation import ConditionUpdate
+from carbontrack.core.events import ConditionUpdate
+from carbontrack.core.scheduling import kueue as kp
 from tests.cases.crs import valid_spec
 
 SPEC = CarbonTrackedJobSpec.model_validate(valid_spec())
@@ -183,7 +183,7 @@ def test_admission_condition_mirrors_our_check_on_the_live_workload() -> None:
 
 
 def test_workload_view_reads_active_admitted_finished_and_checks() -> None:
-    from carbontrack.controller.kueue import view
+    from carbontrack.integrations.kueue.client import view
 
     wl = {
         "metadata": {"name": "job-a-1"},
@@ -217,9 +217,9 @@ def test_workload_view_reads_active_admitted_finished_and_checks() -> None:
 def test_pre_admission_intensity_override_then_zone_then_world_average(
     carbon: dict[str, object], default_zone: str, expected: tuple[object, ...]
 ) -> None:
-    from carbontrack.controller.config import OperatorConfig
-    from carbontrack.controller.kueue import pre_admission_intensity
+    from carbontrack.integrations.kueue.client import pre_admission_intensity
     from carbontrack.intensity import static
+    from carbontrack.state.config import OperatorConfig
 
     spec = CarbonTrackedJobSpec.model_validate(valid_spec(carbon=carbon))
     got = pre_admission_intensity(spec, OperatorConfig(default_zone=default_zone))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from carbontrack.logs import RoutineSuccessFilter
+from carbontrack.api.logs import RoutineSuccessFilter
 
 
 def record(name: str, level: int, msg: str) -> logging.LogRecord:

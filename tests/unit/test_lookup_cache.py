@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from carbontrack.controller.auth import LookupCache
+from carbontrack.telemetry.auth import LookupCache
 
 
 def test_concurrent_callers_share_one_lookup_and_later_ones_hit_the_cache() -> None:

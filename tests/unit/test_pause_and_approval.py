@@ -9,11 +9,11 @@ import pytest
 
 from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec, DecisionRecord, GateResult
-from carbontrack.controller import status as st
-from carbontrack.core.approvals import annotation_value, person_decision
-from carbontrack.core.evaluation import Inputs, JobScale, evaluate
-from carbontrack.core.gates import Evidence, Report, judge
-from carbontrack.core.promotion import PersonDecision, State, step
+from carbontrack.core.gates.judgement import Evidence, Report, judge
+from carbontrack.core.rollout.approvals import annotation_value, person_decision
+from carbontrack.core.rollout.evaluation import Inputs, JobScale, evaluate
+from carbontrack.core.rollout.promotion import PersonDecision, State, step
+from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
 from tests.unit.test_evaluation import canary_aggregate, inputs
 

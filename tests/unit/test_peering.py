@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from carbontrack.controller.peering import blockers, is_active, parse_peers, seniority_priority
+from carbontrack.ha.peering import blockers, is_active, parse_peers, seniority_priority
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from carbontrack.api.wire import MAX_GPUS
-from carbontrack.controller.podfacts import gpu_allowance, pod_facts
+from carbontrack.telemetry.pod_facts import gpu_allowance, pod_facts
 
 
 def _c(limits: dict[str, Any] | None = None, requests: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carbontrack.core.privacy import epsilon
+from carbontrack.core.gates.privacy import epsilon
 
 
 def test_no_steps_no_privacy_loss() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, GateResult
-from carbontrack.core.gates import Report
-from carbontrack.core.promotion import State, stage_replicas, step
+from carbontrack.core.gates.judgement import Report
+from carbontrack.core.rollout.promotion import State, stage_replicas, step
 from tests.cases.crs import valid_spec
 
 PASS = Report((GateResult(name="quality.score", passed=True),))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.intensity_resolution import live_provider
+from carbontrack.state.config import OperatorConfig
+from carbontrack.state.intensity_resolution import live_provider
 from tests.cases.crs import TEMPLATE
 
 

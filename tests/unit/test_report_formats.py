@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from carbontrack.api.crd import CarbonTrackedJob
-from carbontrack.cli import build_parser
-from carbontrack.core.report import (
+from carbontrack.cli.main import build_parser
+from carbontrack.cli.report import render
+from carbontrack.core.reports.report import (
     CODECARBON_COLUMNS,
     RunReport,
     codecarbon_csv,
@@ -22,7 +23,6 @@ from carbontrack.core.report import (
     model_card_yaml,
     run_report,
 )
-from carbontrack.report_cli import render
 from tests.cases.crs import valid_spec
 
 # The Hub's documented shape (docs/hub/model-cards-co2): emissions a number in grams, the rest strings.

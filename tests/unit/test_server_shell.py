@@ -14,12 +14,12 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from carbontrack.api.wire import ACK_JOB_HEADER, TelemetryBatch
-from carbontrack.controller import metrics
-from carbontrack.controller.auth import AuthError, Identity
-from carbontrack.controller.podfacts import PodFacts
-from carbontrack.controller.server import TelemetryServer
-from carbontrack.core.aggregation import Applied, JobAggregate, Receipt, Verdict
+from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Verdict
 from carbontrack.intensity.static import Intensity
+from carbontrack.state import metrics
+from carbontrack.telemetry.auth import AuthError, Identity
+from carbontrack.telemetry.pod_facts import PodFacts
+from carbontrack.telemetry.server import TelemetryServer
 
 
 class FakeAuth:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from carbontrack.api.crd import CarbonTrackedJobStatus
 from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
-from carbontrack.controller.status import restore, telemetry_update
-from carbontrack.core.aggregation import JobAggregate, Receipt, Verdict
+from carbontrack.core.accounting.aggregation import JobAggregate, Receipt, Verdict
 from carbontrack.intensity.static import lookup
+from carbontrack.state.status import restore, telemetry_update
 
 
 def _batch(boot: str, seq: int, joules: float) -> TelemetryBatch:

@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.controller.status_writer import StatusWriter, backoff_s
+from carbontrack.state.status_writer import StatusWriter, backoff_s
 
 
 class FakePatch:

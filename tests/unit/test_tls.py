@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.tls import (
+from carbontrack.state.config import OperatorConfig
+from carbontrack.telemetry.tls import (
     Lifetimes,
     Material,
     from_secret,
@@ -126,7 +126,7 @@ def test_the_serving_certificate_is_renewed_in_memory_while_the_apiserver_is_awa
 
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    from carbontrack.controller.tls import TlsManager
+    from carbontrack.telemetry.tls import TlsManager
 
     class Away:
         async def read_namespaced_secret(self, name: str, namespace: str) -> None:

@@ -1,6 +1,6 @@
 """Names the operator, the sidecar and the trainer's client must agree on, defined once.
 
-Standard library only: `carbontrack.client` imports it, and the client must run in any training
+Standard library only: `carbontrack.trainer.client` imports it, and the client must run in any training
 image (no pydantic there). A name changed here changes on every side at once.
 """
 
@@ -87,3 +87,13 @@ class Phase(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+def job_name_for(ctj_name: str) -> str:
+    """The Indexed Job a CarbonTrackedJob creates: its name, cut to a DNS label's 63 characters."""
+    return ctj_name[:63]
+
+
+def service_name_for(ctj_name: str) -> str:
+    """The headless Service: named like the Job (a Service and a Job never clash)."""
+    return job_name_for(ctj_name)

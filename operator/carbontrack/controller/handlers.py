@@ -32,6 +32,7 @@ from carbontrack.api.contract import (
     RESUME_ANNOTATION,
     WORLD_SIZE_ANNOTATION,
     Phase,
+    job_name_for,
 )
 from carbontrack.api.crd import (
     GROUP,
@@ -43,32 +44,15 @@ from carbontrack.api.crd import (
     ScheduleStatus,
     TestsEvidence,
 )  # fmt: skip
-from carbontrack.controller import heap, kueue, metrics, prometheus
-from carbontrack.controller import status as st
-from carbontrack.controller.apiwrite import write
-from carbontrack.controller.auth import Authenticator
-from carbontrack.controller.config import OperatorConfig
-from carbontrack.controller.jobbuilder import InjectionError, build_job, build_service, job_name_for
-from carbontrack.controller.leadership import PeeringMonitor
-from carbontrack.controller.peering import PeeringArgs
-from carbontrack.controller.registry import Registry, merge_patch_status
-from carbontrack.controller.server import TelemetryServer
-from carbontrack.controller.services import ServiceConflict, ensure_service
-from carbontrack.controller.tls_handlers import start_tls
-from carbontrack.core import analysis, halting, kueue_policy
-from carbontrack.core.aggregation import JobAggregate
-from carbontrack.core.approvals import person_decision
-from carbontrack.core.deferral import (
-    DirtyGrid,
-    decide,
-    dirty_check,
-    paused_status,
-    resume_schedule,
-    resumed_status,
-    schedule_status,
-)
-from carbontrack.core.evaluation import (
-    ConditionUpdate,
+from carbontrack.controller.tls import start_tls
+from carbontrack.core.accounting.aggregation import JobAggregate
+from carbontrack.core.events import ConditionUpdate
+from carbontrack.core.gates import metric_gates as analysis
+from carbontrack.core.gates.evidence import tests_from
+from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.rollout import halting
+from carbontrack.core.rollout.approvals import person_decision
+from carbontrack.core.rollout.evaluation import (
     Inputs,
     JobScale,
     Plan,
@@ -77,8 +61,30 @@ from carbontrack.core.evaluation import (
     job_outcome,
     suspended,
 )  # fmt: skip
-from carbontrack.core.gates import TestResults
-from carbontrack.core.test_evidence import tests_from
+from carbontrack.core.scheduling import kueue as kueue_policy
+from carbontrack.core.scheduling.deferral import (
+    DirtyGrid,
+    decide,
+    dirty_check,
+    paused_status,
+    resume_schedule,
+    resumed_status,
+    schedule_status,
+)
+from carbontrack.ha.leadership import PeeringMonitor
+from carbontrack.ha.peering import PeeringArgs
+from carbontrack.integrations import prometheus
+from carbontrack.integrations.kueue import client as kueue
+from carbontrack.state import metrics
+from carbontrack.state import status as st
+from carbontrack.state.config import OperatorConfig
+from carbontrack.state.kube_writes import write
+from carbontrack.state.registry import Registry, merge_patch_status
+from carbontrack.telemetry import gc_tuning as heap
+from carbontrack.telemetry.auth import Authenticator
+from carbontrack.telemetry.server import TelemetryServer
+from carbontrack.workload.jobbuilder import InjectionError, build_job, build_service
+from carbontrack.workload.service import ServiceConflict, ensure_service
 
 log = logging.getLogger("carbontrack.operator")
 

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 
 from carbontrack.api.wire import Method, Sharing
-from carbontrack.core.attribution import CounterTracker, PowerIntegrator
+from carbontrack.core.accounting.attribution import CounterTracker, PowerIntegrator
 from carbontrack.energy.base import EnergyBackend, GpuInfo, GpuLost
 
 log = logging.getLogger(__name__)

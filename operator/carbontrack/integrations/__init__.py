@@ -1,1 +1,1 @@
-"""Framework integrations, each imported only when its framework is installed."""
+"""Foreign APIs the operator talks to, one module or package each: Kueue, Prometheus."""

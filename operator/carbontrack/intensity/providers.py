@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from carbontrack.core.deferral import ForecastPoint
+from carbontrack.core.scheduling.deferral import ForecastPoint
 from carbontrack.intensity.static import Intensity, lookup
 
 log = logging.getLogger("carbontrack.intensity")

@@ -22,8 +22,8 @@ import signal
 import time
 from functools import partial
 
+from carbontrack.api.logs import setup_logging
 from carbontrack.api.wire import TelemetryBatch
-from carbontrack.logs import setup_logging
 from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
 from carbontrack.sidecar.markers import Marker

@@ -1,6 +1,6 @@
 """Energy from the trainer's own NVML samples (the default): the sidecar needs no GPU.
 
-The trainer's client (carbontrack.client.NvmlSampler) reads the GPUs its process sees and sends
+The trainer's client (carbontrack.trainer.client.NvmlSampler) reads the GPUs its process sees and sends
 timestamped raw readings, keyed by NVML UUID, at its sampling rate and right after step markers.
 Here they become cumulative joules per GPU (the same GpuMeter as the sidecar's own readings), and
 the energy at any instant between two samples is interpolated linearly, so a step boundary is
@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from carbontrack.api.wire import MAX_GPUS, Method, Sharing
-from carbontrack.core.attribution import COUNTER_BITS, MAX_PLAUSIBLE_W
+from carbontrack.core.accounting.attribution import COUNTER_BITS, MAX_PLAUSIBLE_W
 from carbontrack.energy.base import GpuInfo
 from carbontrack.energy.meter import GpuMeter
 from carbontrack.sidecar.markers import GpuReport, GpuSample

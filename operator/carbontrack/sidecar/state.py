@@ -31,7 +31,7 @@ from carbontrack.api.wire import (
     TelemetryAck,
     TelemetryBatch,
 )
-from carbontrack.core.attribution import SequenceGaps, StepAttributor
+from carbontrack.core.accounting.attribution import SequenceGaps, StepAttributor
 from carbontrack.energy.base import EnergyBackend, UnavailableBackend
 from carbontrack.energy.meter import GpuMeter, Meter
 from carbontrack.sidecar.config import SidecarConfig

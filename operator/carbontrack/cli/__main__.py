@@ -1,0 +1,3 @@
+from carbontrack.cli.main import main
+
+raise SystemExit(main())

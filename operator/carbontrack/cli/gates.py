@@ -1,0 +1,353 @@
+"""`carbontrack gates check`: the same gates the operator runs, for a CI pipeline.
+
+    carbontrack gates check --context production --metric eval_accuracy --min-score 0.8 \\
+        --metrics m.json [--baseline b.json] [--tests junit.xml ...] [--coverage coverage.json] \\
+        [--security scan.sarif] [--privacy p.json] [--junit out.xml] [--json out.json] [--markdown F]
+
+Inputs are read in the formats CI tools write, detected by content (core/ci_reports.py has the
+parsers and the counting rules): JUnit XML or results.json for --tests, coverage.py JSON, Cobertura
+XML or `{"coverage": 0.91}` for --coverage, SARIF 2.1 or counts for --security. This module only
+reads files and writes reports.
+
+Exit status: 0 every gate passed, 1 a gate failed, 2 unusable input (a missing or empty path, a file
+that is not what its flag reads, an unknown key, a percentage where a fraction belongs, nothing to
+judge). Exit 1 always means the evidence was read and judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from carbontrack.api.crd import CarbonTrackedJobSpec
+from carbontrack.core.gates.ci_reports import (
+    JUnitCounts,
+    Parsed,
+    PrivacyInput,
+    read_coverage,
+    read_metrics,
+    read_privacy,
+    read_security,
+    read_tests,
+)
+from carbontrack.core.gates.judgement import Evidence, Report, TestResults, judge
+from carbontrack.core.gates.privacy import epsilon
+
+
+class UsageError(ValueError):
+    """Input that cannot be judged: exit 2, never a traceback."""
+
+
+@dataclass(frozen=True)
+class Input:
+    flag: str
+    path: str
+    format: str
+    detail: str
+
+
+def _read(flag: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    if not path.strip():
+        raise UsageError(f"{flag}: expected a file path, got an empty string (an unset CI variable?)")
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{path}: no such file (given with {flag})")
+    try:
+        return p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{path}: expected UTF-8 text ({flag}), got {exc.reason} at byte {exc.start}"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({flag}): {exc.strerror}") from None
+
+
+class Collected:
+    """Evidence from every input file, each results.json field from exactly one file."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, tuple[float | int, str]] = {}
+        self.inputs: list[Input] = []
+        self.junit = JUnitCounts()
+        self.junit_files: list[str] = []
+        self.sarif_files: list[str] = []
+
+    def add(self, flag: str, path: str, parsed: Parsed) -> None:
+        for key, value in parsed.fields.items():
+            if key in self.fields:
+                raise UsageError(
+                    f"{path}: {key}: expected it from one file only, also given by {self.fields[key][1]}"
+                )
+            self.fields[key] = (value, path)
+        self.inputs.append(Input(flag, path, parsed.format, parsed.detail))
+
+    def add_sarif(self, path: str, parsed: Parsed) -> None:
+        """Several scanners (bandit, trivy, ...) add up: each SARIF file counts its own findings."""
+        for key, value in parsed.fields.items():
+            before, source = self.fields.get(key, (0, ""))
+            if source and source not in self.sarif_files:
+                raise UsageError(f"{path}: {key}: expected it from one file only, also given by {source}")
+            self.fields[key] = (int(before) + int(value), path)
+        self.sarif_files.append(path)
+        self.inputs.append(Input("--security", path, parsed.format, parsed.detail))
+
+    def add_junit(self, path: str, counts: JUnitCounts) -> None:
+        self.junit += counts
+        self.junit_files.append(path)
+        self.inputs.append(Input("--tests", path, "JUnit XML", counts.describe()))
+
+    def tests(self) -> TestResults | None:
+        fields = {k: v for k, (v, _) in self.fields.items()}
+        if self.junit_files:
+            if "passRate" in fields:
+                raise UsageError(
+                    f"{self.fields['passRate'][1]}: passRate: expected it from one file only, "
+                    f"also counted from {', '.join(self.junit_files)}"
+                )
+            fields["passRate"] = self.junit.pass_rate(", ".join(self.junit_files))
+        if not fields:
+            return None
+        return TestResults(
+            pass_rate=fields.get("passRate"), coverage=fields.get("coverage"),
+            critical=_int(fields.get("critical")), high=_int(fields.get("high")),
+            medium=_int(fields.get("medium")), low=_int(fields.get("low")),
+        )  # fmt: skip
+
+
+def _int(value: float | int | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _quality(args: argparse.Namespace, baseline: dict[str, float], path: str | None) -> dict[str, Any] | None:
+    if not args.metric:
+        if args.min_score is not None or args.max_regression is not None:
+            raise UsageError("--min-score/--max-regression: expected --metric to name the metric they judge")
+        return None
+    quality: dict[str, Any] = {"metric": args.metric, "higherIsBetter": not args.lower_is_better}
+    if args.min_score is not None:
+        quality["minScore"] = args.min_score
+    if args.metric in baseline:
+        quality["baseline"] = baseline[args.metric]
+        if args.max_regression is not None:
+            quality["maxRegression"] = args.max_regression
+    elif args.min_score is None:
+        where = f"a --baseline file with the key {args.metric}" + (f" ({path} has none)" if path else "")
+        raise UsageError(
+            f"--metric {args.metric}: expected --min-score or {where}; otherwise it judges nothing"
+        )
+    for key, field in (
+        ("latency_ms", "baselineLatencyMs"),
+        ("samples_per_second", "baselineSamplesPerSecond"),
+        ("peak_memory_mb", "baselineMemoryMb"),
+    ):
+        if key in baseline:
+            if baseline[key] <= 0:
+                raise UsageError(f"{path}: {key}: expected a number > 0, got {baseline[key]:g}")
+            quality[field] = baseline[key]
+    return quality
+
+
+def evaluate(args: argparse.Namespace) -> tuple[Report, list[Input]]:
+    """Read every input, build the spec the operator would judge, and judge it."""
+    got = Collected()
+    metrics: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    if (text := _read("--metrics", args.metrics)) is not None:
+        metrics = read_metrics(text, args.metrics)
+        got.inputs.append(Input("--metrics", args.metrics, "metrics JSON", f"{len(metrics)} metrics"))
+    if (text := _read("--baseline", args.baseline)) is not None:
+        baseline = read_metrics(text, args.baseline)
+        got.inputs.append(Input("--baseline", args.baseline, "metrics JSON", f"{len(baseline)} metrics"))
+    for path in args.tests or []:
+        text = _read("--tests", path)
+        assert text is not None
+        parsed, counts = read_tests(text, path)
+        if counts is not None:
+            got.add_junit(path, counts)
+        else:
+            got.add("--tests", path, parsed)
+    if (text := _read("--coverage", args.coverage)) is not None:
+        got.add("--coverage", args.coverage, read_coverage(text, args.coverage))
+    for path in args.security or []:
+        text = _read("--security", path)
+        assert text is not None
+        if path in [i.path for i in got.inputs if i.flag == "--security"]:
+            raise UsageError(f"{path}: given twice with --security")
+        parsed = read_security(text, path)
+        if parsed.format == "SARIF 2.1":
+            got.add_sarif(path, parsed)
+        else:
+            got.add("--security", path, parsed)
+    privacy: PrivacyInput | None = None
+    if (text := _read("--privacy", args.privacy)) is not None:
+        privacy = read_privacy(text, args.privacy)
+        got.inputs.append(
+            Input("--privacy", args.privacy, "privacy JSON", f"budget {privacy.epsilon_budget:g}")
+        )
+
+    gates: dict[str, Any] = {"context": args.context}
+    quality = _quality(args, baseline, args.baseline)
+    if quality:
+        gates["quality"] = quality
+    tests = got.tests()
+    if args.tests is not None or args.coverage is not None or args.security is not None:
+        gates["tests"] = {}
+    eps = None
+    if privacy is not None:
+        gates["privacy"] = {"epsilon": privacy.epsilon_budget, "delta": privacy.delta,
+                            "accountant": privacy.accountant}  # fmt: skip
+        if privacy.noise_multiplier is not None and privacy.sample_rate is not None:
+            eps = epsilon(privacy.noise_multiplier, privacy.sample_rate, privacy.steps, privacy.delta,
+                          privacy.accountant)  # fmt: skip
+    if len(gates) == 1:
+        raise UsageError(
+            "nothing to judge: expected at least one of --metric (with --min-score or --baseline), "
+            "--tests, --coverage, --security, --privacy"
+        )
+    try:
+        spec = CarbonTrackedJobSpec.model_validate(
+            {"replicas": 1, "template": {}, "totalSteps": privacy.steps if privacy else 1, "gates": gates}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    evidence = Evidence(
+        metrics=metrics, tests=tests, epsilon_projected=eps,
+        epsilon_claimed=privacy.claimed_epsilon if privacy else None,
+    )  # fmt: skip
+    return judge(spec, evidence), got.inputs
+
+
+def _verdict(passed: bool, warning: bool) -> str:
+    return "FAIL" if not passed else "WARN" if warning else "PASS"
+
+
+def junit(report: Report, path: str) -> None:
+    suite = ET.Element(
+        "testsuite", name="carbontrack-gates", tests=str(len(report.results)),
+        failures=str(len(report.failed())), errors="0", skipped="0",
+    )  # fmt: skip
+    for r in report.results:
+        case = ET.SubElement(suite, "testcase", classname="carbontrack.gates", name=r.name, time="0")
+        if not r.passed:
+            failure = ET.SubElement(case, "failure", message=r.message, type="GateFailed")
+            failure.text = f"observed={r.observed} threshold={r.threshold}"
+        elif r.warning:
+            ET.SubElement(case, "system-out").text = f"warning: {r.message}"
+    root = ET.Element("testsuites", name="carbontrack")
+    root.append(suite)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def json_report(
+    context: str, code: int, report: Report | None, inputs: list[Input], error: str | None
+) -> str:
+    """The machine-readable report: exitCode 0/1/2, every gate's numbers, every input's format."""
+    doc: dict[str, Any] = {"context": context, "exitCode": code, "passed": code == 0}
+    if error is not None:
+        doc["error"] = error
+    if report is not None:
+        doc["summary"] = report.summary()
+        doc["gates"] = [r.model_dump(by_alias=True, mode="json") for r in report.results]
+    doc["inputs"] = [{"flag": i.flag, "path": i.path, "format": i.format, "detail": i.detail} for i in inputs]
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(context: str, report: Report, inputs: list[Input]) -> str:
+    """A summary for a CI step summary page (GitHub's $GITHUB_STEP_SUMMARY renders it)."""
+    icon = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌"}
+    head = "passed" if report.all_passed() else "failed"
+    lines = [
+        f"### carbontrack gates ({context}): {head}, {report.summary()}",
+        "",
+        "| gate | verdict | observed | threshold | detail |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in report.results:
+        v = _verdict(r.passed, r.warning)
+        cells = (f"`{r.name}`", f"{icon[v]} {v}", _cell(r.observed), _cell(r.threshold), _cell(r.message))
+        lines.append("| " + " | ".join(cells) + " |")
+    if inputs:
+        lines += ["", "Inputs:", ""]
+        lines += [f"- `{i.flag} {_cell(i.path)}`: {i.format}, {_cell(i.detail)}" for i in inputs]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: str, text: str, *, append: bool = False) -> None:
+    try:
+        with open(path, "a" if append else "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def check(args: argparse.Namespace) -> int:
+    try:
+        report, inputs = evaluate(args)
+    except ValueError as exc:  # UsageError and ci_reports.ReportError: both name the file and key
+        print(f"carbontrack gates: unusable input: {exc}", file=sys.stderr)
+        if args.json:
+            try:
+                _write(args.json, json_report(args.context, 2, None, [], str(exc)))
+            except UsageError as err:
+                print(f"carbontrack gates: {err}", file=sys.stderr)
+        return 2
+    width = max((len(r.name) for r in report.results), default=10)
+    for r in report.results:
+        print(f"{_verdict(r.passed, r.warning)}  {r.name:<{width}}  {r.message}")
+    print(f"\n{report.summary()} ({args.context})")
+    code = 0 if report.all_passed() else 1
+    try:
+        if args.junit:
+            try:
+                junit(report, args.junit)
+            except OSError as exc:
+                raise UsageError(f"{args.junit}: cannot write: {exc.strerror}") from None
+        if args.json:
+            _write(args.json, json_report(args.context, code, report, inputs, None))
+        if args.markdown:
+            _write(args.markdown, markdown(args.context, report, inputs), append=True)
+    except UsageError as exc:
+        print(f"carbontrack gates: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+def add_parser(sub: Any) -> None:
+    gates = sub.add_parser("gates", help="judge the gates from files, for CI pipelines")
+    gsub = gates.add_subparsers(dest="gates_command", required=True)
+    c = gsub.add_parser(
+        "check", help="print a report; exit 0 (pass), 1 (a gate failed) or 2 (unusable input)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    c.add_argument("--context", choices=["development", "staging", "production"], default="production")
+    c.add_argument("--metrics", help="eval metrics JSON: one flat object of name: number")
+    c.add_argument("--metric", help="the quality metric to judge (a key of --metrics)")
+    c.add_argument("--min-score", type=float)
+    c.add_argument("--max-regression", type=float)
+    c.add_argument("--lower-is-better", action="store_true")
+    c.add_argument("--baseline", help="baseline metrics JSON (same keys as --metrics)")
+    c.add_argument("--tests", action="append", help="JUnit XML or results.json; repeat to add up JUnit files")
+    c.add_argument("--coverage", help='coverage.py JSON, Cobertura XML or {"coverage": FRACTION}')
+    c.add_argument(
+        "--security", action="append", help="SARIF 2.1 or counts JSON; repeat to add up SARIF files"
+    )
+    c.add_argument("--privacy", help="DP parameters and budget JSON")
+    c.add_argument("--junit", help="write JUnit XML here (one test case per gate)")
+    c.add_argument("--json", help="write the machine-readable report here (also on exit 2)")
+    c.add_argument("--markdown", help="append a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    c.set_defaults(func=check)

@@ -1,0 +1,1 @@
+"""Energy and emissions accounting: per-job aggregation, folding, emissions, efficiency, attribution."""

@@ -1,0 +1,1 @@
+"""Gate judgement: threshold profiles, metric gates, privacy accounting, evidence from CI reports."""

@@ -1,0 +1,1 @@
+"""Reports of a finished or running job: table, JSON, CSV and model-card formats."""

@@ -1,0 +1,1 @@
+"""The rollout: the promotion state machine, one judgement round, the halt protocol, approvals."""

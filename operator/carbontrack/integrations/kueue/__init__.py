@@ -1,0 +1,1 @@
+"""Kueue: the Workload client and the handlers that answer its admission checks."""

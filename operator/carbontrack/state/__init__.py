@@ -1,0 +1,1 @@
+"""The job state ingestion and judgement share: registry, typed status boundary, status writer, config."""

@@ -1,0 +1,1 @@
+"""The HTTPS ingestion path: server, pod-token authentication, TLS, pod facts, process tuning."""

@@ -1,0 +1,1 @@
+"""What runs inside the user's training process: the stdlib client, the NVML sampler, framework callbacks."""

@@ -20,7 +20,7 @@ import pytest
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.energy.meter import COUNTER_UPDATE_S
 from carbontrack.energy.simulated import Constant
-from carbontrack.trainer.client import READ_WINDOW_NS
+from carbontrack.trainer.sampler import READ_WINDOW_NS
 from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
 from tests.integration.sidecars import Sidecar
 from tests.integration.test_sidecar_process import Receiver, free_port, wait_for

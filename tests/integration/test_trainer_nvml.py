@@ -227,7 +227,8 @@ def test_trainer_without_the_library_reports_unavailable_with_the_reason(
 def test_opt_in_sidecar_nvml_measures_exactly_the_trainers_uuids(
     tmp_path: Path, lib: Path, receiver: tuple[Receiver, str]
 ) -> None:
-    """nvml mode, where the cluster gives the sidecar the node's GPUs: pynvml against the same library."""
+    """nvml mode, where the cluster gives the sidecar the node's GPUs: the sidecar's NVML
+    backend against the same library."""
     r, url = receiver
     cfg = FakeGpus(node_gpus()).write(tmp_path / "node.conf")
     sc = Sidecar(tmp_path, url, CARBONTRACK_ENERGY_BACKEND="nvml", **fake_env(lib, cfg))  # sees all 8

@@ -73,6 +73,16 @@ def test_the_client_loads_nothing_outside_the_standard_library() -> None:
     assert {m for m in ours if not m.startswith("carbontrack.trainer.")} <= allowed | TRAINER_MAY_IMPORT, ours
 
 
+def test_the_old_import_paths_fail_naming_the_new_ones() -> None:
+    """The two lines a training script wrote before the trainer's code moved to carbontrack.trainer."""
+    with pytest.raises(ImportError, match=r"import carbontrack\.trainer\.client instead") as raised:
+        import carbontrack.client  # noqa: F401
+    assert raised.value.name == "carbontrack.client" and "carbontrack.client" not in sys.modules
+    with pytest.raises(ImportError, match=r"import carbontrack\.trainer\.huggingface instead") as raised:
+        from carbontrack.integrations.huggingface import CarbonTrackCallback  # noqa: F401
+    assert raised.value.name == "carbontrack.integrations.huggingface"
+
+
 def test_without_a_sidecar_every_call_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(client.ENV_ADDR, raising=False)
     c = client.Client()

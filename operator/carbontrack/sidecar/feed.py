@@ -1,6 +1,6 @@
 """Energy from the trainer's own NVML samples (the default): the sidecar needs no GPU.
 
-The trainer's client (carbontrack.trainer.client.NvmlSampler) reads the GPUs its process sees and sends
+The trainer's client (carbontrack.trainer.sampler.NvmlSampler) reads the GPUs its process sees and sends
 timestamped raw readings, keyed by NVML UUID, at its sampling rate and right after step markers.
 Here they become cumulative joules per GPU (the same GpuMeter as the sidecar's own readings), and
 the energy at any instant between two samples is interpolated linearly, so a step boundary is

@@ -413,6 +413,4 @@ def test_operator_reads_invalid_values_in_the_config_map_as_not_reported() -> No
     assert evidence.tests_from(doc) == TestResults(
         pass_rate=None, coverage=None, critical=None, high=0, medium=None, low=4
     )
-    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(
-        pass_rate=0.99, critical=0
-    )
+    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(pass_rate=0.99, critical=0)

@@ -1,4 +1,4 @@
-"""When the sidecar sends (issue 15): the jittered interval, sooner for the first batch with a record and
+"""When the sidecar sends: the jittered interval, sooner for the first batch with a record and
 for an urgent report, never sooner while backing off. A table over Sidecar._next_send (no sockets)."""
 
 from __future__ import annotations

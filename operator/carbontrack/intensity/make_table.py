@@ -11,8 +11,8 @@ Sources, each recorded per zone in the JSON:
 - Nordic bidding zones (SE1-SE4, NO1-NO5): ENTSO-E actual generation per production type, 2025,
   production-based, as derived by CodeCarbon (see that file's metadata); a lower bound where its
   coverage is below 100 %.
-The figures were cross-checked by hand against Our World in Data's table for a sample of countries
-(DE 381, FR 56, PL 662, SE 41, IN 713, CN 582, BR 98, CA 170).
+A sample of countries agrees with Our World in Data's own table (DE 381, FR 56, PL 662, SE 41, IN 713,
+CN 582, BR 98, CA 170).
 """
 
 from __future__ import annotations

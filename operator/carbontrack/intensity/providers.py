@@ -6,7 +6,7 @@ WattTime v3: GET {base}/login with HTTP basic auth -> {"token"}; then
 GET {base}/v3/forecast?region=R&signal_type=co2_moer&horizon_hours=0 with the bearer token ->
 {"data": [{"point_time", "value" (lbs CO2/MWh)}], "meta": {...}}. WattTime's figure is the *marginal*
 operating emissions rate, not an average: the source recorded in status says which.
-Forecasts (carbon-aware start, core/deferral.py): Electricity Maps
+Forecasts (carbon-aware start, core/scheduling/deferral.py): Electricity Maps
 GET {base}/v3/carbon-intensity/forecast?zone=Z -> {"zone", "forecast": [{"carbonIntensity", "datetime"}],
 "updatedAt"}; WattTime the same /v3/forecast with horizon_hours=24. A provider whose forecast cannot be
 read gives None: the deferral then waits on the intensity now, up to its deadline.

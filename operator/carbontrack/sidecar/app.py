@@ -5,7 +5,7 @@ Run as `carbontrack sidecar` or `python -m carbontrack.sidecar`; configured by e
 sidecar.transport), in a worker thread: one request every few seconds does not justify another
 dependency in a process that must stay under 60 MB.
 
-When batches go (issue 15): every `interval_s` (10 s by default), each wait drawn within +-JITTER of
+When batches go: every `interval_s` (10 s by default), each wait drawn within +-JITTER of
 it so that pods started together do not POST together; at once for the first batch that carries a
 step, and for an eval, DP-SGD or end report (never closer than URGENT_GAP_S to the previous send).
 What a batch carries does not depend on when it goes: per-step records and cumulative counters.

@@ -76,7 +76,7 @@ class SidecarState:
         self.global_step = 0
         self.bad_markers = 0
         self.stop_requested = False
-        """The operator's last answer asked the trainers to checkpoint and stop (issue 16)."""
+        """The operator's last answer asked the trainers to checkpoint and stop (a halt)."""
         self.job_totals: JobTotals | None = None
         """The job's totals in the operator's last answer that had them (relayed: `client.job_totals()`)."""
         self.job_json = b""

@@ -4,8 +4,8 @@ A batch is accepted only if (1) the bearer token is valid for audience `carbontr
 so revocation and expiry are the apiserver's call), (2) the token is bound to the very pod the batch
 names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for. Reviews are
 cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s): 8000 pods then cost ~27 reviews a second,
-which a busy apiserver can give (at 60 s, the scale benchmark's apiserver could not keep up). The
-price: a deleted pod's token still passes for up to that long, and only for its own job's source.
+which a busy apiserver can give. The price: a deleted pod's token still passes for up to that long, and
+only for its own job's source.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ OWNER_CACHE_S = 3600.0
 TOKEN_REFRESH = (0.6, 0.9)
 """A token's review is renewed in the background between 60 % and 90 % of CARBONTRACK_TOKEN_CACHE_S:
 the reviews of 8000 pods that started together spread over 90 s of each 300 s instead of all expiring
-at once (issue 15), and a batch never waits for a review of a token it has used before."""
+at once, and a batch never waits for a review of a token it has used before."""
 MAX_ENTRIES = 100_000
 """Bound on each cache, against a flood of garbage tokens or names."""
 
@@ -62,11 +62,11 @@ class LookupCache(Generic[K, V]):
     of a Job on first contact, share one apiserver call. A failed lookup is not kept; every caller
     waiting on it gets its exception.
 
-    The flight stores its result itself, in the same callback that drops it: when its waiters stored it
-    on resuming, a caller arriving in between found neither and looked up again (1289 Job reads for
-    1000 Jobs, issue 15). With `refresh_after=(lo, hi)` an entry older than a point drawn in
-    [lo, hi) x ttl_s is looked up again in the background while callers keep getting it: entries made
-    together (8000 pods' tokens at start) neither expire nor refresh together.
+    The flight stores its result itself, in the same callback that drops it, so a caller always finds
+    the flight or its result: were the result stored by a waiter on resuming, a caller arriving in
+    between would find neither and look up again. With `refresh_after=(lo, hi)` an entry older than a
+    point drawn in [lo, hi) x ttl_s is looked up again in the background while callers keep getting it:
+    entries made together (8000 pods' tokens at start) neither expire nor refresh together.
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class Authenticator:
 
         One pod read per pod uid; the Job's owner is looked up once per Job (all its pods share it),
         concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
-        building client models and repeating reads dominated the cost (benchmarks/scale.py).
+        building client models and repeating reads would dominate the cost.
         """
         lookup = functools.partial(self._pod_owner, namespace, pod, uid)
         return await self._owners.get((namespace, pod, uid), lookup)

@@ -1,7 +1,7 @@
 """What a pod object says about the energy its sidecar can report: when it started, how many GPUs.
 
-Read from the pod the telemetry authorization already fetches (controller.auth), cached beside its
-owner, and turned into core.aggregation.Receipt ceilings. Nothing here comes from the sender.
+Read from the pod the telemetry authorization already fetches (telemetry.auth), cached beside its
+owner, and turned into core.accounting.aggregation.Receipt ceilings. Nothing here comes from the sender.
 
 The GPU allowance rule: the sum over all containers (init containers included: a native sidecar or
 an init step may hold a device too; a sum only loosens a ceiling, never refuses an honest pod) of

@@ -2,7 +2,7 @@
 
 Sidecars send pod-bound tokens and training metrics; they travel over HTTPS, and the sidecar verifies
 the operator's certificate against a CA bundle mounted from the ConfigMap `carbontrack-ca` in its own
-namespace, which the operator writes (controller.tls_handlers) before and while the job's pods run.
+namespace, which the operator writes (controller.tls) before and while the job's pods run.
 
 Two sources of the certificate, both through one Secret in the operator's namespace (`tls.crt`,
 `tls.key`, `ca.crt`):
@@ -249,7 +249,7 @@ class TlsManager:
         self._published: dict[str, bytes] = {}
         """Namespace -> the CA bundle last written there."""
         self.task: asyncio.Task[None] | None = None
-        """The renewal loop (controller.tls_handlers)."""
+        """The renewal loop (controller.tls)."""
 
     async def _read(self) -> tuple[Material | None, str | None]:
         try:

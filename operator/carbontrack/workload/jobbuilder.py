@@ -213,8 +213,8 @@ def distributed_env(ctj_name: str, uid: str, spec: CarbonTrackedJobSpec) -> list
         _env("MASTER_PORT", str(MASTER_PORT)),
         # torchrun >= 2.4 shares the rendezvous TCPStore with the workers and publishes its address only
         # in the first round a node is rank 0: at a scale-up the worker 0 that survives skips it, and the
-        # new node waits for MASTER_ADDR until it times out (measured with torch 2.15: a 60 s timeout,
-        # then both agents fail). Opting out rebuilds the workers' store in every round.
+        # new node waits for MASTER_ADDR until it times out (torch 2.15: after 60 s, and then both
+        # agents fail). Opting out rebuilds the workers' store in every round.
         _env("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"),
     ]
 

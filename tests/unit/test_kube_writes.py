@@ -1,4 +1,4 @@
-"""controller.apiwrite: a write whose answer is unread still raises exactly what the client would."""
+"""state.kube_writes: a write whose answer is unread still raises exactly what the client would."""
 
 from __future__ import annotations
 

@@ -294,13 +294,18 @@ class SidecarState:
         exact = method == "simulated"
         gpus = [
             GpuCounter(
-                index=g.info.index, uuid=g.info.uuid, name=g.info.name, energy_joules=g.joules, lost=g.lost,
-                sharing=g.sharing, foreign_processes=g.foreign_processes,
+                index=g.info.index,
+                uuid=g.info.uuid,
+                name=g.info.name,
+                energy_joules=g.joules,
+                lost=g.lost,
+                sharing=g.sharing,
+                foreign_processes=g.foreign_processes,
                 uncertainty_joules=g.uncertainty_j(exact),
                 method=None if exact or g.method == method else g.method,
             )
             for g in self.gpu_meters
-        ]  # fmt: skip
+        ]
         c = self.config
         base = TelemetryBatch(
             job=ObjectRef(namespace=c.job_namespace, name=c.job_name),

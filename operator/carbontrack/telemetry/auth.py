@@ -199,9 +199,12 @@ class Authenticator:
     async def _read_json(self, path: str) -> dict[str, Any] | None:
         """GET an object as a plain dict; None if it does not exist."""
         resp = await self.api.call_api(
-            path, "GET", header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-        )  # fmt: skip
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
         raw = await resp.read()  # without preloading, the client hands back aiohttp's response as is
         if resp.status == 404:
             return None

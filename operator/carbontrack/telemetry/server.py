@@ -38,9 +38,13 @@ from carbontrack.telemetry.auth import Authenticator, AuthError
 log = logging.getLogger("carbontrack.telemetry")
 
 _VERDICT_STATUS = {
-    Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422, Verdict.IMPLAUSIBLE: 422,
-    Verdict.TOO_MANY_PODS: 422, Verdict.STATUS_FULL: 422,
-}  # fmt: skip
+    Verdict.DUPLICATE: 409,
+    Verdict.BACKWARDS: 422,
+    Verdict.ABSURD: 422,
+    Verdict.IMPLAUSIBLE: 422,
+    Verdict.TOO_MANY_PODS: 422,
+    Verdict.STATUS_FULL: 422,
+}
 """422 for a capacity refusal too: the sidecar drops the batch's step records and keeps sending its
 cumulative counters, so its energy is counted exactly if room appears (core.accounting.folding)."""
 
@@ -125,9 +129,13 @@ class _Site(web.TCPSite):
             return _Handler(server, header_timeout_s, loop=server._loop, **server._kwargs)
 
         self._server = await asyncio.get_running_loop().create_server(
-            handler, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            handler,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
             ssl_handshake_timeout=self.handshake_timeout_s if self._ssl_context else None,
-        )  # fmt: skip
+        )
         return None
 
 

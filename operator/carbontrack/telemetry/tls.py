@@ -93,25 +93,40 @@ def issue_ca(now: dt.datetime, lifetime: dt.timedelta = CA_LIFETIME) -> Pair:
     name = _name(f"carbontrack telemetry CA {now:%Y-%m-%dT%H:%M:%SZ}")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + lifetime)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return cert, key
 
 
 def issue_serving(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str], now: dt.datetime,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    names: list[str],
+    now: dt.datetime,
     lifetime: dt.timedelta = SERVING_LIFETIME,
-) -> Pair:  # fmt: skip
+) -> Pair:
     """A serving certificate for `names` (DNS names or IP addresses), signed by `ca`."""
     key = _key()
     until = min(now + lifetime, ca.not_valid_after_utc)
@@ -124,15 +139,18 @@ def issue_serving(
             sans.append(x509.DNSName(n))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0])).issuer_name(ca.subject).public_key(key.public_key())
+        .subject_name(_name(names[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - min(dt.timedelta(minutes=5), lifetime / 10)).not_valid_after(until)
+        .not_valid_before(now - min(dt.timedelta(minutes=5), lifetime / 10))
+        .not_valid_after(until)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(issuer_key_id, critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return cert, key
 
 
@@ -237,9 +255,16 @@ class TlsManager:
     """Keeps the Secret, the server's SSL context and the published CA ConfigMaps current."""
 
     def __init__(
-        self, api: client.ApiClient, namespace: str, secret: str, names: list[str], *, external: bool,
-        configmap: str, lifetimes: Lifetimes = Lifetimes(),
-    ) -> None:  # fmt: skip
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        secret: str,
+        names: list[str],
+        *,
+        external: bool,
+        configmap: str,
+        lifetimes: Lifetimes = Lifetimes(),
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.namespace, self.secret, self.names = namespace, secret, names
         self.external, self.configmap, self.lifetimes = external, configmap, lifetimes
@@ -285,11 +310,15 @@ class TlsManager:
             wanted = renew(current, self.names, now, self.lifetimes)
             if wanted is not current:
                 body = client.V1Secret(
-                    metadata=client.V1ObjectMeta(name=self.secret, namespace=self.namespace,
-                                                 labels={"app.kubernetes.io/name": "carbontrack"},
-                                                 resource_version=version),
-                    type=SECRET_TYPE, data=to_secret(wanted),
-                )  # fmt: skip
+                    metadata=client.V1ObjectMeta(
+                        name=self.secret,
+                        namespace=self.namespace,
+                        labels={"app.kubernetes.io/name": "carbontrack"},
+                        resource_version=version,
+                    ),
+                    type=SECRET_TYPE,
+                    data=to_secret(wanted),
+                )
                 try:
                     if version is None:
                         await self.core.create_namespaced_secret(self.namespace, body)
@@ -337,10 +366,11 @@ class TlsManager:
         if self._published.get(namespace) == bundle:
             return
         body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=self.configmap, namespace=namespace,
-                                         labels={"app.kubernetes.io/name": "carbontrack"}),
+            metadata=client.V1ObjectMeta(
+                name=self.configmap, namespace=namespace, labels={"app.kubernetes.io/name": "carbontrack"}
+            ),
             data={"ca.crt": bundle.decode()},
-        )  # fmt: skip
+        )
         try:
             await self.core.create_namespaced_config_map(namespace, body)
         except ApiException as exc:

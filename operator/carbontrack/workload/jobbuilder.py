@@ -60,9 +60,15 @@ from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.state.config import OperatorConfig
 
 __all__ = [
-    "CA_CONFIGMAP", "SIDECAR_NAME", "InjectionError", "build_job", "build_service", "inject", "job_name_for",
+    "CA_CONFIGMAP",
+    "SIDECAR_NAME",
+    "InjectionError",
+    "build_job",
+    "build_service",
+    "inject",
+    "job_name_for",
     "service_name_for",
-]  # fmt: skip
+]
 
 
 class InjectionError(ValueError):

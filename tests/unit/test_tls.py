@@ -139,7 +139,7 @@ def test_the_serving_certificate_is_renewed_in_memory_while_the_apiserver_is_awa
     )  # fmt: skip
     manager._dir = Path(__import__("tempfile").mkdtemp())
     manager.material = renew(None, NAMES, T0)
-    manager._load(manager.material)
+    manager._load_serving(manager.material)
     before = serial(manager.material)
     assert asyncio.run(manager.refresh(T0 + 61 * DAY)) is True  # due: renewed from the CA in memory
     assert serial(manager.material) != before and serving_is_good(manager.material, NAMES, T0 + 61 * DAY)

@@ -276,7 +276,7 @@ class TlsManager:
         self.task: asyncio.Task[None] | None = None
         """The renewal loop (controller.tls)."""
 
-    async def _read(self) -> tuple[Material | None, str | None]:
+    async def _read_secret(self) -> tuple[Material | None, str | None]:
         try:
             s = await self.core.read_namespaced_secret(self.secret, self.namespace)
         except ApiException as exc:
@@ -289,51 +289,68 @@ class TlsManager:
         """Bring the Secret and the SSL context up to date; True when the serving certificate changed."""
         now = now or dt.datetime.now(dt.UTC)
         try:
-            current, version = await self._read()
+            current, version = await self._read_secret()
         except Exception:
-            if self.external or self.material is None:
+            if self.external or self.material is None or not self._renew_in_memory(now):
                 raise
-            # the apiserver is away: renew from the CA held in memory rather than let the serving
-            # certificate expire; the Secret is brought up to date once it can be read again
-            local = renew(self.material, self.names, now, self.lifetimes)
-            if local is self.material:
-                raise
-            self._load(local)
-            self.material = local
-            log.warning("telemetry certificate renewed in memory; the Secret could not be read")
             return True
-        if self.external:
-            if current is None:
-                raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")
-            wanted = current
+        if not self.external:
+            wanted = await self._renew_secret(current, version, now)
+        elif current is None:
+            raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")
         else:
-            wanted = renew(current, self.names, now, self.lifetimes)
-            if wanted is not current:
-                body = client.V1Secret(
-                    metadata=client.V1ObjectMeta(
-                        name=self.secret,
-                        namespace=self.namespace,
-                        labels={"app.kubernetes.io/name": "carbontrack"},
-                        resource_version=version,
-                    ),
-                    type=SECRET_TYPE,
-                    data=to_secret(wanted),
-                )
-                try:
-                    if version is None:
-                        await self.core.create_namespaced_secret(self.namespace, body)
-                    else:
-                        await self.core.replace_namespaced_secret(self.secret, self.namespace, body)
-                    log.info(
-                        "telemetry certificate issued", extra={"serial": serial(wanted), "names": self.names}
-                    )
-                except ApiException as exc:
-                    if exc.status != 409:  # another replica wrote it first: use theirs
-                        raise
-                    theirs, _ = await self._read()
-                    if theirs is None:
-                        raise
-                    wanted = theirs
+            wanted = current
+        return await self._use(wanted)
+
+    def _renew_in_memory(self, now: dt.datetime) -> bool:
+        """The apiserver is away: renew from the CA held in memory rather than let the serving
+        certificate expire (the Secret is brought up to date once it can be read again). False when
+        nothing is due."""
+        assert self.material is not None
+        local = renew(self.material, self.names, now, self.lifetimes)
+        if local is self.material:
+            return False
+        self._load_serving(local)
+        self.material = local
+        log.warning("telemetry certificate renewed in memory; the Secret could not be read")
+        return True
+
+    async def _renew_secret(
+        self, current: Material | None, version: str | None, now: dt.datetime
+    ) -> Material:
+        """Self-signed mode: what the Secret should hold, written when it changed; another replica's
+        material when it wrote the Secret first."""
+        wanted = renew(current, self.names, now, self.lifetimes)
+        if wanted is current:
+            return wanted
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=self.secret,
+                namespace=self.namespace,
+                labels={"app.kubernetes.io/name": "carbontrack"},
+                resource_version=version,
+            ),
+            type=SECRET_TYPE,
+            data=to_secret(wanted),
+        )
+        try:
+            if version is None:
+                await self.core.create_namespaced_secret(self.namespace, body)
+            else:
+                await self.core.replace_namespaced_secret(self.secret, self.namespace, body)
+            log.info("telemetry certificate issued", extra={"serial": serial(wanted), "names": self.names})
+        except ApiException as exc:
+            if exc.status != 409:  # another replica wrote it first: use theirs
+                raise
+            theirs, _ = await self._read_secret()
+            if theirs is None:
+                raise
+            wanted = theirs
+        return wanted
+
+    async def _use(self, wanted: Material) -> bool:
+        """Serve `wanted` (the SSL context reloaded only when the serving pair changed) and republish
+        a changed CA bundle; True when the serving pair changed."""
         changed = (
             self.material is None
             or wanted.cert_pem != self.material.cert_pem
@@ -341,14 +358,14 @@ class TlsManager:
         )
         bundle_changed = self.material is None or wanted.ca_pem != self.material.ca_pem
         if changed:
-            self._load(wanted)
+            self._load_serving(wanted)
         self.material = wanted
         if bundle_changed:
             for namespace in list(self._published):
                 await self.publish(namespace)
         return changed
 
-    def _load(self, m: Material) -> None:
+    def _load_serving(self, m: Material) -> None:
         cert, key = self._dir / "tls.crt", self._dir / "tls.key"
         key.touch(mode=0o600)
         key.write_bytes(m.key_pem)

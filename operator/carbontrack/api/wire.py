@@ -239,7 +239,7 @@ _SPACED_KEY = re.compile(rb'"\s+:')
 _FIELDS_SET = operator.attrgetter("__pydantic_fields_set__")  # model_fields_set, without its property
 
 
-def _pairs(b: TelemetryBatch) -> int:
+def _pair_count(b: TelemetryBatch) -> int:
     """Key-value pairs the body of `b` had (each model's fields set, each metrics map's keys)."""
     n = len(_FIELDS_SET(b)) + len(_FIELDS_SET(b.job)) + len(_FIELDS_SET(b.pod))
     n += sum(map(len, map(_FIELDS_SET, b.gpus))) + sum(map(len, map(_FIELDS_SET, b.steps)))
@@ -263,7 +263,7 @@ def parse_batch(raw: bytes) -> TelemetryBatch:
         except ValueError:
             pass
         else:
-            if "version" in batch.model_fields_set and raw.count(b'":') == _pairs(batch):
+            if "version" in batch.model_fields_set and raw.count(b'":') == _pair_count(batch):
                 return batch  # (a missing version is refused as unknown, not taken as the default)
     return _parse_batch_checked(raw)
 

@@ -105,7 +105,7 @@ class Intensity:
 
 
 @cache
-def table() -> dict[str, tuple[float, str]]:
+def zone_table() -> dict[str, tuple[float, str]]:
     """zone -> (gCO2e/kWh, source label with year)."""
     raw = json.loads(Path(__file__).with_name("grid_intensity.json").read_text())["zones"]
     return {
@@ -124,7 +124,7 @@ def zone_for(zone: str | None, region: str | None) -> str:
 
 
 def lookup(zone: str) -> Intensity:
-    rows = table()
+    rows = zone_table()
     key = REGION_ZONE.get(zone, zone)
     key = key if key in rows else key.upper()
     if key in rows:

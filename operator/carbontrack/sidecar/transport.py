@@ -90,7 +90,7 @@ class Transport:
             self.connections += 1
         return self.conn
 
-    def _exchange(self, token: str, body: bytes) -> SendResult:
+    def _post_once(self, token: str, body: bytes) -> SendResult:
         conn = self._connect()
         conn.request(
             "POST",
@@ -120,7 +120,7 @@ class Transport:
         for attempt in (1, 2):
             reused = self.conn is not None and self.used > 0
             try:
-                return self._exchange(token, body)
+                return self._post_once(token, body)
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 self.close()
                 if attempt == 1 and reused and not isinstance(exc, TimeoutError):

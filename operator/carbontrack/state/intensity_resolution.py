@@ -155,14 +155,14 @@ class IntensityResolution:
                 return None
             self._problems.pop(key, None)
 
-            def field_(name: str) -> str:
+            def secret_field(name: str) -> str:
                 return base64.b64decode(data.get(name, "")).decode()
 
             c = self.config
             live = (
-                ElectricityMaps(field_("apiKey"), c.electricitymaps_url)
+                ElectricityMaps(secret_field("apiKey"), c.electricitymaps_url)
                 if provider == "electricitymaps"
-                else WattTime(field_("username"), field_("password"), c.watttime_url)
+                else WattTime(secret_field("username"), secret_field("password"), c.watttime_url)
             )
             self._resolvers[key] = IntensityResolver(live, ttl_s=c.intensity_ttl_s)
         return self._resolvers[key]

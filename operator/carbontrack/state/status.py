@@ -65,7 +65,7 @@ from carbontrack.state.telemetry_status import (
 Patch = dict[str, Any]
 
 
-def _dump(model: CarbonTrackedJobStatus) -> Patch:
+def _set_fields(model: CarbonTrackedJobStatus) -> Patch:
     """The top-level fields the writer set, each whole with its defaults (as the apiserver stores it,
     so an unchanged field compares equal); None stays: in a merge patch it deletes the field."""
     full = model.model_dump(by_alias=True, mode="json")
@@ -82,7 +82,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def changed(current: Mapping[str, Any], update: Patch) -> Patch:
+def changed_fields(current: Mapping[str, Any], update: Patch) -> Patch:
     """The top-level fields of `update` whose value differs from the stored status: an idle job
     costs the apiserver nothing. Sub-objects are compared whole and written whole."""
     return {k: v for k, v in update.items() if _without_nulls(current.get(k)) != _without_nulls(v)}
@@ -170,7 +170,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
     )
     if agg.checkpoint is not None:
         update.checkpoint = checkpoint_status(agg)
-    return {"status": _dump(update)}
+    return {"status": _set_fields(update)}
 
 
 def checkpoint_status(agg: JobAggregate) -> CheckpointStatus | None:
@@ -210,7 +210,9 @@ def promotion_status(state: State) -> PromotionStatus:
     )
 
 
-def _conditions(current: Mapping[str, Any], update: ConditionUpdate | None, generation: int | None) -> Any:
+def _with_condition(
+    current: Mapping[str, Any], update: ConditionUpdate | None, generation: int | None
+) -> Any:
     if update is None:
         return None
     return set_condition(
@@ -252,10 +254,10 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
     if plan.decision.record is not None:  # a bounded history: the last 10 decisions
         before = parse({"decisions": current.get("decisions") or []}).decisions
         update.decisions = [*before, plan.decision.record][-10:]
-    out = changed(current, _dump(update))
+    out = changed_fields(current, _set_fields(update))
     conditions = current.get("conditions")
     for condition in plan.conditions:
-        conditions = _conditions({"conditions": conditions}, condition, plan.generation)
+        conditions = _with_condition({"conditions": conditions}, condition, plan.generation)
     if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
         out["conditions"] = conditions
     return out
@@ -267,7 +269,7 @@ def phase_update(
     """A phase the world decided (Invalid, Succeeded, Failed) with its Ready condition: status patch."""
     return {
         "phase": phase.value,
-        "conditions": _conditions(current, condition, generation),
+        "conditions": _with_condition(current, condition, generation),
     }
 
 
@@ -280,8 +282,8 @@ def deferral_update(
 ) -> Patch:
     """A round of the carbon-aware start (phase Deferred, or Pending once it starts): status patch with
     the schedule, the phase and the Deferred condition."""
-    out = changed(current, _dump(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
-    conditions = _conditions(current, condition, generation)
+    out = changed_fields(current, _set_fields(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
+    conditions = _with_condition(current, condition, generation)
     if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
         out["conditions"] = conditions
     return out
@@ -294,7 +296,7 @@ def halt_cleared() -> Patch:
 
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:
     """Only the Ready condition (the reconcile's verdict on the Job it created or could not)."""
-    return {"conditions": _conditions(current, condition, generation)}
+    return {"conditions": _with_condition(current, condition, generation)}
 
 
 def tests_evidence(results: TestResults, source: str) -> TestsEvidence:

@@ -55,7 +55,7 @@ def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Respons
     return web.Response(status=status, text=body, content_type="application/json")
 
 
-def _defer(reason: str, message: str) -> web.Response:
+def _unavailable(reason: str, message: str) -> web.Response:
     """503 with Retry-After: not a refusal; the sidecar keeps the batch and sends it again."""
     response = _refuse(503, reason, message)
     response.headers["Retry-After"] = "2"
@@ -199,7 +199,7 @@ class TelemetryServer:
 
     async def telemetry(self, request: web.Request) -> web.Response:
         try:
-            return await self._telemetry(request)
+            return await self._handle_telemetry(request)
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, "too-large", "batch larger than the limit")
         except (ApiException, ClientError, OSError) as exc:
@@ -209,15 +209,15 @@ class TelemetryServer:
             # the apiserver shed load, failed or could not be reached (TokenReview, ownership, CR
             # read): the batch is deferred, not refused; the sidecar keeps it and retries
             log.warning("apiserver unavailable for telemetry: %s", str(exc)[:200])
-            return _defer("apiserver-unavailable", "the apiserver is unavailable; retry")
+            return _unavailable("apiserver-unavailable", "the apiserver is unavailable; retry")
         except Exception:
             log.exception("telemetry handler failed")
             return _refuse(500, "internal", "internal error")
 
-    async def _telemetry(self, request: web.Request) -> web.Response:
+    async def _handle_telemetry(self, request: web.Request) -> web.Response:
         received_at = time.time()  # the operator's clock, never the batch's sentAt (core.accounting)
         if not self.active:
-            return _defer("standby", "this operator replica is a standby; retry")
+            return _unavailable("standby", "this operator replica is a standby; retry")
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")

@@ -67,30 +67,30 @@ class Material:
     key_pem: bytes
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
+def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def _name(common_name: str) -> x509.Name:
+def _subject(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 Pair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
-def _pem(cert: x509.Certificate) -> bytes:
+def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def issue_ca(now: dt.datetime, lifetime: dt.timedelta = CA_LIFETIME) -> Pair:
-    key = _key()
-    name = _name(f"carbontrack telemetry CA {now:%Y-%m-%dT%H:%M:%SZ}")
+    key = _new_key()
+    name = _subject(f"carbontrack telemetry CA {now:%Y-%m-%dT%H:%M:%SZ}")
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -128,7 +128,7 @@ def issue_serving(
     lifetime: dt.timedelta = SERVING_LIFETIME,
 ) -> Pair:
     """A serving certificate for `names` (DNS names or IP addresses), signed by `ca`."""
-    key = _key()
+    key = _new_key()
     until = min(now + lifetime, ca.not_valid_after_utc)
     issuer_key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     sans: list[x509.GeneralName] = []
@@ -139,7 +139,7 @@ def issue_serving(
             sans.append(x509.DNSName(n))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
+        .subject_name(_subject(names[0]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -154,14 +154,14 @@ def issue_serving(
     return cert, key
 
 
-def _certs(pem: bytes) -> list[x509.Certificate]:
+def _parse_certs(pem: bytes) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(pem) if pem.strip() else []
     except ValueError:
         return []
 
 
-def _keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
+def _parse_keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
     keys = []
     for block in pem.split(b"-----END PRIVATE KEY-----")[:-1]:
         key = serialization.load_pem_private_key(block + b"-----END PRIVATE KEY-----\n", None)
@@ -170,7 +170,7 @@ def _keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
     return keys
 
 
-def _names(cert: x509.Certificate) -> set[str]:
+def _san_names(cert: x509.Certificate) -> set[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -182,13 +182,13 @@ def _names(cert: x509.Certificate) -> set[str]:
 
 def serving_is_good(m: Material, names: list[str], now: dt.datetime) -> bool:
     """The serving certificate covers `names`, chains to a CA in the bundle, and is not due for renewal."""
-    certs, cas = _certs(m.cert_pem), _certs(m.ca_pem)
+    certs, cas = _parse_certs(m.cert_pem), _parse_certs(m.ca_pem)
     if not certs or not cas:
         return False
     cert = certs[0]
     left = cert.not_valid_after_utc - now
     full = cert.not_valid_after_utc - cert.not_valid_before_utc
-    if left < full * RENEW_FRACTION or not set(names) <= _names(cert):
+    if left < full * RENEW_FRACTION or not set(names) <= _san_names(cert):
         return False
     for ca in cas:
         try:
@@ -208,7 +208,7 @@ def renew(
     serving lifetimes left; the serving certificate is signed by the oldest CA still valid for a whole
     serving lifetime, so a CA signs only after it has been published for a serving lifetime.
     """
-    cas = list(zip(_certs(m.ca_pem), _keys(m.ca_keys_pem), strict=False)) if m else []
+    cas = list(zip(_parse_certs(m.ca_pem), _parse_keys(m.ca_keys_pem), strict=False)) if m else []
     live = [(c, k) for c, k in cas if c.not_valid_after_utc > now]
     changed = len(live) != len(cas) or not live
     if not live or live[0][0].not_valid_after_utc - now < 2 * lifetimes.serving:
@@ -221,11 +221,10 @@ def renew(
     )
     cert, key = issue_serving(signer[0], signer[1], names, now, lifetimes.serving)
     return Material(
-        ca_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c, _ in live),
-        ca_keys_pem=b"".join(_pem_key(k) for _, k in live),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM)
-        + signer[0].public_bytes(serialization.Encoding.PEM),
-        key_pem=_pem_key(key),
+        ca_pem=b"".join(_cert_pem(c) for c, _ in live),
+        ca_keys_pem=b"".join(_key_pem(k) for _, k in live),
+        cert_pem=_cert_pem(cert) + _cert_pem(signer[0]),
+        key_pem=_key_pem(key),
     )
 
 
@@ -246,8 +245,8 @@ def to_secret(m: Material) -> dict[str, str]:
     return {k: base64.b64encode(v).decode() for k, v in raw.items()}
 
 
-def serial(m: Material) -> int | None:
-    certs = _certs(m.cert_pem)
+def serving_serial(m: Material) -> int | None:
+    certs = _parse_certs(m.cert_pem)
     return certs[0].serial_number if certs else None
 
 
@@ -300,7 +299,7 @@ class TlsManager:
             raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")
         else:
             wanted = current
-        return await self._use(wanted)
+        return await self._serve(wanted)
 
     def _renew_in_memory(self, now: dt.datetime) -> bool:
         """The apiserver is away: renew from the CA held in memory rather than let the serving
@@ -338,7 +337,9 @@ class TlsManager:
                 await self.core.create_namespaced_secret(self.namespace, body)
             else:
                 await self.core.replace_namespaced_secret(self.secret, self.namespace, body)
-            log.info("telemetry certificate issued", extra={"serial": serial(wanted), "names": self.names})
+            log.info(
+                "telemetry certificate issued", extra={"serial": serving_serial(wanted), "names": self.names}
+            )
         except ApiException as exc:
             if exc.status != 409:  # another replica wrote it first: use theirs
                 raise
@@ -348,7 +349,7 @@ class TlsManager:
             wanted = theirs
         return wanted
 
-    async def _use(self, wanted: Material) -> bool:
+    async def _serve(self, wanted: Material) -> bool:
         """Serve `wanted` (the SSL context reloaded only when the serving pair changed) and republish
         a changed CA bundle; True when the serving pair changed."""
         changed = (

@@ -225,7 +225,7 @@ def distributed_env(ctj_name: str, uid: str, spec: CarbonTrackedJobSpec) -> list
     ]
 
 
-def wire(
+def with_job_wiring(
     template: dict[str, Any], ctj_name: str, uid: str, spec: CarbonTrackedJobSpec, replicas: int
 ) -> dict[str, Any]:
     """The injected template with the halt's grace period, the resume env and (unless turned off) the
@@ -263,7 +263,7 @@ def build_service(name: str, namespace: str, uid: str) -> dict[str, Any]:
             "name": service_name_for(name),
             "namespace": namespace,
             "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
-            "ownerReferences": [_owner(name, uid)],
+            "ownerReferences": [_owner_reference(name, uid)],
         },
         "spec": {
             "clusterIP": "None",
@@ -277,7 +277,7 @@ def build_service(name: str, namespace: str, uid: str) -> dict[str, Any]:
     }
 
 
-def _owner(name: str, uid: str) -> dict[str, Any]:
+def _owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {
         "apiVersion": "carbontrack.io/v1alpha1",
         "kind": "CarbonTrackedJob",
@@ -292,7 +292,7 @@ def build_job(
     name: str, namespace: str, uid: str, spec: CarbonTrackedJobSpec, replicas: int, config: OperatorConfig
 ) -> dict[str, Any]:
     """The Indexed Job for a CarbonTrackedJob at `replicas` workers (parallelism = completions)."""
-    template = wire(inject(spec.template, name, namespace, config), name, uid, spec, replicas)
+    template = with_job_wiring(inject(spec.template, name, namespace, config), name, uid, spec, replicas)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -300,7 +300,7 @@ def build_job(
             "name": job_name_for(name),
             "namespace": namespace,
             "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
-            "ownerReferences": [_owner(name, uid)],
+            "ownerReferences": [_owner_reference(name, uid)],
         },
         "spec": {
             "completionMode": "Indexed",

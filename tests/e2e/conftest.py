@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hack import docker, images, kind, kindnode
+from hack.binaries import BIN, binaries_present
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "cluster"))
-
-import controlplane  # noqa: E402
-import docker  # noqa: E402
-import images  # noqa: E402
-import kindnode  # noqa: E402
 
 RELEASE = "carbontrack"
 OPERATOR_NS = "carbontrack-system"
@@ -48,7 +44,7 @@ class Kind:
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(controlplane.BIN / "kubectl"), *args],
+            [str(BIN / "kubectl"), *args],
             input=input,
             text=True,
             capture_output=True,
@@ -59,7 +55,7 @@ class Kind:
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(controlplane.BIN / "helm"), *args],
+            [str(BIN / "helm"), *args],
             text=True,
             capture_output=True,
             env=self.env(),
@@ -83,7 +79,7 @@ def _skip_reason() -> str | None:
             "building the local base and kind node images needs root (debootstrap); set"
             " CARBONTRACK_BASE_IMAGE and CARBONTRACK_KIND_NODE_IMAGE where a registry is reachable"
         )
-    if not controlplane.binaries_present():
+    if not binaries_present():
         return "kubectl/helm not built: run `make setup`"
     return None
 
@@ -109,7 +105,7 @@ def kind_cluster() -> Iterator[Kind]:
         image = images.build_image()
         kubeconfig = kindnode.up()
         subprocess.run(
-            [str(kindnode.kind_binary()), "load", "docker-image", image, "--name", kindnode.CLUSTER],
+            [str(kind.kind_binary()), "load", "docker-image", image, "--name", kind.CLUSTER],
             check=True,
         )
         cluster = Kind(kubeconfig, image)
@@ -119,7 +115,7 @@ def kind_cluster() -> Iterator[Kind]:
         yield cluster
     finally:
         if os.environ.get("CARBONTRACK_KEEP_CLUSTER") != "1":
-            kindnode.down()
+            kind.down()
             if pid is not None:
                 docker.stop()
 

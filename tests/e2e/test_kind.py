@@ -13,9 +13,10 @@ import subprocess
 import threading
 from typing import Any
 
-from tests.e2e.conftest import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, controlplane, wait
+from hack.binaries import BIN
+from tests.e2e.conftest import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, wait
 
-KUBECTL = str(controlplane.BIN / "kubectl")
+KUBECTL = str(BIN / "kubectl")
 SIDECAR = "carbontrack-sidecar"
 SERVICE_URL = f"https://{RELEASE}.{OPERATOR_NS}.svc:8443"  # TLS, the chart's default
 RESTRICTED_CONTAINER = {

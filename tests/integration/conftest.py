@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hack.controlplane import ControlPlane
 
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator
 from tests.integration.sidecars import stop_all
 

@@ -15,10 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hack.controlplane import ControlPlane
+
 from carbontrack.intensity.static import lookup
 from carbontrack.workload.jobbuilder import CA_CONFIGMAP
 from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.sidecars import Sidecar, free_port
 
 PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
@@ -129,7 +130,7 @@ def chart_identity(cluster: ControlPlane) -> Path:
 
     An operator started with it (KUBECONFIG=...) proves the chart's RBAC is enough, not just admitted.
     """
-    from tests.cluster.render import render
+    from hack.render import render
 
     only = ("--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml")
     manifests = render(*only, include_crds=False)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.controlplane import ControlPlane
+from hack.controlplane import ControlPlane
+
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
 from tests.integration.test_promotion import events, gated, get_row, job_spec, train

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hack.binaries import BIN
+from hack.controlplane import ControlPlane
+from hack.render import HEADER, render
 
 from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import BIN, ControlPlane
-from tests.cluster.render import HEADER, render
 from tests.integration.harness import Operator, status, wait
 
 ROOT = Path(__file__).resolve().parents[2]

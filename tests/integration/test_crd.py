@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hack.controlplane import ControlPlane
 
 from tests.cases.crs import MALFORMED, Malformed, manifest, ungated, valid_spec
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import ROOT, apply
 
 

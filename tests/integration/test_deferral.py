@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hack.controlplane import ControlPlane
 
 from tests.cases.crs import TEMPLATE
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
 from tests.integration.harness import (
     Operator,

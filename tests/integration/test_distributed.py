@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from hack.binaries import BIN
+from hack.controlplane import ControlPlane
+
 from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import BIN, ControlPlane
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
 

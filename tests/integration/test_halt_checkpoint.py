@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hack.controlplane import ControlPlane
+
 from carbontrack.trainer import client
 from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
 from tests.integration.test_distributed import pods, resolved_env

@@ -1,4 +1,4 @@
-"""CarbonTrackedJobs queued by a real Kueue manager (built from its pinned module, tests/cluster/kueue.py).
+"""CarbonTrackedJobs queued by a real Kueue manager (built from its pinned module, hack/kueue.py).
 
 Runs on a control plane of its own (the session's operator would reconcile these jobs too, without the
 AdmissionCheck controller), with the apiserver's audit log at level Request: every write to a Job is
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hack import kueue
+from hack.controlplane import ControlPlane
 
 from tests.cases.crs import TEMPLATE
-from tests.cluster import kueue
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import ROOT, apply
 from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
 
 pytestmark = pytest.mark.skipif(
-    not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python tests/cluster/kueue.py build`"
+    not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
 )
 
 FLAVOR = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "gpu"}}

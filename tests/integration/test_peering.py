@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hack.controlplane import ControlPlane
 
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import ROOT, apply
 from tests.integration.harness import (
     PRODUCTION_GATES,

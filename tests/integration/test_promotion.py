@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hack.controlplane import ControlPlane
 
 from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
 

@@ -21,6 +21,8 @@ from pathlib import Path
 if not __package__:  # run as `python hack/demo.py`: import hack/ and tests/ from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.cases.crs import manifest
+from tests.cases.jobs import production_gates
 from tests.integration.harness import Operator, pod_token, status
 from tests.integration.sidecars import Sidecar
 
@@ -28,21 +30,14 @@ from hack.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE, NAME = "demo", "llama-lora"
-JOB = {
-    "apiVersion": "carbontrack.io/v1alpha1",
-    "kind": "CarbonTrackedJob",
-    "metadata": {"name": NAME},
-    "spec": {
+JOB = manifest(
+    NAME,
+    {
         "replicas": 4,
         "totalSteps": 600,
         "canary": {"replicas": 1, "minSteps": 30, "stages": [50, 100]},
         "carbon": {"pue": 1.2, "budgetKg": 5},  # zone from the kwok nodes' region (eu-central-1 -> DE)
-        "gates": {
-            "context": "production",
-            "quality": {"metric": "eval_accuracy", "minScore": 0.8},
-            "tests": {"passRate": 0.99, "coverage": 0.93, "security": {"critical": 0, "high": 0}},
-            "privacy": {"epsilon": 8, "delta": 1e-5},
-        },
+        "gates": production_gates(),
         "template": {
             "spec": {
                 "restartPolicy": "Never",
@@ -53,7 +48,7 @@ JOB = {
             }
         },
     },
-}  # fmt: skip
+)  # fmt: skip
 
 
 def trainer(sidecar: Sidecar, stop: threading.Event, step: list[int]) -> None:
@@ -74,7 +69,7 @@ class Demo:
     def __init__(self) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="carbontrack-demo-"))
         self.cluster = ControlPlane(self.work / "cluster")
-        self.operator: Operator | None = None
+        self.operator = Operator(self.cluster, self.work / "operator.log")
         self.sidecars: dict[str, Sidecar] = {}
         self.stop = threading.Event()
         self.step = [0]  # one global step counter: the replicas of a data-parallel job step together
@@ -85,7 +80,6 @@ class Demo:
         cluster.up(nodes=2)
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cluster.wait_established("crd/carbontrackedjobs.carbontrack.io")
-        self.operator = Operator(cluster, self.work / "operator.log")
         self.operator.start()
         cluster.kubectl("create", "namespace", NAMESPACE)
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(JOB))
@@ -93,7 +87,6 @@ class Demo:
 
     def attach_sidecars(self) -> None:
         """A sidecar for every running pod that has none; the first one gets the trainer."""
-        assert self.operator is not None
         out = self.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout
         for p in json.loads(out)["items"]:
             name, uid = p["metadata"]["name"], p["metadata"]["uid"]
@@ -162,8 +155,7 @@ class Demo:
         self.stop.set()
         for sc in self.sidecars.values():
             sc.stop()
-        if self.operator is not None:
-            self.operator.stop()
+        self.operator.stop()
         self.cluster.down()
 
 

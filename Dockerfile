@@ -1,7 +1,7 @@
 # One image for the operator (default command) and the injected sidecar (`carbontrack sidecar`).
 # Build: docker build -t ghcr.io/carbontrack/carbontrack:0.1.0 .   (or `make image`)
 # BASE is any Debian-like image with python3 (>= 3.11) and its venv module. Where no registry is
-# reachable, `make image` builds FROM a Debian bookworm made locally by debootstrap (tests/cluster/images.py).
+# reachable, `make image` builds FROM a Debian bookworm made locally by debootstrap (hack/images.py).
 # No BuildKit-only syntax: the classic builder (DOCKER_BUILDKIT=0) needs no frontend image from a registry.
 ARG BASE=python:3.12-slim
 

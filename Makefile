@@ -9,8 +9,8 @@ setup: prometheus docker
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,distributed]'
-	$(BIN)/python tests/cluster/controlplane.py build
-	$(BIN)/python tests/cluster/kueue.py build
+	$(BIN)/python hack/controlplane.py build
+	$(BIN)/python hack/kueue.py build
 
 # Prometheus and promtool (Debian's package) for the scrape, dashboard and alert-rule tests;
 # installed when missing and this is a Debian machine we are root on, else those tests are skipped.
@@ -22,7 +22,7 @@ prometheus:
 
 # Debian's Docker engine (and debootstrap, for the base image made without a registry) for the image
 # build and the kind e2e tests; installed when no engine answers and this is a Debian machine we are
-# root on, else those tests are skipped. tests/cluster/docker.py starts dockerd when it is not running.
+# root on, else those tests are skipped. hack/docker.py starts dockerd when it is not running.
 docker:
 	@if docker info >/dev/null 2>&1 || command -v dockerd >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -34,9 +34,9 @@ docker:
 # The operator/sidecar image, ghcr.io/carbontrack/carbontrack:<version> (starts dockerd if needed; the base
 # is made by debootstrap unless CARBONTRACK_BASE_IMAGE names one, e.g. python:3.12-slim), then a smoke run.
 image:
-	$(BIN)/python tests/cluster/docker.py start
-	$(BIN)/python tests/cluster/images.py image
-	$(BIN)/python tests/cluster/images.py smoke
+	$(BIN)/python hack/docker.py start
+	$(BIN)/python hack/images.py image
+	$(BIN)/python hack/images.py smoke
 
 # End-to-end tests on kind (the last part of `make test`): the image, kind and its node image (built without a
 # registry unless CARBONTRACK_KIND_NODE_IMAGE names one), a cluster, the chart; the cluster is deleted after.
@@ -44,10 +44,10 @@ e2e:
 	$(BIN)/python -m pytest -m e2e tests/e2e
 
 # Removes what the e2e tests leave when kept (CARBONTRACK_KEEP_CLUSTER=1) or interrupted: the kind
-# cluster, and dockerd if tests/cluster/docker.py started it.
+# cluster, and dockerd if hack/docker.py started it.
 e2e-down:
-	$(BIN)/python tests/cluster/kindnode.py down
-	$(BIN)/python tests/cluster/docker.py stop
+	$(BIN)/python hack/kindnode.py down
+	$(BIN)/python hack/docker.py stop
 
 lint:
 	$(BIN)/ruff check .
@@ -74,14 +74,14 @@ crd:
 
 # deploy/carbontrack.yaml: the chart rendered with default values (a test checks it stays in sync)
 deploy:
-	$(BIN)/python tests/cluster/render.py > deploy/carbontrack.yaml
+	$(BIN)/python hack/render.py > deploy/carbontrack.yaml
 
 dashboards:
 	$(BIN)/python helm/carbontrack/files/make_dashboards.py
 
 # A gated CarbonTrackedJob through Canary -> Promoting -> Running -> Succeeded on the local control plane.
 demo:
-	$(BIN)/python tests/cluster/demo.py
+	$(BIN)/python hack/demo.py
 
 # Every benchmark against its peers; rewrites the table in benchmarks/RESULTS.md (not part of `test`).
 bench:
@@ -89,7 +89,7 @@ bench:
 	$(BIN)/python benchmarks/run_all
 
 cluster-up:
-	$(BIN)/python tests/cluster/controlplane.py up
+	$(BIN)/python hack/controlplane.py up
 
 cluster-down:
-	$(BIN)/python tests/cluster/controlplane.py down
+	$(BIN)/python hack/controlplane.py down

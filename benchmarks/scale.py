@@ -38,8 +38,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cpu_seconds, machine, percentile, row, rss_mb, write_rows
+from hack.controlplane import ControlPlane
 from ingest import Load, Pod, drive
-from tests.cluster.controlplane import ControlPlane
 from tests.integration.harness import Operator, chart_identity
 
 from carbontrack.state.config import OperatorConfig

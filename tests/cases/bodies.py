@@ -1,21 +1,43 @@
-"""Telemetry bodies a hostile or broken sender may POST, shared by the unit tests (the handler under
-aiohttp's test client) and the integration tests (the operator on the real control plane).
+"""Telemetry bodies as a sidecar POSTs them (batch_doc), and those a hostile or broken sender may POST,
+shared by the unit tests (the handler under aiohttp's test client) and the integration tests (the
+operator on the real control plane).
 
-Each must be refused with a 400 and counted under its reason; none may cause a 5xx or a traceback.
+Each hostile body must be refused with a 400 and counted under its reason; none may cause a 5xx or a
+traceback.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from carbontrack.api.wire import MAX_JSON_DEPTH
 
-GOOD: dict[str, Any] = {
-    "version": 1, "job": {"namespace": "ml", "name": "llama"}, "pod": {"namespace": "ml", "name": "p"},
-    "bootId": "b", "seq": 1, "sentAt": 1.7e9, "method": "simulated",
-    "gpus": [{"index": 0, "energyJoules": 5.0}],
-}  # fmt: skip
+
+def batch_doc(
+    namespace: str,
+    job: str,
+    pod: str,
+    *,
+    boot: str = "b",
+    seq: int = 1,
+    sent_at: float | None = None,
+    joules: float = 1.0,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A well-formed batch document in the wire's field names: one simulated GPU at `joules`, sent now
+    unless `sent_at` says; `fields` add or replace wire fields (stepsSeen, method, gpus, ...) and keep
+    the order json.dumps writes them in."""
+    return {
+        "version": 1, "job": {"namespace": namespace, "name": job},
+        "pod": {"namespace": namespace, "name": pod},
+        "bootId": boot, "seq": seq, "sentAt": time.time() if sent_at is None else sent_at,
+        "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}], **fields,
+    }  # fmt: skip
+
+
+GOOD: dict[str, Any] = batch_doc("ml", "llama", "p", sent_at=1.7e9, joules=5.0)
 
 
 def body_of(doc: dict[str, Any], **changes: Any) -> bytes:

@@ -43,11 +43,28 @@ def valid_spec(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
-def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def merged_spec(
+    gates: dict[str, Any] | None = None, carbon: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """valid_spec(**overrides) with `gates` and `carbon` merged into those blocks key by key."""
+    spec = valid_spec(**overrides)
+    spec["gates"].update(gates or {})
+    spec["carbon"].update(carbon or {})
+    return spec
+
+
+def minimal_spec(**fields: Any) -> dict[str, Any]:
+    """The smallest valid spec: one worker, 10 steps, TEMPLATE, no gate (allowEmpty); `fields` add or
+    replace top-level keys."""
+    return {"replicas": 1, "totalSteps": 10, "template": TEMPLATE, "gates": {"allowEmpty": True}, **fields}
+
+
+def manifest(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    """The CarbonTrackedJob `name` with `spec`; `metadata` adds to its metadata (namespace, labels, ...)."""
     return {
         "apiVersion": "carbontrack.io/v1alpha1",
         "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
+        "metadata": {"name": name, **metadata},
         "spec": spec,
     }
 

@@ -7,68 +7,17 @@ end (the kind cluster; dockerd if this session started it) unless CARBONTRACK_KE
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
+from hack import docker, images, kind, kindnode
+from hack.binaries import binaries_present
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "cluster"))
-
-import controlplane  # noqa: E402
-import docker  # noqa: E402
-import images  # noqa: E402
-import kindnode  # noqa: E402
-
-RELEASE = "carbontrack"
-OPERATOR_NS = "carbontrack-system"
-JOBS_NS = "e2e"
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
-
-
-@dataclass
-class Kind:
-    kubeconfig: Path
-    image: str
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(controlplane.BIN / "kubectl"), *args],
-            input=input,
-            text=True,
-            capture_output=True,
-            env=self.env(),
-            check=check,
-            timeout=300,
-        )
-
-    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(controlplane.BIN / "helm"), *args],
-            text=True,
-            capture_output=True,
-            env=self.env(),
-            check=True,
-            timeout=600,
-        )
-
-    def get(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, RESTRICTED, ROOT, Kind
 
 
 def _skip_reason() -> str | None:
@@ -83,19 +32,9 @@ def _skip_reason() -> str | None:
             "building the local base and kind node images needs root (debootstrap); set"
             " CARBONTRACK_BASE_IMAGE and CARBONTRACK_KIND_NODE_IMAGE where a registry is reachable"
         )
-    if not controlplane.binaries_present():
+    if not binaries_present():
         return "kubectl/helm not built: run `make setup`"
     return None
-
-
-def wait(cond: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +48,7 @@ def kind_cluster() -> Iterator[Kind]:
         image = images.build_image()
         kubeconfig = kindnode.up()
         subprocess.run(
-            [str(kindnode.kind_binary()), "load", "docker-image", image, "--name", kindnode.CLUSTER],
+            [str(kind.kind_binary()), "load", "docker-image", image, "--name", kind.CLUSTER],
             check=True,
         )
         cluster = Kind(kubeconfig, image)
@@ -119,7 +58,7 @@ def kind_cluster() -> Iterator[Kind]:
         yield cluster
     finally:
         if os.environ.get("CARBONTRACK_KEEP_CLUSTER") != "1":
-            kindnode.down()
+            kind.down()
             if pid is not None:
                 docker.stop()
 

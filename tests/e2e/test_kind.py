@@ -13,9 +13,12 @@ import subprocess
 import threading
 from typing import Any
 
-from tests.e2e.conftest import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, controlplane, wait
+from hack.binaries import BIN
 
-KUBECTL = str(controlplane.BIN / "kubectl")
+from tests.cases.crs import manifest
+from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, wait
+
+KUBECTL = str(BIN / "kubectl")
 SIDECAR = "carbontrack-sidecar"
 SERVICE_URL = f"https://{RELEASE}.{OPERATOR_NS}.svc:8443"  # TLS, the chart's default
 RESTRICTED_CONTAINER = {
@@ -28,38 +31,34 @@ RESTRICTED_CONTAINER = {
 
 
 def ctj(name: str, image: str, replicas: int, steps: int, canary: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name, "namespace": JOBS_NS},
-        "spec": {
-            "replicas": replicas,
-            "totalSteps": steps,
-            "canary": canary,
-            "carbon": {"zone": "DE", "pue": 1.2},
-            "gates": {"quality": {"metric": "eval_accuracy", "minScore": 0.9}},
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "trainer",
-                            "image": image,
-                            "command": ["python3", "/opt/trainer/trainer.py"],
-                            "env": [
-                                {"name": "TRAIN_STEPS", "value": str(steps)},
-                                {"name": "TRAIN_STEP_SECONDS", "value": "0.1"},
-                            ],
-                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                            "securityContext": RESTRICTED_CONTAINER,
-                            "volumeMounts": [{"name": "trainer", "mountPath": "/opt/trainer"}],
-                        }
-                    ],
-                    "volumes": [{"name": "trainer", "configMap": {"name": "trainer"}}],
-                }
-            },
+    spec = {
+        "replicas": replicas,
+        "totalSteps": steps,
+        "canary": canary,
+        "carbon": {"zone": "DE", "pue": 1.2},
+        "gates": {"quality": {"metric": "eval_accuracy", "minScore": 0.9}},
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": image,
+                        "command": ["python3", "/opt/trainer/trainer.py"],
+                        "env": [
+                            {"name": "TRAIN_STEPS", "value": str(steps)},
+                            {"name": "TRAIN_STEP_SECONDS", "value": "0.1"},
+                        ],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        "securityContext": RESTRICTED_CONTAINER,
+                        "volumeMounts": [{"name": "trainer", "mountPath": "/opt/trainer"}],
+                    }
+                ],
+                "volumes": [{"name": "trainer", "configMap": {"name": "trainer"}}],
+            }
         },
     }
+    return manifest(name, spec, namespace=JOBS_NS)
 
 
 class PhaseWatch:

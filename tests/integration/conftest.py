@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hack.controlplane import ControlPlane
 
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.harness import Operator
-from tests.integration.sidecars import stop_all
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.harness import ROOT, Operator, wait
+from tests.integration.prometheus_server import query
+from tests.integration.sidecars import free_port, stop_all
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +44,6 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """kubectl apply one object; returns the completed process (check=False) so tests can read errors."""
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +79,33 @@ def no_stray_sidecars() -> Iterator[None]:
     """A test that fails half-way must not leave sidecar processes behind."""
     yield
     stop_all()
+
+
+@pytest.fixture
+def prometheus(operator: Operator, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping the session's operator every second; its URL."""
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: carbontrack\n    static_configs: [{{targets: ['127.0.0.1:{operator.port}']}}]\n"
+        + (  # the operator serves HTTPS: scrape as a ServiceMonitor would, verifying its CA and name
+            "    scheme: https\n"
+            f"    tls_config: {{ca_file: '{os.environ['SSL_CERT_FILE']}', server_name: localhost}}\n"
+            if operator.tls
+            else ""
+        )
+    )
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: query(url, "up") is not None, timeout=30, what="prometheus up")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -15,12 +15,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hack.controlplane import ControlPlane
+
 from carbontrack.intensity.static import lookup
 from carbontrack.workload.jobbuilder import CA_CONFIGMAP
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
+from tests.cases.bodies import batch_doc
+from tests.cases.crs import manifest
+from tests.cases.jobs import cluster_spec, production_gates
 from tests.integration.sidecars import Sidecar, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
 TLS_NAMESPACE = "carbontrack-system"
 _UNVERIFIED = ssl._create_unverified_context()  # only to see the operator come up, before its CA is known
@@ -129,7 +133,7 @@ def chart_identity(cluster: ControlPlane) -> Path:
 
     An operator started with it (KUBECONFIG=...) proves the chart's RBAC is enough, not just admitted.
     """
-    from tests.cluster.render import render
+    from hack.render import render
 
     only = ("--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml")
     manifests = render(*only, include_crds=False)
@@ -147,12 +151,7 @@ def metric_value(text: str, name: str, namespace: str, job: str) -> float | None
     return None
 
 
-PRODUCTION_GATES: dict[str, Any] = {
-    "context": "production",
-    "quality": {"metric": "eval_accuracy", "minScore": 0.8},
-    "tests": {"passRate": 0.99, "coverage": 0.93, "security": {"critical": 0, "high": 0, "medium": 1}},
-    "privacy": {"epsilon": 8, "delta": 1e-5},
-}
+PRODUCTION_GATES: dict[str, Any] = production_gates(medium=1)
 
 
 def report_evidence(trainer: Any, step: int, accuracy: float = 0.86) -> None:
@@ -161,21 +160,23 @@ def report_evidence(trainer: Any, step: int, accuracy: float = 0.86) -> None:
     trainer.report_dp(noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9, step=step)
 
 
+def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
+    """Steps start..stop, then the evidence PRODUCTION_GATES judge, reported at `stop`."""
+    for s in range(start, stop + 1):
+        trainer.step(s)
+    report_evidence(trainer, stop, accuracy)
+
+
 def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "totalSteps": 1000,
-            "canary": {"replicas": replicas, "minSteps": 10, "stages": [100]},
-            "carbon": {"zone": "DE", "pue": PUE},
-            # telemetry tests: promotion is not what they judge, unless they name gates
-            "gates": gates if gates is not None else {"allowEmpty": True},
-            "template": TEMPLATE,
-        },
-    }
+    """A job whose canary is already full size; telemetry tests: promotion is not what they judge,
+    unless they name gates."""
+    canary = {"replicas": replicas, "minSteps": 10, "stages": [100]}
+    return manifest(name, cluster_spec(replicas, canary=canary, carbon={"pue": PUE}, gates=gates))
+
+
+def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """kubectl apply one object; returns the completed process (check=False) so tests can read errors."""
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
 
 
 def wait(cond: Any, timeout: float = 60, what: str = "condition") -> Any:
@@ -209,6 +210,13 @@ def pod_token(cluster: ControlPlane, namespace: str, pod: str, uid: str) -> str:
 def status(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "ctj", name, "-n", namespace, "-o", "json").stdout
     return dict(json.loads(out).get("status") or {})
+
+
+def phase_is(cluster: ControlPlane, namespace: str, name: str, phase: str) -> Any:
+    """The status once the job is in `phase`."""
+    return wait(
+        lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s, what=f"phase {phase}"
+    )
 
 
 def wait_for_energy(
@@ -270,10 +278,16 @@ def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
 
 def post_batch(url: str, token: str, namespace: str, job: str, pod: str, seq: int = 1) -> tuple[int, str]:
     """POST one small, well-formed batch with the given token."""
-    body = {
-        "version": 1, "job": {"namespace": namespace, "name": job},
-        "pod": {"namespace": namespace, "name": pod},
-        "bootId": "manual", "seq": seq, "sentAt": time.time(), "method": "simulated",
-        "gpus": [{"index": 0, "energyJoules": 1.0}],
-    }  # fmt: skip
-    return post(url, token, body)
+    return post(url, token, batch_doc(namespace, job, pod, boot="manual", seq=seq))
+
+
+def decide(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    """`carbontrack <args>` (approve, reject, ...) as a user runs it, with the cluster's kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "carbontrack.cli", *args], env={**cluster.env()}, capture_output=True,
+        text=True, timeout=90, check=False,
+    )  # fmt: skip
+
+
+def whoami(cluster: ControlPlane) -> str:
+    return cluster.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout.strip()

@@ -1,4 +1,5 @@
-"""Running the real sidecar process from tests, as the kubelet would run it in a pod."""
+"""Running the real sidecar process from tests, as the kubelet would run it in a pod, and a stand-in for
+the operator's telemetry endpoint that records what it sends."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from carbontrack.api.wire import TelemetryBatch
 from carbontrack.trainer import client
 
 
@@ -96,3 +100,54 @@ class Sidecar:
             if '"sidecar stopped"' in line:
                 return float(json.loads(line)["energyJ"])
         raise AssertionError(f"no final line in sidecar log:\n{log[-2000:]}")
+
+
+class Receiver:
+    """A stand-in for the operator's telemetry endpoint: records batches and acknowledges them."""
+
+    def __init__(self, port: int) -> None:
+        self.batches: list[TelemetryBatch] = []
+        self.tokens: list[str] = []
+        self.arrived: list[float] = []
+        self.peers: list[tuple[str, int]] = []
+        """The client address of each batch's connection (one address: one kept-alive connection)."""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the operator's server
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                batch = TelemetryBatch.model_validate_json(body)
+                outer.batches.append(batch)
+                outer.arrived.append(time.monotonic())
+                outer.peers.append(self.client_address)
+                outer.tokens.append(self.headers.get("Authorization", ""))
+                reply = json.dumps({"accepted": True, "seq": batch.seq}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def records(self) -> dict[int, float]:
+        """Step -> energy, deduplicated by step as the operator does."""
+        return {r.step: r.energy_joules for b in self.batches for r in b.steps}
+
+
+def wait_for(cond: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

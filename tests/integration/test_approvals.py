@@ -7,15 +7,25 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
-from tests.integration.test_promotion import events, gated, get_row, job_spec, train
+from hack.controlplane import ControlPlane
+
+from tests.cases.jobs import gated
+from tests.integration.harness import (
+    Operator,
+    apply,
+    decide,
+    phase_is,
+    running_pods,
+    start_sidecar,
+    status,
+    train,
+    wait,
+    whoami,
+)
+from tests.integration.objects import events, get_row, job_spec
 
 APPROVE, REJECT = "carbontrack.io/approve", "carbontrack.io/reject"
 
@@ -29,26 +39,9 @@ def unsure(name: str, approval: dict[str, Any] | None = None) -> dict[str, Any]:
     return job
 
 
-def decide(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "carbontrack.cli", *args], env={**cluster.env()}, capture_output=True,
-        text=True, timeout=90, check=False,
-    )  # fmt: skip
-
-
-def whoami(cluster: ControlPlane) -> str:
-    return cluster.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout.strip()
-
-
 def annotations(cluster: ControlPlane, namespace: str, name: str) -> dict[str, str]:
     obj = json.loads(cluster.kubectl("get", "ctj", name, "-n", namespace, "-o", "json").stdout)
     return dict(obj["metadata"].get("annotations") or {})
-
-
-def phase_is(cluster: ControlPlane, namespace: str, name: str, phase: str) -> Any:
-    return wait(
-        lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s, what=f"phase {phase}"
-    )
 
 
 def test_inconclusive_pauses_and_approvals_continue_the_promotion(

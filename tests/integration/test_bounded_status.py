@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.integration.conftest import apply
+from tests.cases.bodies import batch_doc
 from tests.integration.harness import (
     Operator,
+    apply,
     chart_identity,
     ctj,
     pod_token,
@@ -56,11 +57,7 @@ def test_thousands_of_boot_ids_from_one_pod_keep_status_bounded_exact_and_updati
     token = pod_token(cluster, namespace, pod, uid)
 
     def batch(boot: str, seq: int = 1, joules: float = JOULES) -> dict[str, Any]:
-        return {
-            "version": 1, "job": {"namespace": namespace, "name": "flood"},
-            "pod": {"namespace": namespace, "name": pod}, "bootId": boot, "seq": seq, "sentAt": time.time(),
-            "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
-        }  # fmt: skip
+        return batch_doc(namespace, "flood", pod, boot=boot, seq=seq, joules=joules)
 
     sender = Sender(operator.url, token)
 
@@ -113,11 +110,7 @@ def test_an_unreadable_provider_key_is_a_condition_the_fallback_figure_and_no_re
     token = pod_token(cluster, namespace, pod, uid)
     sender = Sender(operator.url, token)
     for seq in range(1, 21):
-        body = {
-            "version": 1, "job": {"namespace": namespace, "name": "keyless"},
-            "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": seq, "sentAt": time.time(),
-            "method": "simulated", "gpus": [{"index": 0, "energyJoules": float(seq)}],
-        }  # fmt: skip
+        body = batch_doc(namespace, "keyless", pod, seq=seq, joules=float(seq))
         assert sender.post(body)[0] == 200
 
     def condition() -> dict[str, Any] | None:
@@ -155,11 +148,7 @@ def test_a_pod_beyond_the_jobs_cap_is_refused_counted_and_a_condition_across_a_r
         wait(lambda: status(cluster, namespace, "capped").get("phase") == "Canary", what="phase Canary")
 
         def batch(pod: str, seq: int, joules: float) -> dict[str, Any]:
-            return {
-                "version": 1, "job": {"namespace": namespace, "name": "capped"},
-                "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": seq,
-                "sentAt": time.time(), "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
-            }  # fmt: skip
+            return batch_doc(namespace, "capped", pod, seq=seq, joules=joules)
 
         tokens = {pod: pod_token(cluster, namespace, pod, uid) for pod, uid in (first, second)}
         assert post(capped.url, tokens[first[0]], batch(first[0], 1, 10.0))[0] == 200
@@ -208,12 +197,7 @@ def test_a_403_on_the_jobs_key_secret_under_the_charts_rbac_is_a_condition(
         wait(lambda: status(cluster, namespace, "forbidden").get("phase") == "Canary", what="phase Canary")
         sender = Sender(charted.url, pod_token(cluster, namespace, pod, uid))
         for seq in range(1, 11):
-            body = {
-                "version": 1, "job": {"namespace": namespace, "name": "forbidden"},
-                "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": seq,
-                "sentAt": time.time(), "method": "simulated",
-                "gpus": [{"index": 0, "energyJoules": 1.0 * seq}],
-            }  # fmt: skip
+            body = batch_doc(namespace, "forbidden", pod, seq=seq, joules=1.0 * seq)
             assert sender.post(body)[0] == 200
 
         def condition() -> dict[str, Any] | None:

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hack.binaries import BIN
+from hack.controlplane import ControlPlane
+from hack.render import HEADER, render
 
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import BIN, ControlPlane
-from tests.cluster.render import HEADER, render
+from tests.cases.crs import TEMPLATE, manifest, minimal_spec
 from tests.integration.harness import Operator, status, wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,10 +159,7 @@ def test_sidecar_injected_pods_are_accepted_under_restricted_pod_security(
     template["spec"]["containers"][0]["securityContext"] = {
         "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
     }  # fmt: skip
-    ctj = {
-        "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob", "metadata": {"name": "strict"},
-        "spec": {"replicas": 1, "totalSteps": 10, "template": template, "gates": {"allowEmpty": True}},
-    }  # fmt: skip
+    ctj = manifest("strict", minimal_spec(template=template))
     assert (
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(ctj), check=False).returncode
         == 0
@@ -245,10 +243,7 @@ def test_the_operator_may_read_exactly_the_job_secrets_jobs_may_name(
 
         def ctj(name: str, secret: str, *dry_run: str) -> str:
             intensity = {"provider": "electricitymaps", "secretName": secret}
-            spec = {"replicas": 1, "totalSteps": 10, "template": TEMPLATE, "suspend": True,
-                    "carbon": {"intensity": intensity}, "gates": {"allowEmpty": True}}  # fmt: skip
-            obj = {"apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob",
-                   "metadata": {"name": name}, "spec": spec}  # fmt: skip
+            obj = manifest(name, minimal_spec(suspend=True, carbon={"intensity": intensity}))
             out = cluster.kubectl(
                 "apply", *dry_run, "-n", jobs_ns, "-f", "-", input=json.dumps(obj), check=False
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from tests.cluster.controlplane import GPUS_PER_NODE, KUBERNETES, REGION, ControlPlane
+from hack.binaries import KUBERNETES
+from hack.components import GPUS_PER_NODE, REGION
+from hack.controlplane import ControlPlane
 
 
 def test_apiserver_reports_the_pinned_release(cluster: ControlPlane) -> None:

@@ -15,10 +15,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cases.crs import TEMPLATE
+from tests.cases.crs import TEMPLATE, manifest
 from tests.cases.schema_strategy import TEXT, from_schema
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, wait
+from tests.integration.harness import Operator, apply, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 40
@@ -97,8 +96,7 @@ def test_schema_valid_crs_never_crash_the_operator_and_each_says_what_became_of_
     @given(specs())
     def create(spec: dict[str, Any]) -> None:
         name = f"fz-{len(accepted) + len(refused)}"
-        obj = {"apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob",
-               "metadata": {"name": name}, "spec": spec}  # fmt: skip
+        obj = manifest(name, spec)
         result = apply(cluster, namespace, obj)
         if result.returncode == 0:
             accepted[name] = spec

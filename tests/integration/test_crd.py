@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hack.controlplane import ControlPlane
 
 from tests.cases.crs import MALFORMED, Malformed, manifest, ungated, valid_spec
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import ROOT, apply
+from tests.integration.harness import ROOT, apply
 
 
 def test_valid_job_is_stored_with_defaults(crd_installed: ControlPlane, namespace: str) -> None:

@@ -19,19 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hack.controlplane import ControlPlane
 
-from tests.cases.crs import TEMPLATE
+from tests.cases.crs import manifest
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import apply
+from tests.cases.jobs import cluster_spec
 from tests.integration.harness import (
     Operator,
+    apply,
     metric_value,
     running_pods,
     start_sidecar,
     status,
     wait,
 )
+from tests.integration.objects import job, pods, resolved_env
 
 
 def deferred(
@@ -40,15 +42,8 @@ def deferred(
     intensity = (
         {"provider": provider, "secretName": "em-key"} if provider != "static" else {"provider": "static"}
     )
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob", "metadata": {"name": name},
-        "spec": {
-            "replicas": 1, "totalSteps": 1000, "template": TEMPLATE,
-            "canary": {"replicas": 1, "minSteps": 10, "stages": [100]},
-            "carbon": {"zone": zone, "pue": 1.2, "intensity": intensity, "schedule": schedule},
-            "gates": {"allowEmpty": True},
-        },
-    }  # fmt: skip
+    carbon = {"zone": zone, "intensity": intensity, "schedule": schedule}
+    return manifest(name, cluster_spec(1, carbon=carbon))
 
 
 def key_secret(cluster: ControlPlane, namespace: str, fake: FakeElectricityMaps) -> None:
@@ -241,9 +236,6 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
 ) -> None:
     """pauseAbove goes through the checkpointing halt: the trainers are asked first, the Job is suspended
     only after the checkpoint, and the resume at the clean hour starts the new pod from it."""
-    from tests.integration.test_distributed import pods, resolved_env
-    from tests.integration.test_halt_checkpoint import job
-
     cluster, zone = operator.cluster, namespace.upper()
     electricitymaps.intensity[zone] = 100.0
     key_secret(cluster, namespace, electricitymaps)

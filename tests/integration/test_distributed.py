@@ -7,53 +7,13 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import BIN, ControlPlane
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
+from hack.binaries import BIN
+from hack.controlplane import ControlPlane
 
-
-def elastic(name: str, replicas: int = 2) -> dict[str, Any]:
-    """A job that promotes from one worker to `replicas` once 10 steps are seen (no gate to judge)."""
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "totalSteps": 1000,
-            "template": TEMPLATE,
-            "canary": {"replicas": 1, "minSteps": 10, "stages": [100]},
-            "carbon": {"zone": "DE", "pue": 1.2},
-            "gates": {"allowEmpty": True},
-        },
-    }
-
-
-def pods(cluster: ControlPlane, namespace: str, job: str) -> dict[str, dict[str, Any]]:
-    """The job's pods by completion index."""
-    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"carbontrack.io/job={job}", "-o", "json")
-    items = json.loads(out.stdout)["items"]
-    return {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in items}
-
-
-def resolved_env(pod: dict[str, Any], container: str = "trainer") -> dict[str, str]:
-    """The trainer container's env as the kubelet would resolve it (values and fieldRefs on the pod)."""
-    annotations = pod["metadata"].get("annotations") or {}
-    c = next(c for c in pod["spec"]["containers"] if c["name"] == container)
-    env = {}
-    for e in c.get("env", []):
-        if "value" in e:
-            env[e["name"]] = e["value"]
-            continue
-        path = e["valueFrom"]["fieldRef"]["fieldPath"]
-        if path.startswith("metadata.annotations['"):
-            env[e["name"]] = annotations.get(path[len("metadata.annotations['") : -2], "")
-        elif path == "metadata.name":
-            env[e["name"]] = pod["metadata"]["name"]
-    return env
+from tests.cases.jobs import elastic
+from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, wait
+from tests.integration.objects import pods, resolved_env
 
 
 def watch_pods(cluster: ControlPlane, namespace: str, job: str) -> subprocess.Popen[str]:

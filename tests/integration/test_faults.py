@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.conftest import apply
 from tests.integration.harness import (
     Operator,
+    apply,
     ctj,
     pod_token,
     post_batch,

@@ -12,35 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from carbontrack.trainer import client
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
-from tests.integration.test_distributed import pods, resolved_env
+from tests.cases.crs import manifest
+from tests.cases.jobs import cluster_spec
+from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, wait
+from tests.integration.objects import job, pods, resolved_env
 
 
 def gated(name: str, min_score: float, grace_s: int = 120) -> dict[str, Any]:
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "totalSteps": 1000,
-            "template": TEMPLATE,
-            "canary": {"replicas": 1, "minSteps": 10, "stages": [100]},
-            "carbon": {"zone": "DE", "pue": 1.2},
-            "gates": {
-                "context": "development",
-                "quality": {"metric": "eval_accuracy", "minScore": min_score},
-            },
-            "halt": {"gracePeriodSeconds": grace_s},
-        },
-    }
-
-
-def job(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout))
+    """One worker behind a development quality gate; a halt waits up to `grace_s` for a checkpoint."""
+    gates = {"context": "development", "quality": {"metric": "eval_accuracy", "minScore": min_score}}
+    return manifest(name, cluster_spec(1, gates=gates, halt={"gracePeriodSeconds": grace_s}))
 
 
 def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_continues_from_it(

@@ -1,4 +1,4 @@
-"""CarbonTrackedJobs queued by a real Kueue manager (built from its pinned module, tests/cluster/kueue.py).
+"""CarbonTrackedJobs queued by a real Kueue manager (built from its pinned module, hack/kueue.py).
 
 Runs on a control plane of its own (the session's operator would reconcile these jobs too, without the
 AdmissionCheck controller), with the apiserver's audit log at level Request: every write to a Job is
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hack import kueue
+from hack.controlplane import ControlPlane
 
-from tests.cases.crs import TEMPLATE
-from tests.cluster import kueue
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import ROOT, apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
+from tests.cases.crs import manifest
+from tests.cases.jobs import cluster_spec, production_gates
+from tests.integration.harness import ROOT, Operator, apply, running_pods, start_sidecar, status, wait
 
 pytestmark = pytest.mark.skipif(
-    not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python tests/cluster/kueue.py build`"
+    not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
 )
 
 FLAVOR = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "gpu"}}
@@ -108,28 +108,14 @@ def queued(
     name: str, queue: str, min_score: float = 0.8, replicas: int = 2, elastic: bool = False, **carbon: Any
 ) -> dict[str, Any]:
     annotations = {"kueue.x-k8s.io/elastic-job": "true"} if elastic else {}
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {
-            "name": name,
-            "labels": {"kueue.x-k8s.io/queue-name": queue},
-            "annotations": annotations,
-        },
-        "spec": {
-            "replicas": replicas,
-            "totalSteps": 2000,
-            "template": TEMPLATE,
-            "canary": {"replicas": 1, "minSteps": 10, "stages": [50, 100]},
-            "carbon": {"zone": "DE", "pue": 1.2, "budgetKg": 50, **carbon},
-            "gates": {
-                "context": "production",
-                "quality": {"metric": "eval_accuracy", "minScore": min_score},
-                "tests": {"passRate": 0.99, "coverage": 0.93, "security": {"critical": 0, "high": 0}},
-                "privacy": {"epsilon": 8, "delta": 1e-5},
-            },
-        },
-    }
+    spec = cluster_spec(
+        replicas,
+        total_steps=2000,
+        canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]},
+        carbon={"budgetKg": 50, **carbon},
+        gates=production_gates(min_score),
+    )
+    return manifest(name, spec, labels={"kueue.x-k8s.io/queue-name": queue}, annotations=annotations)
 
 
 def get(cluster: ControlPlane, kind: str, namespace: str, name: str) -> dict[str, Any]:

@@ -10,11 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status
-from tests.integration.test_approvals import decide, phase_is, whoami
-from tests.integration.test_prometheus import prometheus, pytestmark  # noqa: F401  (fixture, skip rule)
-from tests.integration.test_promotion import events, gated, get_row, train
+from tests.cases.jobs import gated
+from tests.integration.harness import (
+    Operator,
+    apply,
+    decide,
+    phase_is,
+    running_pods,
+    start_sidecar,
+    status,
+    train,
+    whoami,
+)
+from tests.integration.objects import events, get_row
+from tests.integration.prometheus_server import needs_prometheus
+
+pytestmark = needs_prometheus
 
 
 def with_metric(name: str, namespace: str, address: str, **gate: Any) -> dict[str, Any]:
@@ -27,9 +38,8 @@ def with_metric(name: str, namespace: str, address: str, **gate: Any) -> dict[st
 
 
 def test_a_prometheus_gate_measures_pauses_on_inconclusive_and_approve_resumes(
-    operator: Operator, namespace: str, tmp_path: Path,
-    prometheus: str,  # noqa: F811  (the fixture imported above)
-) -> None:  # fmt: skip
+    operator: Operator, namespace: str, tmp_path: Path, prometheus: str
+) -> None:
     cluster = operator.cluster
     # steps >= 5 pass the fail bound; below 1000 is Inconclusive: the canary's 12 steps are
     job = with_metric("prom", namespace, prometheus, min=5, inconclusiveBelow=1000, count=2,

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hack.controlplane import ControlPlane
 
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import ROOT, apply
 from tests.integration.harness import (
     PRODUCTION_GATES,
+    ROOT,
     Operator,
+    apply,
     chart_identity,
     ctj,
     pod_token,

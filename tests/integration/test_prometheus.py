@@ -7,28 +7,17 @@ these tests are skipped with that reason.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from tests.integration.harness import Operator, post_batch, running_pods, start_sidecar, status, wait
-from tests.integration.sidecars import free_port
-from tests.integration.test_promotion import gated, train
+from tests.cases.jobs import gated
+from tests.integration.harness import Operator, post_batch, running_pods, start_sidecar, status, train, wait
+from tests.integration.prometheus_server import needs_prometheus, query
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "helm" / "carbontrack" / "files"
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None or shutil.which("promtool") is None,
-    reason="needs Debian's prometheus package (prometheus and promtool); .ci/run installs it",
-)
+pytestmark = needs_prometheus
 
 
 def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
@@ -41,47 +30,6 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert test.returncode == 0, test.stdout + test.stderr
-
-
-@pytest.fixture
-def prometheus(operator: Operator, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: carbontrack\n    static_configs: [{{targets: ['127.0.0.1:{operator.port}']}}]\n"
-        + (  # the operator serves HTTPS: scrape as a ServiceMonitor would, verifying its CA and name
-            "    scheme: https\n"
-            f"    tls_config: {{ca_file: '{os.environ['SSL_CERT_FILE']}', server_name: localhost}}\n"
-            if operator.tls
-            else ""
-        )
-    )
-    proc = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait(lambda: query(url, "up") is not None, timeout=30, what="prometheus up")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def query(url: str, expr: str) -> list[dict[str, Any]] | None:
-    try:
-        with urllib.request.urlopen(
-            f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5
-        ) as r:
-            body = json.loads(r.read())
-    except OSError:
-        return None
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

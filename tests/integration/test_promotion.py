@@ -11,63 +11,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.cases.crs import TEMPLATE
-from tests.cluster.controlplane import ControlPlane
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
+from tests.cases.jobs import gated
+from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, train, wait
+from tests.integration.objects import events, get_row, job_spec
 
 README_ROWS: list[str] = []
-
-
-def gated(name: str, min_score: float) -> dict[str, Any]:
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1",
-        "kind": "CarbonTrackedJob",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 4,
-            "totalSteps": 2000,
-            "template": TEMPLATE,
-            "canary": {"replicas": 1, "minSteps": 10, "stages": [50, 100]},
-            "carbon": {"zone": "DE", "pue": 1.2, "budgetKg": 50},
-            "gates": {
-                "context": "production",
-                "quality": {"metric": "eval_accuracy", "minScore": min_score},
-                "tests": {
-                    "passRate": 0.99,
-                    "coverage": 0.93,
-                    "security": {"critical": 0, "high": 0, "medium": 1},
-                },
-                "privacy": {"epsilon": 8, "delta": 1e-5},
-            },
-        },
-    }
-
-
-def job_spec(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(cluster.kubectl("get", "job", name, "-n", namespace, "-o", "json").stdout)["spec"])
-
-
-def get_row(cluster: ControlPlane, namespace: str, name: str) -> str:
-    return cluster.kubectl("get", "ctj", name, "-n", namespace).stdout
-
-
-def events(cluster: ControlPlane, namespace: str) -> str:
-    return cluster.kubectl(
-        "get", "events", "-n", namespace, "-o", "custom-columns=R:.reason,M:.message"
-    ).stdout
-
-
-def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
-    for s in range(start, stop + 1):
-        trainer.step(s)
-    trainer.report_eval({"eval_accuracy": accuracy}, step=stop)
-    trainer.report_dp(noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9, step=stop)
 
 
 def test_gates_pass_and_the_job_is_promoted_to_full_scale(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.integration.conftest import apply
+from tests.cases.bodies import batch_doc
 from tests.integration.harness import (
     PRODUCTION_GATES,
     Operator,
+    apply,
     ctj,
     pod_token,
     post,
@@ -80,12 +81,10 @@ def test_unmeasured_energy_halts_a_staging_canary_on_the_carbon_gate(
         now = time.time()
         records = [{"step": s, "firstStep": s - 1, "energyJoules": 0, "durationS": 0.1, "endedAt": now}
                    for s in range(step - 4, step + 1)]  # fmt: skip
-        body = {
-            "version": 1, "job": {"namespace": namespace, "name": "blind"},
-            "pod": {"namespace": namespace, "name": pod}, "bootId": "b1", "seq": seq, "sentAt": now,
-            "method": "unavailable", "gpus": [], "stepsSeen": step, "globalStep": step,
-            "steps": records,
-        }  # fmt: skip
+        body = batch_doc(
+            namespace, "blind", pod, boot="b1", seq=seq, sent_at=now,
+            method="unavailable", gpus=[], stepsSeen=step, globalStep=step, steps=records,
+        )  # fmt: skip
         code, text = post(operator.url, token, body)
         assert code == 200, text
     st = wait(

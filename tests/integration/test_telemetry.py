@@ -22,11 +22,12 @@ import pytest
 from cryptography import x509
 
 from carbontrack.core.accounting.emissions import emissions_g
-from tests.integration.conftest import apply
+from tests.cases.bodies import batch_doc, hostile
 from tests.integration.harness import (
     DE_G_PER_KWH,
     PUE,
     Operator,
+    apply,
     ctj,
     metric_value,
     pod_token,
@@ -115,12 +116,10 @@ def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str
     their_token = pod_token(cluster, namespace, theirs, theirs_uid)
 
     def batch(seq: int, joules: float, pod: str = mine, job: str = "mine", step: int = 1) -> dict[str, Any]:
-        return {
-            "version": 1, "job": {"namespace": namespace, "name": job},
-            "pod": {"namespace": namespace, "name": pod},
-            "bootId": "b1", "seq": seq, "sentAt": 1.7e9 + seq * 10, "method": "simulated",
-            "gpus": [{"index": 0, "energyJoules": joules}], "stepsSeen": step, "globalStep": step,
-        }  # fmt: skip
+        return batch_doc(
+            namespace, job, pod, boot="b1", seq=seq, sent_at=1.7e9 + seq * 10, joules=joules,
+            stepsSeen=step, globalStep=step,
+        )  # fmt: skip
 
     assert post(operator.url, my_token, batch(1, 100.0))[0] == 200
     assert post(operator.url, "garbage", batch(2, 110.0))[0] == 401
@@ -191,11 +190,7 @@ def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operat
             b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: 4000\r\n\r\n{"
         )
     t0 = time.monotonic()
-    code, _ = post(operator.url, token, {
-        "version": 1, "job": {"namespace": namespace, "name": "loris"},
-        "pod": {"namespace": namespace, "name": pod}, "bootId": "b1", "seq": 1, "sentAt": time.time(),
-        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 7.0}],
-    })  # fmt: skip
+    code, _ = post(operator.url, token, batch_doc(namespace, "loris", pod, boot="b1", joules=7.0))
     assert code == 200 and time.monotonic() - t0 < 2, "a good client waited behind slow ones"
 
     open_ = {s: b"" for s in slow_headers + slow_bodies}
@@ -264,11 +259,7 @@ def test_fuzzed_bodies_never_get_a_5xx_and_change_nothing(operator: Operator, na
     assert apply(cluster, namespace, ctj("fuzz", 1)).returncode == 0
     ((pod, uid),) = running_pods(cluster, namespace, "fuzz", 1)
     token = pod_token(cluster, namespace, pod, uid)
-    good = {
-        "version": 1, "job": {"namespace": namespace, "name": "fuzz"},
-        "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": 1, "sentAt": 1.7e9,
-        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 5.0}],
-    }  # fmt: skip
+    good = batch_doc(namespace, "fuzz", pod, sent_at=1.7e9, joules=5.0)
     assert post(operator.url, token, good)[0] == 200
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -330,17 +321,11 @@ def test_a_misspelt_zone_is_a_warning_and_a_condition_naming_the_figure_used(
 
 def test_hostile_bodies_get_a_counted_400_never_a_5xx(operator: Operator, namespace: str) -> None:
     """Deep nesting, huge numbers, duplicate keys, invalid UTF-8 and lax types, with a valid pod token."""
-    from tests.cases.bodies import hostile
-
     cluster = operator.cluster
     assert apply(cluster, namespace, ctj("hostile", 1)).returncode == 0
     ((pod, uid),) = running_pods(cluster, namespace, "hostile", 1)
     token = pod_token(cluster, namespace, pod, uid)
-    good = {
-        "version": 1, "job": {"namespace": namespace, "name": "hostile"},
-        "pod": {"namespace": namespace, "name": pod}, "bootId": "b", "seq": 1, "sentAt": time.time(),
-        "method": "simulated", "gpus": [{"index": 0, "energyJoules": 5.0}],
-    }  # fmt: skip
+    good = batch_doc(namespace, "hostile", pod, joules=5.0)
     assert post(operator.url, token, good)[0] == 200
     counter = re.compile(r'carbontrack_telemetry_rejected_total\{reason="([a-z-]+)"\} ([0-9.]+)')
 
@@ -376,11 +361,7 @@ def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: st
     token = pod_token(cluster, namespace, pod, uid)
 
     def batch(boot: str, seq: int, joules: float, sent_at: float) -> dict[str, Any]:
-        return {
-            "version": 1, "job": {"namespace": namespace, "name": "inject"},
-            "pod": {"namespace": namespace, "name": pod}, "bootId": boot, "seq": seq, "sentAt": sent_at,
-            "method": "simulated", "gpus": [{"index": 0, "energyJoules": joules}],
-        }  # fmt: skip
+        return batch_doc(namespace, "inject", pod, boot=boot, seq=seq, sent_at=sent_at, joules=joules)
 
     now = time.time()
     assert post(operator.url, token, batch("b1", 1, 5.0, now))[0] == 200

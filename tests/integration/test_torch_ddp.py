@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, running_pods, start_sidecar, status, wait
-from tests.integration.test_distributed import elastic, pods, resolved_env
+from tests.cases.jobs import elastic
+from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, wait
+from tests.integration.objects import pods, resolved_env
 
 torch = pytest.importorskip(
     "torch", reason="torch is not installed: `pip install -e '.[distributed]'` (CPU is enough)"

@@ -7,7 +7,6 @@ Every case is a container setup met in real clusters: what the trainer's env say
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,16 +21,10 @@ from carbontrack.energy.meter import COUNTER_UPDATE_S
 from carbontrack.energy.simulated import Constant
 from carbontrack.trainer.sampler import READ_WINDOW_NS
 from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
-from tests.integration.sidecars import Sidecar
-from tests.integration.test_sidecar_process import Receiver, free_port, wait_for
+from tests.integration.nvml_node import NODE, node_gpus, start_trainer, trainer_output
+from tests.integration.sidecars import Receiver, Sidecar, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE = [f"GPU-{i:08x}-0000-4000-8000-{i:012x}" for i in range(8)]
-"""An 8-GPU node; each GPU draws a different constant power, so a wrong GPU shows in the number."""
-
-
-def node_gpus(**by_index: dict[str, Any]) -> list[FakeGpu]:
-    return [FakeGpu(u, Constant(100.0 + 25 * i), **by_index.get(str(i), {})) for i, u in enumerate(NODE)]
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +38,6 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     r = Receiver(port)
     yield r, f"http://127.0.0.1:{port}"
     r.close()
-
-
-def start_trainer(
-    sc: Sidecar, env: dict[str, str], steps: int = 12, step_s: float = 0.1, drop: tuple[str, ...] = ()
-) -> subprocess.Popen[str]:
-    """A trainer process for the sidecar's pod: `env` on top of a clean one (no fake NVML unless given)."""
-    base = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("FAKE_NVML")}
-    base.pop("LD_LIBRARY_PATH", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.fakenvml.trainer", str(steps), str(step_s)],
-        env={**base, "CARBONTRACK_SIDECAR_ADDR": f"127.0.0.1:{sc.udp}", **env},
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def trainer_output(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def run_trainer(

@@ -14,11 +14,19 @@ import pytest
 
 from carbontrack.trainer.sampler import READ_WINDOW_NS
 from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
-from tests.integration.conftest import apply
-from tests.integration.harness import Operator, ctj, pod_token, running_pods, status, wait, wait_for_energy
+from tests.integration.harness import (
+    Operator,
+    apply,
+    ctj,
+    pod_token,
+    running_pods,
+    status,
+    wait,
+    wait_for_energy,
+)
+from tests.integration.nvml_node import NODE, node_gpus, start_trainer, trainer_output
+from tests.integration.objects import events
 from tests.integration.sidecars import Sidecar
-from tests.integration.test_promotion import events
-from tests.integration.test_trainer_nvml import NODE, node_gpus, start_trainer, trainer_output
 
 FAKE_NAME = FakeGpu("").name
 

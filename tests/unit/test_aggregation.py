@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
+from carbontrack.api.wire import StepRecord, TelemetryBatch
 from carbontrack.core.accounting.aggregation import (
     WINDOW,
     Applied,
@@ -18,6 +18,7 @@ from carbontrack.core.accounting.aggregation import (
     Verdict,
 )
 from carbontrack.core.accounting.emissions import emissions_g
+from tests.cases.batches import telemetry_batch
 
 PUE, INTENSITY = 1.2, 381.0
 KW = {"pue": PUE, "intensity_g_per_kwh": INTENSITY}
@@ -32,17 +33,8 @@ def batch(
     sent_at: float | None = None,
     records: list[StepRecord] | None = None,
 ) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"),
-        pod=PodRef(namespace="ml", name=pod),
-        boot_id=boot,
-        seq=seq,
-        sent_at=1000.0 + seq if sent_at is None else sent_at,
-        method="simulated",
-        gpus=[GpuCounter(index=i, energy_joules=j) for i, j in enumerate(joules)],
-        steps_seen=step,
-        global_step=step,
-        steps=records or [],
+    return telemetry_batch(
+        pod, boot, seq, joules=joules, sent_at=sent_at, steps_seen=step, global_step=step, steps=records or []
     )
 
 

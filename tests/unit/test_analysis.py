@@ -21,7 +21,7 @@ from carbontrack.core.rollout.evaluation import evaluate
 from carbontrack.core.rollout.promotion import State
 from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
-from tests.unit.test_evaluation import canary_aggregate, inputs
+from tests.cases.evaluation import canary_aggregate, inputs
 
 AT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC)
 PROM = {"address": "http://127.0.0.1:9090", "query": "sum(rate(errors[1m]))"}

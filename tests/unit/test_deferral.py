@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, PauseAboveSpec, ScheduleSpec, ScheduleStatus, duration_s
+from carbontrack.core.rollout.evaluation import evaluate
 from carbontrack.core.scheduling.deferral import (
     ForecastPoint,
     Grid,
@@ -23,6 +24,7 @@ from carbontrack.core.scheduling.deferral import (
 )
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver
 from tests.cases.crs import valid_spec
+from tests.cases.evaluation import canary_aggregate, inputs
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
 
 T0 = dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.UTC)
@@ -227,9 +229,6 @@ def test_a_pause_resumes_by_the_pause_limit_and_counts_its_time() -> None:
 
 
 def test_the_savings_estimate_uses_the_energy_status_shows_not_the_live_total() -> None:
-    from carbontrack.core.rollout.evaluation import evaluate
-    from tests.unit.test_evaluation import canary_aggregate, inputs
-
     started = ScheduleStatus(planned_grams_per_kwh=450, start_grams_per_kwh=150, started_at=T0)
     agg = canary_aggregate()  # its live energy is ahead of what the telemetry writer last wrote
     plan = evaluate(inputs(agg, schedule=started, shown_energy_j=3_600_000.0))

@@ -5,23 +5,24 @@ from __future__ import annotations
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus, EfficiencyStatus
-from carbontrack.api.wire import EvalReport, GpuCounter, ObjectRef, PodRef, TelemetryBatch
+from carbontrack.api.wire import EvalReport, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
 from carbontrack.core.accounting.efficiency import efficiency
 from carbontrack.core.gates.judgement import Evidence, judge
 from carbontrack.intensity.static import lookup
 from carbontrack.state import status as st
+from tests.cases.batches import telemetry_batch
 from tests.cases.crs import valid_spec
 
 PUE, INTENSITY = 1.0, 360.0  # 1 kWh (3.6 MJ) -> 360 g
 
 
 def batch(seq: int, joules: float, evals: dict[int, float]) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name="p0"), boot_id="b",
-        seq=seq, sent_at=1000.0 + seq, method="simulated", gpus=[GpuCounter(index=0, energy_joules=joules)],
+    return telemetry_batch(
+        seq=seq,
+        joules=[joules],
         evals=[EvalReport(step=s, metrics={"eval_accuracy": v}) for s, v in evals.items()],
-    )  # fmt: skip
+    )
 
 
 def run(*batches: tuple[float, dict[int, float]]) -> JobAggregate:

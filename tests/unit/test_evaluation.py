@@ -6,13 +6,9 @@ import pytest
 
 from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.api.wire import DPParams, GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
-from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
-from carbontrack.core.gates.judgement import TestResults
 from carbontrack.core.gates.privacy import epsilon
 from carbontrack.core.rollout.evaluation import (
     EpsilonQuery,
-    Inputs,
     JobScale,
     epsilon_query,
     evaluate,
@@ -21,42 +17,7 @@ from carbontrack.core.rollout.evaluation import (
 from carbontrack.core.rollout.promotion import State
 from carbontrack.state import status as st
 from tests.cases.crs import valid_spec
-
-SPEC = CarbonTrackedJobSpec.model_validate(
-    valid_spec(canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]})
-)
-TESTS = TestResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
-
-
-def batch(step: int, joules: float, method: str = "simulated", seq: int = 1) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ns", name="j"), pod=PodRef(namespace="ns", name="p0"), boot_id="b",
-        seq=seq, sent_at=1000.0 + seq, method=method,  # type: ignore[arg-type]
-        gpus=[GpuCounter(index=0, energy_joules=joules)] if method != "unavailable" else [],
-        steps_seen=step, global_step=step,
-        steps=[StepRecord(step=s, first_step=s - 1, energy_joules=300.0, duration_s=1.0, ended_at=1000.0 + s)
-               for s in range(1, step + 1)],
-    )  # fmt: skip
-
-
-def canary_aggregate(step: int = 12, method: str = "simulated") -> JobAggregate:
-    agg = JobAggregate()
-    receipt = Receipt(received_at=1000.0 + step, pod_started_at=0.0, gpus=1)
-    agg.apply(batch(step, 3600.0, method), receipt, pue=1.2, intensity_g_per_kwh=300.0)
-    agg.evals = {"eval_accuracy": (step, 0.86)}
-    agg.dp = DPParams(step=step, noise_multiplier=1.1, sample_rate=0.001, delta=1e-5, accountant_epsilon=0.9)
-    return agg
-
-
-def inputs(agg: JobAggregate, spec: CarbonTrackedJobSpec = SPEC, **kw: object) -> Inputs:
-    query = epsilon_query(spec, agg)
-    base: dict[str, object] = {
-        "spec": spec, "generation": 1, "state": State(Phase.CANARY, -1, 0), "replicas": 1,
-        "aggregate": agg, "intensity_g_per_kwh": 300.0, "tests": TESTS,
-        "epsilons": query.compute() if query else None,
-    }  # fmt: skip
-    base.update(kw)
-    return Inputs(**base)  # type: ignore[arg-type]
+from tests.cases.evaluation import SPEC, canary_aggregate, inputs
 
 
 def test_canary_with_passing_evidence_is_promoted_to_the_first_stage() -> None:

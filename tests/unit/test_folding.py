@@ -11,23 +11,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbontrack.api.crd import CarbonTrackedJobStatus, SourceStatus
-from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
+from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
 from carbontrack.core.accounting.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
 from carbontrack.intensity.static import lookup
 from carbontrack.state.status import restore, source_status, telemetry_update
+from tests.cases.batches import telemetry_batch
 
 KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}
 NO_FOLDING = Limits(live_boots_per_pod=1 << 30)
 
 
 def batch(
-    pod: str, boot: str, seq: int, joules: float, step: int = 0, method: str = "simulated"
+    pod: str, boot: str, seq: int, joules: float, step: int = 0, method: Method = "simulated"
 ) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name=pod), boot_id=boot,
-        seq=seq, sent_at=0.0, method=method, gpus=[GpuCounter(index=0, energy_joules=joules)],
-        steps_seen=step, global_step=step, method_reason="" if method != "unavailable" else "no NVML",
+    return telemetry_batch(
+        pod, boot, seq, joules=[joules], sent_at=0.0, method=method, steps_seen=step, global_step=step,
+        method_reason="" if method != "unavailable" else "no NVML",
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.core.gates.judgement import PROFILES, Evidence, TestResults, judge, profile_for
-from tests.cases.crs import valid_spec
+from tests.cases.crs import merged_spec, valid_spec
 
 GOOD = Evidence(
     metrics={"eval_accuracy": 0.815, "latency_ms": 105.0},
@@ -17,12 +17,8 @@ GOOD = Evidence(
 
 
 def spec(context: str = "production", **gates: object) -> CarbonTrackedJobSpec:
-    raw = valid_spec()
-    raw["gates"]["context"] = context
-    raw["gates"]["quality"]["baselineLatencyMs"] = 100.0
-    raw["gates"]["quality"]["maxRegression"] = 0.01
-    raw["gates"].update(gates)
-    return CarbonTrackedJobSpec.model_validate(raw)
+    quality = {**valid_spec()["gates"]["quality"], "baselineLatencyMs": 100.0, "maxRegression": 0.01}
+    return CarbonTrackedJobSpec.model_validate(merged_spec({"context": context, "quality": quality, **gates}))
 
 
 def test_default_profiles_are_the_documented_ones() -> None:

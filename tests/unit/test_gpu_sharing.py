@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus
-from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
+from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt, SourceGpu
 from carbontrack.core.gates.judgement import Evidence, judge
 from carbontrack.intensity.static import Intensity
 from carbontrack.state.status import restore, telemetry_update
-from tests.cases.crs import valid_spec
+from tests.cases.batches import telemetry_batch
+from tests.cases.crs import merged_spec
 
 PUE, INTENSITY = 1.2, 381.0
 RECEIPT = Receipt(received_at=1002.0, pod_started_at=0.0, gpus=8)
 
 
 def batch(
-    pod: str, seq: int, gpus: list[GpuCounter], method: str = "energy-counter", reason: str = ""
+    pod: str, seq: int, gpus: list[GpuCounter], method: Method = "energy-counter", reason: str = ""
 ) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name=pod), boot_id=f"b-{pod}",
-        seq=seq, sent_at=1000.0 + seq, method=method, method_reason=reason, gpus=gpus,  # type: ignore[arg-type]
-    )  # fmt: skip
+    return telemetry_batch(pod, f"b-{pod}", seq, gpus=gpus, method=method, method_reason=reason)
 
 
 def gpu(
@@ -103,11 +99,8 @@ def test_sharing_and_unmeasured_pods_are_announced_once() -> None:
 
 
 def spec(context: str, accept: bool = False, budget_kg: float = 40.0) -> CarbonTrackedJobSpec:
-    raw: dict[str, Any] = valid_spec()
-    raw["gates"] = {"context": context}
-    raw["carbon"]["budgetKg"] = budget_kg
-    raw["carbon"]["acceptSharedGpuEnergy"] = accept
-    return CarbonTrackedJobSpec.model_validate(raw)
+    raw = merged_spec(carbon={"budgetKg": budget_kg, "acceptSharedGpuEnergy": accept})
+    return CarbonTrackedJobSpec.model_validate(raw | {"gates": {"context": context}})
 
 
 @pytest.mark.parametrize(

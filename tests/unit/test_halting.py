@@ -12,7 +12,7 @@ from carbontrack.api.crd import CheckpointStatus, HaltStatus
 from carbontrack.core.rollout import halting
 from carbontrack.core.rollout.evaluation import JobScale, evaluate
 from carbontrack.core.rollout.promotion import State
-from tests.unit.test_evaluation import SPEC, canary_aggregate, inputs
+from tests.cases.evaluation import SPEC, canary_aggregate, inputs
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -14,15 +14,12 @@ from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.core.rollout.evaluation import evaluate
 from carbontrack.state.config import OperatorConfig
 from carbontrack.state.intensity_resolution import IntensityResolution
-from tests.cases.crs import TEMPLATE
-from tests.unit.test_evaluation import canary_aggregate, inputs
+from tests.cases.crs import minimal_spec
+from tests.cases.evaluation import canary_aggregate, inputs
 
 SPEC = CarbonTrackedJobSpec.model_validate(
-    {
-        "replicas": 1, "totalSteps": 10, "template": TEMPLATE, "gates": {"allowEmpty": True},
-        "carbon": {"zone": "DE", "intensity": {"provider": "electricitymaps", "secretName": "em-key"}},
-    }
-)  # fmt: skip
+    minimal_spec(carbon={"zone": "DE", "intensity": {"provider": "electricitymaps", "secretName": "em-key"}})
+)
 
 
 class Secrets:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from carbontrack.api.model_card import co2_eq_emissions, hardware_used
-from carbontrack.api.wire import GpuCounter, JobTotals, ObjectRef, PodRef, TelemetryAck, TelemetryBatch
+from carbontrack.api.wire import GpuCounter, JobTotals, TelemetryAck, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
 from carbontrack.intensity.static import Intensity
 from carbontrack.sidecar.app import _MarkerProtocol
@@ -22,6 +22,7 @@ from carbontrack.sidecar.markers import parse
 from carbontrack.sidecar.state import GO, MAX_CTL_JOB_BYTES, STOP, SidecarState
 from carbontrack.state.answers import accepted_body, job_totals, status_gpu_models
 from carbontrack.trainer import client
+from tests.cases.batches import telemetry_batch
 
 H100 = "NVIDIA H100 80GB HBM3"
 RECEIPT = Receipt(received_at=1002.0, pod_started_at=0.0, gpus=8)
@@ -29,10 +30,7 @@ TOTALS = JobTotals(emissions_grams=200.0, energy_joules=7.2e6, zone="DE", gpus={
 
 
 def batch(pod: str, gpus: list[GpuCounter]) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name=pod), boot_id=f"b-{pod}",
-        seq=1, sent_at=1001.0, method="energy-counter", gpus=gpus,
-    )  # fmt: skip
+    return telemetry_batch(pod, f"b-{pod}", 1, gpus=gpus, sent_at=1001.0, method="energy-counter")
 
 
 def aggregate() -> JobAggregate:

@@ -29,7 +29,7 @@ from aiohttp import web
 from carbontrack.sidecar.transport import Transport
 from carbontrack.telemetry import eventloop, tls
 from carbontrack.telemetry.server import TLS_READ_BUFFER, TelemetryServer
-from tests.unit.test_server_shell import FakeAuth, FakeRegistry, body
+from tests.cases.telemetry_fakes import FakeAuth, FakeRegistry, body
 
 T = TypeVar("T")
 LOOPS = pytest.mark.parametrize("kind", ["uvloop", "asyncio"])

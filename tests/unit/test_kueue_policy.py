@@ -7,7 +7,7 @@ import pytest
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus, Projection
 from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.scheduling import kueue as kp
-from tests.cases.crs import valid_spec
+from tests.cases.crs import merged_spec, valid_spec
 
 SPEC = CarbonTrackedJobSpec.model_validate(valid_spec())
 QUEUE = {kp.QUEUE_LABEL: "team-a"}
@@ -101,10 +101,7 @@ def test_canary_condition_says_what_still_applies() -> None:
 
 
 def _spec(**carbon: object) -> CarbonTrackedJobSpec:
-    base = valid_spec()
-    return CarbonTrackedJobSpec.model_validate(
-        {**base, "totalSteps": 10000, "carbon": {**base["carbon"], "pue": 1.5, **carbon}}
-    )
+    return CarbonTrackedJobSpec.model_validate(merged_spec(carbon={"pue": 1.5, **carbon}, totalSteps=10000))
 
 
 # 360 J/step x 10000 steps x PUE 1.5 = 5.4 MJ = 1.5 kWh; at 400 g/kWh: 600 g

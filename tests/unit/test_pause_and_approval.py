@@ -14,8 +14,8 @@ from carbontrack.core.rollout.approvals import annotation_value, person_decision
 from carbontrack.core.rollout.evaluation import Inputs, JobScale, evaluate
 from carbontrack.core.rollout.promotion import PersonDecision, State, step
 from carbontrack.state import status as st
-from tests.cases.crs import valid_spec
-from tests.unit.test_evaluation import canary_aggregate, inputs
+from tests.cases.crs import merged_spec
+from tests.cases.evaluation import canary_aggregate, inputs
 
 AT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC)
 PASS = Report((GateResult(name="quality.score", passed=True),))
@@ -34,9 +34,8 @@ REJECT = PersonDecision(False, "bob", "long-context regression", "t2", AT)
 
 
 def spec(gates: dict[str, Any] | None = None, **kw: Any) -> CarbonTrackedJobSpec:
-    raw = valid_spec(**kw)  # replicas 8, canary 1 replica, minSteps 200, stages 25/50/100
-    raw["gates"].update(gates or {})
-    return CarbonTrackedJobSpec.model_validate(raw)
+    # replicas 8, canary 1 replica, minSteps 200, stages 25/50/100
+    return CarbonTrackedJobSpec.model_validate(merged_spec(gates, **kw))
 
 
 S = spec()

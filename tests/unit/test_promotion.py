@@ -14,9 +14,8 @@ FAIL = Report((GateResult(name="quality.score", passed=False, observed=0.7, thre
 
 
 def spec(**kw: object) -> CarbonTrackedJobSpec:
-    raw = valid_spec()  # replicas 8, canary 1 replica, minSteps 200, stages 25/50/100
-    raw.update(kw)
-    return CarbonTrackedJobSpec.model_validate(raw)
+    # replicas 8, canary 1 replica, minSteps 200, stages 25/50/100
+    return CarbonTrackedJobSpec.model_validate(valid_spec(**kw))
 
 
 S = spec()

@@ -5,19 +5,11 @@ from __future__ import annotations
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.state.config import OperatorConfig
 from carbontrack.state.intensity_resolution import live_provider
-from tests.cases.crs import TEMPLATE
+from tests.cases.crs import minimal_spec
 
 
 def spec(intensity: dict[str, str]) -> CarbonTrackedJobSpec:
-    return CarbonTrackedJobSpec.model_validate(
-        {
-            "replicas": 1,
-            "totalSteps": 10,
-            "template": TEMPLATE,
-            "carbon": {"intensity": intensity},
-            "gates": {"allowEmpty": True},
-        }
-    )
+    return CarbonTrackedJobSpec.model_validate(minimal_spec(carbon={"intensity": intensity}))
 
 
 def test_unset_provider_takes_the_operators_default() -> None:

@@ -23,7 +23,7 @@ from carbontrack.core.reports.report import (
     model_card_yaml,
     run_report,
 )
-from tests.cases.crs import valid_spec
+from tests.cases.crs import manifest, valid_spec
 
 # The Hub's documented shape (docs/hub/model-cards-co2): emissions a number in grams, the rest strings.
 HUB_CO2_KEYS = {"emissions": (int, float), "source": str, "training_type": str,
@@ -42,12 +42,8 @@ def finished_job(**status: Any) -> dict[str, Any]:
         "telemetry": {"lastBatchAt": "2026-01-01T02:00:00Z"},
     }  # fmt: skip
     body.update(status)
-    return {
-        "apiVersion": "carbontrack.io/v1alpha1", "kind": "CarbonTrackedJob",
-        "metadata": {"name": "llama", "namespace": "ml", "uid": "6f1c-uid",
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": valid_spec(), "status": body,
-    }  # fmt: skip
+    metadata = {"namespace": "ml", "uid": "6f1c-uid", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    return {**manifest("llama", valid_spec(), **metadata), "status": body}
 
 
 def test_model_card_block_has_the_hub_shape_and_grams() -> None:

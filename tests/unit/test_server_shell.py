@@ -8,54 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from carbontrack.api.wire import ACK_JOB_HEADER, TelemetryBatch
-from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Verdict
-from carbontrack.intensity.static import Intensity
+from carbontrack.api.wire import ACK_JOB_HEADER
+from carbontrack.core.accounting.aggregation import Verdict
 from carbontrack.state import metrics
-from carbontrack.telemetry.auth import AuthError, Identity
-from carbontrack.telemetry.pod_facts import PodFacts
 from carbontrack.telemetry.server import TelemetryServer
-
-
-class FakeAuth:
-    async def identify(self, token: str) -> Identity:
-        if token != "good":
-            raise AuthError(401, "unauthenticated", "token refused")
-        return Identity("ns", "default", "p0", "uid-0")
-
-    async def authorize(self, identity: Identity, namespace: str, pod: str, job: str) -> PodFacts:
-        if pod != identity.pod_name:
-            raise AuthError(403, "wrong-pod", "token bound to another pod")
-        return PodFacts(owner=job, started_at=time.time() - 3600, gpus=1)
-
-
-class FakeRegistry:
-    def __init__(self) -> None:
-        self.aggregate = JobAggregate()
-        self.stop = False  # JobState.stop: no halt recorded
-        self.intensity = Intensity(g_per_kwh=100.0, zone="DE", source="static")
-        self.gpu_models: dict[str, int] | None = None
-
-    async def get(self, namespace: str, name: str) -> Any:
-        return self if name == "j" else None
-
-    async def apply(self, state: Any, batch: TelemetryBatch, receipt: Receipt) -> Applied:
-        return self.aggregate.apply(batch, receipt, pue=1.0, intensity_g_per_kwh=100.0)
-
-
-def body(seq: int = 1, **kw: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "version": 1, "job": {"namespace": "ns", "name": "j"}, "pod": {"namespace": "ns", "name": "p0"},
-        "bootId": "b", "seq": seq, "sentAt": time.time(), "method": "simulated",
-        "gpus": [{"index": 0, "energyJoules": 10.0 * seq}],
-    }  # fmt: skip
-    doc.update(kw)
-    return doc
+from tests.cases.telemetry_fakes import FakeAuth, FakeRegistry, body
 
 
 def rejected(reason: str) -> float:

@@ -7,13 +7,11 @@ from carbontrack.api.wire import GpuCounter, ObjectRef, PodRef, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt, Verdict
 from carbontrack.intensity.static import lookup
 from carbontrack.state.status import restore, telemetry_update
+from tests.cases.batches import telemetry_batch
 
 
 def _batch(boot: str, seq: int, joules: float) -> TelemetryBatch:
-    return TelemetryBatch(
-        job=ObjectRef(namespace="ml", name="llama"), pod=PodRef(namespace="ml", name="p0"), boot_id=boot,
-        seq=seq, sent_at=5e10, method="simulated", gpus=[GpuCounter(index=0, energy_joules=joules)],
-    )  # fmt: skip
+    return telemetry_batch(boot=boot, seq=seq, joules=[joules], sent_at=5e10)
 
 
 def test_received_times_and_refusals_survive_a_restart() -> None:

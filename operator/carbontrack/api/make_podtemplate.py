@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 KUBERNETES = "v1.36.3"
-"""The pinned release (tests/cluster/controlplane.py runs the same)."""
+"""The pinned release (hack/binaries.py builds the same)."""
 ROOT_SCHEMA = "io.k8s.api.core.v1.PodTemplateSpec"
 OUT = Path(__file__).with_name("podtemplatespec.json")
 QUANTITY_PATTERN = (

@@ -1,4 +1,4 @@
-"""The one-command demo: `make demo` (or `python tests/cluster/demo.py`).
+"""The one-command demo: `make demo` (or `python hack/demo.py`).
 
 Starts the local control plane, installs the CRD, runs the operator, creates a gated
 CarbonTrackedJob, and for every pod the Job gets starts the real sidecar (simulated GPUs, with a
@@ -18,29 +18,26 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if not __package__:  # run as `python hack/demo.py`: import hack/ and tests/ from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.cluster.controlplane import ControlPlane
+from tests.cases.crs import manifest
+from tests.cases.jobs import production_gates
 from tests.integration.harness import Operator, pod_token, status
 from tests.integration.sidecars import Sidecar
 
-ROOT = Path(__file__).resolve().parents[2]
+from hack.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE, NAME = "demo", "llama-lora"
-JOB = {
-    "apiVersion": "carbontrack.io/v1alpha1",
-    "kind": "CarbonTrackedJob",
-    "metadata": {"name": NAME},
-    "spec": {
+JOB = manifest(
+    NAME,
+    {
         "replicas": 4,
         "totalSteps": 600,
         "canary": {"replicas": 1, "minSteps": 30, "stages": [50, 100]},
         "carbon": {"pue": 1.2, "budgetKg": 5},  # zone from the kwok nodes' region (eu-central-1 -> DE)
-        "gates": {
-            "context": "production",
-            "quality": {"metric": "eval_accuracy", "minScore": 0.8},
-            "tests": {"passRate": 0.99, "coverage": 0.93, "security": {"critical": 0, "high": 0}},
-            "privacy": {"epsilon": 8, "delta": 1e-5},
-        },
+        "gates": production_gates(),
         "template": {
             "spec": {
                 "restartPolicy": "Never",
@@ -51,7 +48,7 @@ JOB = {
             }
         },
     },
-}  # fmt: skip
+)  # fmt: skip
 
 
 def trainer(sidecar: Sidecar, stop: threading.Event, step: list[int]) -> None:
@@ -66,53 +63,71 @@ def trainer(sidecar: Sidecar, stop: threading.Event, step: list[int]) -> None:
         time.sleep(0.1)
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="carbontrack-demo-"))
-    cluster = ControlPlane(work / "cluster")
-    operator: Operator | None = None
-    sidecars: dict[str, Sidecar] = {}
-    stop = threading.Event()
-    step = [0]  # one global step counter: the replicas of a data-parallel job step together
-    try:
+class Demo:
+    """The control plane, the operator, and a sidecar per running pod of the job."""
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="carbontrack-demo-"))
+        self.cluster = ControlPlane(self.work / "cluster")
+        self.operator = Operator(self.cluster, self.work / "operator.log")
+        self.sidecars: dict[str, Sidecar] = {}
+        self.stop = threading.Event()
+        self.step = [0]  # one global step counter: the replicas of a data-parallel job step together
+
+    def start(self) -> None:
+        """The control plane with the CRD, the operator, and the job applied."""
+        cluster = self.cluster
         cluster.up(nodes=2)
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cluster.wait_established("crd/carbontrackedjobs.carbontrack.io")
-        operator = Operator(cluster, work / "operator.log")
-        operator.start()
+        self.operator.start()
         cluster.kubectl("create", "namespace", NAMESPACE)
         cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(JOB))
         print(f"$ kubectl apply -f {NAME}.yaml   (4 workers, canary 1, stages 50% and 100%, every gate)\n")
-        deadline = time.monotonic() + 240
+
+    def attach_sidecars(self) -> None:
+        """A sidecar for every running pod that has none; the first one gets the trainer."""
+        out = self.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout
+        for p in json.loads(out)["items"]:
+            name, uid = p["metadata"]["name"], p["metadata"]["uid"]
+            if p.get("status", {}).get("phase") != "Running" or name in self.sidecars:
+                continue
+            token = pod_token(self.cluster, NAMESPACE, name, uid)
+            self.sidecars[name] = Sidecar(
+                self.work, self.operator.url, token=token, CARBONTRACK_JOB_NAME=NAME, POD_NAMESPACE=NAMESPACE,
+                POD_NAME=name, POD_UID=uid, CARBONTRACK_SIM_TRACE="bursty:7", CARBONTRACK_INTERVAL_S="1",
+            )  # fmt: skip
+            if len(self.sidecars) == 1:
+                args = (self.sidecars[name], self.stop, self.step)
+                threading.Thread(target=trainer, args=args, daemon=True).start()
+
+    def run_until_promoted(self, timeout_s: float = 240) -> None:
+        """Until the job runs at full size with 120 steps done, printing its row at each new phase."""
+        deadline = time.monotonic() + timeout_s
         last_phase = None
         while time.monotonic() < deadline:
-            pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-            for p in pods:
-                name, uid = p["metadata"]["name"], p["metadata"]["uid"]
-                if p.get("status", {}).get("phase") == "Running" and name not in sidecars:
-                    token = pod_token(cluster, NAMESPACE, name, uid)
-                    sidecars[name] = Sidecar(
-                        work, operator.url, token=token, CARBONTRACK_JOB_NAME=NAME, POD_NAMESPACE=NAMESPACE,
-                        POD_NAME=name, POD_UID=uid, CARBONTRACK_SIM_TRACE="bursty:7",
-                        CARBONTRACK_INTERVAL_S="1",
-                    )  # fmt: skip
-                    if len(sidecars) == 1:
-                        threading.Thread(
-                            target=trainer, args=(sidecars[name], stop, step), daemon=True
-                        ).start()
-            phase = status(cluster, NAMESPACE, NAME).get("phase")
+            self.attach_sidecars()
+            phase = status(self.cluster, NAMESPACE, NAME).get("phase")
             if phase != last_phase:
-                print(cluster.kubectl("get", "ctj", "-n", NAMESPACE).stdout)
+                print(self.cluster.kubectl("get", "ctj", "-n", NAMESPACE).stdout)
                 last_phase = phase
-            if phase == "Running" and step[0] >= 120:
-                break
+            if phase == "Running" and self.step[0] >= 120:
+                return
             time.sleep(1)
-        stop.set()
-        for name in list(sidecars):
-            cluster.kubectl("annotate", "pod", name, "-n", NAMESPACE, "carbontrack.io/test-exit=0")
+
+    def finish(self) -> None:
+        """The trainers stop and every pod exits 0; waits up to a minute for Succeeded."""
+        self.stop.set()
+        for name in list(self.sidecars):
+            self.cluster.kubectl("annotate", "pod", name, "-n", NAMESPACE, "carbontrack.io/test-exit=0")
         for _ in range(60):
-            if status(cluster, NAMESPACE, NAME).get("phase") == "Succeeded":
-                break
+            if status(self.cluster, NAMESPACE, NAME).get("phase") == "Succeeded":
+                return
             time.sleep(1)
+
+    def report(self) -> str | None:
+        """Prints the final row, the job's Events, its totals and its model-card block; returns its phase."""
+        cluster = self.cluster
         print(cluster.kubectl("get", "ctj", "-n", NAMESPACE).stdout)
         columns = "custom-columns=REASON:.reason,MESSAGE:.message"
         events = cluster.kubectl(
@@ -134,14 +149,25 @@ def main() -> int:
         )  # fmt: skip
         print(f"$ carbontrack report {NAME} --format model-card   (for the model card's metadata)")
         print(card.stdout or card.stderr)
-        return 0 if final.get("phase") == "Succeeded" else 1
-    finally:
-        stop.set()
-        for sc in sidecars.values():
+        return final.get("phase")
+
+    def close(self) -> None:
+        self.stop.set()
+        for sc in self.sidecars.values():
             sc.stop()
-        if operator is not None:
-            operator.stop()
-        cluster.down()
+        self.operator.stop()
+        self.cluster.down()
+
+
+def main() -> int:
+    demo = Demo()
+    try:
+        demo.start()
+        demo.run_until_promoted()
+        demo.finish()
+        return 0 if demo.report() == "Succeeded" else 1
+    finally:
+        demo.close()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """A Docker engine for the image build and the kind tests: use the running one, or start dockerd.
 
 When no engine answers and this is a root shell with Debian's `dockerd` installed (`make setup`
-installs it), `start` runs dockerd with a runc wrapper as its default runtime (tests/cluster/
-runc-wrapper: drops the capabilities the machine's bounding set lacks, which `--privileged` kind
+installs it), `start` runs dockerd with a runc wrapper as its default runtime (hack/runc-wrapper:
+drops the capabilities the machine's bounding set lacks, which `--privileged` kind
 nodes otherwise fail on) and records its pid; `stop` ends only a dockerd this module started.
 
-    python tests/cluster/docker.py start    # prints nothing when an engine already answers
-    python tests/cluster/docker.py stop     # stops the dockerd `start` started, if any
-    python tests/cluster/docker.py status
+    python hack/docker.py start    # prints nothing when an engine already answers
+    python hack/docker.py stop     # stops the dockerd `start` started, if any
+    python hack/docker.py status
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ registries; where none is reachable this module assembles the same result direct
 - the node's root filesystem: Debian bookworm by debootstrap with systemd, containerd 1.6, runc, iptables
   and Debian's CNI plugins (bridge, host-local, portmap, loopback);
 - kind's own node files (entrypoint, systemd units, containerd config) from the pinned kind Go module;
-- kubelet, kubeadm and kubectl: one binary from tests/cluster/kube built with `-tags node`;
+- kubelet, kubeadm and kubectl: one binary from hack/kube built with `-tags node`;
 - the images kubeadm runs, under the names `kubeadm config images list` prints, built FROM scratch from
   the same binary (apiserver, controller-manager, scheduler, etcd), plus kube-proxy on a minimal Debian
-  with iptables, a pause built from tests/cluster/kube/pause and CoreDNS from tests/cluster/coredns
+  with iptables, a pause built from hack/kube/pause and CoreDNS from hack/coredns
   (only the plugins kubeadm's Corefile uses), written as image archives here and imported into the node's
   containerd with `ctr images import`; then `docker commit`;
 - no kindnetd: the cluster config disables kind's CNI and the node has a bridge + host-local CNI config
@@ -20,17 +20,18 @@ filesystems, the binaries, the image archives; the node image itself is a local 
 the hash of all its inputs. Where a registry is reachable, CARBONTRACK_KIND_NODE_IMAGE names a standard
 node image (e.g. kindest/node:v1.36.x) and kind's defaults (kindnetd) are kept.
 
-    python tests/cluster/kindnode.py kind        # build kind, print its path
-    python tests/cluster/kindnode.py node-image  # assemble the node image, print its name
-    python tests/cluster/kindnode.py up          # create the cluster (prints the kubeconfig path)
-    python tests/cluster/kindnode.py down        # delete it
+kind itself and the cluster's creation are in hack/kind.py.
+
+    python hack/kindnode.py kind        # build kind, print its path
+    python hack/kindnode.py node-image  # assemble the node image, print its name
+    python hack/kindnode.py up          # create the cluster (prints the kubeconfig path)
+    python hack/kindnode.py down        # delete it
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -42,18 +43,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+if not __package__:  # run as `python hack/kindnode.py`: import hack/ as the package it is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hack import images, kind
+from hack.binaries import CACHE, KUBERNETES, go, kube_ldflags
+from hack.kind import KIND, kind_binary, kind_module_dir
+from hack.oci import add_bytes, add_dir, add_file, add_symlink, binary_layer, write_image_archive
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import controlplane  # noqa: E402
-import images  # noqa: E402
-
-KIND = "v0.33.0"
-CACHE = controlplane.CACHE
-KUBERNETES = controlplane.KUBERNETES
-CLUSTER = os.environ.get("CARBONTRACK_KIND_CLUSTER", "carbontrack-e2e")
-KUBECONFIG = CACHE / "kind" / f"{CLUSTER}.kubeconfig"
-POD_SUBNET = "10.244.0.0/16"
 NODE_POD_RANGE = "10.244.0.0/24"
 NODE_PACKAGES = (
     "systemd", "dbus", "conntrack", "iptables", "nftables", "iproute2", "ethtool", "util-linux", "mount",
@@ -71,14 +69,6 @@ def log(msg: str) -> None:
     print(f"[kindnode {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def sources_key(*paths: Path, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for path in paths:
@@ -87,35 +77,6 @@ def sources_key(*paths: Path, extra: str = "") -> str:
 
 
 # ---------------------------------------------------------------------------------------- programs
-
-
-def kind_module_dir() -> Path:
-    env = controlplane._go_env()
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"sigs.k8s.io/kind@{KIND}"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=HERE,
-    ).stdout
-    return Path(json.loads(out)["Dir"])
-
-
-def kind_binary() -> Path:
-    """kind from its pinned Go module, cached by version."""
-    target = CACHE / f"kind-{KIND}" / "kind"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as gobin:
-        controlplane._go(
-            ["install", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND}"],
-            cwd=Path(gobin),
-            extra_env={"GOBIN": gobin},
-        )
-        (Path(gobin) / "kind").rename(target)
-    return target
 
 
 def node_programs() -> Path:
@@ -133,12 +94,12 @@ def node_programs() -> Path:
     for name, cwd, args in (
         ("pause", kube_dir, ["-ldflags", "-s -w", "./pause"]),
         ("coredns", dns_dir, ["-ldflags", "-s -w", "."]),
-        ("kube", kube_dir, ["-tags", "node", "-ldflags", controlplane.kube_ldflags(), "."]),
+        ("kube", kube_dir, ["-tags", "node", "-ldflags", kube_ldflags(), "."]),
     ):
         if (out / name).exists():
             continue
         partial = out / f"{name}.partial"
-        controlplane._go(["build", "-o", str(partial), *args], cwd=cwd)
+        go(["build", "-o", str(partial), *args], cwd=cwd)
         partial.rename(out / name)
     return out
 
@@ -157,77 +118,6 @@ def kubeadm_images(programs: Path) -> dict[str, str]:
     if missing or "coredns" not in by_name:
         raise RuntimeError(f"kubeadm lists {out}; expected {sorted(expected)} and coredns")
     return by_name
-
-
-# ---------------------------------------------------------------------------------------- image archives
-
-
-def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, 0
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _tar_add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, 0
-    tar.addfile(info)
-
-
-def _tar_add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
-    tar.addfile(info)
-
-
-def _tar_add_file(tar: tarfile.TarFile, name: str, path: Path, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = path.stat().st_size, mode, 0
-    with path.open("rb") as f:
-        tar.addfile(info, f)
-
-
-def binary_layer(path: Path, binary: Path, dest: str, links: tuple[str, ...] = ()) -> Path:
-    """A layer with one static binary at `dest` (+ symlinks to it in its directory) and a /tmp."""
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        parts = dest.strip("/").split("/")
-        for i in range(1, len(parts)):
-            _tar_add_dir(tar, "/".join(parts[:i]))
-        _tar_add_dir(tar, "tmp", 0o1777)
-        _tar_add_file(tar, dest.strip("/"), binary, 0o755)
-        folder = "/".join(parts[:-1])
-        for link in links:
-            _tar_add_symlink(tar, f"{folder}/{link}", parts[-1])
-    return path
-
-
-def write_image_archive(path: Path, tags: list[str], layers: list[Path], config: dict[str, object]) -> Path:
-    """A `docker save`-format archive (what `ctr images import` and `docker load` read)."""
-    if path.exists():
-        return path
-    diff_ids = [f"sha256:{sha256_file(layer)}" for layer in layers]
-    image_config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": "tests/cluster/kindnode.py"} for _ in layers],
-    }
-    config_bytes = json.dumps(image_config, sort_keys=True).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    partial = path.with_suffix(".partial")
-    with tarfile.open(partial, "w", format=tarfile.GNU_FORMAT) as tar:
-        layer_names = []
-        for layer, diff_id in zip(layers, diff_ids, strict=True):
-            name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
-            _tar_add_dir(tar, name.split("/")[0])
-            _tar_add_file(tar, name, layer, 0o644)
-            layer_names.append(name)
-        _tar_add_bytes(tar, config_name, config_bytes)
-        manifest = [{"Config": config_name, "RepoTags": tags, "Layers": layer_names}]
-        _tar_add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
-    partial.rename(path)
-    return path
 
 
 def component_archives(programs: Path, refs: dict[str, str]) -> list[Path]:
@@ -292,7 +182,7 @@ CNI_CONFIG = {
 }
 
 STORAGE_NOTE = """\
-# This node image has no storage provisioner (tests/cluster/kindnode.py); kind applies this file
+# This node image has no storage provisioner (hack/kindnode.py); kind applies this file
 # in place of its default StorageClass.
 apiVersion: v1
 kind: ConfigMap
@@ -339,24 +229,22 @@ def overlay_tar(path: Path, programs: Path, kind_dir: Path, pause_ref: str) -> P
         for src in sorted(files.rglob("*")):
             rel = src.relative_to(files).as_posix()
             if src.is_dir():
-                _tar_add_dir(tar, rel)
+                add_dir(tar, rel)
             else:
                 executable = rel.startswith(("usr/local/bin/", "kind/bin/"))
-                _tar_add_file(tar, rel, src, 0o755 if executable else 0o644)
-        _tar_add_file(tar, "usr/bin/kube", programs / "kube", 0o755)
+                add_file(tar, rel, src, 0o755 if executable else 0o644)
+        add_file(tar, "usr/bin/kube", programs / "kube", 0o755)
         for name in ("kubelet", "kubeadm", "kubectl"):
-            _tar_add_symlink(tar, f"usr/bin/{name}", "kube")
-        _tar_add_symlink(tar, "usr/local/bin/containerd", "/usr/bin/containerd")
-        _tar_add_dir(tar, "opt")
-        _tar_add_symlink(tar, "opt/cni/bin", "/usr/lib/cni")
-        _tar_add_bytes(tar, "kind/version", KUBERNETES.encode())
-        _tar_add_dir(tar, "kind/manifests")
-        _tar_add_bytes(tar, "kind/manifests/default-storage.yaml", STORAGE_NOTE.encode())
-        _tar_add_dir(tar, "etc/cni/net.d")
-        _tar_add_bytes(
-            tar, "etc/cni/net.d/10-kind-bridge.conflist", json.dumps(CNI_CONFIG, indent=2).encode()
-        )
-        _tar_add_bytes(tar, "kind/pause-image", pause_ref.encode())
+            add_symlink(tar, f"usr/bin/{name}", "kube")
+        add_symlink(tar, "usr/local/bin/containerd", "/usr/bin/containerd")
+        add_dir(tar, "opt")
+        add_symlink(tar, "opt/cni/bin", "/usr/lib/cni")
+        add_bytes(tar, "kind/version", KUBERNETES.encode())
+        add_dir(tar, "kind/manifests")
+        add_bytes(tar, "kind/manifests/default-storage.yaml", STORAGE_NOTE.encode())
+        add_dir(tar, "etc/cni/net.d")
+        add_bytes(tar, "etc/cni/net.d/10-kind-bridge.conflist", json.dumps(CNI_CONFIG, indent=2).encode())
+        add_bytes(tar, "kind/pause-image", pause_ref.encode())
     return path
 
 
@@ -373,10 +261,57 @@ def build_container(image: str) -> Iterator[str]:
         subprocess.run(["docker", "rm", "-f", "-v", cid], capture_output=True)
 
 
+def _import_archives(cid: str, archives: list[Path], refs: dict[str, str]) -> None:
+    """Import the image archives into the build container's containerd (k8s.io namespace, pinned, as
+    kind's node-image build does), then stop it; fails when an image kubeadm lists is missing."""
+    docker("exec", cid, "bash", "-c", "nohup containerd > /var/log/containerd-build.log 2>&1 &")
+    docker(
+        "exec",
+        cid,
+        "bash",
+        "-c",
+        "for i in $(seq 50); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done;"
+        " ctr version",
+    )
+    for archive in archives:
+        log(f"importing {archive.name}")
+        with archive.open("rb") as f:
+            subprocess.run(
+                ["docker", "exec", "-i", cid, "ctr", "--namespace=k8s.io", "images", "import",
+                 "--label=io.cri-containerd.pinned=pinned", "--all-platforms", "--no-unpack",
+                 "--digests", "-"],
+                stdin=f, check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+    listed = set(docker("exec", cid, "ctr", "--namespace=k8s.io", "images", "list", "-q").stdout.split())
+    missing = set(refs.values()) - listed
+    if missing:
+        raise RuntimeError(f"not in the node's containerd after import: {sorted(missing)}")
+    docker("exec", cid, "bash", "-c", "kill $(pidof containerd); while pidof containerd; do sleep 0.2; done")
+
+
+def _assemble(name: str, base: str, programs: Path, archives: list[Path], refs: dict[str, str]) -> None:
+    """The node image `name`: the overlay and kind's setup steps on `base`, the images imported, committed."""
+    with tempfile.TemporaryDirectory() as tmp, build_container(base) as cid:
+        overlay = overlay_tar(Path(tmp) / "overlay.tar", programs, kind_module_dir(), refs["pause"])
+        with overlay.open("rb") as f:
+            subprocess.run(["docker", "cp", "-", f"{cid}:/"], stdin=f, check=True)
+        docker("exec", "-e", f"PAUSE_IMAGE={refs['pause']}", cid, "bash", "-c", SETUP_SCRIPT)
+        _import_archives(cid, archives, refs)
+        docker(
+            "commit",
+            "--change",
+            'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
+            "--change",
+            "CMD []",
+            cid,
+            name,
+        )
+
+
 def node_image() -> str:
-    """The local node image's name, assembled if Docker does not have it yet."""
+    """The local node image's name, assembled if Docker does not have it yet (tagged by the hash of
+    all its inputs)."""
     started = time.monotonic()
-    kind_dir = kind_module_dir()
     programs = node_programs()
     refs = kubeadm_images(programs)
     archives = component_archives(programs, refs)
@@ -397,45 +332,7 @@ def node_image() -> str:
         changes=("ENV container=docker",),
     )
     log(f"assembling {name}")
-    with tempfile.TemporaryDirectory() as tmp, build_container(base) as cid:
-        overlay = overlay_tar(Path(tmp) / "overlay.tar", programs, kind_dir, refs["pause"])
-        with overlay.open("rb") as f:
-            subprocess.run(["docker", "cp", "-", f"{cid}:/"], stdin=f, check=True)
-        docker("exec", "-e", f"PAUSE_IMAGE={refs['pause']}", cid, "bash", "-c", SETUP_SCRIPT)
-        docker("exec", cid, "bash", "-c", "nohup containerd > /var/log/containerd-build.log 2>&1 &")
-        docker(
-            "exec",
-            cid,
-            "bash",
-            "-c",
-            "for i in $(seq 50); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done;"
-            " ctr version",
-        )
-        for archive in archives:
-            log(f"importing {archive.name}")
-            with archive.open("rb") as f:
-                subprocess.run(
-                    ["docker", "exec", "-i", cid, "ctr", "--namespace=k8s.io", "images", "import",
-                     "--label=io.cri-containerd.pinned=pinned", "--all-platforms", "--no-unpack",
-                     "--digests", "-"],
-                    stdin=f, check=True, stdout=subprocess.DEVNULL,
-                )  # fmt: skip
-        listed = set(docker("exec", cid, "ctr", "--namespace=k8s.io", "images", "list", "-q").stdout.split())
-        missing = set(refs.values()) - listed
-        if missing:
-            raise RuntimeError(f"not in the node's containerd after import: {sorted(missing)}")
-        docker(
-            "exec", cid, "bash", "-c", "kill $(pidof containerd); while pidof containerd; do sleep 0.2; done"
-        )
-        docker(
-            "commit",
-            "--change",
-            'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
-            "--change",
-            "CMD []",
-            cid,
-            name,
-        )
+    _assemble(name, base, programs, archives, refs)
     log(f"{name} assembled in {time.monotonic() - started:.0f} s")
     return name
 
@@ -443,66 +340,13 @@ def node_image() -> str:
 # ---------------------------------------------------------------------------------------- the cluster
 
 
-def cluster_config(image: str, local: bool) -> str:
-    lines = [
-        "kind: Cluster",
-        "apiVersion: kind.x-k8s.io/v1alpha4",
-        "networking:",
-        f"  podSubnet: {POD_SUBNET}",
-    ]
-    if local:
-        # the node image carries a one-node bridge CNI config instead of kindnetd
-        lines.append("  disableDefaultCNI: true")
-    lines += [
-        "nodes:",
-        "- role: control-plane",
-        f"  image: {image}",
-        "kubeadmConfigPatches:",
-        "- |",
-        "  kind: KubeletConfiguration",
-        "  # Kubernetes >= 1.35 refuses cgroup v1 hosts unless told (ignored on cgroup v2)",
-        "  failCgroupV1: false",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def kind(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(kind_binary()), *args], check=check, text=True, capture_output=True)
-
-
-def cluster_exists() -> bool:
-    return CLUSTER in kind("get", "clusters").stdout.split()
-
-
 def up() -> Path:
-    """Create the cluster when it does not exist; returns its kubeconfig."""
-    if cluster_exists() and KUBECONFIG.exists():
-        return KUBECONFIG
+    """Create the cluster when it does not exist, with CARBONTRACK_KIND_NODE_IMAGE or the node image
+    made here; returns its kubeconfig."""
+    if kind.cluster_exists() and kind.KUBECONFIG.exists():
+        return kind.KUBECONFIG
     standard = os.environ.get("CARBONTRACK_KIND_NODE_IMAGE")
-    image = standard or node_image()
-    KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
-    config = KUBECONFIG.parent / f"{CLUSTER}.yaml"
-    config.write_text(cluster_config(image, local=not standard))
-    log(f"kind create cluster {CLUSTER} with {image}")
-    started = time.monotonic()
-    r = subprocess.run(
-        [str(kind_binary()), "create", "cluster", "--name", CLUSTER, "--config", str(config),
-         "--kubeconfig", str(KUBECONFIG), "--retain"],
-        text=True,
-    )  # fmt: skip
-    if r.returncode != 0:
-        raise RuntimeError(
-            f"kind create cluster failed ({r.returncode}); `kind export logs --name {CLUSTER}`"
-        )
-    log(f"cluster {CLUSTER} created in {time.monotonic() - started:.0f} s")
-    return KUBECONFIG
-
-
-def down() -> None:
-    if cluster_exists():
-        kind("delete", "cluster", "--name", CLUSTER)
-        log(f"deleted kind cluster {CLUSTER}")
-    KUBECONFIG.unlink(missing_ok=True)
+    return kind.create(standard or node_image(), local=not standard)
 
 
 def main() -> int:
@@ -518,7 +362,7 @@ def main() -> int:
     elif args.action == "up":
         print(up())
     else:
-        down()
+        kind.down()
     return 0
 
 

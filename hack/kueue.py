@@ -1,13 +1,13 @@
 """A real Kueue manager for the control-plane tests, built from its pinned Go module.
 
-    python tests/cluster/kueue.py build    # compile and cache the manager and its manifests
+    python hack/kueue.py build    # compile and cache the manager and its manifests
 
 The binary and the manifests it needs (CRDs, webhook configurations, from the module's config/components)
 are cached under ~/.cache/carbontrack/kueue-<version>/. The build holds the machine-wide Go build lock
-(`controlplane.go_build_lock`): two builds never run at once, nor beside a Kubernetes build; a second
+(`binaries.go_build_lock`): two builds never run at once, nor beside a Kubernetes build; a second
 caller waits, then finds the cached binary.
 
-`start(cluster)` runs the manager as one more process of a tests/cluster/controlplane.py control plane
+`start(cluster)` runs the manager as one more process of a hack/controlplane.py control plane
 (stopped with it). Webhooks: the local apiserver cannot reach a Service (no kube-proxy, and Endpoints may
 not name the loopback), and Kueue's internal certificates name only the Service's DNS name. So internal
 cert management is off: the manager serves its webhooks on 127.0.0.1 with a certificate made here for
@@ -32,10 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if not __package__:  # run as `python hack/kueue.py`: import hack/ as the package it is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controlplane import CACHE, ControlPlane, _go_env, free_port, go_build_lock  # noqa: E402
+from hack.binaries import CACHE, go_build_lock, go_env
+from hack.controlplane import ControlPlane, free_port
 
 KUEUE = "v0.17.0"
 """The newest Kueue release on the module proxy (built against k8s.io v0.35 client libraries; its API
@@ -60,7 +61,7 @@ def build() -> Path:
         if present():
             return BINARY
         DIR.mkdir(parents=True, exist_ok=True)
-        env = _go_env()
+        env = go_env()
         started = time.monotonic()
         if not BINARY.exists():
             ldflags = f"-s -w -X '{MODULE}/pkg/version.GitVersion={KUEUE}'"
@@ -182,25 +183,18 @@ class Kueue:
         return self.cluster.workdir / "logs" / "kueue.log"
 
 
-def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
-    """Install Kueue's CRDs and webhooks on `cluster` and run the manager (stopped by cluster.down())."""
-    if not present():
-        raise FileNotFoundError(f"no Kueue build at {DIR}: run `python tests/cluster/kueue.py build`")
-    work = cluster.workdir / "kueue"
-    certs = work / "certs"
-    ca_pem = _serving_cert(certs)
-    METRICS_CERTS.mkdir(parents=True, exist_ok=True)
-    for name in ("tls.crt", "tls.key"):
-        shutil.copyfile(certs / name, METRICS_CERTS / name)
+def _install_crds(cluster: ControlPlane) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(MANIFESTS / "crd"))
     crds = [
         f"crd/{p.name.split('_', 1)[1][: -len('.yaml')]}.kueue.x-k8s.io"
         for p in (MANIFESTS / "crd").iterdir()
     ]
     cluster.wait_established(*crds)
-    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-    k = Kueue(cluster, free_port(), free_port())
-    config = {
+
+
+def _configuration(k: Kueue, certs: Path) -> dict[str, object]:
+    """The manager's Configuration: webhooks on 127.0.0.1 with our certificate, only batch Jobs."""
+    return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
         "namespace": NAMESPACE,
@@ -211,17 +205,17 @@ def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
         "internalCertManagement": {"enable": False},
         "integrations": {"frameworks": ["batch/job"]},
     }
-    (work / "config.yaml").write_text(json.dumps(config))
-    gates = f"VisibilityOnDemand=false,ElasticJobsViaWorkloadSlices={str(elastic).lower()}"
-    cluster._start("kueue", [str(BINARY), f"--config={work / 'config.yaml'}", f"--feature-gates={gates}"])
-    cluster._wait("kueue /readyz", lambda: _ok(f"http://127.0.0.1:{k.health_port}/readyz"), 90, proc="kueue")
-    hooks = _webhooks(k.webhook_port, ca_pem)
+
+
+def _register_webhooks(cluster: ControlPlane, port: int, ca_pem: bytes) -> None:
+    """Register the webhooks and wait until they answer: a dry-run create passes through Kueue's
+    defaulting and validation."""
+    hooks = _webhooks(port, ca_pem)
     cluster.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": hooks})
     )
     flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "probe"}}
-    # the webhooks answer: a dry-run create passes through Kueue's defaulting and validation
-    cluster._wait(
+    cluster.wait_for(
         "kueue webhooks",
         lambda: (
             cluster.kubectl(
@@ -232,6 +226,30 @@ def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
         60,
         proc="kueue",
     )
+
+
+def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
+    """Install Kueue's CRDs and webhooks on `cluster` and run the manager (stopped by cluster.down())."""
+    if not present():
+        raise FileNotFoundError(f"no Kueue build at {DIR}: run `python hack/kueue.py build`")
+    work = cluster.workdir / "kueue"
+    certs = work / "certs"
+    ca_pem = _serving_cert(certs)
+    METRICS_CERTS.mkdir(parents=True, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        shutil.copyfile(certs / name, METRICS_CERTS / name)
+    _install_crds(cluster)
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    k = Kueue(cluster, free_port(), free_port())
+    (work / "config.yaml").write_text(json.dumps(_configuration(k, certs)))
+    gates = f"VisibilityOnDemand=false,ElasticJobsViaWorkloadSlices={str(elastic).lower()}"
+    cluster.start_process(
+        "kueue", [str(BINARY), f"--config={work / 'config.yaml'}", f"--feature-gates={gates}"]
+    )
+    cluster.wait_for(
+        "kueue /readyz", lambda: _ok(f"http://127.0.0.1:{k.health_port}/readyz"), 90, proc="kueue"
+    )
+    _register_webhooks(cluster, k.webhook_port, ca_pem)
     return k
 
 

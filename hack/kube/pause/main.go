@@ -1,5 +1,5 @@
 // Command pause is the pod sandbox's process (registry.k8s.io/pause's role): it holds the pod's
-// namespaces and exits on SIGINT/SIGTERM. Built into the kind node image by tests/cluster/kindnode.py.
+// namespaces and exits on SIGINT/SIGTERM. Built into the kind node image by hack/kindnode.py.
 package main
 
 import (

@@ -5,9 +5,9 @@ none does (this machine), `base` makes Debian bookworm with its python3 by `debo
 package mirror, caches the root filesystem as a tarball under CARBONTRACK_CACHE (default
 ~/.cache/carbontrack), and `docker import`s it; the Dockerfile then builds FROM it (build ARG BASE).
 
-    python tests/cluster/images.py base      # prints the local base image's name
-    python tests/cluster/images.py image     # builds ghcr.io/carbontrack/carbontrack:<version>
-    python tests/cluster/images.py smoke     # runs both commands in the image (read-only, non-root)
+    python hack/images.py base      # prints the local base image's name
+    python hack/images.py image     # builds ghcr.io/carbontrack/carbontrack:<version>
+    python hack/images.py smoke     # runs both commands in the image (read-only, non-root)
 
 Env: CARBONTRACK_BASE_IMAGE=python:3.12-slim skips debootstrap and uses that base instead.
 """
@@ -27,7 +27,7 @@ import time
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CARBONTRACK_CACHE", "~/.cache/carbontrack")).expanduser()
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"

@@ -1,4 +1,4 @@
-"""Render the Helm chart as deploy/carbontrack.yaml expects it: `python tests/cluster/render.py`."""
+"""Render the Helm chart as deploy/carbontrack.yaml expects it: `python hack/render.py`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if not __package__:  # run as `python hack/render.py`: import hack/ as the package it is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.cluster.controlplane import BIN, KUBERNETES, build
+from hack.binaries import BIN, KUBERNETES, build
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 HEADER = "# Rendered from helm/carbontrack with default values by `make deploy`; do not edit by hand.\n"
 
 

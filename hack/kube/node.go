@@ -1,6 +1,6 @@
 //go:build node
 
-// The kind node's programs, in the same binary (built with -tags node by tests/cluster/kindnode.py):
+// The kind node's programs, in the same binary (built with -tags node by hack/kindnode.py):
 // the kubelet and kubeadm run on the node, kube-proxy in its DaemonSet's image.
 package main
 

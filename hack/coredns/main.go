@@ -1,5 +1,5 @@
 // Command coredns is CoreDNS with only the plugins kubeadm's Corefile uses, for the kind node image
-// built without a registry (tests/cluster/kindnode.py tags it as kubeadm's coredns image).
+// built without a registry (hack/kindnode.py tags it as kubeadm's coredns image).
 // A separate module from ../kube: CoreDNS's dependencies must not move the Kubernetes build's versions.
 package main
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carbontrack.core.gates import evidence  # a module: pytest would collect a bare tests_from
-from carbontrack.core.gates.ci_reports import (
+from carbontrack.core.gates.evidence import (
     JUnitCounts,
     ReportError,
     read_coverage,
@@ -413,6 +413,4 @@ def test_operator_reads_invalid_values_in_the_config_map_as_not_reported() -> No
     assert evidence.tests_from(doc) == TestResults(
         pass_rate=None, coverage=None, critical=None, high=0, medium=None, low=4
     )
-    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(
-        pass_rate=0.99, critical=0
-    )
+    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(pass_rate=0.99, critical=0)

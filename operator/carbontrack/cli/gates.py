@@ -4,7 +4,7 @@
         --metrics m.json [--baseline b.json] [--tests junit.xml ...] [--coverage coverage.json] \\
         [--security scan.sarif] [--privacy p.json] [--junit out.xml] [--json out.json] [--markdown F]
 
-Inputs are read in the formats CI tools write, detected by content (core/ci_reports.py has the
+Inputs are read in the formats CI tools write, detected by content (core/gates/evidence/ has the
 parsers and the counting rules): JUnit XML or results.json for --tests, coverage.py JSON, Cobertura
 XML or `{"coverage": 0.91}` for --coverage, SARIF 2.1 or counts for --security. This module only
 reads files and writes reports.
@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.core.gates.ci_reports import (
+from carbontrack.core.gates.evidence import (
     JUnitCounts,
     Parsed,
     PrivacyInput,
@@ -298,7 +298,7 @@ def _write(path: str, text: str, *, append: bool = False) -> None:
 def check(args: argparse.Namespace) -> int:
     try:
         report, inputs = evaluate(args)
-    except ValueError as exc:  # UsageError and ci_reports.ReportError: both name the file and key
+    except ValueError as exc:  # UsageError and evidence.ReportError: both name the file and key
         print(f"carbontrack gates: unusable input: {exc}", file=sys.stderr)
         if args.json:
             try:

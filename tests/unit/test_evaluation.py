@@ -8,7 +8,7 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.api.wire import DPParams, GpuCounter, ObjectRef, PodRef, StepRecord, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 from carbontrack.core.gates.privacy import epsilon
 from carbontrack.core.rollout.evaluation import (
     EpsilonQuery,
@@ -25,7 +25,7 @@ from tests.cases.crs import valid_spec
 SPEC = CarbonTrackedJobSpec.model_validate(
     valid_spec(canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]})
 )
-TESTS = TestResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
+TESTS = CiResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
 
 
 def batch(step: int, joules: float, method: str = "simulated", seq: int = 1) -> TelemetryBatch:

@@ -37,7 +37,7 @@ from carbontrack.core.gates.evidence import (
     read_security,
     read_tests,
 )
-from carbontrack.core.gates.judgement import Evidence, Report, TestResults, judge
+from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
 from carbontrack.core.gates.privacy import epsilon
 
 
@@ -105,7 +105,7 @@ class Collected:
         self.junit_files.append(path)
         self.inputs.append(Input("--tests", path, "JUnit XML", counts.describe()))
 
-    def tests(self) -> TestResults | None:
+    def tests(self) -> CiResults | None:
         fields = {k: v for k, (v, _) in self.fields.items()}
         if self.junit_files:
             if "passRate" in fields:
@@ -116,7 +116,7 @@ class Collected:
             fields["passRate"] = self.junit.pass_rate(", ".join(self.junit_files))
         if not fields:
             return None
-        return TestResults(
+        return CiResults(
             pass_rate=fields.get("passRate"), coverage=fields.get("coverage"),
             critical=_int(fields.get("critical")), high=_int(fields.get("high")),
             medium=_int(fields.get("medium")), low=_int(fields.get("low")),

@@ -27,7 +27,7 @@ from carbontrack.core.accounting.aggregation import JobAggregate, Verdict
 from carbontrack.core.accounting.efficiency import efficiency
 from carbontrack.core.events import ConditionUpdate, Event
 from carbontrack.core.gates import metric_gates as analysis
-from carbontrack.core.gates.judgement import Evidence, Report, TestResults, judge
+from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
 from carbontrack.core.gates.privacy import Accountant, epsilon
 from carbontrack.core.rollout import halting
 from carbontrack.core.rollout.promotion import Decision, PersonDecision, State, step
@@ -77,7 +77,7 @@ class Inputs:
     """status.replicas: the scale the Job was last given."""
     aggregate: JobAggregate
     intensity_g_per_kwh: float
-    tests: TestResults | None = None
+    tests: CiResults | None = None
     tests_evidence: TestsEvidence | None = None
     epsilons: tuple[float, float] | None = None
     """(now, projected) from EpsilonQuery.compute, or None."""

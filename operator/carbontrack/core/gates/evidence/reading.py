@@ -22,7 +22,7 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class Parsed:
-    """Evidence read from one file: TestResults fields (results.json names) and what was found."""
+    """Evidence read from one file: CiResults fields (results.json names) and what was found."""
 
     format: str
     fields: Mapping[str, float | int] = field(default_factory=dict)

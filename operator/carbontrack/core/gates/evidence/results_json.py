@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from carbontrack.core.gates.evidence.reading import ReportError, count, fraction, show
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 
 RESULTS_FRACTIONS = ("passRate", "coverage")
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -67,8 +67,8 @@ def _checked(check: Callable[[Any, str, str], T], value: Any, key: str) -> T | N
         return None
 
 
-def tests_from(doc: Mapping[str, Any]) -> TestResults:
-    """A results.json (CI output or the ConfigMap) as TestResults.
+def tests_from(doc: Mapping[str, Any]) -> CiResults:
+    """A results.json (CI output or the ConfigMap) as CiResults.
 
     Security counts are read from a nested `security` object when there is one, else from the top
     level (`{"passRate": 0.99, "critical": 0}` and `{"security": {"critical": 0}}` mean the same).
@@ -79,7 +79,7 @@ def tests_from(doc: Mapping[str, Any]) -> TestResults:
     sec = doc.get("security")
     if not isinstance(sec, Mapping) or not sec:
         sec = doc
-    return TestResults(
+    return CiResults(
         pass_rate=_checked(fraction, doc.get("passRate"), "passRate"),
         coverage=_checked(fraction, doc.get("coverage"), "coverage"),
         critical=_checked(count, sec.get("critical"), "critical"),

@@ -23,10 +23,9 @@ from pydantic import ValidationError
 
 from carbontrack.api.contract import TRAINING_TYPE_ANNOTATION, Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJob
+from carbontrack.api.model_card import TRAINING_TYPES, TrainingType
 from carbontrack.cli.kube import load_config
 from carbontrack.core.reports.report import (
-    TRAINING_TYPES,
-    TrainingType,
     as_json,
     codecarbon_csv,
     model_card_yaml,

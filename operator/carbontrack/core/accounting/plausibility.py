@@ -25,6 +25,8 @@ MIN_ELAPSED_S = 1.0
 
 
 class Verdict(Enum):
+    """What became of a batch: accepted, a harmless duplicate, or refused and why."""
+
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
     BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot

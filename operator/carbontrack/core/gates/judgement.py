@@ -87,7 +87,7 @@ class Evidence:
     shared_gpu_energy_j: float = 0.0
     """Board energy of MIG or shared GPUs in the job's energy: not the job's alone."""
     efficiency: EfficiencyStatus | None = None
-    """Energy and emissions per unit of the quality metric gained (core.efficiency)."""
+    """Energy and emissions per unit of the quality metric gained (core.accounting.efficiency)."""
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ def text_bytes(text: str) -> int:
 
 
 def source_bytes(pod: str, boot_id: str, method: str, method_reason: str, gpu_uuids: list[str]) -> int:
+    """The JSON size of one SourceStatus, at most."""
     return (
         SOURCE_FIXED_BYTES
         + text_bytes(pod)
@@ -102,4 +103,5 @@ def source_bytes(pod: str, boot_id: str, method: str, method_reason: str, gpu_uu
 
 
 def fold_bytes(fold: PodFold) -> int:
+    """The JSON size of one pod's folded boots in status, at most."""
     return FOLD_FIXED_BYTES + text_bytes(fold.pod) + sum(text_bytes(b) for b in fold.boot_ids)

@@ -23,6 +23,9 @@ from carbontrack.api.crd import (
 
 @dataclass(frozen=True)
 class Profile:
+    """A context's thresholds: floors for tests and coverage, caps for findings and for worsening vs
+    the baseline model, and whether missing evidence fails."""
+
     min_pass_rate: float
     min_coverage: float
     max_critical: int
@@ -51,6 +54,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def profile_for(context: Context, overrides: Thresholds | None) -> Profile:
+    """The context's profile with each threshold the spec sets in its place."""
     base = PROFILES[context]
     if overrides is None:
         return base
@@ -92,6 +96,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Report:
+    """Every gate's result of one judgement, in order, and the verdict they add up to."""
+
     results: tuple[GateResult, ...]
 
     def all_passed(self) -> bool:
@@ -111,6 +117,8 @@ class Report:
         return "Inconclusive" if self.inconclusive() else "Passed"
 
     def summary(self) -> str:
+        """One line for status.gateSummary and the CLI's reports: the first failure or inconclusive gate,
+        else the count."""
         failed = self.failed()
         if failed:
             # Error: an unreadable provider, not a bad canary
@@ -237,6 +245,7 @@ class _VersusBaseline:
         return _at_most(self.name, self.worsening(), self.limit, self.what, prof)
 
     def worsening(self) -> float | None:
+        """How much worse than the baseline the canary is (negative: better); None without a value."""
         if self.observed is None or self.baseline is None:
             return None
         worse = self.observed - self.baseline if self.worse_when_higher else self.baseline - self.observed

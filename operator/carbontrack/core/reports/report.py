@@ -104,6 +104,7 @@ def _time(value: Any) -> dt.datetime | None:
 
 
 def run_report(job: CarbonTrackedJob) -> RunReport:
+    """The figures of one job, from its metadata, spec and status; a job without status is an error."""
     status = job.status
     meta = job.metadata
     if status is None:

@@ -51,6 +51,7 @@ class EpsilonQuery:
     accountant: Accountant
 
     def compute(self) -> tuple[float, float]:
+        """(epsilon now, epsilon at totalSteps)."""
         args = (self.noise_multiplier, self.sample_rate)
         now = epsilon(*args, self.step_now, self.delta, self.accountant)
         total = epsilon(*args, self.total_steps, self.delta, self.accountant)
@@ -74,6 +75,8 @@ def epsilon_query(spec: CarbonTrackedJobSpec, agg: JobAggregate) -> EpsilonQuery
 
 @dataclass(frozen=True)
 class Inputs:
+    """Everything one judgement of a job reads, gathered by the handler."""
+
     spec: CarbonTrackedJobSpec
     generation: int
     state: State
@@ -146,6 +149,8 @@ class Gauges:
 
 @dataclass(frozen=True)
 class Plan:
+    """What the handler applies after a judgement: the Job's scale, the status fields, Events, gauges."""
+
     decision: Decision
     generation: int
     scale: JobScale | None

@@ -79,6 +79,7 @@ class Decision:
 
 
 def stage_replicas(spec: CarbonTrackedJobSpec, stage: int) -> int:
+    """Workers at a stage: the canary's, or the stage's percentage of replicas (never below the canary)."""
     if stage < 0:
         return spec.canary.replicas
     return max(spec.canary.replicas, math.ceil(spec.replicas * spec.canary.stages[stage] / 100))

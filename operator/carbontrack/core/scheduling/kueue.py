@@ -220,6 +220,8 @@ def _carbon_admission(
 
 @dataclass(frozen=True)
 class CheckState:
+    """One AdmissionCheck's state on a Workload."""
+
     name: str
     state: str
     """Pending | Ready | Retry | Rejected (Kueue's CheckState)."""

@@ -48,6 +48,7 @@ class JUnitCounts:
         )
 
     def pass_rate(self, source: str) -> float:
+        """Passed over the tests that ran; no test that ran is an error, never a rate."""
         ran = self.total - self.skipped
         if ran == 0:
             raise ReportError(

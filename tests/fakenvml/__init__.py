@@ -4,9 +4,11 @@
     cfg = FakeGpus([FakeGpu("GPU-a", Constant(300))]).write(tmp_path / "nvml.conf")
     env = fake_env(lib, cfg)                        # LD_LIBRARY_PATH + FAKE_NVML_CONFIG
 
-The real code paths load it: the client's ctypes sampler (by name, through LD_LIBRARY_PATH, or by
-CARBONTRACK_NVML_LIBRARY) and pynvml (by name). Traces are the simulated backend's, written as
-piecewise-linear points, so ground truth is the same `Trace.energy_j` the unit tests use.
+The real code paths load it through the one ctypes binding (carbontrack.trainer.nvml): the client's
+sampler (by name, through LD_LIBRARY_PATH, or by CARBONTRACK_NVML_LIBRARY) and the sidecar's NVML
+backend (by name); pynvml, in the GPU tests' fixture, loads it by name too. Traces are the simulated
+backend's, written as piecewise-linear points, so ground truth is the same `Trace.energy_j` the unit
+tests use.
 """
 
 from __future__ import annotations

@@ -59,13 +59,14 @@ def test_trainer_sampler_reports_the_real_counter(nvml_devices: list[str]) -> No
     import socket
 
     from carbontrack.trainer import client
+    from carbontrack.trainer.nvml import Nvml
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(5)
         c = client.Client(f"127.0.0.1:{rx.getsockname()[1]}")
         assert c.sampler is not None, "libnvidia-ml.so.1 did not load"
-        direct = client.Nvml(ctypes.CDLL("libnvidia-ml.so.1"))
+        direct = Nvml(ctypes.CDLL("libnvidia-ml.so.1"))
         try:
             time.sleep(1.0)
             c.end(1)

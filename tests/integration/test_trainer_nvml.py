@@ -20,7 +20,7 @@ import pytest
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.energy.meter import COUNTER_UPDATE_S
 from carbontrack.energy.simulated import Constant
-from carbontrack.trainer.client import READ_WINDOW_NS
+from carbontrack.trainer.sampler import READ_WINDOW_NS
 from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
 from tests.integration.sidecars import Sidecar
 from tests.integration.test_sidecar_process import Receiver, free_port, wait_for
@@ -227,7 +227,8 @@ def test_trainer_without_the_library_reports_unavailable_with_the_reason(
 def test_opt_in_sidecar_nvml_measures_exactly_the_trainers_uuids(
     tmp_path: Path, lib: Path, receiver: tuple[Receiver, str]
 ) -> None:
-    """nvml mode, where the cluster gives the sidecar the node's GPUs: pynvml against the same library."""
+    """nvml mode, where the cluster gives the sidecar the node's GPUs: the sidecar's NVML
+    backend against the same library."""
     r, url = receiver
     cfg = FakeGpus(node_gpus()).write(tmp_path / "node.conf")
     sc = Sidecar(tmp_path, url, CARBONTRACK_ENERGY_BACKEND="nvml", **fake_env(lib, cfg))  # sees all 8

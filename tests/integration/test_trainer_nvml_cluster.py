@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from carbontrack.trainer.client import READ_WINDOW_NS
+from carbontrack.trainer.sampler import READ_WINDOW_NS
 from tests.fakenvml import FakeGpu, FakeGpus, build, fake_env
 from tests.integration.conftest import apply
 from tests.integration.harness import Operator, ctj, pod_token, running_pods, status, wait, wait_for_energy

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from carbontrack.sidecar.markers import parse
 from carbontrack.trainer import client
 
 CLIENT_SRC = Path(client.__file__)
+TRAINER_DIR = CLIENT_SRC.parent
+FRAMEWORK_CALLBACKS = {"huggingface.py"}
+"""Modules that import their framework (transformers, and PyYAML with it): loaded only where it is."""
+TRAINER_MAY_IMPORT = {"carbontrack.api.contract", "carbontrack.api.model_card", "carbontrack.api.logs"}
+"""The stdlib-only modules of carbontrack.api; everything else in the package needs the operator's
+dependencies."""
 
 
 def addr(sock: socket.socket) -> str:
@@ -21,16 +29,58 @@ def addr(sock: socket.socket) -> str:
     return f"{host}:{port}"
 
 
-def test_client_imports_only_the_standard_library() -> None:
-    tree = ast.parse(CLIENT_SRC.read_text())
-    modules = {
-        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+def imported_modules(source: Path) -> set[str]:
+    tree = ast.parse(source.read_text())
+    return {
+        f"{n.module}.{a.name}" if isinstance(n, ast.ImportFrom) and n.module == "carbontrack.api" else
+        (n.module if isinstance(n, ast.ImportFrom) else a.name)
         for n in ast.walk(tree)
         if isinstance(n, ast.Import | ast.ImportFrom)
-        for a in (n.names if isinstance(n, ast.Import) else [n])  # type: ignore[attr-defined]
+        for a in n.names
         if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
-    }
-    assert modules <= set(sys.stdlib_module_names), modules - set(sys.stdlib_module_names)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module", sorted(p.name for p in TRAINER_DIR.glob("*.py") if p.name not in FRAMEWORK_CALLBACKS)
+)
+def test_client_imports_only_the_standard_library(module: str) -> None:
+    """Each module the client loads: the standard library, its own package, and api's stdlib-only modules."""
+    modules = imported_modules(TRAINER_DIR / module)
+    ours = {m for m in modules if m.split(".")[0] == "carbontrack"}
+    foreign = {m.split(".")[0] for m in modules - ours}
+    assert foreign <= set(sys.stdlib_module_names), foreign - set(sys.stdlib_module_names)
+    assert {m for m in ours if not m.startswith("carbontrack.trainer.")} <= TRAINER_MAY_IMPORT, ours
+
+
+def test_the_client_loads_nothing_outside_the_standard_library() -> None:
+    """What `from carbontrack.trainer import client` loads in a fresh interpreter, transitively."""
+    probe = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from carbontrack.trainer import client\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(CLIENT_SRC.parents[2])}  # this checkout's package
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(out.split())
+    ours = {m for m in loaded if m.split(".")[0] == "carbontrack"}
+    foreign = {m.split(".")[0] for m in loaded - ours}
+    assert foreign <= set(sys.stdlib_module_names), foreign - set(sys.stdlib_module_names)
+    allowed = {"carbontrack", "carbontrack._moved", "carbontrack.api", "carbontrack.trainer"}
+    assert {m for m in ours if not m.startswith("carbontrack.trainer.")} <= allowed | TRAINER_MAY_IMPORT, ours
+
+
+def test_the_old_import_paths_fail_naming_the_new_ones() -> None:
+    """The two lines a training script wrote before the trainer's code moved to carbontrack.trainer."""
+    with pytest.raises(ImportError, match=r"import carbontrack\.trainer\.client instead") as raised:
+        import carbontrack.client  # noqa: F401
+    assert raised.value.name == "carbontrack.client" and "carbontrack.client" not in sys.modules
+    with pytest.raises(ImportError, match=r"import carbontrack\.trainer\.huggingface instead") as raised:
+        from carbontrack.integrations.huggingface import CarbonTrackCallback  # noqa: F401
+    assert raised.value.name == "carbontrack.integrations.huggingface"
 
 
 def test_without_a_sidecar_every_call_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,8 +186,7 @@ def test_without_the_nvml_library_the_hello_says_why_and_no_sampler_runs(receive
 
 
 def test_the_clients_names_are_the_contracts() -> None:
-    """client.py stays a single vendorable file (standard library only), so it keeps its own copy of
-    the names it shares with the operator; this holds the copy to api/contract.py."""
+    """The client reads the environment the operator injects under the contract's names."""
     from carbontrack.api import contract
 
     assert client.ENV_ADDR == contract.ENV_SIDECAR_ADDR

@@ -1,4 +1,4 @@
-"""controller.eventloop: asyncio's standard loop by default, uvloop where installed and asked for."""
+"""telemetry.eventloop: asyncio's standard loop by default, uvloop where installed and asked for."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from carbontrack.intensity.providers import ElectricityMaps, IntensityResolver, WattTime
-from carbontrack.intensity.static import REGION_ZONE, WORLD_AVERAGE_G_PER_KWH, lookup, table, zone_for
+from carbontrack.intensity.static import REGION_ZONE, WORLD_AVERAGE_G_PER_KWH, lookup, zone_for, zone_table
 
 
 def test_static_table_by_country_and_cloud_region() -> None:
@@ -39,7 +39,7 @@ def test_us_states_and_nordic_bidding_zones() -> None:
 
 
 def test_every_mapped_cloud_region_has_a_figure() -> None:
-    missing = {region: zone for region, zone in REGION_ZONE.items() if zone not in table()}
+    missing = {region: zone for region, zone in REGION_ZONE.items() if zone not in zone_table()}
     assert not missing
 
 

@@ -195,11 +195,11 @@ def test_the_headless_service_selects_the_jobs_pods_and_is_owned() -> None:
 def test_a_service_of_the_jobs_name_is_adopted_only_when_it_can_serve(
     existing: dict[str, object], why: str | None
 ) -> None:
-    from carbontrack.workload.service import conflict
+    from carbontrack.workload.service import adoption_conflict
 
     svc = {
         "metadata": {"name": "llama", "ownerReferences": existing.get("ownerReferences")},
         "spec": existing["spec"],
     }
-    found = conflict(svc, "uid-1")
+    found = adoption_conflict(svc, "uid-1")
     assert (found is None) if why is None else (why in (found or ""))

@@ -1,10 +1,10 @@
 """The sidecar's kept-alive connection against the real telemetry server (fakes behind it, a real port).
 
-Issue 15: one connection per sidecar for every batch, though the batches are further apart than the
+One connection per sidecar for every batch, though the batches are further apart than the
 client timeout; a slow-loris client is still cut off at the client timeout; a connection the server
 dropped (restart, idle close) costs a reconnect, never a lost batch; an idle connection keeps neither
 its last batch nor a large read buffer. Each runs on both event loops the operator can have
-(controller.eventloop: asyncio's standard loop by default, uvloop by choice): the deadlines are the
+(telemetry.eventloop: asyncio's standard loop by default, uvloop by choice): the deadlines are the
 server's own timers, which must hold on either.
 """
 
@@ -84,7 +84,7 @@ def test_batches_further_apart_than_the_client_timeout_share_one_connection(kind
 
 def test_an_idle_kept_alive_connection_does_not_keep_its_last_body() -> None:
     """aiohttp holds a connection's last request while it waits for the next one, so a body cached on
-    the request stayed in memory for every idle sidecar connection (issue 15: server._read_body)."""
+    the request would stay in memory for every idle sidecar connection (server._read_body)."""
 
     async def run() -> None:
         registry, port = FakeRegistry(), free_port()

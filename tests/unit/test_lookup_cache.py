@@ -61,9 +61,9 @@ def test_an_expired_entry_is_looked_up_again() -> None:
 
 
 def test_a_caller_arriving_as_a_lookup_lands_shares_it() -> None:
-    """The race of issue 15 (1289 Job reads for 1000 Jobs): the flight was dropped when the lookup
-    finished, but its waiters stored the result only when they next ran; a caller in between started a
-    second lookup. Here the second caller starts on the loop turn the lookup lands."""
+    """The race a cache must not have: were the flight dropped when the lookup finishes but the result
+    stored only when its waiters next run, a caller in between would start a second lookup. Here the
+    second caller starts on the loop turn the lookup lands."""
     calls = 0
     late: list[asyncio.Future[str]] = []
 

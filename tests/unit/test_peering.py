@@ -1,4 +1,4 @@
-"""kopf's peering rule as the telemetry path applies it (controller/peering.py)."""
+"""kopf's peering rule as the telemetry path applies it (ha/peering.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""When the sidecar sends (issue 15): the jittered interval, sooner for the first batch with a record and
+"""When the sidecar sends: the jittered interval, sooner for the first batch with a record and
 for an urgent report, never sooner while backing off. A table over Sidecar._next_send (no sockets)."""
 
 from __future__ import annotations
@@ -44,6 +44,6 @@ def test_when_the_next_batch_goes(
 def test_the_interval_is_jittered_within_ten_percent_and_defaults_to_10s() -> None:
     s = sidecar(first_sent=True, pending=False, urgent=False, back_off=False)
     assert s.config.interval_s == 10.0
-    draws = [s._interval() for _ in range(2000)]
+    draws = [s._jittered_interval() for _ in range(2000)]
     assert min(draws) >= 10.0 * (1 - JITTER) and max(draws) <= 10.0 * (1 + JITTER)
     assert max(draws) - min(draws) > 1.5  # spread, not a constant

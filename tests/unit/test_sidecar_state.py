@@ -162,7 +162,7 @@ def test_ack_forgets_exactly_what_was_delivered() -> None:
         sent_at=0,
         method="simulated",
     )
-    sent = box.build(base)
+    sent = box.next_batch(base)
     box.add_record(StepRecord(step=4, first_step=3, energy_joules=1, duration_s=1, ended_at=1))
     box.ack(sent.seq - 1)  # a stale ack changes nothing
     assert box.pending == 4

@@ -17,8 +17,8 @@ from carbontrack.telemetry.tls import (
     Material,
     from_secret,
     renew,
-    serial,
     serving_is_good,
+    serving_serial,
     to_secret,
 )
 
@@ -47,7 +47,7 @@ def test_nothing_is_reissued_while_valid_and_the_serving_pair_renews_with_a_thir
     m = renew(None, NAMES, T0)
     assert renew(m, NAMES, T0 + 59 * DAY) is m  # 90-day certificate, 31 days left
     renewed = renew(m, NAMES, T0 + 61 * DAY)  # 29 days left: renewed, same CA
-    assert serial(renewed) != serial(m) and renewed.ca_pem == m.ca_pem
+    assert serving_serial(renewed) != serving_serial(m) and renewed.ca_pem == m.ca_pem
     assert renew(m, [*NAMES, "10.0.0.1"], T0) is not m  # a new name: reissued at once
 
 
@@ -139,9 +139,11 @@ def test_the_serving_certificate_is_renewed_in_memory_while_the_apiserver_is_awa
     )  # fmt: skip
     manager._dir = Path(__import__("tempfile").mkdtemp())
     manager.material = renew(None, NAMES, T0)
-    manager._load(manager.material)
-    before = serial(manager.material)
+    manager._load_serving(manager.material)
+    before = serving_serial(manager.material)
     assert asyncio.run(manager.refresh(T0 + 61 * DAY)) is True  # due: renewed from the CA in memory
-    assert serial(manager.material) != before and serving_is_good(manager.material, NAMES, T0 + 61 * DAY)
+    assert serving_serial(manager.material) != before and serving_is_good(
+        manager.material, NAMES, T0 + 61 * DAY
+    )
     with pytest.raises(ApiException):  # nothing due: the failure is reported, the certificate kept
         asyncio.run(manager.refresh(T0 + 62 * DAY))

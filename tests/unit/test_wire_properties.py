@@ -151,7 +151,7 @@ def test_the_fast_parse_answers_exactly_as_the_checked_parse(
     batch: TelemetryBatch, data: st.DataObject
 ) -> None:
     """parse_batch's one-pass path (model_validate_json) accepts what the checked path accepts, equal,
-    and refuses the rest with the checked path's reason and message (issue 15)."""
+    and refuses the rest with the checked path's reason and message."""
     raw = _mutations(json.loads(batch.model_dump_json(by_alias=True)), data)
     assert _outcome(parse_batch, raw) == _outcome(_parse_batch_checked, raw)
 

@@ -33,7 +33,7 @@ LABEL_MANAGED: Final = "carbontrack.io/managed"
 INJECTED_ANNOTATION: Final = "carbontrack.io/injected"
 
 # Distributed training: a headless Service per job gives every worker a stable DNS name
-# (`<job>-<index>.<service>`), and the torch elastic env points at worker 0 (see controller.jobbuilder).
+# (`<job>-<index>.<service>`), and the torch elastic env points at worker 0 (see workload.jobbuilder).
 RDZV_PORT: Final = 29400
 """torchrun's c10d rendezvous store on worker 0 (torchrun's own default port)."""
 MASTER_PORT: Final = 29500

@@ -19,7 +19,7 @@ from carbontrack.api.base import KubeModel
 from carbontrack.api.contract import Phase
 
 __all__ = ["Phase"]  # re-exported: the status models' phase type
-from carbontrack.api.podtemplate import check
+from carbontrack.api.podtemplate import check_template
 from carbontrack.api.wire import Sharing
 
 GROUP = "carbontrack.io"
@@ -481,7 +481,7 @@ class CarbonTrackedJobSpec(KubeModel):
     @field_validator("template")
     @classmethod
     def _template_is_a_pod_template(cls, template: dict[str, Any]) -> dict[str, Any]:
-        check(template)
+        check_template(template)
         return template
 
     total_steps: int = Field(ge=1)

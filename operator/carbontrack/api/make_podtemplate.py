@@ -44,9 +44,15 @@ QUANTITY_PATTERN = (
 )
 """resource.Quantity's syntax, as controller-gen writes it."""
 _DROPPED = {
-    "default", "readOnly", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
-    "x-kubernetes-patch-strategy", "x-kubernetes-patch-merge-key", "x-kubernetes-unions",
-}  # fmt: skip
+    "default",
+    "readOnly",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-patch-strategy",
+    "x-kubernetes-patch-merge-key",
+    "x-kubernetes-unions",
+}
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 
 

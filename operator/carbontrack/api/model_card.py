@@ -1,8 +1,9 @@
 """The `co2_eq_emissions` block of a Hugging Face model card, from plain figures: standard library only.
 
-Two writers share it: `carbontrack report --format model-card` (core.report, from a job's status) and the
-Hugging Face callback in the trainer (from the totals the sidecar relays), whose image may have neither
-pydantic nor the operator's dependencies; so this module imports nothing but the standard library.
+Two writers share it: `carbontrack report --format model-card` (core.reports.report, from a job's
+status) and the Hugging Face callback in the trainer (from the totals the sidecar relays), whose image
+may have neither pydantic nor the operator's dependencies; so this module imports nothing but the
+standard library.
 The Hub's fields (docs/hub/model-cards-co2): `emissions` in grams of CO2e, `source`, `training_type`
 (pre-training | fine-tuning), `geographical_location`, `hardware_used`.
 """

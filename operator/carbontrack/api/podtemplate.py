@@ -23,7 +23,7 @@ def pod_template_schema() -> dict[str, Any]:
     return schema
 
 
-def _is(kind: str | None, value: Any) -> bool:
+def _has_type(kind: str | None, value: Any) -> bool:
     if kind == "object":
         return isinstance(value, dict)
     if kind == "array":
@@ -39,7 +39,7 @@ def _is(kind: str | None, value: Any) -> bool:
     return True
 
 
-def problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+def schema_problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
     """What the apiserver's schema validation would refuse in `value`, each naming its field path."""
     if value is None or schema.get("x-kubernetes-preserve-unknown-fields"):
         return []
@@ -47,7 +47,7 @@ def problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
         ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
         return [] if ok else [f"{path}: must be an integer or a string"]
     kind = schema.get("type")
-    if not _is(kind, value):
+    if not _has_type(kind, value):
         return [f"{path}: must be of type {kind}"]
     found: list[str] = []
     if isinstance(value, dict):
@@ -55,21 +55,21 @@ def problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
         extra = schema.get("additionalProperties")
         for key, sub in value.items():
             if props is not None and key in props:
-                found += problems(sub, props[key], f"{path}.{key}")
+                found += schema_problems(sub, props[key], f"{path}.{key}")
             elif isinstance(extra, dict):
-                found += problems(sub, extra, f"{path}.{key}")
+                found += schema_problems(sub, extra, f"{path}.{key}")
             elif props is not None:
                 found.append(f'unknown field "{path}.{key}"')
         found += [f"{path}.{r}: Required value" for r in schema.get("required", ()) if value.get(r) is None]
     elif isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
-            found += problems(item, schema["items"], f"{path}[{i}]")
+            found += schema_problems(item, schema["items"], f"{path}[{i}]")
     return found
 
 
-def check(template: dict[str, Any]) -> None:
+def check_template(template: dict[str, Any]) -> None:
     """ValueError naming the first fields the apiserver would refuse, as `spec.template....`."""
-    found = problems(template, pod_template_schema(), "spec.template")
+    found = schema_problems(template, pod_template_schema(), "spec.template")
     if found:
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         raise ValueError("; ".join(found[:3]) + more)

@@ -1,7 +1,7 @@
 """The one interface every energy backend satisfies, and the errors they share.
 
 Backends report raw readings (an energy counter in mJ, instantaneous power in mW) per GPU of this
-pod; turning them into joules per step is core.attribution's job, so every backend is measured the
+pod; turning them into joules per step is core.accounting.attribution's job, so every backend is measured the
 same way. A backend is always chosen explicitly (configuration), never by silent fallback.
 """
 

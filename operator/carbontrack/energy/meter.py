@@ -1,9 +1,9 @@
 """The meter: raw readings turned into cumulative joules per GPU, each with its stated uncertainty.
 
-Counter GPUs go through core.attribution.CounterTracker (wrap and reset handled), counterless
+Counter GPUs go through core.accounting.attribution.CounterTracker (wrap and reset handled), counterless
 ones through PowerIntegrator (trapezoid over samples). A lost GPU keeps its last value and is
 flagged, once, in the log; the others go on. The same GpuMeter serves both places readings come
-from: the sidecar's own backend (Meter, below) and the trainer's samples (energy.feed).
+from: the sidecar's own backend (Meter, below) and the trainer's samples (sidecar.feed).
 
 Uncertainty (a bound on |measured - true| of the cumulative energy, README "uncertainty"):
 - energy counter: the counter updates every COUNTER_UPDATE_S at most (NVIDIA does not document the

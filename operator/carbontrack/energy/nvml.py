@@ -1,8 +1,9 @@
-"""NVML backend, the sidecar's opt-in mode: the trainer's GPUs read through nvidia-ml-py here.
+"""NVML backend, the sidecar's opt-in mode: the trainer's GPUs read from the sidecar's container.
 
 Only for clusters that give the sidecar container the node's GPUs (the `nvidia` runtime honouring
 NVIDIA_VISIBLE_DEVICES=all; README "the sidecar: how energy is measured"). The default is the
-trainer's own samples, which need nothing from the cluster.
+trainer's own samples, which need nothing from the cluster. Both read NVML through the one ctypes
+binding, carbontrack.trainer.nvml, so the sidecar and the trainer make the same calls.
 
 Energy comes from nvmlDeviceGetTotalEnergyConsumption (mJ since driver load; Volta and newer).
 Where that returns NOT_SUPPORTED the GPU is marked counterless and the meter integrates
@@ -17,13 +18,13 @@ mode is measured as a board (`sharing: mig`): NVML has no energy per MIG instanc
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from carbontrack.api.wire import Method
 from carbontrack.energy.base import BackendUnavailable, GpuInfo, GpuLost
+from carbontrack.trainer.nvml import NVML_GPU_IS_LOST, NVML_NOT_SUPPORTED, Nvml, NvmlError, load_library
 
 log = logging.getLogger(__name__)
 
@@ -39,90 +40,87 @@ def parse_visible_devices(value: str | None) -> list[str] | None:
 
 
 class NvmlBackend:
+    """The GPUs named in `visible`, read through NVML; raises BackendUnavailable when any is not ours."""
+
     method: Method = "energy-counter"
 
     def __init__(self, visible: Sequence[str], *, allow_all: bool = False) -> None:
         try:
-            import pynvml
-        except ImportError as exc:  # pragma: no cover - nvidia-ml-py is a runtime dependency
-            raise BackendUnavailable("nvidia-ml-py is not installed") from exc
-        self._nvml: Any = pynvml
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
+            self._nvml = Nvml(load_library())
+        except (OSError, AttributeError, NvmlError) as exc:
             raise BackendUnavailable(f"NVML could not be initialised: {exc}") from exc
         try:
             self._handles, self._devices = self._discover(visible, allow_all)
         except BaseException:
-            pynvml.nvmlShutdown()
+            self._nvml.shutdown()
             raise
         if any(not d.has_energy_counter for d in self._devices):
             self.method = "power-integration"
 
-    def _discover(self, visible: Sequence[str], allow_all: bool) -> tuple[list[Any], list[GpuInfo]]:
-        nv = self._nvml
+    def _discover(
+        self, visible: Sequence[str], allow_all: bool
+    ) -> tuple[list[ctypes.c_void_p], list[GpuInfo]]:
         if list(visible) == ["all"]:
             if not allow_all:
                 raise BackendUnavailable(
                     "visible devices is 'all': refusing to measure every GPU of the node "
                     "(set CARBONTRACK_ALLOW_ALL_GPUS=true if this pod really owns them all)"
                 )
-            visible = [str(i) for i in range(nv.nvmlDeviceGetCount())]
+            visible = [str(i) for i in range(self._nvml.count())]
         handles, devices = [], []
         for pos, ident in enumerate(visible):
-            if ident.startswith("MIG-"):
-                raise BackendUnavailable(f"{ident}: MIG instances have no energy counter of their own")
-            try:
-                handle = (
-                    nv.nvmlDeviceGetHandleByIndex(int(ident))
-                    if ident.isdigit()
-                    else nv.nvmlDeviceGetHandleByUUID(ident)
-                )
-                uuid = _text(nv.nvmlDeviceGetUUID(handle))
-                name = _text(nv.nvmlDeviceGetName(handle))
-            except nv.NVMLError as exc:
-                raise BackendUnavailable(
-                    f"mismatched GPU UUIDs: the sidecar's NVML cannot open {ident}, which the trainer uses "
-                    f"({exc}); this container does not see the trainer's GPUs"
-                ) from exc
-            if not ident.isdigit() and uuid != ident:
-                raise BackendUnavailable(f"mismatched GPU UUIDs: asked NVML for {ident}, it opened {uuid}")
-            try:
-                nv.nvmlDeviceGetTotalEnergyConsumption(handle)
-                counter = True
-            except nv.NVMLError_NotSupported:
-                counter = False
-                log.warning("gpu has no energy counter; integrating power samples", extra={"gpu": uuid})
-            try:
-                mig = nv.nvmlDeviceGetMigMode(handle)[0] == 1
-            except nv.NVMLError:
-                mig = False  # NOT_SUPPORTED: a GPU without MIG
+            handle, device = self._open(pos, ident)
             handles.append(handle)
-            devices.append(GpuInfo(pos, uuid, name, counter, "mig" if mig else "exclusive"))
+            devices.append(device)
         if not devices:
             raise BackendUnavailable("no GPU is visible to this pod")
         return handles, devices
 
+    def _open(self, pos: int, ident: str) -> tuple[ctypes.c_void_p, GpuInfo]:
+        """The GPU `ident` (an NVML UUID or index), checked to be the one asked for."""
+        nvml = self._nvml
+        if ident.startswith("MIG-"):
+            raise BackendUnavailable(f"{ident}: MIG instances have no energy counter of their own")
+        try:
+            handle = nvml.handle_by_index(int(ident)) if ident.isdigit() else nvml.handle_by_uuid(ident)
+            uuid, name = nvml.uuid(handle), nvml.name(handle)
+        except NvmlError as exc:
+            raise BackendUnavailable(
+                f"mismatched GPU UUIDs: the sidecar's NVML cannot open {ident}, which the trainer uses "
+                f"({exc}); this container does not see the trainer's GPUs"
+            ) from exc
+        if not ident.isdigit() and uuid != ident:
+            raise BackendUnavailable(f"mismatched GPU UUIDs: asked NVML for {ident}, it opened {uuid}")
+        try:
+            nvml.energy_mj(handle)
+            counter = True
+        except NvmlError as exc:
+            if exc.code != NVML_NOT_SUPPORTED:
+                raise
+            counter = False
+            log.warning("gpu has no energy counter; integrating power samples", extra={"gpu": uuid})
+        try:
+            mig = nvml.mig_enabled(handle)
+        except NvmlError:
+            mig = False  # NOT_SUPPORTED: a GPU without MIG
+        return handle, GpuInfo(pos, uuid, name, counter, "mig" if mig else "exclusive")
+
     def devices(self) -> list[GpuInfo]:
         return list(self._devices)
 
-    def _call(self, fn: Any, gpu: int) -> int:
-        nv = self._nvml
+    def _call(self, read: Callable[[ctypes.c_void_p], int], gpu: int) -> int:
         try:
-            return int(fn(self._handles[gpu]))
-        except nv.NVMLError_GpuIsLost as exc:
+            return read(self._handles[gpu])
+        except NvmlError as exc:
+            if exc.code != NVML_GPU_IS_LOST:
+                raise
             raise GpuLost(f"GPU {self._devices[gpu].uuid} is lost: {exc}") from exc
 
     def energy_mj(self, gpu: int) -> int:
-        return self._call(self._nvml.nvmlDeviceGetTotalEnergyConsumption, gpu)
+        return self._call(self._nvml.energy_mj, gpu)
 
     def power_mw(self, gpu: int) -> int:
-        return self._call(self._nvml.nvmlDeviceGetPowerUsage, gpu)
+        return self._call(self._nvml.power_mw, gpu)
 
     def close(self) -> None:
-        with contextlib.suppress(self._nvml.NVMLError):
-            self._nvml.nvmlShutdown()
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        self._nvml.shutdown()

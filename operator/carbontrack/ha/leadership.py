@@ -45,7 +45,7 @@ class PeeringMonitor:
         self.active = False
         self._task: asyncio.Task[None] | None = None
 
-    async def _status(self, namespace: str | None) -> dict[str, object] | None:
+    async def _peering_status(self, namespace: str | None) -> dict[str, object] | None:
         try:
             if namespace is None:
                 obj = await self.custom.get_cluster_custom_object(
@@ -66,11 +66,11 @@ class PeeringMonitor:
         status = obj.get("status")
         return status if isinstance(status, dict) else {}
 
-    async def check(self) -> bool:
+    async def holds_peering(self) -> bool:
         now = dt.datetime.now(dt.UTC)
         where: list[str | None] = list(self.namespaces) or [None]
         for namespace in where:
-            status = await self._status(namespace)
+            status = await self._peering_status(namespace)
             if status is None or not is_active(status, self.identity, self.priority, now):
                 return False
         return True
@@ -78,7 +78,7 @@ class PeeringMonitor:
     async def _loop(self) -> None:
         while True:
             try:
-                active = await self.check()
+                active = await self.holds_peering()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # apiserver unreachable: keep the last verdict, kopf does too

@@ -11,8 +11,8 @@ Sources, each recorded per zone in the JSON:
 - Nordic bidding zones (SE1-SE4, NO1-NO5): ENTSO-E actual generation per production type, 2025,
   production-based, as derived by CodeCarbon (see that file's metadata); a lower bound where its
   coverage is below 100 %.
-The figures were cross-checked by hand against Our World in Data's table for a sample of countries
-(DE 381, FR 56, PL 662, SE 41, IN 713, CN 582, BR 98, CA 170).
+A sample of countries agrees with Our World in Data's own table (DE 381, FR 56, PL 662, SE 41, IN 713,
+CN 582, BR 98, CA 170).
 """
 
 from __future__ import annotations
@@ -37,22 +37,27 @@ def main() -> None:
         if country is None or not value or row.get("year", 0) < 2022:
             continue
         zones[country.alpha_2] = {
-            "gPerKwh": round(float(value), 1), "year": row["year"], "source": "ember-owid",
-        }  # fmt: skip
+            "gPerKwh": round(float(value), 1),
+            "year": row["year"],
+            "source": "ember-owid",
+        }
     usa = json.loads((data / "2023" / "usa_emissions.json").read_text())
     for state, row in sorted(usa.items()):
         if state.startswith("_"):
             continue
         zones[f"US-{row['regionCode']}"] = {
             "gPerKwh": round(row["emissions"] * LBS_PER_MWH_TO_G_PER_KWH, 1),
-            "year": 2023, "source": "epa-egrid2023",
-        }  # fmt: skip
+            "year": 2023,
+            "source": "epa-egrid2023",
+        }
     nordic = json.loads((data / "nordic_emissions.json").read_text())["data"]
     for zone, row in sorted(nordic.items()):
         if zone[:2] in ("SE", "NO") and zone[2:].isdigit():
             zones[f"{zone[:2]}-{zone}"] = {
-                "gPerKwh": row["emission_factor"], "year": row["year"], "source": "entsoe-codecarbon",
-            }  # fmt: skip
+                "gPerKwh": row["emission_factor"],
+                "year": row["year"],
+                "source": "entsoe-codecarbon",
+            }
     OUT.write_text(json.dumps({"zones": zones}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {len(zones)} zones to {OUT}")
 

@@ -6,7 +6,7 @@ WattTime v3: GET {base}/login with HTTP basic auth -> {"token"}; then
 GET {base}/v3/forecast?region=R&signal_type=co2_moer&horizon_hours=0 with the bearer token ->
 {"data": [{"point_time", "value" (lbs CO2/MWh)}], "meta": {...}}. WattTime's figure is the *marginal*
 operating emissions rate, not an average: the source recorded in status says which.
-Forecasts (carbon-aware start, core/deferral.py): Electricity Maps
+Forecasts (carbon-aware start, core/scheduling/deferral.py): Electricity Maps
 GET {base}/v3/carbon-intensity/forecast?zone=Z -> {"zone", "forecast": [{"carbonIntensity", "datetime"}],
 "updatedAt"}; WattTime the same /v3/forecast with horizon_hours=24. A provider whose forecast cannot be
 read gives None: the deferral then waits on the intensity now, up to its deadline.
@@ -44,7 +44,7 @@ class Provider(Protocol):
     async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]: ...
 
 
-def _when(value: object) -> dt.datetime:
+def _forecast_time(value: object) -> dt.datetime:
     if not isinstance(value, str):
         raise ProviderError(f"a forecast time must be a string, got {value!r:.50}")
     try:
@@ -54,7 +54,7 @@ def _when(value: object) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _points(rows: object, time_key: str, value_key: str, scale: float) -> tuple[ForecastPoint, ...]:
+def _forecast_points(rows: object, time_key: str, value_key: str, scale: float) -> tuple[ForecastPoint, ...]:
     if not isinstance(rows, list) or not rows:
         raise ProviderError("the forecast holds no points")
     out = []
@@ -62,7 +62,7 @@ def _points(rows: object, time_key: str, value_key: str, scale: float) -> tuple[
         value = row.get(value_key) if isinstance(row, dict) else None
         if not isinstance(value, int | float) or not 0 <= value * scale < 5000:
             raise ProviderError(f"a forecast point has no usable {value_key}: {row!r:.100}")
-        out.append(ForecastPoint(_when(row.get(time_key)), float(value) * scale))
+        out.append(ForecastPoint(_forecast_time(row.get(time_key)), float(value) * scale))
     return tuple(out)
 
 
@@ -89,7 +89,7 @@ class ElectricityMaps:
             if resp.status != 200:
                 raise ProviderError(f"electricitymaps forecast answered {resp.status}")
             body = await resp.json()
-        return _points(
+        return _forecast_points(
             body.get("forecast") if isinstance(body, dict) else None, "datetime", "carbonIntensity", 1.0
         )
 
@@ -141,11 +141,11 @@ class WattTime:
     async def forecast(self, session: aiohttp.ClientSession, zone: str) -> tuple[ForecastPoint, ...]:
         body = await self._forecast_body(session, zone, 24, "watttime forecast")
         rows = body.get("data") if isinstance(body, dict) else None
-        return _points(rows, "point_time", "value", LBS_PER_MWH_TO_G_PER_KWH)
+        return _forecast_points(rows, "point_time", "value", LBS_PER_MWH_TO_G_PER_KWH)
 
 
 @dataclass
-class _Entry:
+class _CachedFigure:
     value: Intensity
     fetched_at: float
     failures: int = 0
@@ -161,7 +161,7 @@ class IntensityResolver:
     timeout_s: float = 5.0
     max_backoff_s: float = 600.0
     clock: object = time.monotonic
-    _cache: dict[str, _Entry] = field(default_factory=dict)
+    _cache: dict[str, _CachedFigure] = field(default_factory=dict)
     _forecasts: dict[str, tuple[float, tuple[ForecastPoint, ...] | None]] = field(default_factory=dict)
     _session: aiohttp.ClientSession | None = None
 
@@ -179,7 +179,7 @@ class IntensityResolver:
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
             value = await self.provider.fetch(self._session, zone)
-            self._cache[zone] = _Entry(value, now)
+            self._cache[zone] = _CachedFigure(value, now)
             return value
         except (TimeoutError, ProviderError, aiohttp.ClientError, ValueError, KeyError) as exc:
             failures = (entry.failures if entry else 0) + 1
@@ -189,7 +189,9 @@ class IntensityResolver:
                 fallback.g_per_kwh, fallback.zone, f"{fallback.source}:fallback", fallback.known_zone
             )
             delay = min(self.max_backoff_s, 5.0 * 2 ** min(failures, 10))
-            self._cache[zone] = _Entry(value, entry.fetched_at if entry else 0.0, failures, now + delay)
+            self._cache[zone] = _CachedFigure(
+                value, entry.fetched_at if entry else 0.0, failures, now + delay
+            )
             log.warning(
                 "intensity provider failed; using %s",
                 value.source,

@@ -5,7 +5,7 @@ Run as `carbontrack sidecar` or `python -m carbontrack.sidecar`; configured by e
 sidecar.transport), in a worker thread: one request every few seconds does not justify another
 dependency in a process that must stay under 60 MB.
 
-When batches go (issue 15): every `interval_s` (10 s by default), each wait drawn within +-JITTER of
+When batches go: every `interval_s` (10 s by default), each wait drawn within +-JITTER of
 it so that pods started together do not POST together; at once for the first batch that carries a
 step, and for an eval, DP-SGD or end report (never closer than URGENT_GAP_S to the previous send).
 What a batch carries does not depend on when it goes: per-step records and cumulative counters.
@@ -28,7 +28,7 @@ from carbontrack.sidecar.backends import make_backend
 from carbontrack.sidecar.config import SidecarConfig
 from carbontrack.sidecar.markers import Marker
 from carbontrack.sidecar.outbox import Backoff
-from carbontrack.sidecar.policy import Action, respond
+from carbontrack.sidecar.policy import Action, reaction_to
 from carbontrack.sidecar.state import GO as GO  # the control datagrams (tests import them from here)
 from carbontrack.sidecar.state import STOP as STOP
 from carbontrack.sidecar.state import SidecarState
@@ -45,7 +45,7 @@ FIRST_POLL_S = 0.05
 """Until the first batch is out: how often to look whether the first step record has closed."""
 
 
-def encode(batch: TelemetryBatch) -> bytes:
+def encode_batch(batch: TelemetryBatch) -> bytes:
     return batch.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
@@ -101,7 +101,7 @@ class Sidecar:
             self._wake.set()  # the first batch goes at once (once its record is closed: _ship_loop)
         return marker
 
-    def _token(self) -> str:
+    def _read_token(self) -> str:
         try:
             with open(self.config.token_file) as f:  # re-read: projected tokens rotate
                 return f.read().strip()
@@ -114,10 +114,10 @@ class Sidecar:
         if not self.config.operator_url:
             self.state.outbox.ack(batch.seq)
             return SendResult(200)
-        result = await asyncio.to_thread(self.transport.post, self._token(), encode(batch))
-        response = respond(result.status, self.max_records)
-        self.back_off = response.back_off
-        if response.action is Action.DELIVERED:
+        result = await asyncio.to_thread(self.transport.post, self._read_token(), encode_batch(batch))
+        reaction = reaction_to(result.status, self.max_records)
+        self.back_off = reaction.back_off
+        if reaction.action is Action.DELIVERED:
             if result.ack is not None and self.state.on_ack(result.ack):
                 log.info("stop request from the operator", extra={"stop": result.ack.stop})
             self.state.outbox.ack(batch.seq)
@@ -125,10 +125,10 @@ class Sidecar:
             self._first_sent = self._first_sent or bool(batch.steps)
             self.last_ok = time.monotonic()
             self.backoff.reset()
-        elif response.action is Action.SHRINK:
-            self.max_records = response.max_records
+        elif reaction.action is Action.SHRINK:
+            self.max_records = reaction.max_records
             log.warning("batch too large; sending fewer records per batch", extra={"max": self.max_records})
-        elif response.action is Action.DROP_RECORDS:
+        elif reaction.action is Action.DROP_RECORDS:
             self.refused += 1
             dropped = len(batch.steps)
             self.state.outbox.ack(batch.seq)
@@ -148,7 +148,7 @@ class Sidecar:
             )
         return result
 
-    def _interval(self) -> float:
+    def _jittered_interval(self) -> float:
         return self.config.interval_s * self.rng.uniform(1 - JITTER, 1 + JITTER)
 
     def _next_send(self, now: float, due: float, last_sent: float) -> float:
@@ -165,7 +165,7 @@ class Sidecar:
 
     async def _ship_loop(self) -> None:
         last_sent = -float("inf")
-        due = time.monotonic() + self._interval()
+        due = time.monotonic() + self._jittered_interval()
         while not self._stop.is_set():
             self._wake.clear()
             now = time.monotonic()
@@ -182,7 +182,7 @@ class Sidecar:
             self._urgent = False
             await self.ship_once()
             last_sent = time.monotonic()
-            delay = self._interval()
+            delay = self._jittered_interval()
             if self.back_off:
                 delay = max(delay, self.backoff.next_delay())
             due = last_sent + delay
@@ -196,7 +196,7 @@ class Sidecar:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=period)
 
-    async def _health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answer_health_probe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readline(), timeout=2)
             body = json.dumps(
@@ -235,7 +235,9 @@ class Sidecar:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _MarkerProtocol(self), local_addr=(host or "127.0.0.1", int(port))
         )
-        health = await asyncio.start_server(self._health, self.config.health_host, self.config.health_port)
+        health = await asyncio.start_server(
+            self._answer_health_probe, self.config.health_host, self.config.health_port
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         log.info(

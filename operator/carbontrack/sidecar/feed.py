@@ -1,6 +1,6 @@
 """Energy from the trainer's own NVML samples (the default): the sidecar needs no GPU.
 
-The trainer's client (carbontrack.trainer.client.NvmlSampler) reads the GPUs its process sees and sends
+The trainer's client (carbontrack.trainer.sampler.NvmlSampler) reads the GPUs its process sees and sends
 timestamped raw readings, keyed by NVML UUID, at its sampling rate and right after step markers.
 Here they become cumulative joules per GPU (the same GpuMeter as the sidecar's own readings), and
 the energy at any instant between two samples is interpolated linearly, so a step boundary is
@@ -65,7 +65,7 @@ class TrainerFeed:
         self.implausible = 0
         """Readings refused: beyond any GPU's power, or a counter beyond 64 bits."""
 
-    def _gpu(self, uuid: str, has_counter: bool, name: str = "") -> FedGpu | None:
+    def _gpu_or_new(self, uuid: str, has_counter: bool, name: str = "") -> FedGpu | None:
         gpu = self.gpus.get(uuid)
         if gpu is None:
             if len(self.gpus) >= MAX_GPUS:
@@ -80,7 +80,7 @@ class TrainerFeed:
         if error and not self.gpus:
             self.error = error
         for r in reports:
-            gpu = self._gpu(r.uuid, r.has_counter, r.name)
+            gpu = self._gpu_or_new(r.uuid, r.has_counter, r.name)
             if gpu is None:
                 continue
             sharing = sharing_of(r)
@@ -96,7 +96,7 @@ class TrainerFeed:
         first: float | None = None
         for s in samples:
             t = t_sample + s.dt_s
-            gpu = self._gpu(s.uuid, s.energy_mj is not None or s.power_mw is None)
+            gpu = self._gpu_or_new(s.uuid, s.energy_mj is not None or s.power_mw is None)
             if gpu is None or gpu.meter.lost:
                 continue
             m = gpu.meter

@@ -68,7 +68,7 @@ def _uuid(value: Any) -> str:
     return value
 
 
-def _opt_count(value: Any, what: str) -> int | None:
+def _optional_count(value: Any, what: str) -> int | None:
     return None if value is None else _count(value, what)
 
 
@@ -110,7 +110,11 @@ def _samples(raw: Any) -> tuple[GpuSample, ...]:
             raise BadMarker("dt_ns must be an integer within a second of the sample's t")
         out.append(
             GpuSample(
-                _uuid(g[0]), _opt_count(g[1], "energy_mj"), _opt_count(g[2], "power_mw"), bool(g[3]), dt / 1e9
+                _uuid(g[0]),
+                _optional_count(g[1], "energy_mj"),
+                _optional_count(g[2], "power_mw"),
+                bool(g[3]),
+                dt / 1e9,
             )
         )
     return tuple(out)

@@ -37,7 +37,7 @@ class Outbox:
     def add_eval(self, report: EvalReport) -> None:
         self.evals.append(report)
 
-    def build(self, base: TelemetryBatch, max_records: int = 5000) -> TelemetryBatch:
+    def next_batch(self, base: TelemetryBatch, max_records: int = 5000) -> TelemetryBatch:
         """The next batch: the counters in `base` (with its sentAt, from the state's clock), plus the
         oldest pending records."""
         self.seq += 1

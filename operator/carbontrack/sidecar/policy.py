@@ -21,7 +21,9 @@ class Action(Enum):
 
 
 @dataclass(frozen=True)
-class Response:
+class Reaction:
+    """What the sidecar does after the operator's answer to a batch."""
+
     action: Action
     max_records: int
     """Step records per batch from now on."""
@@ -29,11 +31,12 @@ class Response:
     """Wait the backoff delay (not just the interval) before the next send."""
 
 
-def respond(status: int, max_records: int) -> Response:
+def reaction_to(status: int, max_records: int) -> Reaction:
+    """The reaction to an answer with HTTP `status` (0: unreachable), by the table in the module docstring."""
     if 200 <= status < 300:
-        return Response(Action.DELIVERED, max_records, back_off=False)
+        return Reaction(Action.DELIVERED, max_records, back_off=False)
     if status == 413 and max_records > 1:
-        return Response(Action.SHRINK, max_records // 2, back_off=False)
+        return Reaction(Action.SHRINK, max_records // 2, back_off=False)
     if status in (400, 422):
-        return Response(Action.DROP_RECORDS, max_records, back_off=False)
-    return Response(Action.RETRY, max_records, back_off=status != 413)
+        return Reaction(Action.DROP_RECORDS, max_records, back_off=False)
+    return Reaction(Action.RETRY, max_records, back_off=status != 413)

@@ -76,7 +76,7 @@ class SidecarState:
         self.global_step = 0
         self.bad_markers = 0
         self.stop_requested = False
-        """The operator's last answer asked the trainers to checkpoint and stop (issue 16)."""
+        """The operator's last answer asked the trainers to checkpoint and stop (a halt)."""
         self.job_totals: JobTotals | None = None
         """The job's totals in the operator's last answer that had them (relayed: `client.job_totals()`)."""
         self.job_json = b""
@@ -128,7 +128,8 @@ class SidecarState:
             return "waiting for the trainer's NVML inventory (its GPU UUIDs)"
         return self.meter.reason or f"the sidecar's {self.config.backend} backend"
 
-    def read(self, now: float) -> float:
+    def read_energy(self, now: float) -> float:
+        """Read the sidecar's own meter: its cumulative joules (0 before it starts, frozen once refused)."""
         if self.meter is None:
             return 0.0
         if self.refused:
@@ -213,7 +214,7 @@ class SidecarState:
                 self.feed.on_sample(marker.t, marker.samples)
                 if first and self.feed.first_t is not None and self.attributor.last_step is None:
                     self.attributor.last_t = self.feed.first_t  # steps count from every GPU's first reading
-                self._drain(now)
+                self._close_ready_markers(now)
             return marker
         self.gaps.see(marker.client, marker.seq)  # the sampler's datagrams have their own sequence
         if marker.kind == "hello":
@@ -246,15 +247,15 @@ class SidecarState:
             if abs(marker.t - now) > CLOCK_SKEW_S:
                 marker = replace(marker, t=now)  # not the node's clock: time it on arrival
             self.pending.append(marker)
-            self._drain(now)
+            self._close_ready_markers(now)
             return
         if marker.kind == "end" and marker.step <= (self.attributor.last_step or 0):
             return
         # Time the step boundary at the reading itself, so duration and energy cover one window.
         now = max(now, self.clock())
-        self._record(marker.step, now, self.read(now))
+        self._add_record(marker.step, now, self.read_energy(now))
 
-    def _drain(self, now: float, force: bool = False) -> None:
+    def _close_ready_markers(self, now: float, force: bool = False) -> None:
         """trainer mode: close the pending markers that have a reading at or after them (in order)."""
         assert self.feed is not None
         while self.pending:
@@ -268,9 +269,9 @@ class SidecarState:
                 # the GPUs' first readings are microseconds apart: the first step starts at the latest
                 # one, at the energy interpolated there now that readings after it exist
                 self.attributor.last_energy_j = self.feed.energy_at(self.feed.first_t)
-            self._record(m.step, m.t, self.feed.energy_at(m.t))
+            self._add_record(m.step, m.t, self.feed.energy_at(m.t))
 
-    def _record(self, step: int, t: float, energy_j: float) -> None:
+    def _add_record(self, step: int, t: float, energy_j: float) -> None:
         record = self.attributor.mark(step, t, energy_j)
         if record is None:
             return
@@ -287,20 +288,25 @@ class SidecarState:
 
     def batch(self, now: float, *, final: bool = False, max_records: int = 5000) -> TelemetryBatch:
         """Read the meter and build the next batch (cumulative counters + pending records)."""
-        self.read(now)
+        self.read_energy(now)
         if self.feed is not None:
-            self._drain(now, force=final)
+            self._close_ready_markers(now, force=final)
         method = self.method
         exact = method == "simulated"
         gpus = [
             GpuCounter(
-                index=g.info.index, uuid=g.info.uuid, name=g.info.name, energy_joules=g.joules, lost=g.lost,
-                sharing=g.sharing, foreign_processes=g.foreign_processes,
+                index=g.info.index,
+                uuid=g.info.uuid,
+                name=g.info.name,
+                energy_joules=g.joules,
+                lost=g.lost,
+                sharing=g.sharing,
+                foreign_processes=g.foreign_processes,
                 uncertainty_joules=g.uncertainty_j(exact),
                 method=None if exact or g.method == method else g.method,
             )
             for g in self.gpu_meters
-        ]  # fmt: skip
+        ]
         c = self.config
         base = TelemetryBatch(
             job=ObjectRef(namespace=c.job_namespace, name=c.job_name),
@@ -316,4 +322,4 @@ class SidecarState:
             markers_dropped=self.gaps.dropped,
             final=final,
         )
-        return self.outbox.build(base, max_records=max_records)
+        return self.outbox.next_batch(base, max_records=max_records)

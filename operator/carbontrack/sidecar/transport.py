@@ -1,9 +1,9 @@
 """One kept-alive HTTP(S) connection from the sidecar to the operator's telemetry endpoint.
 
-urllib opens and closes a connection (and, over HTTPS, a TLS handshake) for every request; measured
-on the operator, a batch over a fresh connection costs 1.5x one over a kept-alive connection (issue
-15: 1,540-1,610 against 2,300-2,400 batches per CPU-second). So the sidecar keeps one `http.client`
-connection open and reconnects when it fails. A request that fails on a connection that had already
+urllib opens and closes a connection (and, over HTTPS, a TLS handshake) for every request, and on the
+operator a batch over a fresh connection costs more CPU than one over a kept-alive connection
+(benchmarks/RESULTS.md, "Telemetry ingest"). So the sidecar keeps one `http.client` connection open
+and reconnects when it fails. A request that fails on a connection that had already
 carried one (the operator closed it while idle, or restarted) is sent once more on a fresh connection
 at once: batches are idempotent (cumulative counters, a sequence number), so a resend never counts
 twice. The CA bundle is re-read when its file changes (the operator's CA rotates): a changed bundle
@@ -90,7 +90,7 @@ class Transport:
             self.connections += 1
         return self.conn
 
-    def _exchange(self, token: str, body: bytes) -> SendResult:
+    def _post_once(self, token: str, body: bytes) -> SendResult:
         conn = self._connect()
         conn.request(
             "POST",
@@ -120,7 +120,7 @@ class Transport:
         for attempt in (1, 2):
             reused = self.conn is not None and self.used > 0
             try:
-                return self._exchange(token, body)
+                return self._post_once(token, body)
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 self.close()
                 if attempt == 1 and reused and not isinstance(exc, TimeoutError):

@@ -37,7 +37,7 @@ class OperatorConfig:
     """A telemetry request's headers, and then its body, must arrive within this (slow-loris)."""
     idle_timeout_s: float = 60.0
     """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
-    interval, so each sidecar keeps one connection: issue 15)."""
+    interval, so each sidecar keeps one connection)."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -63,10 +63,11 @@ class OperatorConfig:
     """Kueue runs with ElasticJobsViaWorkloadSlices: a queued job annotated elastic-job scales in stages."""
 
     event_loop: Literal["uvloop", "asyncio"] = "asyncio"
-    """asyncio's standard loop, or uvloop on request (controller.eventloop has the measurements)."""
+    """asyncio's standard loop, or uvloop on request (telemetry.eventloop says why)."""
 
     max_pods_per_job: int = PODS_PER_JOB
-    """Pods a job's status keeps (core.folding); a batch from one more is refused (422 too-many-pods)."""
+    """Pods a job's status keeps (core.accounting.folding); a batch from one more is refused (422
+    too-many-pods)."""
     status_budget_bytes: int = STATUS_BUDGET_BYTES
     """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
 

@@ -3,10 +3,10 @@
 
 Owns the live providers' HTTP sessions: `close()` at shutdown and when a replica becomes a standby.
 
-A key's Secret the operator cannot read (a 403 where the chart's RBAC does not cover it, a 404) was once
-only logged, and read again on every batch. Now the job uses the static table's figure marked
-`:fallback` (the design's fallback), the read is retried with backoff (30 s doubling, at most 10 min),
-and `problem()` gives the judgement the words for the IntensityResolved=False condition.
+A key's Secret the operator cannot read (a 403 where the chart's RBAC does not cover it, a 404) is not
+read again on every batch: the job uses the static table's figure marked `:fallback` (the design's
+fallback), the read is retried with backoff (30 s doubling, at most 10 min), and `problem()` gives the
+judgement the words for the IntensityResolved=False condition.
 """
 
 from __future__ import annotations
@@ -155,14 +155,14 @@ class IntensityResolution:
                 return None
             self._problems.pop(key, None)
 
-            def field_(name: str) -> str:
+            def secret_field(name: str) -> str:
                 return base64.b64decode(data.get(name, "")).decode()
 
             c = self.config
             live = (
-                ElectricityMaps(field_("apiKey"), c.electricitymaps_url)
+                ElectricityMaps(secret_field("apiKey"), c.electricitymaps_url)
                 if provider == "electricitymaps"
-                else WattTime(field_("username"), field_("password"), c.watttime_url)
+                else WattTime(secret_field("username"), secret_field("password"), c.watttime_url)
             )
             self._resolvers[key] = IntensityResolver(live, ttl_s=c.intensity_ttl_s)
         return self._resolvers[key]

@@ -2,11 +2,10 @@
 
 kubernetes_asyncio turns every answer into its models: a Job's create or patch answers with the whole
 Job, deserialized into V1Job and its nested models (datetimes parsed and all), which the operator then
-drops. That was 9 % of the operator's CPU while 1000 jobs were created at once (py-spy on
-`benchmarks/scale.py --suspended`), on a machine where the apiserver was waiting for the same cores.
-`_preload_content=False` skips it; the client then raises nothing for a refusal, so this does what it
-would have done: an answer outside 2xx is the same ApiException (status, reason, body), so every
-caller's handling of 404, 409, 422 and 429 is unchanged.
+drops, at a cost that shows when a thousand jobs are created at once (benchmarks/RESULTS.md,
+"Reconcile"). `_preload_content=False` skips it; the client then raises nothing for a refusal, so this
+does what it would have done: an answer outside 2xx is the same ApiException (status, reason, body),
+so every caller's handling of 404, 409, 422 and 429 is unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ async def write(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) 
     response = await call(*args, _preload_content=False, **kwargs)
     try:
         # read to the end: aiohttp closes a connection whose answer was left unread, and a new TLS
-        # connection per write cost far more than the models (reconcile p50 3 s -> 16 s at 1000 jobs)
+        # connection per write costs far more than the models
         body = await response.read()
     finally:
         response.release()

@@ -7,7 +7,7 @@ Each top-level field has one writer:
 |------------------------------------------|------------------------------------------------------------|
 | telemetry writer (`telemetry_update`)    | steps, energy*, emissions*, powerWatts, intensity,         |
 |                                          | telemetry, evidence, checkpoint                            |
-| judgement (`core.evaluation`, timer)     | phase*, replicas, targetReplicas, replicaSummary, selector,|
+| judgement (`core.rollout`, timer)        | phase*, replicas, targetReplicas, replicaSummary, selector,|
 |                                          | promotion, gates, gateSummary, epsilon, epsilonClaimed,    |
 |                                          | projected, efficiency, testsEvidence, measurements,        |
 |                                          | decisions, halt, schedule (the deferred start,             |
@@ -19,7 +19,8 @@ Each top-level field has one writer:
 template that cannot run (`Invalid`, by the reconcile) and the Job's own end (`Succeeded`/`Failed`,
 by the Job watcher). Both go through `phase_update` here, so the three paths build one shape.
 Everything the operator knows about a job is in these fields, so a restart or a failover resumes
-from status alone: energy high-water marks, the promotion state, and the gates' evidence.
+from status alone: energy high-water marks, the promotion state, and the gates' evidence. The
+per-pod records inside `telemetry` and `evidence` convert in state.telemetry_status.
 """
 
 from __future__ import annotations
@@ -35,35 +36,36 @@ from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     CheckpointStatus,
-    DPStatus,
-    EvalMetric,
-    EvidenceStatus,
-    FirstMetric,
-    FoldedPodStatus,
     GpuStatus,
     IntensityStatus,
     PromotionStatus,
     RefusedCounts,
     ScheduleStatus,
-    SourceStatus,
     TelemetryStatus,
     TestsEvidence,
 )
 from carbontrack.api.wire import DPParams
-from carbontrack.core.accounting.aggregation import JobAggregate, Source, SourceGpu
+from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.accounting.emissions import kwh
-from carbontrack.core.accounting.folding import Limits, PodFold
+from carbontrack.core.accounting.folding import Limits
 from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.gates.judgement import CiResults
 from carbontrack.core.rollout.evaluation import Gauges, Plan
 from carbontrack.core.rollout.promotion import State
 from carbontrack.intensity.static import Intensity
 from carbontrack.state.conditions import set_condition
+from carbontrack.state.telemetry_status import (
+    evidence_status,
+    fold_from,
+    fold_status,
+    source_from,
+    source_status,
+)
 
 Patch = dict[str, Any]
 
 
-def _dump(model: CarbonTrackedJobStatus) -> Patch:
+def _set_fields(model: CarbonTrackedJobStatus) -> Patch:
     """The top-level fields the writer set, each whole with its defaults (as the apiserver stores it,
     so an unchanged field compares equal); None stays: in a merge patch it deletes the field."""
     full = model.model_dump(by_alias=True, mode="json")
@@ -80,7 +82,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def changed(current: Mapping[str, Any], update: Patch) -> Patch:
+def changed_fields(current: Mapping[str, Any], update: Patch) -> Patch:
     """The top-level fields of `update` whose value differs from the stored status: an idle job
     costs the apiserver nothing. Sub-objects are compared whole and written whole."""
     return {k: v for k, v in update.items() if _without_nulls(current.get(k)) != _without_nulls(v)}
@@ -92,80 +94,6 @@ def parse(raw: Mapping[str, Any] | None) -> CarbonTrackedJobStatus:
         f.alias for f in CarbonTrackedJobStatus.model_fields.values() if f.alias
     }
     return CarbonTrackedJobStatus.model_validate({k: v for k, v in (raw or {}).items() if k in known})
-
-
-# --- sources and evidence: the aggregate <-> status ------------------------------------------------
-
-
-def source_status(s: Source) -> SourceStatus:
-    return SourceStatus(
-        pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_joules=s.energy_j,
-        gpu_energy_joules=[s.gpu_energy_j[i] for i in sorted(s.gpu_energy_j)], steps_seen=s.steps_seen,
-        global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at, method=s.method,
-        markers_dropped=s.markers_dropped, records_dropped=s.records_dropped, final=s.final,
-        received_at=s.received_at, first_received_at=s.first_received_at,
-        window=list(s.window()) if s.records else [],
-        uncertainty_joules=s.uncertainty_j, shared_energy_joules=s.shared_energy_j,
-        method_reason=s.method_reason[:300], gpu_uuids=[g.uuid for g in s.gpus][:64],
-        gpu_sharing=[g.sharing for g in s.gpus][:64], gpu_names=[g.name[:96] for g in s.gpus][:64],
-    )  # fmt: skip
-
-
-def source_from(s: SourceStatus) -> Source:
-    src = Source(
-        pod=s.pod, boot_id=s.boot_id, seq=s.seq, energy_j=s.energy_joules,
-        gpu_energy_j=dict(enumerate(s.gpu_energy_joules)), steps_seen=s.steps_seen,
-        global_step=s.global_step, last_record_step=s.last_record_step, sent_at=s.sent_at,
-        received_at=s.received_at, first_received_at=s.first_received_at, method=s.method,
-        markers_dropped=s.markers_dropped,
-        records_dropped=s.records_dropped, final=s.final,
-    )  # fmt: skip
-    src.uncertainty_j, src.shared_energy_j, src.method_reason = (
-        s.uncertainty_joules,
-        s.shared_energy_joules,
-        s.method_reason,
-    )
-    names = s.gpu_names + [""] * (len(s.gpu_uuids) - len(s.gpu_names))  # a status written before names
-    src.gpus = [
-        SourceGpu(i, uuid, sharing, s.method, name=name)
-        for i, (uuid, sharing, name) in enumerate(zip(s.gpu_uuids, s.gpu_sharing, names, strict=False))
-    ]
-    if len(s.window) == 3 and s.window[0] > 0:
-        src.records.append((int(s.window[0]), s.window[1], s.window[2]))
-    return src
-
-
-def fold_status(f: PodFold) -> FoldedPodStatus:
-    return FoldedPodStatus(
-        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_joules=f.energy_j,
-        uncertainty_joules=f.uncertainty_j, shared_energy_joules=f.shared_energy_j, global_step=f.global_step,
-        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
-        unmeasured=f.unmeasured,
-    )  # fmt: skip
-
-
-def fold_from(f: FoldedPodStatus) -> PodFold:
-    return PodFold(
-        pod=f.pod, boots=f.boots, boot_ids=list(f.boot_ids), energy_j=f.energy_joules,
-        uncertainty_j=f.uncertainty_joules, shared_energy_j=f.shared_energy_joules, global_step=f.global_step,
-        steps_seen=f.steps_seen, markers_dropped=f.markers_dropped, records_dropped=f.records_dropped,
-        unmeasured=f.unmeasured,
-    )  # fmt: skip
-
-
-def evidence_status(agg: JobAggregate) -> EvidenceStatus:
-    metrics = [EvalMetric(name=k, step=step, value=v) for k, (step, v) in sorted(agg.evals.items())]
-    dp = None
-    if agg.dp is not None:
-        dp = DPStatus(
-            step=agg.dp.step, noise_multiplier=agg.dp.noise_multiplier, sample_rate=agg.dp.sample_rate,
-            delta=agg.dp.delta, accountant_epsilon=agg.dp.accountant_epsilon,
-        )  # fmt: skip
-    first = [
-        FirstMetric(name=k, step=step, value=v, energy_joules=j, emissions_grams=g)
-        for k, (step, v, j, g) in sorted(agg.first_evals.items())
-    ]
-    return EvidenceStatus(metrics=metrics[:64], first_metrics=first[:64], dp=dp)
 
 
 def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> JobAggregate:
@@ -188,9 +116,12 @@ def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> Job
         dp = status.evidence.dp
         if dp is not None:
             agg.dp = DPParams(
-                step=dp.step, noise_multiplier=dp.noise_multiplier, sample_rate=dp.sample_rate,
-                delta=dp.delta, accountant_epsilon=dp.accountant_epsilon,
-            )  # fmt: skip
+                step=dp.step,
+                noise_multiplier=dp.noise_multiplier,
+                sample_rate=dp.sample_rate,
+                delta=dp.delta,
+                accountant_epsilon=dp.accountant_epsilon,
+            )
     return agg
 
 
@@ -239,7 +170,7 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
     )
     if agg.checkpoint is not None:
         update.checkpoint = checkpoint_status(agg)
-    return {"status": _dump(update)}
+    return {"status": _set_fields(update)}
 
 
 def checkpoint_status(agg: JobAggregate) -> CheckpointStatus | None:
@@ -256,24 +187,32 @@ def promotion_state(status: CarbonTrackedJobStatus) -> State:
     p = status.promotion or PromotionStatus()
     halted_from = Phase(p.halted_from) if p.halted_from else None
     return State(
-        phase=status.phase or Phase.PENDING, stage=p.stage, stage_start_step=p.stage_start_step,
-        halted_from=halted_from, halted_generation=p.halted_generation,
-        paused_from=Phase(p.paused_from) if p.paused_from else None, pause_reason=p.pause_reason,
+        phase=status.phase or Phase.PENDING,
+        stage=p.stage,
+        stage_start_step=p.stage_start_step,
+        halted_from=halted_from,
+        halted_generation=p.halted_generation,
+        paused_from=Phase(p.paused_from) if p.paused_from else None,
+        pause_reason=p.pause_reason,
         consumed_decision=p.consumed_decision,
-    )  # fmt: skip
+    )
 
 
 def promotion_status(state: State) -> PromotionStatus:
     return PromotionStatus(
-        stage=state.stage, stage_start_step=state.stage_start_step,
+        stage=state.stage,
+        stage_start_step=state.stage_start_step,
         halted_from=state.halted_from.value if state.halted_from else None,
         halted_generation=state.halted_generation,
         paused_from=state.paused_from.value if state.paused_from else None,
-        pause_reason=state.pause_reason, consumed_decision=state.consumed_decision,
-    )  # fmt: skip
+        pause_reason=state.pause_reason,
+        consumed_decision=state.consumed_decision,
+    )
 
 
-def _conditions(current: Mapping[str, Any], update: ConditionUpdate | None, generation: int | None) -> Any:
+def _with_condition(
+    current: Mapping[str, Any], update: ConditionUpdate | None, generation: int | None
+) -> Any:
     if update is None:
         return None
     return set_condition(
@@ -315,10 +254,10 @@ def plan_update(current: Mapping[str, Any], spec: CarbonTrackedJobSpec, plan: Pl
     if plan.decision.record is not None:  # a bounded history: the last 10 decisions
         before = parse({"decisions": current.get("decisions") or []}).decisions
         update.decisions = [*before, plan.decision.record][-10:]
-    out = changed(current, _dump(update))
+    out = changed_fields(current, _set_fields(update))
     conditions = current.get("conditions")
     for condition in plan.conditions:
-        conditions = _conditions({"conditions": conditions}, condition, plan.generation)
+        conditions = _with_condition({"conditions": conditions}, condition, plan.generation)
     if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
         out["conditions"] = conditions
     return out
@@ -330,18 +269,21 @@ def phase_update(
     """A phase the world decided (Invalid, Succeeded, Failed) with its Ready condition: status patch."""
     return {
         "phase": phase.value,
-        "conditions": _conditions(current, condition, generation),
+        "conditions": _with_condition(current, condition, generation),
     }
 
 
 def deferral_update(
-    current: Mapping[str, Any], schedule: ScheduleStatus, phase: Phase, condition: ConditionUpdate,
+    current: Mapping[str, Any],
+    schedule: ScheduleStatus,
+    phase: Phase,
+    condition: ConditionUpdate,
     generation: int | None,
-) -> Patch:  # fmt: skip
+) -> Patch:
     """A round of the carbon-aware start (phase Deferred, or Pending once it starts): status patch with
     the schedule, the phase and the Deferred condition."""
-    out = changed(current, _dump(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
-    conditions = _conditions(current, condition, generation)
+    out = changed_fields(current, _set_fields(CarbonTrackedJobStatus(phase=phase, schedule=schedule)))
+    conditions = _with_condition(current, condition, generation)
     if _without_nulls(conditions) != _without_nulls(current.get("conditions")):
         out["conditions"] = conditions
     return out
@@ -354,21 +296,30 @@ def halt_cleared() -> Patch:
 
 def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generation: int | None) -> Patch:
     """Only the Ready condition (the reconcile's verdict on the Job it created or could not)."""
-    return {"conditions": _conditions(current, condition, generation)}
+    return {"conditions": _with_condition(current, condition, generation)}
 
 
 def tests_evidence(results: CiResults, source: str) -> TestsEvidence:
     return TestsEvidence(
-        pass_rate=results.pass_rate, coverage=results.coverage, critical=results.critical,
-        high=results.high, medium=results.medium, low=results.low, source=source,
-    )  # fmt: skip
+        pass_rate=results.pass_rate,
+        coverage=results.coverage,
+        critical=results.critical,
+        high=results.high,
+        medium=results.medium,
+        low=results.low,
+        source=source,
+    )
 
 
 def tests_results(evidence: TestsEvidence) -> CiResults:
     return CiResults(
-        pass_rate=evidence.pass_rate, coverage=evidence.coverage, critical=evidence.critical,
-        high=evidence.high, medium=evidence.medium, low=evidence.low,
-    )  # fmt: skip
+        pass_rate=evidence.pass_rate,
+        coverage=evidence.coverage,
+        critical=evidence.critical,
+        high=evidence.high,
+        medium=evidence.medium,
+        low=evidence.low,
+    )
 
 
 def with_phase(gauges: Gauges, phase: Phase) -> Gauges:

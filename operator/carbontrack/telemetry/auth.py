@@ -4,8 +4,8 @@ A batch is accepted only if (1) the bearer token is valid for audience `carbontr
 so revocation and expiry are the apiserver's call), (2) the token is bound to the very pod the batch
 names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for. Reviews are
 cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s): 8000 pods then cost ~27 reviews a second,
-which a busy apiserver can give (at 60 s, the scale benchmark's apiserver could not keep up). The
-price: a deleted pod's token still passes for up to that long, and only for its own job's source.
+which a busy apiserver can give. The price: a deleted pod's token still passes for up to that long, and
+only for its own job's source.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ OWNER_CACHE_S = 3600.0
 TOKEN_REFRESH = (0.6, 0.9)
 """A token's review is renewed in the background between 60 % and 90 % of CARBONTRACK_TOKEN_CACHE_S:
 the reviews of 8000 pods that started together spread over 90 s of each 300 s instead of all expiring
-at once (issue 15), and a batch never waits for a review of a token it has used before."""
+at once, and a batch never waits for a review of a token it has used before."""
 MAX_ENTRIES = 100_000
 """Bound on each cache, against a flood of garbage tokens or names."""
 
@@ -62,11 +62,11 @@ class LookupCache(Generic[K, V]):
     of a Job on first contact, share one apiserver call. A failed lookup is not kept; every caller
     waiting on it gets its exception.
 
-    The flight stores its result itself, in the same callback that drops it: when its waiters stored it
-    on resuming, a caller arriving in between found neither and looked up again (1289 Job reads for
-    1000 Jobs, issue 15). With `refresh_after=(lo, hi)` an entry older than a point drawn in
-    [lo, hi) x ttl_s is looked up again in the background while callers keep getting it: entries made
-    together (8000 pods' tokens at start) neither expire nor refresh together.
+    The flight stores its result itself, in the same callback that drops it, so a caller always finds
+    the flight or its result: were the result stored by a waiter on resuming, a caller arriving in
+    between would find neither and look up again. With `refresh_after=(lo, hi)` an entry older than a
+    point drawn in [lo, hi) x ttl_s is looked up again in the background while callers keep getting it:
+    entries made together (8000 pods' tokens at start) neither expire nor refresh together.
     """
 
     def __init__(
@@ -88,11 +88,11 @@ class LookupCache(Generic[K, V]):
             return float("inf")
         return at + self.ttl_s * self._rng.uniform(*self.refresh_after)
 
-    def _fly(self, key: K, lookup: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+    def _start_lookup(self, key: K, lookup: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
         started = self.clock()
         flight = self._flights[key] = asyncio.ensure_future(lookup())
 
-        def landed(done: asyncio.Future[V]) -> None:
+        def keep_result(done: asyncio.Future[V]) -> None:
             if self._flights.get(key) is done:
                 del self._flights[key]
             if done.cancelled() or done.exception() is not None:
@@ -101,7 +101,7 @@ class LookupCache(Generic[K, V]):
                 self._entries.clear()
             self._entries[key] = (started, done.result(), self._refresh_at(started))
 
-        flight.add_done_callback(landed)
+        flight.add_done_callback(keep_result)
         return flight
 
     async def get(self, key: K, lookup: Callable[[], Awaitable[V]]) -> V:
@@ -109,9 +109,9 @@ class LookupCache(Generic[K, V]):
         hit = self._entries.get(key)
         if hit and now - hit[0] < self.ttl_s:
             if now >= hit[2] and key not in self._flights:
-                self._fly(key, lookup)  # refresh ahead of expiry; this caller does not wait for it
+                self._start_lookup(key, lookup)  # refresh ahead of expiry; this caller does not wait for it
             return hit[1]
-        flight = self._flights.get(key) or self._fly(key, lookup)
+        flight = self._flights.get(key) or self._start_lookup(key, lookup)
         return await asyncio.shield(flight)  # a caller that goes away does not cancel the others'
 
 
@@ -120,7 +120,7 @@ class Authenticator:
         self.auth = client.AuthenticationV1Api(api)
         self.api = api
         self._tokens: LookupCache[str, Identity | None] = LookupCache(cache_s, refresh_after=TOKEN_REFRESH)
-        self._owners: LookupCache[tuple[str, str, str], PodFacts | None] = LookupCache(OWNER_CACHE_S)
+        self._pods: LookupCache[tuple[str, str, str], PodFacts | None] = LookupCache(OWNER_CACHE_S)
         self._job_owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
 
     async def identify(self, token: str) -> Identity:
@@ -155,35 +155,35 @@ class Authenticator:
             raise AuthError(
                 403, "wrong-pod", f"the token belongs to pod {identity.namespace}/{identity.pod_name}"
             )
-        facts = await self._owner(namespace, pod, identity.pod_uid or "")
+        facts = await self._cached_pod_facts(namespace, pod, identity.pod_uid or "")
         if facts is None or facts.owner != job:
             raise AuthError(
                 403, "wrong-job", f"pod {namespace}/{pod} does not run for CarbonTrackedJob {job}"
             )
         return facts
 
-    async def _owner(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
+    async def _cached_pod_facts(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
         """The CarbonTrackedJob that owns the Job that owns the pod (None if none), and the pod's facts.
 
         One pod read per pod uid; the Job's owner is looked up once per Job (all its pods share it),
         concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
-        building client models and repeating reads dominated the cost (benchmarks/scale.py).
+        building client models and repeating reads would dominate the cost.
         """
-        lookup = functools.partial(self._pod_owner, namespace, pod, uid)
-        return await self._owners.get((namespace, pod, uid), lookup)
+        lookup = functools.partial(self._read_pod_facts, namespace, pod, uid)
+        return await self._pods.get((namespace, pod, uid), lookup)
 
-    async def _pod_owner(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
+    async def _read_pod_facts(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
         p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
         if p is None or (uid and p["metadata"].get("uid") != uid):
             return None
         for ref in p["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Job" and ref.get("controller"):
                 job, job_uid = ref["name"], ref.get("uid", "")
-                lookup = functools.partial(self._job_owner, namespace, job, job_uid)
+                lookup = functools.partial(self._read_job_owner, namespace, job, job_uid)
                 return pod_facts(p, await self._job_owners.get((namespace, job, job_uid), lookup))
         return None
 
-    async def _job_owner(self, namespace: str, job: str, uid: str) -> str | None:
+    async def _read_job_owner(self, namespace: str, job: str, uid: str) -> str | None:
         j = await self._read_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
         if j is None or (uid and j["metadata"].get("uid") != uid):
             return None
@@ -199,9 +199,12 @@ class Authenticator:
     async def _read_json(self, path: str) -> dict[str, Any] | None:
         """GET an object as a plain dict; None if it does not exist."""
         resp = await self.api.call_api(
-            path, "GET", header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-        )  # fmt: skip
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
         raw = await resp.read()  # without preloading, the client hands back aiohttp's response as is
         if resp.status == 404:
             return None

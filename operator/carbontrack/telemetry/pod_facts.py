@@ -1,7 +1,7 @@
 """What a pod object says about the energy its sidecar can report: when it started, how many GPUs.
 
-Read from the pod the telemetry authorization already fetches (controller.auth), cached beside its
-owner, and turned into core.aggregation.Receipt ceilings. Nothing here comes from the sender.
+Read from the pod the telemetry authorization already fetches (telemetry.auth), cached beside its
+owner, and turned into core.accounting.aggregation.Receipt ceilings. Nothing here comes from the sender.
 
 The GPU allowance rule: the sum over all containers (init containers included: a native sidecar or
 an init step may hold a device too; a sum only loosens a ceiling, never refuses an honest pod) of
@@ -34,7 +34,7 @@ class PodFacts:
     gpus: int
 
 
-def _quantity(value: Any) -> int:
+def _device_count(value: Any) -> int:
     """An extended resource's count (always an integer for device plugins); 0 if unreadable."""
     try:
         return max(int(str(value)), 0)
@@ -50,11 +50,13 @@ def gpu_allowance(spec: dict[str, Any]) -> int:
     for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         resources = container.get("resources") or {}
         counts = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
-        total += sum(_quantity(v) for k, v in counts.items() if k == GPU_RESOURCE or k.startswith(MIG_PREFIX))
+        total += sum(
+            _device_count(v) for k, v in counts.items() if k == GPU_RESOURCE or k.startswith(MIG_PREFIX)
+        )
     return min(max(total, 1), MAX_GPUS)
 
 
-def _unix(timestamp: Any) -> float | None:
+def _unix_time(timestamp: Any) -> float | None:
     if not isinstance(timestamp, str):
         return None
     try:
@@ -64,7 +66,7 @@ def _unix(timestamp: Any) -> float | None:
 
 
 def pod_facts(pod: dict[str, Any], owner: str | None) -> PodFacts:
-    started = _unix((pod.get("status") or {}).get("startTime"))
+    started = _unix_time((pod.get("status") or {}).get("startTime"))
     if started is None:
-        started = _unix(pod["metadata"].get("creationTimestamp")) or 0.0
+        started = _unix_time(pod["metadata"].get("creationTimestamp")) or 0.0
     return PodFacts(owner=owner, started_at=started, gpus=gpu_allowance(pod.get("spec") or {}))

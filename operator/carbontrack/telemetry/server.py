@@ -9,7 +9,7 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
       the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
-      pod or source status has no room for (core.folding)
+      pod or source status has no room for (core.accounting.folding)
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -38,11 +38,15 @@ from carbontrack.telemetry.auth import Authenticator, AuthError
 log = logging.getLogger("carbontrack.telemetry")
 
 _VERDICT_STATUS = {
-    Verdict.DUPLICATE: 409, Verdict.BACKWARDS: 422, Verdict.ABSURD: 422, Verdict.IMPLAUSIBLE: 422,
-    Verdict.TOO_MANY_PODS: 422, Verdict.STATUS_FULL: 422,
-}  # fmt: skip
+    Verdict.DUPLICATE: 409,
+    Verdict.BACKWARDS: 422,
+    Verdict.ABSURD: 422,
+    Verdict.IMPLAUSIBLE: 422,
+    Verdict.TOO_MANY_PODS: 422,
+    Verdict.STATUS_FULL: 422,
+}
 """422 for a capacity refusal too: the sidecar drops the batch's step records and keeps sending its
-cumulative counters, so its energy is counted exactly if room appears (core.folding)."""
+cumulative counters, so its energy is counted exactly if room appears (core.accounting.folding)."""
 
 
 def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
@@ -51,7 +55,7 @@ def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Respons
     return web.Response(status=status, text=body, content_type="application/json")
 
 
-def _defer(reason: str, message: str) -> web.Response:
+def _unavailable(reason: str, message: str) -> web.Response:
     """503 with Retry-After: not a refusal; the sidecar keeps the batch and sends it again."""
     response = _refuse(503, reason, message)
     response.headers["Retry-After"] = "2"
@@ -60,8 +64,8 @@ def _defer(reason: str, message: str) -> web.Response:
 
 async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The body, as `request.read()` gives it but not kept on the request: aiohttp holds a connection's
-    last request until the next one arrives, so a kept body stayed in memory for every idle kept-alive
-    sidecar connection (about 10 KB each; 20 MB of 2000 connections' 300 MB, benchmarks/ingest.py)."""
+    last request until the next one arrives, so a kept body would stay in memory, a batch's size, for
+    every idle kept-alive sidecar connection."""
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.readany():
@@ -76,7 +80,7 @@ class _Handler(RequestHandler):
     """aiohttp's connection handler with two deadlines instead of one: an idle kept-alive connection
     lives `keepalive_timeout` (longer than the sidecars' interval, so each keeps one connection), but
     once a request's first bytes arrive its headers must be complete within `header_timeout_s` (a
-    slow-loris client is cut off as before). aiohttp's own timer closes the connection when its close
+    slow-loris client is cut off). aiohttp's own timer closes the connection when its close
     time passes while it waits for a request; this only brings that close time forward."""
 
     __slots__ = ("header_timeout_s",)
@@ -99,16 +103,12 @@ class _Handler(RequestHandler):
 
 TLS_READ_BUFFER = 4 * 1024
 """asyncio gives every TLS connection a 256 KiB read buffer, allocated and zero-filled when it opens, so
-8000 kept-alive sidecar connections held 2 GiB (1456 MB peak RSS, benchmarks/ingest.py at 1000 jobs x
-8 pods). The buffer only carries ciphertext from the socket into OpenSSL, so any size is correct; a
-smaller one costs more reads for a larger body (a 10 KB batch: 3 instead of 1). Measured by
-benchmarks/tls_floor.py on 2000 idle connections to an aiohttp server: 301 KB each at 256 KiB, 64 KB at
-16 KiB, 44 KB at 4 KiB; the server's CPU per 10 KB request at 20 busy connections was 156-278 us at
-16 KiB against 242-340 us at 4 KiB (runs differ by tens of us), a few % of a sidecar batch's whole
-cost. At 2000 sidecar pods the operator's peak RSS went from 288 MB (16 KiB) to 263 MB (4 KiB). Memory
-is what limits the pods per operator (README "Scale"), so 4 KiB. It is asyncio's class attribute, so it
-holds for the process's client side too (uvloop has its own buffer, malloc'd and never zero-filled, and
-ignores it)."""
+thousands of kept-alive sidecar connections would hold gigabytes. The buffer only carries ciphertext
+from the socket into OpenSSL, so any size is correct; a smaller one costs more reads for a larger body
+(a 10 KB batch: 3 instead of 1), a few % of a batch's whole cost. Memory is what limits the pods per
+operator (README "Scale"), so 4 KiB (benchmarks/tls_floor.py measures the sizes; benchmarks/RESULTS.md
+has the figures). It is asyncio's class attribute, so it holds for the process's client side too
+(uvloop has its own buffer, malloc'd and never zero-filled, and ignores it)."""
 
 
 class _Site(web.TCPSite):
@@ -129,9 +129,13 @@ class _Site(web.TCPSite):
             return _Handler(server, header_timeout_s, loop=server._loop, **server._kwargs)
 
         self._server = await asyncio.get_running_loop().create_server(
-            handler, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            handler,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
             ssl_handshake_timeout=self.handshake_timeout_s if self._ssl_context else None,
-        )  # fmt: skip
+        )
         return None
 
 
@@ -152,7 +156,7 @@ class TelemetryServer:
         self.auth = auth
         self.ready = False
         self.active = True
-        """False on a standby replica (see controller.peering): telemetry is refused, /readyz fails."""
+        """False on a standby replica (see ha.peering): telemetry is refused, /readyz fails."""
         self.app = web.Application(client_max_size=max_body_bytes)
         self.app.router.add_post(TELEMETRY_PATH, self.telemetry)
         self.app.router.add_get("/metrics", self.metrics)
@@ -161,7 +165,7 @@ class TelemetryServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen; with `ssl_context`, HTTPS (its certificate can be reloaded in place: controller.tls)."""
+        """Listen; with `ssl_context`, HTTPS (its certificate can be reloaded in place: telemetry.tls)."""
         # aiohttp closes an idle connection at the keep-alive deadline; _Handler brings it forward to the
         # client timeout once a request's first bytes arrive, however slowly the rest trickle in; after a
         # refusal aiohttp reads ("lingers" on) an unread body for at most a second, not its default 10
@@ -195,7 +199,7 @@ class TelemetryServer:
 
     async def telemetry(self, request: web.Request) -> web.Response:
         try:
-            return await self._telemetry(request)
+            return await self._handle_telemetry(request)
         except web.HTTPRequestEntityTooLarge:
             return _refuse(413, "too-large", "batch larger than the limit")
         except (ApiException, ClientError, OSError) as exc:
@@ -205,15 +209,15 @@ class TelemetryServer:
             # the apiserver shed load, failed or could not be reached (TokenReview, ownership, CR
             # read): the batch is deferred, not refused; the sidecar keeps it and retries
             log.warning("apiserver unavailable for telemetry: %s", str(exc)[:200])
-            return _defer("apiserver-unavailable", "the apiserver is unavailable; retry")
+            return _unavailable("apiserver-unavailable", "the apiserver is unavailable; retry")
         except Exception:
             log.exception("telemetry handler failed")
             return _refuse(500, "internal", "internal error")
 
-    async def _telemetry(self, request: web.Request) -> web.Response:
-        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.aggregation)
+    async def _handle_telemetry(self, request: web.Request) -> web.Response:
+        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.accounting)
         if not self.active:
-            return _defer("standby", "this operator replica is a standby; retry")
+            return _unavailable("standby", "this operator replica is a standby; retry")
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")

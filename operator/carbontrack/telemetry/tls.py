@@ -2,7 +2,7 @@
 
 Sidecars send pod-bound tokens and training metrics; they travel over HTTPS, and the sidecar verifies
 the operator's certificate against a CA bundle mounted from the ConfigMap `carbontrack-ca` in its own
-namespace, which the operator writes (controller.tls_handlers) before and while the job's pods run.
+namespace, which the operator writes (controller.tls) before and while the job's pods run.
 
 Two sources of the certificate, both through one Secret in the operator's namespace (`tls.crt`,
 `tls.key`, `ca.crt`):
@@ -67,53 +67,68 @@ class Material:
     key_pem: bytes
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
+def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def _name(common_name: str) -> x509.Name:
+def _subject(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 Pair = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
-def _pem(cert: x509.Certificate) -> bytes:
+def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def issue_ca(now: dt.datetime, lifetime: dt.timedelta = CA_LIFETIME) -> Pair:
-    key = _key()
-    name = _name(f"carbontrack telemetry CA {now:%Y-%m-%dT%H:%M:%SZ}")
+    key = _new_key()
+    name = _subject(f"carbontrack telemetry CA {now:%Y-%m-%dT%H:%M:%SZ}")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + lifetime)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False,
-        ), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return cert, key
 
 
 def issue_serving(
-    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str], now: dt.datetime,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    names: list[str],
+    now: dt.datetime,
     lifetime: dt.timedelta = SERVING_LIFETIME,
-) -> Pair:  # fmt: skip
+) -> Pair:
     """A serving certificate for `names` (DNS names or IP addresses), signed by `ca`."""
-    key = _key()
+    key = _new_key()
     until = min(now + lifetime, ca.not_valid_after_utc)
     issuer_key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     sans: list[x509.GeneralName] = []
@@ -124,26 +139,29 @@ def issue_serving(
             sans.append(x509.DNSName(n))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0])).issuer_name(ca.subject).public_key(key.public_key())
+        .subject_name(_subject(names[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - min(dt.timedelta(minutes=5), lifetime / 10)).not_valid_after(until)
+        .not_valid_before(now - min(dt.timedelta(minutes=5), lifetime / 10))
+        .not_valid_after(until)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(issuer_key_id, critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     return cert, key
 
 
-def _certs(pem: bytes) -> list[x509.Certificate]:
+def _parse_certs(pem: bytes) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(pem) if pem.strip() else []
     except ValueError:
         return []
 
 
-def _keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
+def _parse_keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
     keys = []
     for block in pem.split(b"-----END PRIVATE KEY-----")[:-1]:
         key = serialization.load_pem_private_key(block + b"-----END PRIVATE KEY-----\n", None)
@@ -152,7 +170,7 @@ def _keys(pem: bytes) -> list[ec.EllipticCurvePrivateKey]:
     return keys
 
 
-def _names(cert: x509.Certificate) -> set[str]:
+def _san_names(cert: x509.Certificate) -> set[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -164,13 +182,13 @@ def _names(cert: x509.Certificate) -> set[str]:
 
 def serving_is_good(m: Material, names: list[str], now: dt.datetime) -> bool:
     """The serving certificate covers `names`, chains to a CA in the bundle, and is not due for renewal."""
-    certs, cas = _certs(m.cert_pem), _certs(m.ca_pem)
+    certs, cas = _parse_certs(m.cert_pem), _parse_certs(m.ca_pem)
     if not certs or not cas:
         return False
     cert = certs[0]
     left = cert.not_valid_after_utc - now
     full = cert.not_valid_after_utc - cert.not_valid_before_utc
-    if left < full * RENEW_FRACTION or not set(names) <= _names(cert):
+    if left < full * RENEW_FRACTION or not set(names) <= _san_names(cert):
         return False
     for ca in cas:
         try:
@@ -190,7 +208,7 @@ def renew(
     serving lifetimes left; the serving certificate is signed by the oldest CA still valid for a whole
     serving lifetime, so a CA signs only after it has been published for a serving lifetime.
     """
-    cas = list(zip(_certs(m.ca_pem), _keys(m.ca_keys_pem), strict=False)) if m else []
+    cas = list(zip(_parse_certs(m.ca_pem), _parse_keys(m.ca_keys_pem), strict=False)) if m else []
     live = [(c, k) for c, k in cas if c.not_valid_after_utc > now]
     changed = len(live) != len(cas) or not live
     if not live or live[0][0].not_valid_after_utc - now < 2 * lifetimes.serving:
@@ -203,11 +221,10 @@ def renew(
     )
     cert, key = issue_serving(signer[0], signer[1], names, now, lifetimes.serving)
     return Material(
-        ca_pem=b"".join(c.public_bytes(serialization.Encoding.PEM) for c, _ in live),
-        ca_keys_pem=b"".join(_pem_key(k) for _, k in live),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM)
-        + signer[0].public_bytes(serialization.Encoding.PEM),
-        key_pem=_pem_key(key),
+        ca_pem=b"".join(_cert_pem(c) for c, _ in live),
+        ca_keys_pem=b"".join(_key_pem(k) for _, k in live),
+        cert_pem=_cert_pem(cert) + _cert_pem(signer[0]),
+        key_pem=_key_pem(key),
     )
 
 
@@ -228,8 +245,8 @@ def to_secret(m: Material) -> dict[str, str]:
     return {k: base64.b64encode(v).decode() for k, v in raw.items()}
 
 
-def serial(m: Material) -> int | None:
-    certs = _certs(m.cert_pem)
+def serving_serial(m: Material) -> int | None:
+    certs = _parse_certs(m.cert_pem)
     return certs[0].serial_number if certs else None
 
 
@@ -237,9 +254,16 @@ class TlsManager:
     """Keeps the Secret, the server's SSL context and the published CA ConfigMaps current."""
 
     def __init__(
-        self, api: client.ApiClient, namespace: str, secret: str, names: list[str], *, external: bool,
-        configmap: str, lifetimes: Lifetimes = Lifetimes(),
-    ) -> None:  # fmt: skip
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        secret: str,
+        names: list[str],
+        *,
+        external: bool,
+        configmap: str,
+        lifetimes: Lifetimes = Lifetimes(),
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.namespace, self.secret, self.names = namespace, secret, names
         self.external, self.configmap, self.lifetimes = external, configmap, lifetimes
@@ -249,9 +273,9 @@ class TlsManager:
         self._published: dict[str, bytes] = {}
         """Namespace -> the CA bundle last written there."""
         self.task: asyncio.Task[None] | None = None
-        """The renewal loop (controller.tls_handlers)."""
+        """The renewal loop (controller.tls)."""
 
-    async def _read(self) -> tuple[Material | None, str | None]:
+    async def _read_secret(self) -> tuple[Material | None, str | None]:
         try:
             s = await self.core.read_namespaced_secret(self.secret, self.namespace)
         except ApiException as exc:
@@ -264,47 +288,70 @@ class TlsManager:
         """Bring the Secret and the SSL context up to date; True when the serving certificate changed."""
         now = now or dt.datetime.now(dt.UTC)
         try:
-            current, version = await self._read()
+            current, version = await self._read_secret()
         except Exception:
-            if self.external or self.material is None:
+            if self.external or self.material is None or not self._renew_in_memory(now):
                 raise
-            # the apiserver is away: renew from the CA held in memory rather than let the serving
-            # certificate expire; the Secret is brought up to date once it can be read again
-            local = renew(self.material, self.names, now, self.lifetimes)
-            if local is self.material:
-                raise
-            self._load(local)
-            self.material = local
-            log.warning("telemetry certificate renewed in memory; the Secret could not be read")
             return True
-        if self.external:
-            if current is None:
-                raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")
-            wanted = current
+        if not self.external:
+            wanted = await self._renew_secret(current, version, now)
+        elif current is None:
+            raise RuntimeError(f"Secret {self.namespace}/{self.secret} has no tls.crt/tls.key yet")
         else:
-            wanted = renew(current, self.names, now, self.lifetimes)
-            if wanted is not current:
-                body = client.V1Secret(
-                    metadata=client.V1ObjectMeta(name=self.secret, namespace=self.namespace,
-                                                 labels={"app.kubernetes.io/name": "carbontrack"},
-                                                 resource_version=version),
-                    type=SECRET_TYPE, data=to_secret(wanted),
-                )  # fmt: skip
-                try:
-                    if version is None:
-                        await self.core.create_namespaced_secret(self.namespace, body)
-                    else:
-                        await self.core.replace_namespaced_secret(self.secret, self.namespace, body)
-                    log.info(
-                        "telemetry certificate issued", extra={"serial": serial(wanted), "names": self.names}
-                    )
-                except ApiException as exc:
-                    if exc.status != 409:  # another replica wrote it first: use theirs
-                        raise
-                    theirs, _ = await self._read()
-                    if theirs is None:
-                        raise
-                    wanted = theirs
+            wanted = current
+        return await self._serve(wanted)
+
+    def _renew_in_memory(self, now: dt.datetime) -> bool:
+        """The apiserver is away: renew from the CA held in memory rather than let the serving
+        certificate expire (the Secret is brought up to date once it can be read again). False when
+        nothing is due."""
+        assert self.material is not None
+        local = renew(self.material, self.names, now, self.lifetimes)
+        if local is self.material:
+            return False
+        self._load_serving(local)
+        self.material = local
+        log.warning("telemetry certificate renewed in memory; the Secret could not be read")
+        return True
+
+    async def _renew_secret(
+        self, current: Material | None, version: str | None, now: dt.datetime
+    ) -> Material:
+        """Self-signed mode: what the Secret should hold, written when it changed; another replica's
+        material when it wrote the Secret first."""
+        wanted = renew(current, self.names, now, self.lifetimes)
+        if wanted is current:
+            return wanted
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=self.secret,
+                namespace=self.namespace,
+                labels={"app.kubernetes.io/name": "carbontrack"},
+                resource_version=version,
+            ),
+            type=SECRET_TYPE,
+            data=to_secret(wanted),
+        )
+        try:
+            if version is None:
+                await self.core.create_namespaced_secret(self.namespace, body)
+            else:
+                await self.core.replace_namespaced_secret(self.secret, self.namespace, body)
+            log.info(
+                "telemetry certificate issued", extra={"serial": serving_serial(wanted), "names": self.names}
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # another replica wrote it first: use theirs
+                raise
+            theirs, _ = await self._read_secret()
+            if theirs is None:
+                raise
+            wanted = theirs
+        return wanted
+
+    async def _serve(self, wanted: Material) -> bool:
+        """Serve `wanted` (the SSL context reloaded only when the serving pair changed) and republish
+        a changed CA bundle; True when the serving pair changed."""
         changed = (
             self.material is None
             or wanted.cert_pem != self.material.cert_pem
@@ -312,14 +359,14 @@ class TlsManager:
         )
         bundle_changed = self.material is None or wanted.ca_pem != self.material.ca_pem
         if changed:
-            self._load(wanted)
+            self._load_serving(wanted)
         self.material = wanted
         if bundle_changed:
             for namespace in list(self._published):
                 await self.publish(namespace)
         return changed
 
-    def _load(self, m: Material) -> None:
+    def _load_serving(self, m: Material) -> None:
         cert, key = self._dir / "tls.crt", self._dir / "tls.key"
         key.touch(mode=0o600)
         key.write_bytes(m.key_pem)
@@ -337,10 +384,11 @@ class TlsManager:
         if self._published.get(namespace) == bundle:
             return
         body = client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=self.configmap, namespace=namespace,
-                                         labels={"app.kubernetes.io/name": "carbontrack"}),
+            metadata=client.V1ObjectMeta(
+                name=self.configmap, namespace=namespace, labels={"app.kubernetes.io/name": "carbontrack"}
+            ),
             data={"ca.crt": bundle.decode()},
-        )  # fmt: skip
+        )
         try:
             await self.core.create_namespaced_config_map(namespace, body)
         except ApiException as exc:

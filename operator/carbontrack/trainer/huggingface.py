@@ -17,7 +17,7 @@ one sampler covers the pod. (A script that calls carbontrack.trainer.client in e
 per rank; the sidecar de-duplicates their readings by GPU UUID.)
 
 The model card: at each save and at the end of training the world's main process writes the
-`co2_eq_emissions` block (core.model_card, the shape `carbontrack report --format model-card` prints)
+`co2_eq_emissions` block (api.model_card, the shape `carbontrack report --format model-card` prints)
 next to the model, in `output_dir`: into README.md's YAML front matter when it has one (that key
 replaced, the rest kept), else into `co2_eq_emissions.yaml`. Its figures are the job's totals as the
 operator last answered the sidecar (`client.job_totals()`); nothing is written while they are unknown.
@@ -93,6 +93,8 @@ def write_model_card(output_dir: str | os.PathLike[str], block: dict[str, Any]) 
 
 
 class CarbonTrackCallback(TrainerCallback):
+    """Marks steps, evaluations, checkpoints and the end of training on the sidecar; halts on its word."""
+
     def __init__(
         self,
         client: _client.Client | None = None,

@@ -60,9 +60,15 @@ from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.state.config import OperatorConfig
 
 __all__ = [
-    "CA_CONFIGMAP", "SIDECAR_NAME", "InjectionError", "build_job", "build_service", "inject", "job_name_for",
+    "CA_CONFIGMAP",
+    "SIDECAR_NAME",
+    "InjectionError",
+    "build_job",
+    "build_service",
+    "inject",
+    "job_name_for",
     "service_name_for",
-]  # fmt: skip
+]
 
 
 class InjectionError(ValueError):
@@ -213,13 +219,13 @@ def distributed_env(ctj_name: str, uid: str, spec: CarbonTrackedJobSpec) -> list
         _env("MASTER_PORT", str(MASTER_PORT)),
         # torchrun >= 2.4 shares the rendezvous TCPStore with the workers and publishes its address only
         # in the first round a node is rank 0: at a scale-up the worker 0 that survives skips it, and the
-        # new node waits for MASTER_ADDR until it times out (measured with torch 2.15: a 60 s timeout,
-        # then both agents fail). Opting out rebuilds the workers' store in every round.
+        # new node waits for MASTER_ADDR until it times out (torch 2.15: after 60 s, and then both
+        # agents fail). Opting out rebuilds the workers' store in every round.
         _env("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1"),
     ]
 
 
-def wire(
+def with_job_wiring(
     template: dict[str, Any], ctj_name: str, uid: str, spec: CarbonTrackedJobSpec, replicas: int
 ) -> dict[str, Any]:
     """The injected template with the halt's grace period, the resume env and (unless turned off) the
@@ -257,7 +263,7 @@ def build_service(name: str, namespace: str, uid: str) -> dict[str, Any]:
             "name": service_name_for(name),
             "namespace": namespace,
             "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
-            "ownerReferences": [_owner(name, uid)],
+            "ownerReferences": [_owner_reference(name, uid)],
         },
         "spec": {
             "clusterIP": "None",
@@ -271,7 +277,7 @@ def build_service(name: str, namespace: str, uid: str) -> dict[str, Any]:
     }
 
 
-def _owner(name: str, uid: str) -> dict[str, Any]:
+def _owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {
         "apiVersion": "carbontrack.io/v1alpha1",
         "kind": "CarbonTrackedJob",
@@ -286,7 +292,7 @@ def build_job(
     name: str, namespace: str, uid: str, spec: CarbonTrackedJobSpec, replicas: int, config: OperatorConfig
 ) -> dict[str, Any]:
     """The Indexed Job for a CarbonTrackedJob at `replicas` workers (parallelism = completions)."""
-    template = wire(inject(spec.template, name, namespace, config), name, uid, spec, replicas)
+    template = with_job_wiring(inject(spec.template, name, namespace, config), name, uid, spec, replicas)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -294,7 +300,7 @@ def build_job(
             "name": job_name_for(name),
             "namespace": namespace,
             "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
-            "ownerReferences": [_owner(name, uid)],
+            "ownerReferences": [_owner_reference(name, uid)],
         },
         "spec": {
             "completionMode": "Indexed",

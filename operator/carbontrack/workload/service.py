@@ -20,7 +20,7 @@ class ServiceConflict(ValueError):
     """A Service of the job's name exists and cannot be made the job's headless Service."""
 
 
-def conflict(existing: dict[str, Any], uid: str) -> str | None:
+def adoption_conflict(existing: dict[str, Any], uid: str) -> str | None:
     """Why `existing` cannot be adopted, or None."""
     name = existing["metadata"]["name"]
     if (existing.get("spec") or {}).get("clusterIP") != "None":
@@ -45,7 +45,7 @@ async def ensure_service(api: client.ApiClient, service: dict[str, Any], uid: st
     existing = api.sanitize_for_serialization(
         await core.read_namespaced_service(meta["name"], meta["namespace"])
     )
-    why = conflict(existing, uid)
+    why = adoption_conflict(existing, uid)
     if why is not None:
         raise ServiceConflict(why)
     adopt = {

@@ -1,4 +1,4 @@
-"""controller.heap: what start-up allocated is frozen, and the first generation collects less often."""
+"""telemetry.gc_tuning: what start-up allocated is frozen, and the first generation collects less often."""
 
 from __future__ import annotations
 

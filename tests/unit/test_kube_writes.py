@@ -1,4 +1,4 @@
-"""controller.apiwrite: a write whose answer is unread still raises exactly what the client would."""
+"""state.kube_writes: a write whose answer is unread still raises exactly what the client would."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def test_a_refusal_is_the_client_librarys_own_exception(answer: int) -> None:
 
 
 def test_writes_share_one_kept_alive_connection() -> None:
-    """An answer left unread made aiohttp close the connection: a TLS handshake per write to the
-    apiserver, which put reconcile p50 at 16 s instead of 3 at 1000 jobs (benchmarks/scale.py)."""
+    """An answer left unread makes aiohttp close the connection, so every write to the apiserver would
+    pay a TLS handshake (benchmarks/RESULTS.md has what that cost the reconcile)."""
     peers: list[object] = []
 
     async def create(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.api.wire import DPParams, Method, StepRecord, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 from carbontrack.core.rollout.evaluation import Inputs, epsilon_query
 from carbontrack.core.rollout.promotion import State
 from tests.cases.batches import telemetry_batch
@@ -16,7 +16,7 @@ from tests.cases.crs import valid_spec
 SPEC = CarbonTrackedJobSpec.model_validate(
     valid_spec(canary={"replicas": 1, "minSteps": 10, "stages": [50, 100]})
 )
-TESTS = TestResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
+TESTS = CiResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0)
 
 
 def batch(step: int, joules: float, method: Method = "simulated", seq: int = 1) -> TelemetryBatch:

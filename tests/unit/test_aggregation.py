@@ -9,15 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbontrack.api.wire import StepRecord, TelemetryBatch
-from carbontrack.core.accounting.aggregation import (
-    WINDOW,
-    Applied,
-    JobAggregate,
-    Receipt,
-    StepWindow,
-    Verdict,
-)
+from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Verdict
 from carbontrack.core.accounting.emissions import emissions_g
+from carbontrack.core.accounting.sources import WINDOW, StepWindow
 from tests.cases.batches import telemetry_batch
 
 PUE, INTENSITY = 1.2, 381.0
@@ -203,7 +197,7 @@ def test_the_senders_clock_and_gpu_list_buy_nothing() -> None:
 def test_the_step_window_keeps_the_sums_of_its_newest_records(
     records: list[tuple[int, float, float]],
 ) -> None:
-    """Running sums (issue 15) equal the sums of the newest WINDOW records: steps exactly, floats to
+    """Running sums equal the sums of the newest WINDOW records: steps exactly, floats to
     rounding (exactly, before the first eviction)."""
     window = StepWindow()
     for r in records:

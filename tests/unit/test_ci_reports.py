@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carbontrack.core.gates import evidence  # a module: pytest would collect a bare tests_from
-from carbontrack.core.gates.ci_reports import (
+from carbontrack.core.gates.evidence import (
     JUnitCounts,
     ReportError,
     read_coverage,
@@ -25,7 +25,7 @@ from carbontrack.core.gates.ci_reports import (
     read_tests,
     severity_of_score,
 )
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 
 pytestmark = pytest.mark.unit
 
@@ -410,7 +410,7 @@ def test_operator_reads_invalid_values_in_the_config_map_as_not_reported() -> No
         "coverage": "0.9",
         "security": {"critical": -1, "high": 0, "medium": 2.5, "low": 4},
     }
-    assert evidence.tests_from(doc) == TestResults(
+    assert evidence.tests_from(doc) == CiResults(
         pass_rate=None, coverage=None, critical=None, high=0, medium=None, low=4
     )
-    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == TestResults(pass_rate=0.99, critical=0)
+    assert evidence.tests_from({"passRate": 0.99, "critical": 0}) == CiResults(pass_rate=0.99, critical=0)

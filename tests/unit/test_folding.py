@@ -96,7 +96,8 @@ def test_folded_ids_are_bounded_and_an_aged_out_id_is_held_to_the_pod_ceiling() 
 
 
 def test_six_thousand_boot_ids_from_one_pod_keep_status_small() -> None:
-    """The attack of issue 12: status grew until etcd refused it; now two sources and one fold."""
+    """6000 boot ids from one pod's token leave two sources and one fold: unbounded, status grows until etcd
+    refuses it."""
     agg = JobAggregate()
     for i in range(6000):
         assert send(agg, batch("p0", f"{i:032x}", 1, 0.5), at=i).verdict is Verdict.ACCEPTED

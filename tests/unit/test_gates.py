@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.core.gates.judgement import PROFILES, Evidence, TestResults, judge, profile_for
+from carbontrack.core.gates.judgement import PROFILES, CiResults, Evidence, judge, profile_for
 from tests.cases.crs import merged_spec, valid_spec
 
 GOOD = Evidence(
     metrics={"eval_accuracy": 0.815, "latency_ms": 105.0},
-    tests=TestResults(pass_rate=0.99, coverage=0.91, critical=0, high=0, medium=2),
+    tests=CiResults(pass_rate=0.99, coverage=0.91, critical=0, high=0, medium=2),
     epsilon_projected=7.5,
     emissions_projected_g=39_000.0,
 )
@@ -52,9 +52,9 @@ def test_everything_good_passes_in_production() -> None:
             pytest.approx(0.11),
             0.10,
         ),
-        ({"tests": TestResults(0.97, 0.91, 0, 0, 2)}, "tests.passRate", 0.97, 0.98),
-        ({"tests": TestResults(0.99, 0.89, 0, 0, 2)}, "tests.coverage", 0.89, 0.90),
-        ({"tests": TestResults(0.99, 0.91, 1, 0, 2)}, "security.critical", 1, 0),
+        ({"tests": CiResults(0.97, 0.91, 0, 0, 2)}, "tests.passRate", 0.97, 0.98),
+        ({"tests": CiResults(0.99, 0.89, 0, 0, 2)}, "tests.coverage", 0.89, 0.90),
+        ({"tests": CiResults(0.99, 0.91, 1, 0, 2)}, "security.critical", 1, 0),
         ({"epsilon_projected": 8.01}, "privacy.epsilon", 8.01, 8.0),
         ({"emissions_projected_g": 40_001.0}, "carbon.budget", 40_001.0, 40_000.0),
     ],
@@ -93,7 +93,7 @@ def test_missing_data_fails_closed_in_production_and_warns_in_development() -> N
 def test_development_thresholds_are_looser_and_spec_overrides_win() -> None:
     evidence = Evidence(
         metrics=GOOD.metrics,
-        tests=TestResults(0.85, 0.65, 0, 3, 10),
+        tests=CiResults(0.85, 0.65, 0, 3, 10),
         epsilon_projected=1,
         emissions_projected_g=1,
     )
@@ -164,7 +164,7 @@ def test_missing_throughput_fails_closed_in_production() -> None:
 
 
 def test_low_findings_are_shown_without_a_limit_and_gated_with_max_low() -> None:
-    ev = Evidence(tests=TestResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0, low=12))
+    ev = Evidence(tests=CiResults(pass_rate=0.99, coverage=0.95, critical=0, high=0, medium=0, low=12))
     unlimited = {r.name: r for r in judge(spec(), ev).results}["security.low"]
     assert (unlimited.passed, unlimited.observed, unlimited.threshold) == (True, 12, None)
     assert unlimited.message == "low findings 12 (no limit: set thresholds.maxLow to gate them)"

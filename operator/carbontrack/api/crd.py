@@ -266,8 +266,6 @@ class SecurityCounts(KubeModel):
 class TestsGate(KubeModel):
     """Test and security-scan results, inline or from a ConfigMap that CI writes."""
 
-    __test__ = False  # not a pytest class, despite the name
-
     pass_rate: float | None = Field(None, ge=0, le=1)
     coverage: float | None = Field(None, ge=0, le=1)
     security: SecurityCounts | None = None
@@ -720,8 +718,6 @@ class EvidenceStatus(KubeModel):
 
 class TestsEvidence(KubeModel):
     """The test and security evidence the last judgement used, and where it came from."""
-
-    __test__ = False  # not a pytest class, despite the name
 
     pass_rate: float | None = None
     coverage: float | None = None

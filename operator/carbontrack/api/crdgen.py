@@ -123,14 +123,6 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
 
 def crd_manifest() -> dict[str, Any]:
     """The complete CustomResourceDefinition object."""
-    spec_schema = openapi_schema(CarbonTrackedJobSpec)
-    # inserted as is: already structural, with the additionalProperties of label maps that the
-    # translation above drops beside pydantic's own models
-    spec_schema["properties"]["template"] = {
-        **pod_template_schema(),
-        "description": spec_schema["properties"]["template"]["description"],
-    }
-    status_schema = openapi_schema(CarbonTrackedJobStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -149,38 +141,53 @@ def crd_manifest() -> dict[str, Any]:
                 "categories": ["all", "carbontrack"],
             },
             "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": CarbonTrackedJob.__doc__ or "",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                }
-            ],
+            "versions": [_version()],
         },
     }
+
+
+def _version() -> dict[str, Any]:
+    """The one served and stored version: its schema, the status and scale subresources, the columns."""
+    return {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "description": CarbonTrackedJob.__doc__ or "",
+                "required": ["spec"],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "spec": _spec_schema(),
+                    "status": openapi_schema(CarbonTrackedJobStatus),
+                },
+            }
+        },
+        "subresources": {
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+        "additionalPrinterColumns": PRINTER_COLUMNS,
+    }
+
+
+def _spec_schema() -> dict[str, Any]:
+    """The spec's schema, with the pod template's own structural schema in place of pydantic's."""
+    spec_schema = openapi_schema(CarbonTrackedJobSpec)
+    # inserted as is: already structural, with the additionalProperties of label maps that the
+    # translation above drops beside pydantic's own models
+    spec_schema["properties"]["template"] = {
+        **pod_template_schema(),
+        "description": spec_schema["properties"]["template"]["description"],
+    }
+    return spec_schema
 
 
 def crd_yaml() -> str:

@@ -43,6 +43,7 @@ async def _whoami(api: Any) -> str:
 
 
 async def _decide(args: argparse.Namespace) -> int:
+    """Write the decision's annotation on a Paused job and, with --wait, wait for the operator to act."""
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -66,28 +67,35 @@ async def _decide(args: argparse.Namespace) -> int:
             before = earlier[-1] if earlier else None  # the history is bounded: compare the newest
             body = {"metadata": {"annotations": {key: annotation_value(by, args.reason)}}}
             await custom.patch_namespaced_custom_object(
-                GROUP, VERSION, args.namespace, PLURAL, args.name, body, field_manager=FIELD_MANAGER,
+                GROUP,
+                VERSION,
+                args.namespace,
+                PLURAL,
+                args.name,
+                body,
+                field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",  # else the client picks JSON patch for a dict
-            )  # type: ignore[call-arg]  # fmt: skip
+            )  # type: ignore[call-arg]
             print(f"{args.command} of {args.namespace}/{args.name} by {by} written ({key})")
-            if not args.wait:
-                return 0
-            deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                obj = await custom.get_namespaced_custom_object(
-                    GROUP, VERSION, args.namespace, PLURAL, args.name
-                )
-                decisions = (obj.get("status") or {}).get("decisions") or []
-                if decisions and decisions[-1] != before:
-                    last = decisions[-1]
-                    print(f"{last['decision']} by {last['by']}; phase {obj['status'].get('phase')}")
-                    return 0
-            print(f"the operator did not act within {args.timeout:g} s", file=sys.stderr)
-            return 1
+            return await _wait_for_operator(custom, args, before) if args.wait else 0
         except ApiException as exc:
             print(f"{args.namespace}/{args.name}: {exc.status} {_message(exc)}", file=sys.stderr)
             return 2
+
+
+async def _wait_for_operator(custom: Any, args: argparse.Namespace, before: Any) -> int:
+    """Poll until status.decisions has a newer entry than `before` (0), or until --timeout (1)."""
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        obj = await custom.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.name)
+        decisions = (obj.get("status") or {}).get("decisions") or []
+        if decisions and decisions[-1] != before:
+            last = decisions[-1]
+            print(f"{last['decision']} by {last['by']}; phase {obj['status'].get('phase')}")
+            return 0
+    print(f"the operator did not act within {args.timeout:g} s", file=sys.stderr)
+    return 1
 
 
 def _message(exc: Any) -> str:
@@ -103,8 +111,10 @@ def decide(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    for command, what in (("approve", "continue a Paused job as if its gates passed"),
-                          ("reject", "halt a Paused job, as a failed gate")):  # fmt: skip
+    for command, what in (
+        ("approve", "continue a Paused job as if its gates passed"),
+        ("reject", "halt a Paused job, as a failed gate"),
+    ):
         p = sub.add_parser(
             command, help=what, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
         )

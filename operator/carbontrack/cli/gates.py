@@ -4,22 +4,21 @@
         --metrics m.json [--baseline b.json] [--tests junit.xml ...] [--coverage coverage.json] \\
         [--security scan.sarif] [--privacy p.json] [--junit out.xml] [--json out.json] [--markdown F]
 
-Inputs are read in the formats CI tools write, detected by content (core/ci_reports.py has the
+Inputs are read in the formats CI tools write, detected by content (core/gates/evidence/ has the
 parsers and the counting rules): JUnit XML or results.json for --tests, coverage.py JSON, Cobertura
 XML or `{"coverage": 0.91}` for --coverage, SARIF 2.1 or counts for --security. This module only
 reads files and writes reports.
 
 Exit status: 0 every gate passed, 1 a gate failed, 2 unusable input (a missing or empty path, a file
 that is not what its flag reads, an unknown key, a percentage where a fraction belongs, nothing to
-judge). Exit 1 always means the evidence was read and judged.
+judge). Exit 1 always means the evidence was read and judged. The reports it writes are built in
+cli/gates_reports.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.core.gates.ci_reports import (
+from carbontrack.cli.gates_reports import Input, json_report, junit, markdown, verdict_word
+from carbontrack.core.gates.evidence import (
     JUnitCounts,
     Parsed,
     PrivacyInput,
@@ -37,20 +37,12 @@ from carbontrack.core.gates.ci_reports import (
     read_security,
     read_tests,
 )
-from carbontrack.core.gates.judgement import Evidence, Report, TestResults, judge
+from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
 from carbontrack.core.gates.privacy import epsilon
 
 
 class UsageError(ValueError):
     """Input that cannot be judged: exit 2, never a traceback."""
-
-
-@dataclass(frozen=True)
-class Input:
-    flag: str
-    path: str
-    format: str
-    detail: str
 
 
 def _read(flag: str, path: str | None) -> str | None:
@@ -82,6 +74,7 @@ class Collected:
         self.sarif_files: list[str] = []
 
     def add(self, flag: str, path: str, parsed: Parsed) -> None:
+        """A file's fields; a field another file already gave is a usage error."""
         for key, value in parsed.fields.items():
             if key in self.fields:
                 raise UsageError(
@@ -101,11 +94,13 @@ class Collected:
         self.inputs.append(Input("--security", path, parsed.format, parsed.detail))
 
     def add_junit(self, path: str, counts: JUnitCounts) -> None:
+        """JUnit files add up into one pass rate."""
         self.junit += counts
         self.junit_files.append(path)
         self.inputs.append(Input("--tests", path, "JUnit XML", counts.describe()))
 
-    def tests(self) -> TestResults | None:
+    def tests(self) -> CiResults | None:
+        """The CI results the files gave, the JUnit files' pass rate included; None where none gave any."""
         fields = {k: v for k, (v, _) in self.fields.items()}
         if self.junit_files:
             if "passRate" in fields:
@@ -116,11 +111,14 @@ class Collected:
             fields["passRate"] = self.junit.pass_rate(", ".join(self.junit_files))
         if not fields:
             return None
-        return TestResults(
-            pass_rate=fields.get("passRate"), coverage=fields.get("coverage"),
-            critical=_int(fields.get("critical")), high=_int(fields.get("high")),
-            medium=_int(fields.get("medium")), low=_int(fields.get("low")),
-        )  # fmt: skip
+        return CiResults(
+            pass_rate=fields.get("passRate"),
+            coverage=fields.get("coverage"),
+            critical=_int(fields.get("critical")),
+            high=_int(fields.get("high")),
+            medium=_int(fields.get("medium")),
+            low=_int(fields.get("low")),
+        )
 
 
 def _int(value: float | int | None) -> int | None:
@@ -128,6 +126,7 @@ def _int(value: float | int | None) -> int | None:
 
 
 def _quality(args: argparse.Namespace, baseline: dict[str, float], path: str | None) -> dict[str, Any] | None:
+    """spec.gates.quality from --metric, its bounds and the baseline file's keys; None without --metric."""
     if not args.metric:
         if args.min_score is not None or args.max_regression is not None:
             raise UsageError("--min-score/--max-regression: expected --metric to name the metric they judge")
@@ -156,63 +155,24 @@ def _quality(args: argparse.Namespace, baseline: dict[str, float], path: str | N
     return quality
 
 
+@dataclass
+class Read:
+    """Everything the input files hold, before it is judged."""
+
+    got: Collected
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    privacy: PrivacyInput | None
+
+
 def evaluate(args: argparse.Namespace) -> tuple[Report, list[Input]]:
     """Read every input, build the spec the operator would judge, and judge it."""
-    got = Collected()
-    metrics: dict[str, float] = {}
-    baseline: dict[str, float] = {}
-    if (text := _read("--metrics", args.metrics)) is not None:
-        metrics = read_metrics(text, args.metrics)
-        got.inputs.append(Input("--metrics", args.metrics, "metrics JSON", f"{len(metrics)} metrics"))
-    if (text := _read("--baseline", args.baseline)) is not None:
-        baseline = read_metrics(text, args.baseline)
-        got.inputs.append(Input("--baseline", args.baseline, "metrics JSON", f"{len(baseline)} metrics"))
-    for path in args.tests or []:
-        text = _read("--tests", path)
-        assert text is not None
-        parsed, counts = read_tests(text, path)
-        if counts is not None:
-            got.add_junit(path, counts)
-        else:
-            got.add("--tests", path, parsed)
-    if (text := _read("--coverage", args.coverage)) is not None:
-        got.add("--coverage", args.coverage, read_coverage(text, args.coverage))
-    for path in args.security or []:
-        text = _read("--security", path)
-        assert text is not None
-        if path in [i.path for i in got.inputs if i.flag == "--security"]:
-            raise UsageError(f"{path}: given twice with --security")
-        parsed = read_security(text, path)
-        if parsed.format == "SARIF 2.1":
-            got.add_sarif(path, parsed)
-        else:
-            got.add("--security", path, parsed)
-    privacy: PrivacyInput | None = None
-    if (text := _read("--privacy", args.privacy)) is not None:
-        privacy = read_privacy(text, args.privacy)
-        got.inputs.append(
-            Input("--privacy", args.privacy, "privacy JSON", f"budget {privacy.epsilon_budget:g}")
-        )
-
-    gates: dict[str, Any] = {"context": args.context}
-    quality = _quality(args, baseline, args.baseline)
-    if quality:
-        gates["quality"] = quality
-    tests = got.tests()
-    if args.tests is not None or args.coverage is not None or args.security is not None:
-        gates["tests"] = {}
-    eps = None
-    if privacy is not None:
-        gates["privacy"] = {"epsilon": privacy.epsilon_budget, "delta": privacy.delta,
-                            "accountant": privacy.accountant}  # fmt: skip
-        if privacy.noise_multiplier is not None and privacy.sample_rate is not None:
-            eps = epsilon(privacy.noise_multiplier, privacy.sample_rate, privacy.steps, privacy.delta,
-                          privacy.accountant)  # fmt: skip
-    if len(gates) == 1:
-        raise UsageError(
-            "nothing to judge: expected at least one of --metric (with --min-score or --baseline), "
-            "--tests, --coverage, --security, --privacy"
-        )
+    read = _read_inputs(args)
+    privacy = read.privacy
+    quality = _quality(args, read.baseline, args.baseline)
+    tests = read.got.tests()
+    eps = _epsilon(privacy)
+    gates = _gates(args, quality, privacy)
     try:
         spec = CarbonTrackedJobSpec.model_validate(
             {"replicas": 1, "template": {}, "totalSteps": privacy.steps if privacy else 1, "gates": gates}
@@ -220,71 +180,88 @@ def evaluate(args: argparse.Namespace) -> tuple[Report, list[Input]]:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    evidence = Evidence(
-        metrics=metrics, tests=tests, epsilon_projected=eps,
-        epsilon_claimed=privacy.claimed_epsilon if privacy else None,
-    )  # fmt: skip
-    return judge(spec, evidence), got.inputs
+    claimed = privacy.claimed_epsilon if privacy else None
+    evidence = Evidence(metrics=read.metrics, tests=tests, epsilon_projected=eps, epsilon_claimed=claimed)
+    return judge(spec, evidence), read.got.inputs
 
 
-def _verdict(passed: bool, warning: bool) -> str:
-    return "FAIL" if not passed else "WARN" if warning else "PASS"
+def _read_inputs(args: argparse.Namespace) -> Read:
+    """Every file the flags name, in flag order, each read in the format its content shows."""
+    read = Read(Collected(), {}, {}, None)
+    got = read.got
+    if (text := _read("--metrics", args.metrics)) is not None:
+        read.metrics = read_metrics(text, args.metrics)
+        got.inputs.append(Input("--metrics", args.metrics, "metrics JSON", f"{len(read.metrics)} metrics"))
+    if (text := _read("--baseline", args.baseline)) is not None:
+        read.baseline = read_metrics(text, args.baseline)
+        got.inputs.append(Input("--baseline", args.baseline, "metrics JSON", f"{len(read.baseline)} metrics"))
+    for path in args.tests or []:
+        _add_tests(got, path)
+    if (text := _read("--coverage", args.coverage)) is not None:
+        got.add("--coverage", args.coverage, read_coverage(text, args.coverage))
+    for path in args.security or []:
+        _add_security(got, path)
+    if (text := _read("--privacy", args.privacy)) is not None:
+        read.privacy = read_privacy(text, args.privacy)
+        detail = f"budget {read.privacy.epsilon_budget:g}"
+        got.inputs.append(Input("--privacy", args.privacy, "privacy JSON", detail))
+    return read
 
 
-def junit(report: Report, path: str) -> None:
-    suite = ET.Element(
-        "testsuite", name="carbontrack-gates", tests=str(len(report.results)),
-        failures=str(len(report.failed())), errors="0", skipped="0",
-    )  # fmt: skip
-    for r in report.results:
-        case = ET.SubElement(suite, "testcase", classname="carbontrack.gates", name=r.name, time="0")
-        if not r.passed:
-            failure = ET.SubElement(case, "failure", message=r.message, type="GateFailed")
-            failure.text = f"observed={r.observed} threshold={r.threshold}"
-        elif r.warning:
-            ET.SubElement(case, "system-out").text = f"warning: {r.message}"
-    root = ET.Element("testsuites", name="carbontrack")
-    root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+def _add_tests(got: Collected, path: str) -> None:
+    """A `--tests` file: JUnit files add up, a results.json gives its fields once."""
+    text = _read("--tests", path)
+    assert text is not None
+    parsed, counts = read_tests(text, path)
+    if counts is not None:
+        got.add_junit(path, counts)
+    else:
+        got.add("--tests", path, parsed)
 
 
-def json_report(
-    context: str, code: int, report: Report | None, inputs: list[Input], error: str | None
-) -> str:
-    """The machine-readable report: exitCode 0/1/2, every gate's numbers, every input's format."""
-    doc: dict[str, Any] = {"context": context, "exitCode": code, "passed": code == 0}
-    if error is not None:
-        doc["error"] = error
-    if report is not None:
-        doc["summary"] = report.summary()
-        doc["gates"] = [r.model_dump(by_alias=True, mode="json") for r in report.results]
-    doc["inputs"] = [{"flag": i.flag, "path": i.path, "format": i.format, "detail": i.detail} for i in inputs]
-    return json.dumps(doc, indent=2) + "\n"
+def _add_security(got: Collected, path: str) -> None:
+    """A `--security` file: SARIF files add up, counts JSON gives its fields once."""
+    text = _read("--security", path)
+    assert text is not None
+    if path in [i.path for i in got.inputs if i.flag == "--security"]:
+        raise UsageError(f"{path}: given twice with --security")
+    parsed = read_security(text, path)
+    if parsed.format == "SARIF 2.1":
+        got.add_sarif(path, parsed)
+    else:
+        got.add("--security", path, parsed)
 
 
-def _cell(value: object) -> str:
-    text = "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+def _gates(
+    args: argparse.Namespace, quality: dict[str, Any] | None, privacy: PrivacyInput | None
+) -> dict[str, Any]:
+    """spec.gates for what the flags ask to judge; nothing to judge is a usage error."""
+    gates: dict[str, Any] = {"context": args.context}
+    if quality:
+        gates["quality"] = quality
+    if args.tests is not None or args.coverage is not None or args.security is not None:
+        gates["tests"] = {}
+    if privacy is not None:
+        gates["privacy"] = {
+            "epsilon": privacy.epsilon_budget,
+            "delta": privacy.delta,
+            "accountant": privacy.accountant,
+        }
+    if len(gates) == 1:
+        raise UsageError(
+            "nothing to judge: expected at least one of --metric (with --min-score or --baseline), "
+            "--tests, --coverage, --security, --privacy"
+        )
+    return gates
 
 
-def markdown(context: str, report: Report, inputs: list[Input]) -> str:
-    """A summary for a CI step summary page (GitHub's $GITHUB_STEP_SUMMARY renders it)."""
-    icon = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌"}
-    head = "passed" if report.all_passed() else "failed"
-    lines = [
-        f"### carbontrack gates ({context}): {head}, {report.summary()}",
-        "",
-        "| gate | verdict | observed | threshold | detail |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for r in report.results:
-        v = _verdict(r.passed, r.warning)
-        cells = (f"`{r.name}`", f"{icon[v]} {v}", _cell(r.observed), _cell(r.threshold), _cell(r.message))
-        lines.append("| " + " | ".join(cells) + " |")
-    if inputs:
-        lines += ["", "Inputs:", ""]
-        lines += [f"- `{i.flag} {_cell(i.path)}`: {i.format}, {_cell(i.detail)}" for i in inputs]
-    return "\n".join(lines) + "\n"
+def _epsilon(privacy: PrivacyInput | None) -> float | None:
+    """Epsilon recomputed from the privacy file's DP-SGD parameters; None without them."""
+    if privacy is None or privacy.noise_multiplier is None or privacy.sample_rate is None:
+        return None
+    return epsilon(
+        privacy.noise_multiplier, privacy.sample_rate, privacy.steps, privacy.delta, privacy.accountant
+    )
 
 
 def _write(path: str, text: str, *, append: bool = False) -> None:
@@ -296,9 +273,10 @@ def _write(path: str, text: str, *, append: bool = False) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
+    """`carbontrack gates check`: judge, print, write the reports asked for; returns the exit status."""
     try:
         report, inputs = evaluate(args)
-    except ValueError as exc:  # UsageError and ci_reports.ReportError: both name the file and key
+    except ValueError as exc:  # UsageError and evidence.ReportError: both name the file and key
         print(f"carbontrack gates: unusable input: {exc}", file=sys.stderr)
         if args.json:
             try:
@@ -308,7 +286,7 @@ def check(args: argparse.Namespace) -> int:
         return 2
     width = max((len(r.name) for r in report.results), default=10)
     for r in report.results:
-        print(f"{_verdict(r.passed, r.warning)}  {r.name:<{width}}  {r.message}")
+        print(f"{verdict_word(r.passed, r.warning)}  {r.name:<{width}}  {r.message}")
     print(f"\n{report.summary()} ({args.context})")
     code = 0 if report.all_passed() else 1
     try:
@@ -331,9 +309,11 @@ def add_parser(sub: Any) -> None:
     gates = sub.add_parser("gates", help="judge the gates from files, for CI pipelines")
     gsub = gates.add_subparsers(dest="gates_command", required=True)
     c = gsub.add_parser(
-        "check", help="print a report; exit 0 (pass), 1 (a gate failed) or 2 (unusable input)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "check",
+        help="print a report; exit 0 (pass), 1 (a gate failed) or 2 (unusable input)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("--context", choices=["development", "staging", "production"], default="production")
     c.add_argument("--metrics", help="eval metrics JSON: one flat object of name: number")
     c.add_argument("--metric", help="the quality metric to judge (a key of --metrics)")

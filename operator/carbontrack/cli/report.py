@@ -4,7 +4,7 @@
     carbontrack report llama -n ml --format csv > emissions.csv        # CodeCarbon's columns and units
     carbontrack report llama -n ml --format json
 
-It reads the job's status (core/report.py has the shapes and the units). `--training-type` says
+It reads the job's status (core/reports/report.py has the shapes and the units). `--training-type` says
 pre-training or fine-tuning; unset, the annotation `carbontrack.io/training-type` on the job, else
 fine-tuning. A job that is not finished is reported as measured so far, with a note on stderr.
 
@@ -23,10 +23,9 @@ from pydantic import ValidationError
 
 from carbontrack.api.contract import TRAINING_TYPE_ANNOTATION, Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJob
+from carbontrack.api.model_card import TRAINING_TYPES, TrainingType
 from carbontrack.cli.kube import load_config
 from carbontrack.core.reports.report import (
-    TRAINING_TYPES,
-    TrainingType,
     as_json,
     codecarbon_csv,
     model_card_yaml,

@@ -49,7 +49,7 @@ from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.gates import metric_gates as analysis
 from carbontrack.core.gates.evidence import tests_from
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 from carbontrack.core.rollout import halting
 from carbontrack.core.rollout.approvals import person_decision
 from carbontrack.core.rollout.evaluation import (
@@ -319,7 +319,7 @@ async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> No
 
 async def _tests_evidence(
     memo: kopf.Memo, namespace: str, spec: CarbonTrackedJobSpec, last: TestsEvidence | None
-) -> tuple[TestResults | None, TestsEvidence | None]:
+) -> tuple[CiResults | None, TestsEvidence | None]:
     """The spec's test evidence, overlaid with the ConfigMap CI writes. When the apiserver cannot
     give the ConfigMap now, the evidence the last judgement used stands: a restart or a busy
     apiserver changes no verdict. A ConfigMap that is gone (404) is not evidence any more."""

@@ -1,1 +1,1 @@
-"""Pure logic: attribution, emissions, gates, privacy, promotion. No I/O imports here (a test checks)."""
+"""Pure logic, one subpackage per concern; no I/O and no clock (lint-imports' "core and api do no I/O")."""

@@ -49,7 +49,7 @@ from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.accounting.emissions import kwh
 from carbontrack.core.accounting.folding import Limits
 from carbontrack.core.events import ConditionUpdate
-from carbontrack.core.gates.judgement import TestResults
+from carbontrack.core.gates.judgement import CiResults
 from carbontrack.core.rollout.evaluation import Gauges, Plan
 from carbontrack.core.rollout.promotion import State
 from carbontrack.intensity.static import Intensity
@@ -299,7 +299,7 @@ def ready_update(current: Mapping[str, Any], condition: ConditionUpdate, generat
     return {"conditions": _with_condition(current, condition, generation)}
 
 
-def tests_evidence(results: TestResults, source: str) -> TestsEvidence:
+def tests_evidence(results: CiResults, source: str) -> TestsEvidence:
     return TestsEvidence(
         pass_rate=results.pass_rate,
         coverage=results.coverage,
@@ -311,8 +311,8 @@ def tests_evidence(results: TestResults, source: str) -> TestsEvidence:
     )
 
 
-def tests_results(evidence: TestsEvidence) -> TestResults:
-    return TestResults(
+def tests_results(evidence: TestsEvidence) -> CiResults:
+    return CiResults(
         pass_rate=evidence.pass_rate,
         coverage=evidence.coverage,
         critical=evidence.critical,

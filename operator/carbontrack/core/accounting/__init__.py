@@ -1,1 +1,2 @@
-"""Energy and emissions accounting: per-job aggregation, folding, emissions, efficiency, attribution."""
+"""Energy and emissions accounting: per-job aggregation of sources, plausibility, folding, emissions,
+efficiency, attribution."""

@@ -135,6 +135,7 @@ class SequenceGaps:
     dropped_before: int = 0
 
     def see(self, client: str, seq: int) -> None:
+        """Count one datagram of `client` with sequence number `seq`."""
         if client != self.client:
             self.dropped_before = self.dropped
             self.client, self.first_seq, self.max_seq, self.received = client, seq, seq - 1, 0

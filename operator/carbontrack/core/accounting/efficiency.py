@@ -1,8 +1,8 @@
 """Energy per quality: what a unit of the quality metric gained cost, in joules and grams CO2e.
 
 The reference is the metric's first report (normally early in the canary), with the job's energy and
-emissions at the moment it arrived (core.aggregation keeps them, status.evidence.firstMetrics restores
-them). From there, `energy spent / metric gained`: J and g per unit of the metric in its own scale
+emissions at the moment it arrived (core.accounting.aggregation keeps them, status.evidence.firstMetrics
+restores them). From there, `energy spent / metric gained`: J and g per unit of the metric in its own scale
 (for accuracy in 0..1, divide by 100 for a percentage point). A metric that has not improved has no
 finite rate: `gain <= 0` leaves the rates unset, and the gate treats that as over any bound.
 """
@@ -29,8 +29,14 @@ def efficiency(quality: QualityGate | None, agg: JobAggregate) -> EfficiencyStat
     energy_j = max(agg.energy_j - ref_j, 0.0)
     grams = max(agg.emissions_g - ref_g, 0.0)
     return EfficiencyStatus(
-        metric=quality.metric, reference_step=ref_step, reference_value=ref_value, step=step, value=value,
-        gain=gain, energy_joules=energy_j, emissions_grams=grams,
+        metric=quality.metric,
+        reference_step=ref_step,
+        reference_value=ref_value,
+        step=step,
+        value=value,
+        gain=gain,
+        energy_joules=energy_j,
+        emissions_grams=grams,
         joules_per_metric_point=energy_j / gain if gain > 0 else None,
         grams_per_metric_point=grams / gain if gain > 0 else None,
-    )  # fmt: skip
+    )

@@ -1,9 +1,9 @@
 """Bounded telemetry state: finished sidecar boots fold into per-pod totals; pods and bytes are capped.
 
-Why: every (pod, boot id) was a full source in status. 6000 batches with distinct boot ids from one pod's
-token grew `status.telemetry.sources` until the apiserver refused the object ("etcdserver: request is
-too large", etcd's limit is 1.5 MiB) and status never changed again. A legitimate job with thousands of
-pods, or a sidecar that restarts a lot, approaches the same limit.
+Why: unbounded, every (pod, boot id) is a full source in status, so batches under fresh boot ids from
+one pod's token, a legitimate job with thousands of pods, or a sidecar that restarts a lot grow
+`status.telemetry.sources` until the apiserver refuses the object ("etcdserver: request is too large",
+etcd's limit is 1.5 MiB) and status never changes again.
 
 What is kept, per job:
 - at most `Limits.live_boots_per_pod` live sources per pod (the newest by arrival): a sidecar restart
@@ -24,7 +24,7 @@ Why a folded boot id list may be bounded without losing exactness: an honest sid
 under a boot that two newer boots of its pod have replaced (the process is gone). Only a holder of the
 pod's token can, and whatever boot id it uses, a remembered one (refused), one that fell off the list
 or a brand-new one, its energy is checked against the pod's ceiling (5 kW per GPU since the pod
-started) counted *with the folded totals*, exactly as a fresh boot id was before folding existed.
+started) counted *with the folded totals*, exactly as for any fresh boot id.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ status fields, kubectl's last-applied copy of the spec) keeps the other 1 MiB of
 
 @dataclass(frozen=True)
 class Limits:
+    """A job's telemetry bounds in status (see the module docstring); the operator's config sets the pod and
+    byte caps."""
+
     live_boots_per_pod: int = LIVE_BOOTS_PER_POD
     folded_ids_per_pod: int = FOLDED_IDS_PER_POD
     pods_per_job: int = PODS_PER_JOB
@@ -71,7 +74,7 @@ class PodFold:
         return boot_id in self.boot_ids
 
 
-# JSON size estimates: upper bounds of what status.py serializes (a unit test checks them against the
+# JSON size estimates: upper bounds of what state/status.py serializes (a unit test checks them against the
 # real serialization); text is counted as json.dumps escapes it, which UTF-8 storage never exceeds.
 _NUMBER = 25
 """The longest float or int repr with its separator (e.g. -1.2345678901234567e+308,)."""
@@ -88,6 +91,7 @@ def text_bytes(text: str) -> int:
 
 
 def source_bytes(pod: str, boot_id: str, method: str, method_reason: str, gpu_uuids: list[str]) -> int:
+    """The JSON size of one SourceStatus, at most."""
     return (
         SOURCE_FIXED_BYTES
         + text_bytes(pod)
@@ -99,4 +103,5 @@ def source_bytes(pod: str, boot_id: str, method: str, method_reason: str, gpu_uu
 
 
 def fold_bytes(fold: PodFold) -> int:
+    """The JSON size of one pod's folded boots in status, at most."""
     return FOLD_FIXED_BYTES + text_bytes(fold.pod) + sum(text_bytes(b) for b in fold.boot_ids)

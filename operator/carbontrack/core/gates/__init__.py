@@ -1,1 +1,1 @@
-"""Gate judgement: threshold profiles, metric gates, privacy accounting, evidence from CI reports."""
+"""Gate judgement: threshold profiles, metric gates, privacy accounting, evidence read from CI reports."""

@@ -16,12 +16,16 @@ from carbontrack.api.crd import (
     EfficiencyStatus,
     GateResult,
     GateVerdict,
+    QualityGate,
     Thresholds,
 )
 
 
 @dataclass(frozen=True)
 class Profile:
+    """A context's thresholds: floors for tests and coverage, caps for findings and for worsening vs
+    the baseline model, and whether missing evidence fails."""
+
     min_pass_rate: float
     min_coverage: float
     max_critical: int
@@ -50,6 +54,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def profile_for(context: Context, overrides: Thresholds | None) -> Profile:
+    """The context's profile with each threshold the spec sets in its place."""
     base = PROFILES[context]
     if overrides is None:
         return base
@@ -58,8 +63,8 @@ def profile_for(context: Context, overrides: Thresholds | None) -> Profile:
 
 
 @dataclass(frozen=True)
-class TestResults:
-    __test__ = False  # not a pytest class
+class CiResults:
+    """What CI reports of the tests and the security scan: None where a figure was not reported."""
 
     pass_rate: float | None = None
     coverage: float | None = None
@@ -74,7 +79,7 @@ class Evidence:
     """What the operator knows when it judges: reported metrics, test results, budgets' projections."""
 
     metrics: Mapping[str, float] = field(default_factory=dict)
-    tests: TestResults | None = None
+    tests: CiResults | None = None
     epsilon_projected: float | None = None
     epsilon_claimed: float | None = None
     emissions_projected_g: float | None = None
@@ -86,11 +91,13 @@ class Evidence:
     shared_gpu_energy_j: float = 0.0
     """Board energy of MIG or shared GPUs in the job's energy: not the job's alone."""
     efficiency: EfficiencyStatus | None = None
-    """Energy and emissions per unit of the quality metric gained (core.efficiency)."""
+    """Energy and emissions per unit of the quality metric gained (core.accounting.efficiency)."""
 
 
 @dataclass(frozen=True)
 class Report:
+    """Every gate's result of one judgement, in order, and the verdict they add up to."""
+
     results: tuple[GateResult, ...]
 
     def all_passed(self) -> bool:
@@ -110,11 +117,12 @@ class Report:
         return "Inconclusive" if self.inconclusive() else "Passed"
 
     def summary(self) -> str:
+        """One line for status.gateSummary and the CLI's reports: the first failure or inconclusive gate,
+        else the count."""
         failed = self.failed()
         if failed:
-            what = (
-                "error" if failed[0].verdict == "Error" else "failed"
-            )  # an unreadable provider, not a bad canary
+            # Error: an unreadable provider, not a bad canary
+            what = "error" if failed[0].verdict == "Error" else "failed"
             return f"{failed[0].name} {what}" + (f" (+{len(failed) - 1})" if len(failed) > 1 else "")
         unsure = self.inconclusive()
         if unsure:
@@ -144,20 +152,16 @@ def _at_most(name: str, observed: float | None, limit: float, what: str, prof: P
     if observed is None:
         return _missing(name, what, limit, prof)
     ok = observed <= limit or _close(observed, limit)
-    return GateResult(
-        name=name, passed=ok, observed=observed, threshold=limit,
-        message=f"{what} {observed:g} {'<=' if ok else '>'} {limit:g}",
-    )  # fmt: skip
+    message = f"{what} {observed:g} {'<=' if ok else '>'} {limit:g}"
+    return GateResult(name=name, passed=ok, observed=observed, threshold=limit, message=message)
 
 
 def _at_least(name: str, observed: float | None, floor: float, what: str, prof: Profile) -> GateResult:
     if observed is None:
         return _missing(name, what, floor, prof)
     ok = observed >= floor or _close(observed, floor)
-    return GateResult(
-        name=name, passed=ok, observed=observed, threshold=floor,
-        message=f"{what} {observed:g} {'>=' if ok else '<'} {floor:g}",
-    )  # fmt: skip
+    message = f"{what} {observed:g} {'>=' if ok else '<'} {floor:g}"
+    return GateResult(name=name, passed=ok, observed=observed, threshold=floor, message=message)
 
 
 def _score(
@@ -171,100 +175,158 @@ def _score(
     worse_than_fail = value < fail_bound if higher else value > fail_bound
     reaches_pass = value >= pass_bound if higher else value <= pass_bound
     if worse_than_fail and not _close(value, fail_bound):
-        op = "<" if higher else ">"
-        return GateResult(
-            name=name, passed=False, observed=value, threshold=fail_bound,
-            message=f"{metric} {value:g} {op} {fail_bound:g}",
-        )  # fmt: skip
+        message = f"{metric} {value:g} {'<' if higher else '>'} {fail_bound:g}"
+        return GateResult(name=name, passed=False, observed=value, threshold=fail_bound, message=message)
     if reaches_pass or _close(value, pass_bound):
-        op = ">=" if higher else "<="
-        return GateResult(
-            name=name, passed=True, observed=value, threshold=pass_bound,
-            message=f"{metric} {value:g} {op} {pass_bound:g}",
-        )  # fmt: skip
+        message = f"{metric} {value:g} {'>=' if higher else '<='} {pass_bound:g}"
+        return GateResult(name=name, passed=True, observed=value, threshold=pass_bound, message=message)
     low, high = sorted((fail_bound, pass_bound))
     return GateResult(
-        name=name, passed=False, verdict="Inconclusive", observed=value, threshold=pass_bound,
+        name=name,
+        passed=False,
+        verdict="Inconclusive",
+        observed=value,
+        threshold=pass_bound,
         message=f"{metric} {value:g} is between {low:g} and {high:g}: inconclusive, a person decides",
-    )  # fmt: skip
+    )
 
 
 def judge(spec: CarbonTrackedJobSpec, evidence: Evidence) -> Report:
-    """Every configured gate, in a stable order."""
+    """Every configured gate, in a stable order: quality, tests and security, privacy, carbon."""
     gates = spec.gates
     prof = profile_for(gates.context, gates.thresholds)
     out: list[GateResult] = []
-    q = gates.quality
-    if q is not None:
-        value = evidence.metrics.get(q.metric)
-        if q.min_score is not None and q.pass_score is not None and value is not None:
-            out.append(_score(value, q.min_score, q.pass_score, q.higher_is_better, q.metric))
-        elif q.min_score is not None:
-            if value is None or q.higher_is_better:
-                out.append(_at_least("quality.score", value, q.min_score, q.metric, prof))
-            else:
-                out.append(_at_most("quality.score", value, q.min_score, q.metric, prof))
-        if q.baseline is not None:
-            limit = q.max_regression if q.max_regression is not None else prof.max_regression
-            regression = (
-                None if value is None else (q.baseline - value if q.higher_is_better else value - q.baseline)
-            )
-            out.append(
-                _at_most("quality.regression", regression, limit, f"{q.metric} regression vs baseline", prof)
-            )
-        if q.baseline_latency_ms is not None:
-            limit = (
-                q.max_latency_increase if q.max_latency_increase is not None else prof.max_latency_increase
-            )
-            latency = evidence.metrics.get("latency_ms")
-            increase = None if latency is None else (latency - q.baseline_latency_ms) / q.baseline_latency_ms
-            out.append(_at_most("quality.latency", increase, limit, "relative latency increase", prof))
-        if q.baseline_samples_per_second is not None:
-            limit = (
-                q.max_throughput_decrease
-                if q.max_throughput_decrease is not None
-                else prof.max_throughput_decrease
-            )
-            base = q.baseline_samples_per_second
-            rate = evidence.metrics.get(q.throughput_metric)
-            drop = None if rate is None else (base - rate) / base
-            what = f"relative {q.throughput_metric} decrease"
-            out.append(_at_most("quality.throughput", drop, limit, what, prof))
-        if q.baseline_memory_mb is not None:
-            limit = q.max_memory_increase if q.max_memory_increase is not None else prof.max_memory_increase
-            memory = evidence.metrics.get(q.memory_metric)
-            growth = None if memory is None else (memory - q.baseline_memory_mb) / q.baseline_memory_mb
-            what = f"relative {q.memory_metric} increase"
-            out.append(_at_most("quality.memory", growth, limit, what, prof))
+    if gates.quality is not None:
+        out += _quality(gates.quality, evidence.metrics, prof)
     if gates.tests is not None:
-        t = evidence.tests or TestResults()
-        out.append(_at_least("tests.passRate", t.pass_rate, prof.min_pass_rate, "test pass rate", prof))
-        out.append(_at_least("tests.coverage", t.coverage, prof.min_coverage, "coverage", prof))
-        out.append(_at_most("security.critical", t.critical, prof.max_critical, "critical findings", prof))
-        out.append(_at_most("security.high", t.high, prof.max_high, "high findings", prof))
-        out.append(_at_most("security.medium", t.medium, prof.max_medium, "medium findings", prof))
-        if prof.max_low is not None:
-            out.append(_at_most("security.low", t.low, prof.max_low, "low findings", prof))
-        elif t.low is not None:
-            out.append(
-                GateResult(
-                    name="security.low", passed=True, observed=t.low,
-                    message=f"low findings {t.low} (no limit: set thresholds.maxLow to gate them)",
-                )
-            )  # fmt: skip
+        out += _ci_results(evidence.tests or CiResults(), prof)
     if gates.privacy is not None:
-        r = _at_most(
-            "privacy.epsilon", evidence.epsilon_projected, gates.privacy.epsilon,
-            f"epsilon projected to step {spec.total_steps}", prof,
-        )  # fmt: skip
-        if evidence.epsilon_claimed is not None:
-            r = r.model_copy(update={"message": f"{r.message} (the job claims {evidence.epsilon_claimed:g})"})
-        out.append(r)
+        out.append(_privacy(gates.privacy.epsilon, spec.total_steps, evidence, prof))
     if spec.carbon.budget_kg is not None:
         out.append(_carbon(spec, evidence, prof))
     if spec.carbon.max_grams_per_metric_point is not None:
         out.append(_per_point(spec.carbon.max_grams_per_metric_point, evidence, prof))
     return Report(tuple(out))
+
+
+def _quality(q: QualityGate, metrics: Mapping[str, float], prof: Profile) -> list[GateResult]:
+    """The score against its bounds, then each comparison with the baseline model the spec sets up."""
+    score = _quality_score(q, metrics.get(q.metric), prof)
+    versus = [c.judge(prof) for c in _versus_baseline(q, metrics, prof) if c.baseline is not None]
+    return versus if score is None else [score, *versus]
+
+
+def _quality_score(q: QualityGate, value: float | None, prof: Profile) -> GateResult | None:
+    """minScore alone is a floor (a ceiling when lower is better); with passScore, a band between."""
+    if q.min_score is not None and q.pass_score is not None and value is not None:
+        return _score(value, q.min_score, q.pass_score, q.higher_is_better, q.metric)
+    if q.min_score is None:
+        return None
+    if value is None or q.higher_is_better:
+        return _at_least("quality.score", value, q.min_score, q.metric, prof)
+    return _at_most("quality.score", value, q.min_score, q.metric, prof)
+
+
+@dataclass(frozen=True)
+class _VersusBaseline:
+    """One quality gate against the baseline model: how much worse the canary is, and the most allowed."""
+
+    name: str
+    what: str
+    baseline: float | None
+    """None: the spec does not set this baseline, and the gate is off."""
+    observed: float | None
+    worse_when_higher: bool
+    relative: bool
+    """The worsening as a fraction of the baseline (else in the metric's units)."""
+    limit: float
+
+    def judge(self, prof: Profile) -> GateResult:
+        return _at_most(self.name, self.worsening(), self.limit, self.what, prof)
+
+    def worsening(self) -> float | None:
+        """How much worse than the baseline the canary is (negative: better); None without a value."""
+        if self.observed is None or self.baseline is None:
+            return None
+        worse = self.observed - self.baseline if self.worse_when_higher else self.baseline - self.observed
+        return worse / self.baseline if self.relative else worse
+
+
+def _limit(override: float | None, profile_limit: float) -> float:
+    """The spec's limit where it sets one, else the context profile's."""
+    return profile_limit if override is None else override
+
+
+def _versus_baseline(
+    q: QualityGate, metrics: Mapping[str, float], prof: Profile
+) -> tuple[_VersusBaseline, ...]:
+    """The comparisons with the baseline model, in the order they are reported."""
+    return (
+        _VersusBaseline(
+            "quality.regression",
+            f"{q.metric} regression vs baseline",
+            q.baseline,
+            metrics.get(q.metric),
+            worse_when_higher=not q.higher_is_better,
+            relative=False,
+            limit=_limit(q.max_regression, prof.max_regression),
+        ),
+        _VersusBaseline(
+            "quality.latency",
+            "relative latency increase",
+            q.baseline_latency_ms,
+            metrics.get("latency_ms"),
+            worse_when_higher=True,
+            relative=True,
+            limit=_limit(q.max_latency_increase, prof.max_latency_increase),
+        ),
+        _VersusBaseline(
+            "quality.throughput",
+            f"relative {q.throughput_metric} decrease",
+            q.baseline_samples_per_second,
+            metrics.get(q.throughput_metric),
+            worse_when_higher=False,
+            relative=True,
+            limit=_limit(q.max_throughput_decrease, prof.max_throughput_decrease),
+        ),
+        _VersusBaseline(
+            "quality.memory",
+            f"relative {q.memory_metric} increase",
+            q.baseline_memory_mb,
+            metrics.get(q.memory_metric),
+            worse_when_higher=True,
+            relative=True,
+            limit=_limit(q.max_memory_increase, prof.max_memory_increase),
+        ),
+    )
+
+
+def _ci_results(t: CiResults, prof: Profile) -> list[GateResult]:
+    """Pass rate and coverage against their floors, findings by severity against their caps. Low findings
+    are shown, and gated only where thresholds.maxLow sets a cap."""
+    out = [
+        _at_least("tests.passRate", t.pass_rate, prof.min_pass_rate, "test pass rate", prof),
+        _at_least("tests.coverage", t.coverage, prof.min_coverage, "coverage", prof),
+        _at_most("security.critical", t.critical, prof.max_critical, "critical findings", prof),
+        _at_most("security.high", t.high, prof.max_high, "high findings", prof),
+        _at_most("security.medium", t.medium, prof.max_medium, "medium findings", prof),
+    ]
+    if prof.max_low is not None:
+        out.append(_at_most("security.low", t.low, prof.max_low, "low findings", prof))
+    elif t.low is not None:
+        message = f"low findings {t.low} (no limit: set thresholds.maxLow to gate them)"
+        out.append(GateResult(name="security.low", passed=True, observed=t.low, message=message))
+    return out
+
+
+def _privacy(budget: float, total_steps: int, evidence: Evidence, prof: Profile) -> GateResult:
+    """Epsilon projected to totalSteps against the budget; what the job claims is shown beside it."""
+    what = f"epsilon projected to step {total_steps}"
+    result = _at_most("privacy.epsilon", evidence.epsilon_projected, budget, what, prof)
+    if evidence.epsilon_claimed is None:
+        return result
+    message = f"{result.message} (the job claims {evidence.epsilon_claimed:g})"
+    return result.model_copy(update={"message": message})
 
 
 def _per_point(limit: float, evidence: Evidence, prof: Profile) -> GateResult:
@@ -281,11 +343,11 @@ def _per_point(limit: float, evidence: Evidence, prof: Profile) -> GateResult:
             name, "quality metric", limit, prof, "the quality metric has not been reported twice yet"
         )
     if e.grams_per_metric_point is None:
-        return GateResult(
-            name=name, passed=False, threshold=limit,
-            message=f"{e.metric} gained {e.gain:g} since step {e.reference_step}: "
-            f"{e.emissions_grams:.3g} gCO2e spent for no gain",
-        )  # fmt: skip
+        message = (
+            f"{e.metric} gained {e.gain:g} since step {e.reference_step}: "
+            f"{e.emissions_grams:.3g} gCO2e spent for no gain"
+        )
+        return GateResult(name=name, passed=False, threshold=limit, message=message)
     what = f"gCO2e per unit of {e.metric} gained since step {e.reference_step}"
     return _at_most(name, e.grams_per_metric_point, limit, what, prof)
 

@@ -100,25 +100,36 @@ def collecting(gate: MetricGate, h: MetricHistory) -> bool:
 
 
 def record(
-    gate: MetricGate, h: MetricHistory, global_step: int, at: dt.datetime,
-    value: float | None = None, error: str | None = None,
-) -> MetricHistory:  # fmt: skip
+    gate: MetricGate,
+    h: MetricHistory,
+    global_step: int,
+    at: dt.datetime,
+    value: float | None = None,
+    error: str | None = None,
+) -> MetricHistory:
     """`h` with one more measurement: a value, or the error that prevented one."""
     if error is not None or value is None:
         m = Measurement(
             stage=h.stage, step=global_step, at=at, verdict="Error", message=(error or "no value")[:512]
         )
         return h.model_copy(
-            update={"errors": h.errors + 1, "consecutive_errors": h.consecutive_errors + 1,
-                    "measurements": [*h.measurements, m][-HISTORY:]}
-        )  # fmt: skip
+            update={
+                "errors": h.errors + 1,
+                "consecutive_errors": h.consecutive_errors + 1,
+                "measurements": [*h.measurements, m][-HISTORY:],
+            }
+        )
     verdict, message = classify(gate, value)
     m = Measurement(stage=h.stage, step=global_step, at=at, verdict=verdict, value=value, message=message)
     return h.model_copy(
-        update={"measured": h.measured + 1, "failed": h.failed + (verdict == "Failed"),
-                "inconclusive": h.inconclusive + (verdict == "Inconclusive"), "consecutive_errors": 0,
-                "measurements": [*h.measurements, m][-HISTORY:]}
-    )  # fmt: skip
+        update={
+            "measured": h.measured + 1,
+            "failed": h.failed + (verdict == "Failed"),
+            "inconclusive": h.inconclusive + (verdict == "Inconclusive"),
+            "consecutive_errors": 0,
+            "measurements": [*h.measurements, m][-HISTORY:],
+        }
+    )
 
 
 def verdict(gate: MetricGate, h: MetricHistory) -> GateResult:
@@ -133,16 +144,18 @@ def verdict(gate: MetricGate, h: MetricHistory) -> GateResult:
 
     def result(v: GateVerdict, message: str) -> GateResult:
         return GateResult(
-            name=name, passed=v == "Passed", verdict=v, observed=observed, threshold=threshold,
+            name=name,
+            passed=v == "Passed",
+            verdict=v,
+            observed=observed,
+            threshold=threshold,
             message=f"{message} ({counts})",
-        )  # fmt: skip
+        )
 
     if h.consecutive_errors > gate.consecutive_error_limit:
         why = last.message if last is not None else ""
-        return result(
-            "Error", f"{h.consecutive_errors} errors in a row > consecutiveErrorLimit "
-            f"{gate.consecutive_error_limit}: {why}",
-        )  # fmt: skip
+        limit = f"consecutiveErrorLimit {gate.consecutive_error_limit}"
+        return result("Error", f"{h.consecutive_errors} errors in a row > {limit}: {why}")
     if h.failed > gate.failure_limit:
         failed = next((m for m in reversed(h.measurements) if m.verdict == "Failed"), None)
         why = failed.message if failed is not None else ""

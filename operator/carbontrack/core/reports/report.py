@@ -21,21 +21,44 @@ from typing import Any
 import yaml
 
 from carbontrack.api.crd import CarbonTrackedJob
-from carbontrack.api.model_card import SOURCE as SOURCE  # re-exported: report_cli and tests read them here
-from carbontrack.api.model_card import TRAINING_TYPES as TRAINING_TYPES
-from carbontrack.api.model_card import TrainingType as TrainingType
-from carbontrack.api.model_card import co2_eq_emissions, gpu_models
+from carbontrack.api.model_card import TrainingType, co2_eq_emissions, gpu_models
 from carbontrack.api.model_card import hardware_used as _hardware_used
 from carbontrack.core.accounting.emissions import kwh
 
 # CodeCarbon's emissions.csv header (2.x), in its order.
 CODECARBON_COLUMNS: tuple[str, ...] = (
-    "timestamp", "project_name", "run_id", "duration", "emissions", "emissions_rate", "cpu_power",
-    "gpu_power", "ram_power", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "country_name",
-    "country_iso_code", "region", "cloud_provider", "cloud_region", "os", "python_version",
-    "codecarbon_version", "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
-    "ram_total_size", "tracking_mode", "on_cloud", "pue",
-)  # fmt: skip
+    "timestamp",
+    "project_name",
+    "run_id",
+    "duration",
+    "emissions",
+    "emissions_rate",
+    "cpu_power",
+    "gpu_power",
+    "ram_power",
+    "cpu_energy",
+    "gpu_energy",
+    "ram_energy",
+    "energy_consumed",
+    "country_name",
+    "country_iso_code",
+    "region",
+    "cloud_provider",
+    "cloud_region",
+    "os",
+    "python_version",
+    "codecarbon_version",
+    "cpu_count",
+    "cpu_model",
+    "gpu_count",
+    "gpu_model",
+    "longitude",
+    "latitude",
+    "ram_total_size",
+    "tracking_mode",
+    "on_cloud",
+    "pue",
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,7 @@ def _time(value: Any) -> dt.datetime | None:
 
 
 def run_report(job: CarbonTrackedJob) -> RunReport:
+    """The figures of one job, from its metadata, spec and status; a job without status is an error."""
     status = job.status
     meta = job.metadata
     if status is None:
@@ -105,7 +129,7 @@ def run_report(job: CarbonTrackedJob) -> RunReport:
 
 
 def hardware_used(gpu_names: tuple[str, ...]) -> str:
-    """`8 x NVIDIA H100 80GB HBM3` (core.model_card.hardware_used), from one name per GPU seen."""
+    """`8 x NVIDIA H100 80GB HBM3` (api.model_card.hardware_used), from one name per GPU seen."""
     return _hardware_used(gpu_models(gpu_names))
 
 

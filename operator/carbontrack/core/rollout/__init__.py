@@ -1,1 +1,2 @@
-"""The rollout: the promotion state machine, one judgement round, the halt protocol, approvals."""
+"""The rollout: the promotion state machine, one judgement round and its conditions, the halt
+protocol, approvals."""

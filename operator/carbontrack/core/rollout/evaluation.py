@@ -23,13 +23,14 @@ from carbontrack.api.crd import (
     ScheduleStatus,
     TestsEvidence,
 )
-from carbontrack.core.accounting.aggregation import JobAggregate, Verdict
+from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.accounting.efficiency import efficiency
 from carbontrack.core.events import ConditionUpdate, Event
 from carbontrack.core.gates import metric_gates as analysis
-from carbontrack.core.gates.judgement import Evidence, Report, TestResults, judge
+from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
 from carbontrack.core.gates.privacy import Accountant, epsilon
 from carbontrack.core.rollout import halting
+from carbontrack.core.rollout.conditions import intensity_resolved, telemetry_accepted, zone_resolved
 from carbontrack.core.rollout.promotion import Decision, PersonDecision, State, step
 from carbontrack.core.scheduling.deferral import with_savings
 
@@ -39,7 +40,7 @@ class EpsilonQuery:
     """The accountant's inputs: epsilon now (at the global step) and projected to totalSteps.
 
     Computing it can take close to a second (PLD), so the handler runs `compute` in a thread; results
-    are cached by these inputs (core.privacy.epsilon is memoised).
+    are cached by these inputs (core.gates.privacy.epsilon is memoised).
     """
 
     noise_multiplier: float
@@ -50,6 +51,7 @@ class EpsilonQuery:
     accountant: Accountant
 
     def compute(self) -> tuple[float, float]:
+        """(epsilon now, epsilon at totalSteps)."""
         args = (self.noise_multiplier, self.sample_rate)
         now = epsilon(*args, self.step_now, self.delta, self.accountant)
         total = epsilon(*args, self.total_steps, self.delta, self.accountant)
@@ -62,13 +64,19 @@ def epsilon_query(spec: CarbonTrackedJobSpec, agg: JobAggregate) -> EpsilonQuery
     if privacy is None or agg.dp is None:
         return None
     return EpsilonQuery(
-        agg.dp.noise_multiplier, agg.dp.sample_rate, agg.global_step, spec.total_steps,
-        privacy.delta, privacy.accountant,
-    )  # fmt: skip
+        agg.dp.noise_multiplier,
+        agg.dp.sample_rate,
+        agg.global_step,
+        spec.total_steps,
+        privacy.delta,
+        privacy.accountant,
+    )
 
 
 @dataclass(frozen=True)
 class Inputs:
+    """Everything one judgement of a job reads, gathered by the handler."""
+
     spec: CarbonTrackedJobSpec
     generation: int
     state: State
@@ -77,7 +85,7 @@ class Inputs:
     """status.replicas: the scale the Job was last given."""
     aggregate: JobAggregate
     intensity_g_per_kwh: float
-    tests: TestResults | None = None
+    tests: CiResults | None = None
     tests_evidence: TestsEvidence | None = None
     epsilons: tuple[float, float] | None = None
     """(now, projected) from EpsilonQuery.compute, or None."""
@@ -136,11 +144,13 @@ class Gauges:
     deferred_s: float | None = None
     """Time the carbon-aware start waited (None: the job has no deferral)."""
     emissions_avoided_g: float | None = None
-    """Estimated emissions the deferral avoided (core.deferral.avoided_g)."""
+    """Estimated emissions the deferral avoided (core.scheduling.deferral.avoided_g)."""
 
 
 @dataclass(frozen=True)
 class Plan:
+    """What the handler applies after a judgement: the Job's scale, the status fields, Events, gauges."""
+
     decision: Decision
     generation: int
     scale: JobScale | None
@@ -157,7 +167,7 @@ class Plan:
     measurements: tuple[MetricHistory, ...] | None = None
     """status.measurements, when the spec has metric gates."""
     halt: HaltStatus | None = None
-    """status.halt after this round (core.halting)."""
+    """status.halt after this round (core.rollout.halting)."""
     workers_moved: bool = False
     """The workers stop or start again this round (a halt done, or a resume), not only a resize: under
     Kueue only this moves the Workload's active (a first scale must not reactivate a Workload that Kueue
@@ -200,68 +210,116 @@ def evaluate(inputs: Inputs) -> Plan:
     """The promotion step with the gates judged lazily on what `inputs` hold, and what follows from it."""
     spec, agg = inputs.spec, inputs.aggregate
     projected = _projection(inputs)
-    claimed = agg.dp.accountant_epsilon if agg.dp is not None else None
     per_point = efficiency(spec.gates.quality, agg)
-
-    histories = analysis.by_name(inputs.metrics)
-    metric_gates = [
-        (
-            g,
-            analysis.current(
-                histories.get(g.name), g.name, inputs.state.stage, inputs.state.stage_start_step
-            ),
-        )
-        for g in spec.gates.metrics
-    ]
+    metric_gates = _metric_gates(inputs)
     # Metric gates judge a stage's own measurements: a halted job re-judged by an edit leaves them to
     # the resumed stage, which measures them afresh before it is promoted.
     measuring = inputs.state.phase in (Phase.CANARY, Phase.PROMOTING)
-
-    def judge_now() -> Report:
-        evidence = Evidence(
-            metrics={k: v for k, (_, v) in agg.evals.items()}, tests=inputs.tests,
-            epsilon_projected=inputs.epsilons[1] if inputs.epsilons else None, epsilon_claimed=claimed,
-            emissions_projected_g=projected.emissions_grams if projected else None,
-            energy_measured=agg.energy_measured,
-            emissions_projected_upper_g=agg.projection_upper_g(
-                spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
-            ),
-            shared_gpu_energy_j=agg.shared_energy_j, efficiency=per_point,
-        )  # fmt: skip
-        report = judge(spec, evidence)
-        if not measuring:
-            return report
-        return Report((*report.results, *(analysis.verdict(g, h) for g, h in metric_gates)))
-
+    judged_gates = metric_gates if measuring else []
     decision = step(
-        spec, inputs.state, global_step=agg.global_step, generation=inputs.generation,
-        judge=judge_now, over_budget=lambda: _over_budget(inputs), person=inputs.person,
-        collecting=measuring and any(analysis.collecting(g, h) for g, h in metric_gates),
-    )  # fmt: skip
+        spec,
+        inputs.state,
+        global_step=agg.global_step,
+        generation=inputs.generation,
+        judge=lambda: _judge(inputs, projected, per_point, judged_gates),
+        over_budget=lambda: _over_budget(inputs),
+        person=inputs.person,
+        collecting=any(analysis.collecting(g, h) for g, h in judged_gates),
+    )
     held_before = suspended(spec, inputs.state.phase)
     was_stopped = halting.workers_stopped(held_before, inputs.halt)
-    halt = halting.progress(
-        wants_stop=decision.suspend or spec.suspend or inputs.grid_hold, stopped_before=held_before,
-        halt=inputs.halt,
-        checkpoint=inputs.checkpoint, grace_s=spec.halt.grace_period_seconds, now=inputs.now,
-        step=agg.global_step,
-    )  # fmt: skip
-    scale = None
-    if decision.replicas != inputs.replicas or halt.stop_workers != was_stopped:
-        resume = was_stopped and not halt.stop_workers
-        scale = JobScale(decision.replicas, halt.stop_workers, resume, inputs.checkpoint if resume else None)
-    conditions: list[ConditionUpdate] = []
-    if decision.events:
-        last = decision.events[-1]
-        ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
-        conditions.append(ConditionUpdate("Ready", ready, last.reason, last.message))
-    zone_conditions, zone_events = _zone(inputs)
-    telemetry_conditions, telemetry_events = _telemetry(inputs)
-    intensity_conditions, intensity_events = _intensity(inputs)
-    report = decision.report
+    halt = _halt(inputs, decision, held_before)
     shown = inputs.shown_energy_j if inputs.shown_energy_j is not None else agg.energy_j
     schedule = with_savings(inputs.schedule, shown, spec.carbon.pue) or inputs.schedule
-    gauges = Gauges(
+    updates, events = _conditions_and_events(inputs, decision, halt)
+    return Plan(
+        decision=decision,
+        generation=inputs.generation,
+        scale=_scale(inputs, decision, halt, was_stopped),
+        gauges=_gauges(inputs, decision, schedule),
+        epsilon=inputs.epsilons[0] if inputs.epsilons else None,
+        epsilon_claimed=_claimed_epsilon(agg),
+        projected=projected,
+        tests_evidence=inputs.tests_evidence,
+        conditions=updates,
+        events=events,
+        clear_decision=inputs.person is not None and decision.state.consumed_decision == inputs.person.token,
+        measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
+        halt=halt.halt,
+        workers_moved=halt.stop_workers != was_stopped,
+        efficiency=per_point,
+        schedule=schedule,
+    )
+
+
+def _metric_gates(inputs: Inputs) -> list[tuple[MetricGate, MetricHistory]]:
+    """Each metric gate of the spec with its counts for the current stage."""
+    histories = analysis.by_name(inputs.metrics)
+    state = inputs.state
+    return [
+        (g, analysis.current(histories.get(g.name), g.name, state.stage, state.stage_start_step))
+        for g in inputs.spec.gates.metrics
+    ]
+
+
+def _claimed_epsilon(agg: JobAggregate) -> float | None:
+    """The epsilon the trainer's own accountant reports: shown beside the operator's, never judged."""
+    return agg.dp.accountant_epsilon if agg.dp is not None else None
+
+
+def _judge(
+    inputs: Inputs,
+    projected: Projection | None,
+    per_point: EfficiencyStatus | None,
+    metric_gates: list[tuple[MetricGate, MetricHistory]],
+) -> Report:
+    """The spec's gates on the evidence `inputs` hold, then the verdicts of the metric gates given."""
+    spec, agg = inputs.spec, inputs.aggregate
+    evidence = Evidence(
+        metrics={k: v for k, (_, v) in agg.evals.items()},
+        tests=inputs.tests,
+        epsilon_projected=inputs.epsilons[1] if inputs.epsilons else None,
+        epsilon_claimed=_claimed_epsilon(agg),
+        emissions_projected_g=projected.emissions_grams if projected else None,
+        energy_measured=agg.energy_measured,
+        emissions_projected_upper_g=agg.projection_upper_g(
+            spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
+        ),
+        shared_gpu_energy_j=agg.shared_energy_j,
+        efficiency=per_point,
+    )
+    report = judge(spec, evidence)
+    if not metric_gates:
+        return report
+    return Report((*report.results, *(analysis.verdict(g, h) for g, h in metric_gates)))
+
+
+def _halt(inputs: Inputs, decision: Decision, held_before: bool) -> halting.HaltProgress:
+    """One round of the checkpointing halt: the job stops for the decision, spec.suspend or a dirty grid."""
+    return halting.progress(
+        wants_stop=decision.suspend or inputs.spec.suspend or inputs.grid_hold,
+        stopped_before=held_before,
+        halt=inputs.halt,
+        checkpoint=inputs.checkpoint,
+        grace_s=inputs.spec.halt.grace_period_seconds,
+        now=inputs.now,
+        step=inputs.aggregate.global_step,
+    )
+
+
+def _scale(
+    inputs: Inputs, decision: Decision, halt: halting.HaltProgress, was_stopped: bool
+) -> JobScale | None:
+    """The Job's new scale and suspend, or None when it already has them."""
+    if decision.replicas == inputs.replicas and halt.stop_workers == was_stopped:
+        return None
+    resume = was_stopped and not halt.stop_workers
+    return JobScale(decision.replicas, halt.stop_workers, resume, inputs.checkpoint if resume else None)
+
+
+def _gauges(inputs: Inputs, decision: Decision, schedule: ScheduleStatus | None) -> Gauges:
+    spec, report = inputs.spec, decision.report
+    return Gauges(
         phase=decision.state.phase,
         epsilon=inputs.epsilons[0] if inputs.epsilons else None,
         epsilon_budget=spec.gates.privacy.epsilon if spec.gates.privacy else None,
@@ -270,19 +328,27 @@ def evaluate(inputs: Inputs) -> Plan:
         deferred_s=inputs.schedule.deferred_seconds if inputs.schedule else None,
         emissions_avoided_g=schedule.emissions_avoided_grams_estimate if schedule else None,
     )
-    return Plan(
-        decision=decision, generation=inputs.generation, scale=scale, gauges=gauges,
-        epsilon=inputs.epsilons[0] if inputs.epsilons else None, epsilon_claimed=claimed,
-        projected=projected, tests_evidence=inputs.tests_evidence,
-        conditions=(*conditions, *zone_conditions, *telemetry_conditions, *intensity_conditions),
-        events=(*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events),
-        clear_decision=inputs.person is not None
-        and decision.state.consumed_decision == inputs.person.token,
-        measurements=_for_new_stage(metric_gates, decision.state) if metric_gates else None,
-        halt=halt.halt, workers_moved=halt.stop_workers != was_stopped,
-        efficiency=per_point,
-        schedule=schedule,
-    )  # fmt: skip
+
+
+def _conditions_and_events(
+    inputs: Inputs, decision: Decision, halt: halting.HaltProgress
+) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
+    """Ready from the decision's last Event, then ZoneResolved, TelemetryAccepted and IntensityResolved;
+    the decision's and the halt's Events, then those of the three conditions."""
+    ready: tuple[ConditionUpdate, ...] = ()
+    if decision.events:
+        last = decision.events[-1]
+        is_ready = decision.state.phase not in (Phase.HALTED, Phase.PAUSED)
+        ready = (ConditionUpdate("Ready", is_ready, last.reason, last.message),)
+    zone_conditions, zone_events = zone_resolved(
+        inputs.zone, inputs.zone_known, inputs.zone_warned, inputs.intensity_g_per_kwh
+    )
+    telemetry_conditions, telemetry_events = telemetry_accepted(inputs.aggregate, inputs.telemetry_warned)
+    intensity_conditions, intensity_events = intensity_resolved(
+        inputs.intensity_problem, inputs.intensity_warned
+    )
+    updates = (*ready, *zone_conditions, *telemetry_conditions, *intensity_conditions)
+    return updates, (*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events)
 
 
 def _for_new_stage(
@@ -300,68 +366,6 @@ def suspended(spec: CarbonTrackedJobSpec, phase: Phase | None) -> bool:
     return phase in (Phase.HALTED, Phase.DEFERRED) or (
         phase == Phase.PAUSED and spec.gates.suspend_when_paused
     )
-
-
-def _zone(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
-    """ZoneResolved: a misspelt zone must not bill the world average with only a hint in a source.
-    Shown while the zone is unknown, and turned True when it is fixed; absent for a job never warned."""
-    if inputs.zone_known:
-        if not inputs.zone_warned:
-            return (), ()
-        return (ConditionUpdate("ZoneResolved", True, "ZoneKnown", f"grid zone {inputs.zone}"),), ()
-    message = (
-        f"grid zone {inputs.zone!r} is in no intensity table: emissions use the world average, "
-        f"{inputs.intensity_g_per_kwh:g} gCO2e/kWh; set spec.carbon.zone to a known zone"
-    )
-    condition = ConditionUpdate("ZoneResolved", False, "UnknownZone", message)
-    return (condition,), () if inputs.zone_warned else (Event("Warning", "UnknownZone", message),)
-
-
-def _intensity(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
-    """IntensityResolved: a live provider whose key cannot be read (a 403 on the job's Secret) was once
-    only a log line; the job then uses the static table's figure, and says so here."""
-    if inputs.intensity_problem is None:
-        if not inputs.intensity_warned:
-            return (), ()
-        ok = ConditionUpdate(
-            "IntensityResolved", True, "ProviderKeyRead", "the intensity provider's key was read"
-        )
-        return (ok,), ()
-    condition = ConditionUpdate("IntensityResolved", False, "SecretUnreadable", inputs.intensity_problem)
-    if inputs.intensity_warned:
-        return (condition,), ()
-    return (condition,), (Event("Warning", "IntensitySecretUnreadable", inputs.intensity_problem),)
-
-
-def _telemetry(inputs: Inputs) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
-    """TelemetryAccepted: status had no room for a pod or a source (core.folding), so the totals may miss
-    its energy; said in a condition and once in an Event, not only in a counter. The message carries no
-    count (status.telemetry.refused has them), so an ongoing refusal does not rewrite it every round."""
-    refusals = inputs.aggregate.capacity_refusals()
-    limits = inputs.aggregate.limits
-    if not refusals:
-        if not inputs.telemetry_warned:
-            return (), ()
-        return (
-            ConditionUpdate("TelemetryAccepted", True, "AllAccepted", "status has room for telemetry"),
-        ), ()
-    parts = []
-    if Verdict.TOO_MANY_PODS in refusals:
-        parts.append(f"batches from pods beyond the {limits.pods_per_job} a job's status holds")
-    if Verdict.STATUS_FULL in refusals:
-        parts.append(
-            f"new sources that would take status.telemetry past {limits.status_budget_bytes} bytes "
-            "(of etcd's 1.5 MiB per object)"
-        )
-    reason = "PodLimit" if refusals.keys() == {Verdict.TOO_MANY_PODS} else "StatusSizeLimit"
-    if len(refusals) > 1:
-        reason = "StatusLimits"
-    message = (
-        f"telemetry refused for room: {' and '.join(parts)}; their energy is not in the totals "
-        "(status.telemetry.refused counts the batches; their sidecars keep sending cumulative counters)"
-    )
-    condition = ConditionUpdate("TelemetryAccepted", False, reason, message)
-    return (condition,), () if inputs.telemetry_warned else (Event("Warning", "TelemetryRefused", message),)
 
 
 def job_outcome(conditions: list[dict[str, object]] | None) -> tuple[Phase, str] | None:

@@ -25,6 +25,8 @@ from carbontrack.core.events import Event
 
 @dataclass(frozen=True)
 class HaltProgress:
+    """Where a halt stands after this round, and whether the workers stop now."""
+
     halt: HaltStatus | None
     """status.halt after this round (None: no halt, or the job resumed)."""
     stop_workers: bool

@@ -37,6 +37,8 @@ PauseReason = Literal["Inconclusive", "ApprovalRequired"]
 
 @dataclass(frozen=True)
 class State:
+    """Where a job is in its promotion, as status holds it: all a restarted operator needs."""
+
     phase: Phase = Phase.PENDING
     stage: int = -1
     """-1: the canary; i >= 0: spec.canary.stages[i]."""
@@ -65,6 +67,8 @@ class PersonDecision:
 
 @dataclass(frozen=True)
 class Decision:
+    """The next state, the Job's scale and suspend, the report it was judged on, and what to tell people."""
+
     state: State
     replicas: int
     suspend: bool
@@ -75,6 +79,7 @@ class Decision:
 
 
 def stage_replicas(spec: CarbonTrackedJobSpec, stage: int) -> int:
+    """Workers at a stage: the canary's, or the stage's percentage of replicas (never below the canary)."""
     if stage < 0:
         return spec.canary.replicas
     return max(spec.canary.replicas, math.ceil(spec.replicas * spec.canary.stages[stage] / 100))
@@ -100,6 +105,28 @@ def _paused(state: State, reason: PauseReason) -> State:
     return replace(state, phase=Phase.PAUSED, paused_from=state.phase, pause_reason=reason)
 
 
+@dataclass(frozen=True)
+class _Round:
+    """What one step knows: the spec, the state as status holds it, and how to judge on demand."""
+
+    spec: CarbonTrackedJobSpec
+    state: State
+    global_step: int
+    generation: int
+    judge: Callable[[], Report]
+    over_budget: Callable[[], str | None]
+    collecting: bool = False
+
+    @property
+    def replicas(self) -> int:
+        """The scale of the stage the job is in."""
+        return stage_replicas(self.spec, self.state.stage)
+
+    def stay(self, suspend: bool) -> Decision:
+        """No change of state: the stage's scale, held suspended or not."""
+        return Decision(self.state, self.replicas, suspend)
+
+
 def step(
     spec: CarbonTrackedJobSpec,
     state: State,
@@ -114,43 +141,69 @@ def step(
     """The next state. `judge` runs the gates; `over_budget` says which budget is exceeded so far, if any;
     `person` is the approve/reject annotation, if one is on the object; `collecting`: a metric gate
     still takes its measurements, so the stage is not judged yet."""
-    phase = state.phase
-    if phase in (Phase.SUCCEEDED, Phase.FAILED):
-        return Decision(state, stage_replicas(spec, state.stage), False)
-    fresh = person if person is not None and person.token != state.consumed_decision else None
-    if fresh is None:
-        return _step(spec, state, global_step, generation, judge, over_budget, collecting)
-    consumed = replace(state, consumed_decision=fresh.token)
-    verb = "approval" if fresh.approve else "rejection"
-    why = f": {fresh.reason}" if fresh.reason else ""
+    r = _Round(spec, state, global_step, generation, judge, over_budget, collecting)
+    if state.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return r.stay(False)
+    if person is None or person.token == state.consumed_decision:
+        return _step(r)
+    consumed = replace(r, state=replace(state, consumed_decision=person.token))
+    if state.phase != Phase.PAUSED or spec.suspend:
+        return _ignore(consumed, person, state)
+    if not person.approve:
+        return _reject(consumed, person, state)
+    return _approve(consumed, person, state)
 
-    def record(decision: Literal["Approved", "Rejected", "Ignored"]) -> DecisionRecord:
-        return DecisionRecord(
-            decision=decision, by=fresh.by[:512], reason=fresh.reason[:1024], at=fresh.at,
-            stage=stage_label(spec, state.stage), phase=phase.value,
-        )  # fmt: skip
 
-    if phase != Phase.PAUSED or spec.suspend:
-        inner = _step(spec, consumed, global_step, generation, judge, over_budget, collecting)
-        now = Phase.HALTED if spec.suspend else phase
-        ignored = Event(
-            "Warning", "DecisionIgnored", f"{verb} by {fresh.by} ignored: the job is {now}, not Paused"
-        )
-        return replace(inner, events=(ignored, *inner.events), record=record("Ignored"))
-    where = stage_label(spec, state.stage)
-    if not fresh.approve:
-        halted = replace(
-            consumed, phase=Phase.HALTED, halted_from=state.paused_from or Phase.CANARY,
-            halted_generation=generation, paused_from=None, pause_reason=None,
-        )  # fmt: skip
-        event = Event("Warning", "Rejected", f"rejected by {fresh.by} at stage {where}{why}")
-        return Decision(
-            halted, stage_replicas(spec, state.stage), True, events=(event,), record=record("Rejected")
-        )
-    resumed = replace(consumed, phase=state.paused_from or Phase.CANARY, paused_from=None, pause_reason=None)
-    approved = Event("Normal", "Approved", f"approved by {fresh.by} at stage {where}{why}")
-    d = _advance(spec, resumed, global_step, None, approved=True)
-    return replace(d, events=(approved, *d.events), record=record("Approved"))
+def _record(
+    r: _Round, person: PersonDecision, before: State, decision: Literal["Approved", "Rejected", "Ignored"]
+) -> DecisionRecord:
+    """The entry for status.decisions: who decided what, why, and where the job was."""
+    return DecisionRecord(
+        decision=decision,
+        by=person.by[:512],
+        reason=person.reason[:1024],
+        at=person.at,
+        stage=stage_label(r.spec, before.stage),
+        phase=before.phase.value,
+    )
+
+
+def _why(person: PersonDecision) -> str:
+    return f": {person.reason}" if person.reason else ""
+
+
+def _ignore(r: _Round, person: PersonDecision, before: State) -> Decision:
+    """A decision while the job is not Paused is recorded as Ignored, never kept for a later pause."""
+    inner = _step(r)
+    verb = "approval" if person.approve else "rejection"
+    now = Phase.HALTED if r.spec.suspend else before.phase
+    text = f"{verb} by {person.by} ignored: the job is {now}, not Paused"
+    ignored = Event("Warning", "DecisionIgnored", text)
+    return replace(inner, events=(ignored, *inner.events), record=_record(r, person, before, "Ignored"))
+
+
+def _reject(r: _Round, person: PersonDecision, before: State) -> Decision:
+    """A rejection halts the job as a failed gate would, where the pause interrupted it."""
+    halted = replace(
+        r.state,
+        phase=Phase.HALTED,
+        halted_from=before.paused_from or Phase.CANARY,
+        halted_generation=r.generation,
+        paused_from=None,
+        pause_reason=None,
+    )
+    where = stage_label(r.spec, before.stage)
+    event = Event("Warning", "Rejected", f"rejected by {person.by} at stage {where}{_why(person)}")
+    return Decision(halted, r.replicas, True, events=(event,), record=_record(r, person, before, "Rejected"))
+
+
+def _approve(r: _Round, person: PersonDecision, before: State) -> Decision:
+    """An approval continues the promotion the pause interrupted, as if the gates passed."""
+    resumed = replace(r.state, phase=before.paused_from or Phase.CANARY, paused_from=None, pause_reason=None)
+    where = stage_label(r.spec, before.stage)
+    approved = Event("Normal", "Approved", f"approved by {person.by} at stage {where}{_why(person)}")
+    d = _advance(r.spec, resumed, r.global_step, None, approved=True)
+    return replace(d, events=(approved, *d.events), record=_record(r, person, before, "Approved"))
 
 
 def _needs_approval(spec: CarbonTrackedJobSpec, first: int, target: int) -> bool:
@@ -189,89 +242,102 @@ def _advance(
     return Decision(promoted, n, False, report, (event,))
 
 
-def _step(
-    spec: CarbonTrackedJobSpec,
-    state: State,
-    global_step: int,
-    generation: int,
-    judge: Callable[[], Report],
-    over_budget: Callable[[], str | None],
-    collecting: bool = False,
-) -> Decision:
-    phase = state.phase
+def _step(r: _Round) -> Decision:
+    """The next state without a person's decision: spec.suspend first, then the rule of the phase."""
+    if r.spec.suspend:
+        return _suspend(r)
+    return _BY_PHASE.get(r.state.phase, _judge_stage)(r)
 
-    if spec.suspend:
-        if phase == Phase.HALTED:
-            return Decision(state, stage_replicas(spec, state.stage), True)
-        halted = replace(state, phase=Phase.HALTED, halted_from=phase, halted_generation=generation)
-        event = Event("Normal", "Suspended", "spec.suspend is true: the Job is suspended")
-        return Decision(halted, stage_replicas(spec, state.stage), True, events=(event,))
 
-    if phase == Phase.PENDING:
-        canary = State(phase=Phase.CANARY, stage=-1, stage_start_step=global_step)
-        n = stage_replicas(spec, -1)
-        return Decision(
-            canary, n, False, events=(Event("Normal", "CanaryStarted", f"canary with {n} workers"),)
-        )
+def _suspend(r: _Round) -> Decision:
+    """spec.suspend halts the job where it is; it resumes on the next generation (see `_halted`)."""
+    if r.state.phase == Phase.HALTED:
+        return r.stay(True)
+    halted = replace(r.state, phase=Phase.HALTED, halted_from=r.state.phase, halted_generation=r.generation)
+    event = Event("Normal", "Suspended", "spec.suspend is true: the Job is suspended")
+    return Decision(halted, r.replicas, True, events=(event,))
 
-    if phase == Phase.HALTED:
-        if state.halted_generation == generation:
-            return Decision(state, stage_replicas(spec, state.stage), True)
-        report = judge()
-        if report.verdict() == "Inconclusive":
-            # A resumed stage that is still undecided waits for a person, as it would have before.
-            resumed = replace(
-                state, phase=state.halted_from or Phase.CANARY, halted_from=None, halted_generation=None
-            )
-            # halted while Paused (spec.suspend): back to that pause, which keeps what it interrupted
-            paused = resumed if resumed.phase == Phase.PAUSED else _paused(resumed, "Inconclusive")
-            message = f"re-judged generation {generation}: {_inconclusive_text(report)}; {_how_to_decide()}"
-            event = Event("Warning", "GateInconclusive", message)
-            return Decision(
-                paused, stage_replicas(spec, state.stage), spec.gates.suspend_when_paused, report, (event,)
-            )
-        if not report.all_passed():
-            again = replace(state, halted_generation=generation)
-            event = Event(
-                "Warning", "GateFailed", f"re-judged generation {generation}: {_verdict_text(report)}"
-            )
-            return Decision(again, stage_replicas(spec, state.stage), True, report, (event,))
-        # A resumed stage observes minSteps of fresh evidence before it is judged for promotion again.
-        resumed = replace(
-            state, phase=state.halted_from or Phase.CANARY, halted_from=None, halted_generation=None,
-            stage_start_step=global_step,
-        )  # fmt: skip
-        event = Event(
-            "Normal", "Resumed", f"generation {generation} passes the gates; resuming {resumed.phase}"
-        )
-        hold = resumed.phase == Phase.PAUSED and spec.gates.suspend_when_paused
-        return Decision(resumed, stage_replicas(spec, state.stage), hold, report, (event,))
 
-    if phase == Phase.PAUSED:  # until a person decides (see `step`)
-        return Decision(state, stage_replicas(spec, state.stage), spec.gates.suspend_when_paused)
+def _pending(r: _Round) -> Decision:
+    canary = State(phase=Phase.CANARY, stage=-1, stage_start_step=r.global_step)
+    n = stage_replicas(r.spec, -1)
+    return Decision(canary, n, False, events=(Event("Normal", "CanaryStarted", f"canary with {n} workers"),))
 
-    if phase == Phase.RUNNING:
-        exceeded = over_budget()
-        if exceeded:
-            halted = replace(
-                state, phase=Phase.HALTED, halted_from=Phase.RUNNING, halted_generation=generation
-            )
-            event = Event("Warning", "BudgetExceeded", exceeded)
-            return Decision(halted, stage_replicas(spec, state.stage), True, events=(event,))
-        return Decision(state, stage_replicas(spec, state.stage), False)
 
-    # Canary or Promoting: judge once the stage has seen minSteps global steps.
-    if global_step - state.stage_start_step < spec.canary.min_steps or collecting:
-        return Decision(state, stage_replicas(spec, state.stage), False)
-    report = judge()
+def _halted(r: _Round) -> Decision:
+    """A halted job stays halted until a new spec generation, which is judged at once."""
+    state, generation = r.state, r.generation
+    if state.halted_generation == generation:
+        return r.stay(True)
+    report = r.judge()
+    if report.verdict() == "Inconclusive":
+        return _rejudged_inconclusive(r, report)
+    if not report.all_passed():
+        again = replace(state, halted_generation=generation)
+        event = Event("Warning", "GateFailed", f"re-judged generation {generation}: {_verdict_text(report)}")
+        return Decision(again, r.replicas, True, report, (event,))
+    # A resumed stage observes minSteps of fresh evidence before it is judged for promotion again.
+    resumed = replace(
+        state,
+        phase=state.halted_from or Phase.CANARY,
+        halted_from=None,
+        halted_generation=None,
+        stage_start_step=r.global_step,
+    )
+    event = Event("Normal", "Resumed", f"generation {generation} passes the gates; resuming {resumed.phase}")
+    hold = resumed.phase == Phase.PAUSED and r.spec.gates.suspend_when_paused
+    return Decision(resumed, r.replicas, hold, report, (event,))
+
+
+def _rejudged_inconclusive(r: _Round, report: Report) -> Decision:
+    """A resumed stage that is still undecided waits for a person, as it would have before the halt."""
+    state = r.state
+    resumed = replace(
+        state, phase=state.halted_from or Phase.CANARY, halted_from=None, halted_generation=None
+    )
+    # halted while Paused (spec.suspend): back to that pause, which keeps what it interrupted
+    paused = resumed if resumed.phase == Phase.PAUSED else _paused(resumed, "Inconclusive")
+    message = f"re-judged generation {r.generation}: {_inconclusive_text(report)}; {_how_to_decide()}"
+    event = Event("Warning", "GateInconclusive", message)
+    return Decision(paused, r.replicas, r.spec.gates.suspend_when_paused, report, (event,))
+
+
+def _paused_phase(r: _Round) -> Decision:
+    """Paused until a person decides (see `step`)."""
+    return r.stay(r.spec.gates.suspend_when_paused)
+
+
+def _running(r: _Round) -> Decision:
+    """At full scale the budgets are watched: one exceeded so far halts the job at once."""
+    exceeded = r.over_budget()
+    if not exceeded:
+        return r.stay(False)
+    halted = replace(r.state, phase=Phase.HALTED, halted_from=Phase.RUNNING, halted_generation=r.generation)
+    return Decision(halted, r.replicas, True, events=(Event("Warning", "BudgetExceeded", exceeded),))
+
+
+def _judge_stage(r: _Round) -> Decision:
+    """Canary or Promoting: judged once the stage has seen minSteps global steps and no metric gate is
+    still collecting; fails halt, Inconclusive pauses, a pass advances."""
+    state = r.state
+    if r.global_step - state.stage_start_step < r.spec.canary.min_steps or r.collecting:
+        return r.stay(False)
+    report = r.judge()
     if report.failed():
-        halted = replace(state, phase=Phase.HALTED, halted_from=phase, halted_generation=generation)
+        halted = replace(state, phase=Phase.HALTED, halted_from=state.phase, halted_generation=r.generation)
         event = Event("Warning", "GateFailed", _verdict_text(report))
-        return Decision(halted, stage_replicas(spec, state.stage), True, report, (event,))
+        return Decision(halted, r.replicas, True, report, (event,))
     if report.inconclusive():
         paused = _paused(state, "Inconclusive")
         event = Event("Warning", "GateInconclusive", f"{_inconclusive_text(report)}; {_how_to_decide()}")
-        return Decision(
-            paused, stage_replicas(spec, state.stage), spec.gates.suspend_when_paused, report, (event,)
-        )
-    return _advance(spec, state, global_step, report, approved=False)
+        return Decision(paused, r.replicas, r.spec.gates.suspend_when_paused, report, (event,))
+    return _advance(r.spec, state, r.global_step, report, approved=False)
+
+
+_BY_PHASE: dict[Phase, Callable[[_Round], Decision]] = {
+    Phase.PENDING: _pending,
+    Phase.HALTED: _halted,
+    Phase.PAUSED: _paused_phase,
+    Phase.RUNNING: _running,
+}
+"""The rule of each phase; any other phase (Canary, Promoting) is a stage being judged."""

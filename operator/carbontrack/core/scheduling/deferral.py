@@ -30,6 +30,8 @@ from carbontrack.api.crd import PauseAboveSpec, ScheduleSpec, ScheduleStatus, du
 
 @dataclass(frozen=True)
 class ForecastPoint:
+    """One hour (or interval) of a provider's forecast: its start and the intensity expected."""
+
     at: dt.datetime
     g_per_kwh: float
 
@@ -51,6 +53,8 @@ class Grid:
 
 @dataclass(frozen=True)
 class Verdict:
+    """This round's answer: start now or wait, why (for the Deferred condition), and until when."""
+
     start: bool
     reason: str
     """CamelCase, for the Deferred condition."""
@@ -86,9 +90,12 @@ def _window_average(points: tuple[ForecastPoint, ...], start: int, window_s: flo
 
 
 def best_start(
-    points: tuple[ForecastPoint, ...], now: dt.datetime, deadline: dt.datetime, threshold: float,
+    points: tuple[ForecastPoint, ...],
+    now: dt.datetime,
+    deadline: dt.datetime,
+    threshold: float,
     window_s: float | None,
-) -> tuple[dt.datetime, float] | None:  # fmt: skip
+) -> tuple[dt.datetime, float] | None:
     """The first start in [now, deadline] at or below the threshold, else the cleanest one; None: empty."""
     ordered = tuple(sorted(points, key=lambda p: p.at))
     candidates = [
@@ -112,12 +119,9 @@ def decide(
     deadline = since + dt.timedelta(seconds=duration_s(schedule.max_delay))
     now_text = f"{grid.g_per_kwh:g} gCO2e/kWh ({grid.source})"
     if now >= deadline:
-        message = (
-            f"waited the maximum delay {schedule.max_delay}: starting at {now_text}, "
-            f"above the {threshold:g} g/kWh asked for"
-            if grid.g_per_kwh > threshold
-            else f"waited the maximum delay {schedule.max_delay}: starting at {now_text}"
-        )
+        message = f"waited the maximum delay {schedule.max_delay}: starting at {now_text}"
+        if grid.g_per_kwh > threshold:
+            message += f", above the {threshold:g} g/kWh asked for"
         return Verdict(True, "DeadlineReached", message, deadline, event=True)
     if suspended:
         return Verdict(False, "Suspended", "spec.suspend is true: not started", deadline)
@@ -134,28 +138,33 @@ def decide(
         return Verdict(True, "ProviderUnavailable", message, deadline, warning=True, event=True)
     if grid.g_per_kwh <= threshold:
         return Verdict(True, "GridClean", f"grid intensity {now_text} <= {threshold:g}: starting", deadline)
+    above = f"grid intensity {now_text} > {threshold:g}"
     if grid.forecast is not None:
-        best = best_start(
-            grid.forecast, now, deadline, threshold, duration_s(schedule.window) if schedule.window else None
-        )
-        if best is not None and best[0] > now and best[1] < grid.g_per_kwh:
-            at, value = best
-            message = (
-                f"grid intensity {now_text} > {threshold:g}; the forecast names {value:g} g/kWh at "
-                f"{_stamp(at)}: waiting for it (starting at {_stamp(deadline)} at the latest)"
-            )
-            return Verdict(False, "ForecastCleaner", message, deadline, start_after=at)
-        return Verdict(
-            True, "NoCleanerForecast",
-            f"grid intensity {now_text} > {threshold:g}, and the forecast names nothing cleaner before "
-            f"{_stamp(deadline)}: starting now",
-            deadline,
-        )  # fmt: skip
-    message = (
-        f"grid intensity {now_text} > {threshold:g} and no forecast: waiting, re-reading it, until "
-        f"{_stamp(deadline)} at the latest"
-    )
+        return _by_forecast(schedule, grid, grid.forecast, now, deadline, above)
+    message = f"{above} and no forecast: waiting, re-reading it, until {_stamp(deadline)} at the latest"
     return Verdict(False, "AboveThreshold", message, deadline)
+
+
+def _by_forecast(
+    schedule: ScheduleSpec,
+    grid: Grid,
+    forecast: tuple[ForecastPoint, ...],
+    now: dt.datetime,
+    deadline: dt.datetime,
+    above: str,
+) -> Verdict:
+    """The grid is above the threshold now: wait for the forecast's better start, or start if it has none."""
+    window_s = duration_s(schedule.window) if schedule.window else None
+    best = best_start(forecast, now, deadline, schedule.max_grams_per_kwh, window_s)
+    if best is not None and best[0] > now and best[1] < grid.g_per_kwh:
+        at, value = best
+        message = (
+            f"{above}; the forecast names {value:g} g/kWh at {_stamp(at)}: waiting for it "
+            f"(starting at {_stamp(deadline)} at the latest)"
+        )
+        return Verdict(False, "ForecastCleaner", message, deadline, start_after=at)
+    message = f"{above}, and the forecast names nothing cleaner before {_stamp(deadline)}: starting now"
+    return Verdict(True, "NoCleanerForecast", message, deadline)
 
 
 def avoided_g(energy_j: float, pue: float, planned_g_per_kwh: float, actual_g_per_kwh: float) -> float:
@@ -171,11 +180,15 @@ def schedule_status(
     """status.schedule after this round: the planned start's intensity is the first one read."""
     planned = before.planned_grams_per_kwh if before and before.planned_grams_per_kwh is not None else None
     out = ScheduleStatus(
-        deferred_since=since, deadline=verdict.deadline, start_after=verdict.start_after,
-        reason=verdict.reason, message=verdict.message[:1024], summary=verdict.summary[:128],
+        deferred_since=since,
+        deadline=verdict.deadline,
+        start_after=verdict.start_after,
+        reason=verdict.reason,
+        message=verdict.message[:1024],
+        summary=verdict.summary[:128],
         planned_grams_per_kwh=grid.g_per_kwh if planned is None else planned,
         deferred_seconds=max((now - since).total_seconds(), 0.0),
-    )  # fmt: skip
+    )
     if verdict.start:
         out.started_at = now
         out.start_grams_per_kwh = grid.g_per_kwh
@@ -199,6 +212,8 @@ def with_savings(schedule: ScheduleStatus | None, energy_j: float, pue: float) -
 
 @dataclass(frozen=True)
 class DirtyGrid:
+    """Whether a Running job pauses for the grid this round, and since when the grid has been too dirty."""
+
     above_since: dt.datetime | None
     """Since when the intensity has been above the limit (None: it is not)."""
     pause: bool
@@ -206,9 +221,13 @@ class DirtyGrid:
 
 
 def dirty_check(
-    pause: PauseAboveSpec | None, now: dt.datetime, g_per_kwh: float, live: bool,
-    above_since: dt.datetime | None, pauses: int,
-) -> DirtyGrid:  # fmt: skip
+    pause: PauseAboveSpec | None,
+    now: dt.datetime,
+    g_per_kwh: float,
+    live: bool,
+    above_since: dt.datetime | None,
+    pauses: int,
+) -> DirtyGrid:
     """Whether a Running job pauses now: the live intensity has stayed above `pause.gramsPerKwh` for
     `pause.after`, and fewer than `maxPauses` pauses were taken. A fixed figure never pauses."""
     if pause is None or not live or g_per_kwh <= pause.grams_per_kwh:
@@ -232,21 +251,29 @@ def resume_schedule(schedule: ScheduleSpec | None) -> ScheduleSpec | None:
 
 
 def paused_status(before: ScheduleStatus, dirty: DirtyGrid, now: dt.datetime, phase: str) -> ScheduleStatus:
+    """status.schedule as a pause starts: counted, with the phase it interrupted and when."""
     return before.model_copy(
         update={
-            "reason": "DirtyGrid", "message": dirty.message[:1024], "summary": "DirtyGrid: paused",
-            "above_since": None, "pauses": before.pauses + 1, "paused_from": phase, "paused_at": now,
+            "reason": "DirtyGrid",
+            "message": dirty.message[:1024],
+            "summary": "DirtyGrid: paused",
+            "above_since": None,
+            "pauses": before.pauses + 1,
+            "paused_from": phase,
+            "paused_at": now,
             "start_after": None,
         }
-    )  # fmt: skip
+    )
 
 
 def resumed_status(before: ScheduleStatus, verdict: Verdict, now: dt.datetime) -> ScheduleStatus:
     """After a round of a pause: still paused (why, until when), or resumed (the pause's time added)."""
     update: dict[str, object] = {
-        "reason": verdict.reason, "message": verdict.message[:1024], "summary": verdict.summary[:128],
+        "reason": verdict.reason,
+        "message": verdict.message[:1024],
+        "summary": verdict.summary[:128],
         "start_after": verdict.start_after,
-    }  # fmt: skip
+    }
     if verdict.start:
         paused = (now - before.paused_at).total_seconds() if before.paused_at else 0.0
         update.update(

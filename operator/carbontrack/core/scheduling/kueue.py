@@ -1,4 +1,4 @@
-"""How a CarbonTrackedJob lives under Kueue, as pure rules (controller/kueue.py does the I/O).
+"""How a CarbonTrackedJob lives under Kueue, as pure rules (integrations/kueue/ does the I/O).
 
 Kueue owns a queued Job's `spec.suspend`: its webhook suspends the Job at creation and its manager
 unsuspends it on admission and suspends it on eviction, so a second writer would be reverted (and a
@@ -88,17 +88,21 @@ def canary_condition(spec: CarbonTrackedJobSpec, q: Queueing | None) -> Conditio
         return None
     if q.elastic:
         return ConditionUpdate(
-            CANARY_CONDITION, True, "KueueElastic",
+            CANARY_CONDITION,
+            True,
+            "KueueElastic",
             f"queue {q.queue}: each stage is a Kueue workload slice, admitted before the Job grows",
-        )  # fmt: skip
+        )
     return ConditionUpdate(
-        CANARY_CONDITION, False, "KueueNotElastic",
+        CANARY_CONDITION,
+        False,
+        "KueueNotElastic",
         f"queue {q.queue} without elastic Jobs: the Job is admitted at its full size "
         f"({spec.replicas} workers) and never rescaled; the gates are still judged after canary.minSteps "
         f"and a failure halts it through its Workload. For staged scale-up annotate the CarbonTrackedJob "
         f'{ELASTIC_ANNOTATION}: "true", with Kueue\'s ElasticJobsViaWorkloadSlices gate on '
         "(operator: Helm value kueue.elasticJobs)",
-    )  # fmt: skip
+    )
 
 
 def resume_template_annotations(q: Queueing | None) -> dict[str, str | None]:
@@ -154,42 +158,12 @@ def admission_verdict(
     refuses only what is known to exceed, it does not replace the gates). Epsilon cannot be projected
     before the trainer reports its DP-SGD parameters, so privacy is refused only on evidence in status.
     """
-    reasons: list[str] = []
-    checked: list[str] = []
-    privacy = spec.gates.privacy
-    if privacy is not None:
-        budget_eps = privacy.epsilon
-        projected_eps = status.projected.epsilon if status.projected else None
-        if status.epsilon is not None and status.epsilon > budget_eps:
-            reasons.append(f"privacy budget spent: epsilon {status.epsilon:.3g} > {budget_eps:g}")
-        elif projected_eps is not None and projected_eps > budget_eps:
-            reasons.append(f"projected epsilon {projected_eps:.3g} > budget {budget_eps:g}")
-        elif projected_eps is not None:
-            checked.append(f"projected epsilon {projected_eps:.3g} <= {budget_eps:g}")
-        else:
-            checked.append("epsilon not projectable before the trainer reports DP-SGD parameters")
-    budget_kg = spec.carbon.budget_kg
-    if budget_kg is not None:
-        budget_g = budget_kg * 1000
-        projected_g = status.projected.emissions_grams if status.projected else None
-        source = "measured rate"
-        if projected_g is None and spec.carbon.expected_joules_per_step is not None:
-            joules = spec.carbon.expected_joules_per_step * spec.total_steps * spec.carbon.pue
-            projected_g = joules / 3.6e6 * intensity_g_per_kwh
-            source = (
-                f"declared {spec.carbon.expected_joules_per_step:g} J/step x {spec.total_steps} steps x "
-                f"PUE {spec.carbon.pue:g} at {intensity_g_per_kwh:g} gCO2e/kWh ({intensity_source})"
-            )
-        if status.emissions_grams > budget_g:
-            reasons.append(f"carbon budget spent: {status.emissions_grams / 1000:.3g} kg > {budget_kg:g} kg")
-        elif projected_g is not None and projected_g > budget_g:
-            reasons.append(
-                f"projected emissions {projected_g / 1000:.3g} kg > budget {budget_kg:g} kg ({source})"
-            )
-        elif projected_g is not None:
-            checked.append(f"projected emissions {projected_g / 1000:.3g} kg <= {budget_kg:g} kg ({source})")
-        else:
-            checked.append("no emissions estimate before the canary (set carbon.expectedJoulesPerStep)")
+    found = [
+        _privacy_admission(spec, status),
+        _carbon_admission(spec, status, intensity_g_per_kwh, intensity_source),
+    ]
+    reasons = [text for refused, text in found if refused]
+    checked = [text for refused, text in found if text and not refused]
     if reasons:
         return Verdict(False, "; ".join(reasons))
     if not checked:
@@ -197,8 +171,57 @@ def admission_verdict(
     return Verdict(True, "within budget: " + "; ".join(checked))
 
 
+def _privacy_admission(spec: CarbonTrackedJobSpec, status: CarbonTrackedJobStatus) -> tuple[bool, str]:
+    """(refused, why) for the privacy budget; (False, "") without one. Only evidence in status counts:
+    epsilon cannot be projected before the trainer reports its DP-SGD parameters."""
+    privacy = spec.gates.privacy
+    if privacy is None:
+        return False, ""
+    budget_eps = privacy.epsilon
+    projected_eps = status.projected.epsilon if status.projected else None
+    if status.epsilon is not None and status.epsilon > budget_eps:
+        return True, f"privacy budget spent: epsilon {status.epsilon:.3g} > {budget_eps:g}"
+    if projected_eps is not None and projected_eps > budget_eps:
+        return True, f"projected epsilon {projected_eps:.3g} > budget {budget_eps:g}"
+    if projected_eps is not None:
+        return False, f"projected epsilon {projected_eps:.3g} <= {budget_eps:g}"
+    return False, "epsilon not projectable before the trainer reports DP-SGD parameters"
+
+
+def _carbon_admission(
+    spec: CarbonTrackedJobSpec,
+    status: CarbonTrackedJobStatus,
+    intensity_g_per_kwh: float,
+    intensity_source: str,
+) -> tuple[bool, str]:
+    """(refused, why) for the carbon budget; (False, "") without one. The projection from the measured
+    rate where status has one, else from the spec's declared joules per step."""
+    budget_kg = spec.carbon.budget_kg
+    if budget_kg is None:
+        return False, ""
+    budget_g = budget_kg * 1000
+    projected_g = status.projected.emissions_grams if status.projected else None
+    source = "measured rate"
+    if projected_g is None and spec.carbon.expected_joules_per_step is not None:
+        joules = spec.carbon.expected_joules_per_step * spec.total_steps * spec.carbon.pue
+        projected_g = joules / 3.6e6 * intensity_g_per_kwh
+        source = (
+            f"declared {spec.carbon.expected_joules_per_step:g} J/step x {spec.total_steps} steps x "
+            f"PUE {spec.carbon.pue:g} at {intensity_g_per_kwh:g} gCO2e/kWh ({intensity_source})"
+        )
+    if status.emissions_grams > budget_g:
+        return True, f"carbon budget spent: {status.emissions_grams / 1000:.3g} kg > {budget_kg:g} kg"
+    if projected_g is not None and projected_g > budget_g:
+        return True, f"projected emissions {projected_g / 1000:.3g} kg > budget {budget_kg:g} kg ({source})"
+    if projected_g is not None:
+        return False, f"projected emissions {projected_g / 1000:.3g} kg <= {budget_kg:g} kg ({source})"
+    return False, "no emissions estimate before the canary (set carbon.expectedJoulesPerStep)"
+
+
 @dataclass(frozen=True)
 class CheckState:
+    """One AdmissionCheck's state on a Workload."""
+
     name: str
     state: str
     """Pending | Ready | Retry | Rejected (Kueue's CheckState)."""

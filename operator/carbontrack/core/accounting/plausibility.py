@@ -1,0 +1,84 @@
+"""What a telemetry batch is checked against, and the verdicts of the check.
+
+Plausibility trusts nothing the sender says about time or hardware. A batch arrives with a `Receipt` the
+operator made itself: its own clock, and from the pod object the pod's start time and the GPUs it may
+hold. Two ceilings, each at MAX_W_PER_GPU per GPU:
+
+1. everything a pod's sources report together, every boot id included, cannot exceed what its GPUs
+   could draw since the pod started, so a fresh boot id cannot inject energy;
+2. a source's growth between two batches cannot exceed that power over the time between their
+   arrivals on the operator's clock, so a `sentAt` in the future cannot make a jump plausible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+MAX_W_PER_GPU = 5000.0
+"""No GPU draws more; a counter growing faster is refused as absurd, not added."""
+CLOCK_SLACK_S = 5.0
+"""Added to a pod's age: its start time is the node's clock, the receipt the operator's (NTP keeps them
+well within this); costs at most 25 kJ per GPU of headroom, once per pod."""
+MIN_ELAPSED_S = 1.0
+"""Shortest interval the rate ceiling divides by: two batches that arrive together are not 'infinite W'."""
+
+
+class Verdict(Enum):
+    """What became of a batch: accepted, a harmless duplicate, or refused and why."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
+    BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot
+    ABSURD = "absurd"  # growth between two batches beyond the pod's GPUs' power, on the operator's clock
+    IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
+    TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
+    STATUS_FULL = "status-full"  # a new source would take status past Limits.status_budget_bytes
+
+
+REFUSALS = (
+    Verdict.BACKWARDS,
+    Verdict.ABSURD,
+    Verdict.IMPLAUSIBLE,
+    Verdict.TOO_MANY_PODS,
+    Verdict.STATUS_FULL,
+)
+"""Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
+CAPACITY_REFUSALS = (Verdict.TOO_MANY_PODS, Verdict.STATUS_FULL)
+"""Refusals for room, not for what the batch claimed: the job's totals may miss energy (a condition)."""
+
+
+def refusal_key(verdict: Verdict) -> str:
+    """The verdict's key in JobAggregate.refused (status.telemetry.refused's field name)."""
+    return verdict.value.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the operator itself knows about a batch, never taken from it."""
+
+    received_at: float
+    """Unix time on the operator's clock when the request arrived."""
+    pod_started_at: float
+    """The pod's status.startTime (unix time): no sidecar of it measured anything before."""
+    gpus: int
+    """GPUs the pod may hold (see telemetry.pod_facts), at least 1."""
+
+    @property
+    def ceiling_w(self) -> float:
+        return MAX_W_PER_GPU * max(self.gpus, 1)
+
+    @property
+    def pod_ceiling_j(self) -> float:
+        """The most energy the pod's GPUs can have used since it started."""
+        return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of one batch: its verdict, and the energy and emissions it added when accepted."""
+
+    verdict: Verdict
+    energy_j: float = 0.0
+    emissions_g: float = 0.0
+    message: str = ""

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.cases.doc_examples import DocExample, examples
-from tests.cluster.controlplane import ControlPlane
+
+if TYPE_CHECKING:  # the fixture's type only
+    from tests.cluster.controlplane import ControlPlane
 
 
 @pytest.mark.parametrize("example", examples(), ids=lambda e: e.where)

@@ -3,12 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup prometheus docker image e2e e2e-down demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench
+.PHONY: setup prometheus docker image e2e e2e-down demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench docs
 
 setup: prometheus docker
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,distributed]'
+	$(BIN)/pip install -q -e '.[dev,distributed,docs]'
 	$(BIN)/python hack/controlplane.py build
 	$(BIN)/python hack/kueue.py build
 
@@ -55,6 +55,8 @@ lint:
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/carbontrack crd --check
+	$(BIN)/python hack/docs.py --check
+	$(BIN)/mkdocs build --strict
 	$(BIN)/hadolint Dockerfile
 
 # Unit and control-plane tests, then the end-to-end tests on kind (they skip, saying why, without a
@@ -78,6 +80,11 @@ deploy:
 
 dashboards:
 	$(BIN)/python helm/carbontrack/files/make_dashboards.py
+
+# The documentation site (mkdocs.yml, docs/): the generated reference pages, then the site in build/site/.
+docs:
+	$(BIN)/python hack/docs.py
+	$(BIN)/mkdocs build --strict
 
 # A gated CarbonTrackedJob through Canary -> Promoting -> Running -> Succeeded on the local control plane.
 demo:

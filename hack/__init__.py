@@ -16,6 +16,7 @@ up`, as the Makefile does); tests, benchmarks and the other modules import them 
     oci.py           image archives written directly (layers, `docker save` format)
     kind.py          kind and the e2e cluster
     kindnode.py      the kind node image assembled without a registry (CLI: kind, node-image, up, down)
+    docs.py          the generated reference pages under docs/reference/ (and their drift check)
     kube/, coredns/  the Go modules of the Kubernetes programs and the node's CoreDNS
     stages.yaml      kwok's pod lifecycle stages
 """

@@ -164,7 +164,7 @@ def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(f"{cert_dir}/tls.crt", f"{cert_dir}/tls.key")
         await server.start("127.0.0.1", port, context)
-        heap.settle()  # as controller.handlers.startup does
+        heap.settle()  # as controller.startup.startup does
         gc.callbacks.append(on_gc)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

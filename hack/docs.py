@@ -251,8 +251,9 @@ def _declared_labels(source: Any) -> tuple[str, ...]:
 
 
 def _metric_families() -> list[tuple[str, str, str, tuple[str, ...], bool]]:
-    """(exposed name, type, help, labels, per job?) of every family the registry serves, as a scrape
-    collects them. The job collector is read with no job, so its families come without samples."""
+    """(exposed name, type, help, labels, per job?) of every family /metrics serves, as a scrape collects
+    them: the process's registry and the job collector start-up registers on it, read with no job, so its
+    families come without samples."""
     instruments = {
         family.name: obj
         for obj in vars(metrics).values()
@@ -260,7 +261,8 @@ def _metric_families() -> list[tuple[str, str, str, tuple[str, ...], bool]]:
         for family in obj.describe()
     }
     found = []
-    for family in metrics.REGISTRY.collect():
+    served = (*metrics.REGISTRY.collect(), *metrics.JobCollector(lambda: ()).collect())
+    for family in served:
         instrument = instruments.get(family.name)
         labels = _declared_labels(instrument if instrument is not None else family)
         name = family.name + ("_total" if family.type == "counter" else "")

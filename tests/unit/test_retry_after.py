@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.controller.handlers import retry_after
+from carbontrack.controller.job_writes import retry_after
 
 
 def shed(headers: dict[str, str] | None) -> ApiException:

@@ -46,20 +46,22 @@ def _operator(args: argparse.Namespace) -> int:
     import kopf
 
     from carbontrack.api.logs import setup_logging
-    from carbontrack.controller import handlers
+    from carbontrack.controller.registration import register
+    from carbontrack.controller.services import Launch
     from carbontrack.ha.peering import PeeringArgs, own_identity, seniority_priority
     from carbontrack.state.config import OperatorConfig
     from carbontrack.telemetry import eventloop
 
     setup_logging()
     cfg = OperatorConfig.from_env()
-    handlers.register(cfg)
-    memo = kopf.Memo(cfg=cfg)
+    registry = register(cfg)
     identity = own_identity(os.environ.get("POD_NAME"), socket.gethostname(), os.getpid())
     priority = None
+    peering = None
     if args.peering:
         priority = seniority_priority(time.time()) if args.priority is None else args.priority
-        memo.peering = PeeringArgs(args.peering, list(args.namespace or ()), identity, priority)
+        peering = PeeringArgs(args.peering, list(args.namespace or ()), identity, priority)
+    memo = kopf.Memo(launch=Launch(cfg, peering))
     with eventloop.runner(cfg.event_loop) as runner:
         loop = runner.get_loop()
         logging.getLogger("carbontrack.operator").info(
@@ -67,6 +69,7 @@ def _operator(args: argparse.Namespace) -> int:
         )
         kopf.run(
             loop=loop,
+            registry=registry,
             clusterwide=not args.namespace,
             namespaces=args.namespace or (),
             standalone=not args.peering,

@@ -1,1 +1,1 @@
-"""The operator: kopf handlers, Job building and sidecar injection, telemetry ingestion, status, metrics."""
+"""kopf handlers only, one module per concern, all registered by controller.registration."""

@@ -1,8 +1,8 @@
-"""Wiring of controller.tls into the operator: start-up, the renewal loop, and the CA in job namespaces.
+"""The telemetry certificate in the operator: start-up, the renewal loop, and the CA in job namespaces.
 
-Kept apart from handlers.py: start-up calls `start_tls` (one line there) and this module's kopf handler
-publishes the CA bundle into the namespace of every CarbonTrackedJob it sees, before its pods need it
-(their sidecar's CA volume is not optional, so a pod waits for the ConfigMap rather than run unverified).
+The start-up handler calls `start_tls`; `publish_ca` publishes the CA bundle into the namespace of every
+CarbonTrackedJob it sees, before its pods need it (their sidecar's CA volume is not optional, so a pod
+waits for the ConfigMap rather than run unverified).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client
 
-from carbontrack.api.crd import GROUP, PLURAL, VERSION
+from carbontrack.controller.services import services_of
 from carbontrack.state.config import OperatorConfig
 from carbontrack.telemetry.tls import Lifetimes, TlsManager
 from carbontrack.workload.jobbuilder import CA_CONFIGMAP
@@ -30,10 +30,14 @@ async def start_tls(api: client.ApiClient, cfg: OperatorConfig) -> TlsManager | 
         log.warning("telemetry is served over plain HTTP (CARBONTRACK_TELEMETRY_PLAINTEXT=true)")
         return None
     manager = TlsManager(
-        api, cfg.namespace or DEFAULT_NAMESPACE, cfg.tls_secret, cfg.server_names,
-        external=cfg.tls_source == "external", configmap=CA_CONFIGMAP,
+        api,
+        cfg.namespace or DEFAULT_NAMESPACE,
+        cfg.tls_secret,
+        cfg.server_names,
+        external=cfg.tls_source == "external",
+        configmap=CA_CONFIGMAP,
         lifetimes=Lifetimes(serving=dt.timedelta(days=cfg.tls_serving_days)),
-    )  # fmt: skip
+    )
     delay = 1.0
     while True:  # an external Secret (cert-manager) may not be issued yet: wait for it, do not serve HTTP
         try:
@@ -59,10 +63,9 @@ async def _renew_loop(manager: TlsManager, every_s: float) -> None:
             log.warning("telemetry certificate renewal failed: %s", exc)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
 async def publish_ca(namespace: str | None, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """The CA bundle in the job's namespace (once per namespace and bundle: a dict lookup otherwise)."""
-    manager: TlsManager | None = memo.get("tls")
+    manager = services_of(memo).tls
     if manager is None or not namespace or type == "DELETED":
         return
     await manager.publish(namespace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +33,15 @@ from carbontrack.state.status_writer import StatusWriter
 log = logging.getLogger("carbontrack.telemetry")
 
 INTENSITY_REFRESH_S = 60.0
-"""A job's grid intensity is resolved at most this often (every batch did: 800 a second at 8000 pods
-for a figure providers update hourly); a spec change resolves it at the next batch."""
+"""A job's grid intensity is resolved at most this often, not per batch: providers update their figure
+hourly, while a large job sends hundreds of batches a second. A spec change resolves it at the next
+batch."""
 
 
 class JsonReady(dict[str, Any]):
-    """A body made with model_dump(mode="json"): JSON types only, so the client library need not walk it.
-    kubernetes_asyncio's sanitize_for_serialization walked every status patch, key by key: 11 % of the
-    operator's CPU at 20 jobs x 8 pods (benchmarks/ingest.py with INGEST_PROFILE, CPU time)."""
+    """A body made with model_dump(mode="json"): JSON types only, so the client library need not walk it
+    key by key (kubernetes_asyncio's sanitize_for_serialization, a large share of the operator's CPU
+    under telemetry load; benchmarks/ingest.py profiles it with INGEST_PROFILE)."""
 
 
 def skip_sanitizing_json_ready(api: client.ApiClient) -> None:
@@ -57,9 +59,15 @@ async def merge_patch_status(
 ) -> None:
     """JSON merge patch of a CarbonTrackedJob's status: only the fields in `body` change."""
     await write(
-        custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace, PLURAL, name, body,
+        custom.patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        body,
         _content_type="application/merge-patch+json",  # else the client picks JSON patch for a dict
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -77,11 +85,11 @@ class JobState:
     intensity_at: float = -float("inf")
     """When the intensity was last resolved (monotonic): at most once per INTENSITY_REFRESH_S."""
     accepted: Any = None
-    """This job's child of carbontrack_telemetry_batches_total (a label lookup per batch cost 4 %)."""
+    """This job's child of carbontrack_telemetry_batches_total, kept: a label lookup per batch is costly."""
     stop: bool = False
     """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
     gpu_models: dict[str, int] | None = None
-    """GPU model -> count as status.gpus last listed them, for the ack's job totals (controller.ack)."""
+    """GPU model -> count as status.gpus last listed them, for the ack's job totals (state.answers)."""
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -107,6 +115,10 @@ class Registry:
         self.intensity = IntensityResolution(api, config)
         self.jobs: dict[tuple[str, str], JobState] = {}
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def states(self) -> Iterable[JobState]:
+        """Every job state held now (the metric collector's source)."""
+        return self.jobs.values()
 
     async def get(self, namespace: str, name: str) -> JobState | None:
         """The job's state, loading (and restoring from status) on first use; None if no such CR."""
@@ -161,9 +173,13 @@ class Registry:
                 self.jobs.pop(key, None)
 
         return StatusWriter(
-            build, patch, self.config.status_interval_s, on_gone=gone,
-            on_written=metrics.status_patches.labels(*key).inc, name=f"status-writer {key[0]}/{key[1]}",
-        )  # fmt: skip
+            build,
+            patch,
+            self.config.status_interval_s,
+            on_gone=gone,
+            on_written=metrics.status_patches.labels(*key).inc,
+            name=f"status-writer {key[0]}/{key[1]}",
+        )
 
     async def _exists(self, namespace: str, name: str) -> bool:
         try:

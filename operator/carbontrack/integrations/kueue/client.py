@@ -1,6 +1,6 @@
 """Kueue's side of a queued CarbonTrackedJob: the Workload's `spec.active`, and the budget AdmissionCheck.
 
-The rules are in core/kueue_policy.py; this module reads and writes Kueue's objects (API
+The rules are in core/scheduling/kueue.py; this module reads and writes Kueue's objects (API
 kueue.x-k8s.io/v1beta2, Kueue v0.17). The operator never writes a queued Job's `spec.suspend`:
 Kueue's webhook suspends the Job at creation, and its manager suspends and unsuspends it as it
 deactivates, evicts and admits the Workload, so halting is `active: false` on every unfinished
@@ -18,7 +18,6 @@ import datetime as dt
 import logging
 from typing import Any
 
-import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -39,8 +38,9 @@ VERSION = "v1beta2"
 FIELD_MANAGER = "carbontrack-budget"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def _stamp(now: dt.datetime) -> str:
+    """RFC 3339 in UTC, to the second, as Kubernetes writes condition times."""
+    return now.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def view(wl: dict[str, Any]) -> kp.WorkloadView:
@@ -87,9 +87,14 @@ async def set_active(api: client.ApiClient, namespace: str, job: str, active: bo
         if view(wl).active == active:
             continue
         await custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "workloads", wl["metadata"]["name"], {"spec": {"active": active}},
+            GROUP,
+            VERSION,
+            namespace,
+            "workloads",
+            wl["metadata"]["name"],
+            {"spec": {"active": active}},
             _content_type="application/merge-patch+json",
-        )  # type: ignore[call-arg]  # fmt: skip
+        )  # type: ignore[call-arg]
         log.info("workload %s/%s active=%s", namespace, wl["metadata"]["name"], active)
     return bool(found)
 
@@ -119,9 +124,14 @@ async def set_slice_annotations(
             "spec": {"podSets": pod_sets},
         }
         await custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "workloads", wl["metadata"]["name"], body,
+            GROUP,
+            VERSION,
+            namespace,
+            "workloads",
+            wl["metadata"]["name"],
+            body,
             _content_type="application/merge-patch+json",
-        )  # type: ignore[call-arg]  # fmt: skip
+        )  # type: ignore[call-arg]
         log.info("workload %s/%s: resume annotations on its pod template", namespace, wl["metadata"]["name"])
 
 
@@ -135,14 +145,16 @@ async def our_checks(api: client.ApiClient) -> frozenset[str]:
     )
 
 
-async def judge_job(api: client.ApiClient, cfg: OperatorConfig, namespace: str, job: str) -> Any:
+async def judge_job(
+    api: client.ApiClient, cfg: OperatorConfig, namespace: str, job: str, now: dt.datetime
+) -> Any:
     """Answer the Job's pending budget checks, and BudgetAdmission for its CarbonTrackedJob (or None)."""
     uid = await job_uid(api, namespace, job)
     if uid is None:
         return None
     found = await workloads(api, namespace, uid)
     for wl in found:
-        await answer_workload(api, cfg, wl)
+        await answer_workload(api, cfg, wl, now)
     views = tuple(view(wl) for wl in await workloads(api, namespace, uid)) if found else ()
     return kp.admission_condition(views, await our_checks(api))
 
@@ -181,7 +193,9 @@ async def _verdict(api: client.ApiClient, cfg: OperatorConfig, wl: dict[str, Any
     return kp.admission_verdict(spec, st.parse(ctj.get("status")), g_per_kwh, source)
 
 
-async def answer_workload(api: client.ApiClient, cfg: OperatorConfig, wl: dict[str, Any]) -> None:
+async def answer_workload(
+    api: client.ApiClient, cfg: OperatorConfig, wl: dict[str, Any], now: dt.datetime
+) -> None:
     """Set our Pending checks on this Workload to Ready or Rejected (Kueue resets them to Pending when
     it requeues the Workload, so a reactivated job is judged again on its edited spec)."""
     pending = [c for c in view(wl).checks if c.state == "Pending"]
@@ -203,21 +217,28 @@ async def answer_workload(api: client.ApiClient, cfg: OperatorConfig, wl: dict[s
                     "name": c.name,
                     "state": state,
                     "message": verdict.message[:32768],
-                    "lastTransitionTime": _now(),
+                    "lastTransitionTime": _stamp(now),
                 }
                 for c in mine
             ]
         },
     }
     await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, wl["metadata"]["namespace"], "workloads", wl["metadata"]["name"], body,
-        field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
-    )  # type: ignore[call-arg]  # fmt: skip
+        GROUP,
+        VERSION,
+        wl["metadata"]["namespace"],
+        "workloads",
+        wl["metadata"]["name"],
+        body,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )  # type: ignore[call-arg]
     meta = wl["metadata"]
     log.info("workload %s/%s: budget check %s: %s", meta["namespace"], meta["name"], state, verdict.message)
 
 
-async def mark_active(api: client.ApiClient, ac: dict[str, Any]) -> None:
+async def mark_active(api: client.ApiClient, ac: dict[str, Any], now: dt.datetime) -> None:
     """The AdmissionCheck's Active condition: Kueue uses a check only while its controller says so."""
     conditions = (ac.get("status") or {}).get("conditions") or []
     generation = ac["metadata"].get("generation")
@@ -233,38 +254,23 @@ async def mark_active(api: client.ApiClient, ac: dict[str, Any]) -> None:
         "status": {
             "conditions": [
                 {
-                    "type": "Active", "status": "True", "reason": "Active",
+                    "type": "Active",
+                    "status": "True",
+                    "reason": "Active",
                     "message": "carbontrack answers this check: projected emissions and epsilon vs budget",
-                    "lastTransitionTime": _now(), "observedGeneration": generation,
+                    "lastTransitionTime": _stamp(now),
+                    "observedGeneration": generation,
                 }
             ]
         },
-    }  # fmt: skip
+    }
     await client.CustomObjectsApi(api).patch_cluster_custom_object_status(
-        GROUP, VERSION, "admissionchecks", ac["metadata"]["name"], body,
-        field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
-    )  # type: ignore[call-arg]  # fmt: skip
-
-
-def register() -> None:
-    """Declare the AdmissionCheck controller's handlers (only where Kueue's CRDs exist: Helm value
-    kueue.admissionCheck, env CARBONTRACK_KUEUE_ADMISSION_CHECK)."""
-
-    async def on_admission_check(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
-        if (
-            type == "DELETED"
-            or (body.get("spec") or {}).get("controllerName") != kp.ADMISSION_CHECK_CONTROLLER
-        ):
-            return
-        await mark_active(memo.api, dict(body))
-
-    async def on_workload(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
-        if type == "DELETED":
-            return
-        try:
-            await answer_workload(memo.api, memo.cfg, dict(body))
-        except ApiException as exc:  # the next event or a retry answers it
-            raise kopf.TemporaryError(f"budget check: {exc.status} {exc.reason}", delay=2) from exc
-
-    kopf.on.event(GROUP, VERSION, "admissionchecks")(on_admission_check)
-    kopf.on.event(GROUP, VERSION, "workloads")(on_workload)
+        GROUP,
+        VERSION,
+        "admissionchecks",
+        ac["metadata"]["name"],
+        body,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )  # type: ignore[call-arg]

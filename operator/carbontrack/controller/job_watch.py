@@ -1,0 +1,56 @@
+"""The watch on the training Jobs carbontrack manages: which exist, and how they end.
+
+The judgement waits for a job's Job to exist (Services.seen_jobs); a Job that completes or fails makes
+its CarbonTrackedJob's phase Succeeded or Failed, with an Event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from carbontrack.api.contract import LABEL_JOB, Phase
+from carbontrack.api.crd import GROUP, PLURAL, VERSION
+from carbontrack.controller.services import Services, services_of
+from carbontrack.core.events import ConditionUpdate
+from carbontrack.core.rollout.evaluation import job_outcome
+from carbontrack.state import status as st
+from carbontrack.state.registry import merge_patch_status
+
+
+async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
+    """Record that the Job exists (or is gone); at its end, its CarbonTrackedJob's final phase."""
+    services = services_of(memo)
+    name = (body["metadata"].get("labels") or {}).get(LABEL_JOB)
+    namespace = body["metadata"]["namespace"]
+    if name:
+        if type == "DELETED":
+            services.seen_jobs.discard((namespace, name))
+        else:
+            services.seen_jobs.add((namespace, name))
+    outcome = job_outcome((body.get("status") or {}).get("conditions"))
+    if type == "DELETED" or outcome is None or not name:
+        return
+    await _finish(services, namespace, name, *outcome)
+
+
+async def _finish(services: Services, namespace: str, name: str, phase: Phase, message: str) -> None:
+    """The CarbonTrackedJob's phase Succeeded or Failed, read fresh (unchanged if it already has it)."""
+    custom = client.CustomObjectsApi(services.api)
+    try:
+        ctj = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException:
+        return
+    current = ctj.get("status") or {}
+    if current.get("phase") == phase:
+        return
+    done = ConditionUpdate("Ready", False, phase.value, message)
+    update = st.phase_update(current, phase, done, ctj["metadata"].get("generation"))
+    await merge_patch_status(custom, namespace, name, {"status": update})
+    kopf.info(ctj, reason="PhaseChanged", message=f"phase {current.get('phase')} -> {phase}: {message}")
+    state = services.registry.jobs.get((namespace, name))
+    if state is not None:
+        state.gauges = st.with_phase(state.gauges, phase)

@@ -1,0 +1,138 @@
+"""The handlers' writes to the training Job and, for a job Kueue queues, to its Workload.
+
+A Job Kueue queues keeps its `spec.suspend` for Kueue: its workers stop and start through the Workload's
+`spec.active` (integrations.kueue.client), never through the Job's suspend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from carbontrack.api.contract import RESUME_ANNOTATION, WORLD_SIZE_ANNOTATION, job_name_for
+from carbontrack.core.rollout.evaluation import JobScale
+from carbontrack.core.scheduling import kueue as kueue_policy
+from carbontrack.integrations.kueue import client as kueue
+from carbontrack.state.kube_writes import write
+
+log = logging.getLogger("carbontrack.operator")
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's own words (its Status message names the field), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body)["message"])[:1000]
+    except (TypeError, ValueError, KeyError):
+        return f"{exc.status} {exc.reason}"
+
+
+def retry_after(exc: ApiException, default: float = 1.0) -> float:
+    """The apiserver's Retry-After (seconds, 1 when it sheds load), bounded; `default` without one."""
+    headers: Any = exc.headers or {}
+    try:
+        return min(max(float(headers.get("Retry-After", default)), 0.1), 30.0)
+    except (TypeError, ValueError):
+        return default
+
+
+async def create_or_scale(
+    api: client.ApiClient, job: dict[str, Any], replicas: int, suspend: bool | None
+) -> tuple[bool, ApiException | None]:
+    """(created, the apiserver's refusal if any). A Job that exists gets the scale and suspend
+    (None: a Job Kueue queues, whose suspend is Kueue's alone)."""
+    batch_api = client.BatchV1Api(api)
+    try:
+        await write(batch_api.create_namespaced_job, job["metadata"]["namespace"], job)
+        return True, None
+    except ApiException as exc:
+        if exc.status == 429:  # the apiserver sheds load: retry when it says, without adding to it
+            raise kopf.TemporaryError("the apiserver is busy (429)", delay=retry_after(exc)) from exc
+        if exc.status != 409:
+            return False, exc
+    scale: dict[str, Any] = {"parallelism": replicas, "completions": replicas}
+    if suspend is not None:
+        scale["suspend"] = suspend
+    await write(
+        batch_api.patch_namespaced_job, job["metadata"]["name"], job["metadata"]["namespace"], {"spec": scale}
+    )
+    return False, None
+
+
+async def set_workload_active(api: client.ApiClient, namespace: str, name: str, suspend: bool) -> None:
+    """A queued job halts and resumes through its Workload's spec.active (integrations.kueue)."""
+    if not await kueue.set_active(api, namespace, job_name_for(name), not suspend) and suspend:
+        raise kopf.TemporaryError("waiting for Kueue to create the Job's Workload", delay=2)
+
+
+async def hold(
+    api: client.ApiClient, namespace: str, name: str, held: bool, queued: kueue_policy.Queueing | None
+) -> None:
+    """Hold the workers stopped (or let them run) for a carbon-aware start or pause: the Job's suspend,
+    or, for a job Kueue queues, its Workload's spec.active."""
+    if queued is not None:
+        await set_workload_active(api, namespace, name, held)
+        return
+    batch_api = client.BatchV1Api(api)
+    await write(batch_api.patch_namespaced_job, job_name_for(name), namespace, {"spec": {"suspend": held}})
+
+
+async def scale(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    target: JobScale,
+    workload: kueue_policy.Queueing | None,
+    kueue_owns_suspend: bool,
+) -> None:
+    """Patch the Job's scale and suspend; a resume also writes the stage's world size and the checkpoint
+    to start from on the pod template (its annotations may change only while the Job is suspended). A
+    job Kueue queues halts and resumes through its Workload's spec.active, moved only when `workload` is
+    given (the workers stop or start this round)."""
+    patch: dict[str, Any] = {"spec": {"parallelism": target.replicas, "completions": target.replicas}}
+    if not kueue_owns_suspend:
+        patch["spec"]["suspend"] = target.suspend
+    if target.resume:
+        resumed = await _resume(api, namespace, name, target, patch, workload)
+        patch = {} if resumed else patch
+    try:
+        if patch:
+            await write(client.BatchV1Api(api).patch_namespaced_job, job_name_for(name), namespace, patch)
+        if workload is not None:
+            await set_workload_active(api, namespace, name, target.suspend)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+
+
+async def _resume(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    target: JobScale,
+    patch: dict[str, Any],
+    workload: kueue_policy.Queueing | None,
+) -> bool:
+    """Write the scale patch with the resume point on the pod template, and say whether the Job took it
+    (a Job whose template the apiserver will not let change, a 422, resumes from the scale alone)."""
+    ck = target.resume_from
+    annotations = {
+        WORLD_SIZE_ANNOTATION: str(target.replicas),
+        RESUME_ANNOTATION: f"{ck.step} {ck.uri}" if ck else None,
+        **kueue_policy.resume_template_annotations(workload),  # a stale slice name (Kueue v0.17)
+    }
+    resumed = {"spec": {**patch["spec"], "template": {"metadata": {"annotations": annotations}}}}
+    written = False
+    try:
+        await write(client.BatchV1Api(api).patch_namespaced_job, job_name_for(name), namespace, resumed)
+        written = True
+        if workload is not None and workload.elastic:  # Kueue restores the template from the slice
+            await kueue.set_slice_annotations(api, namespace, job_name_for(name), annotations)
+    except ApiException as exc:
+        if exc.status != 422:
+            raise kopf.TemporaryError(f"resuming the Job failed: {exc.reason}", delay=5) from exc
+        log.warning("resume point not written to the pod template: %s", api_message(exc))
+    return written

@@ -1,0 +1,49 @@
+"""Every kopf handler is registered in one place, under the ids kopf stores its progress by."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from carbontrack.controller.registration import register
+from carbontrack.state.config import OperatorConfig
+
+
+def registered(config: OperatorConfig) -> dict[str, list[Any]]:
+    """Handler id -> its handlers, from a fresh registry (kopf keeps them by kind, behind `_`)."""
+    registry = register(config, kopf.OperatorRegistry())
+    out: dict[str, list[Any]] = {}
+    for kind in (registry._activities, registry._changing, registry._spawning, registry._watching):
+        for handler in kind.get_all_handlers():
+            out.setdefault(handler.id, []).append(handler)
+    return out
+
+
+def test_the_handler_ids_kopf_persists_stay_what_they_were() -> None:
+    handlers = registered(OperatorConfig())
+    assert sorted(handlers) == [
+        "cleanup", "deleted", "job_event", "promote", "publish_ca", "reconcile", "reconcile/spec", "startup",
+    ]  # fmt: skip
+    assert len(handlers["reconcile"]) == 2  # on create and on resume
+    assert handlers["reconcile/spec"][0].field == ("spec",)
+    assert handlers["deleted"][0].requires_finalizer is False  # optional: deletion is never blocked
+
+
+def test_the_judgement_timer_runs_at_the_configured_interval() -> None:
+    (timer,) = registered(OperatorConfig(judge_interval_s=7.0))["promote"]
+    assert (timer.interval, timer.backoff, timer.initial_delay) == (7.0, 7.0, 1.0)
+
+
+def test_the_kueue_handlers_only_where_the_operator_answers_admission_checks() -> None:
+    plain = registered(OperatorConfig())
+    kueue = registered(OperatorConfig(kueue_admission_check=True))
+    assert set(kueue) - set(plain) == {"on_admission_check", "on_workload"}
+    plurals = {h.selector.any_name for name in ("on_admission_check", "on_workload") for h in kueue[name]}
+    assert plurals == {"admissionchecks", "workloads"}
+
+
+def test_only_managed_jobs_are_watched() -> None:
+    (watch,) = registered(OperatorConfig())["job_event"]
+    assert (watch.selector.group, watch.selector.any_name) == ("batch", "jobs")
+    assert watch.labels == {"carbontrack.io/managed": "true"}

@@ -1,15 +1,20 @@
-"""What a user writes for the chart, checked where it enters: Helm values by the chart's schema (`helm lint`,
-`helm template` and `helm install` refuse them before anything reaches the cluster)."""
+"""What a user writes for the chart and on a job, checked where it enters: Helm values by the chart's
+schema (`helm lint`, `helm template` and `helm install` refuse them before anything reaches the cluster),
+annotations on a job by the chart's admission policy (the apiserver refuses them at apply)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.cases.crs import manifest, valid_spec
 from tests.cluster.controlplane import BIN, ControlPlane
+from tests.cluster.render import render
+from tests.integration.harness import wait
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "carbontrack"
@@ -91,3 +96,55 @@ def test_the_values_users_write_stay_valid(tmp_path: Path) -> None:
     rendered = helm("template", "x", str(CHART), "-f", str(values))
     assert rendered.returncode == 0, rendered.stderr
     assert 'image: "ghcr.io/carbontrack/carbontrack:1.2.3@sha256:' in rendered.stdout
+
+
+ANNOTATION_RULES = [  # (annotation, a value that means nothing, the values that do)
+    ("carbontrack.io/training-type", "pretraining", ["pre-training", "fine-tuning"]),
+    ("kueue.x-k8s.io/elastic-job", "yes", ["true", "false"]),
+]
+
+
+def test_job_annotations_outside_their_values_are_refused_at_apply(
+    crd_installed: ControlPlane, namespace: str
+) -> None:
+    """The report's training type and Kueue's elastic-job switch: a value that means nothing is refused
+    naming the annotation; one stored before the policy existed does not block other updates."""
+    cluster = crd_installed
+    release = f"ct-{namespace}"
+
+    def job(name: str, annotations: dict[str, str], *dry_run: str) -> str:
+        obj = manifest(name, valid_spec(suspend=True))  # nothing to run if the session's operator sees it
+        obj["metadata"]["annotations"] = annotations
+        out = cluster.kubectl(
+            "apply", *dry_run, "-n", namespace, "-f", "-", input=json.dumps(obj), check=False
+        )
+        return "" if out.returncode == 0 else out.stderr
+
+    def annotate(name: str, key: str, value: str) -> str:
+        out = cluster.kubectl(
+            "annotate", "--overwrite", "ctj", name, "-n", namespace, f"{key}={value}", check=False
+        )
+        return "" if out.returncode == 0 else out.stderr
+
+    assert job("stored-before", {key: bad for key, bad, _ in ANNOTATION_RULES}) == ""
+    only = "--show-only=templates/admissionpolicy.yaml"
+    policy = render("--namespace", namespace, only, include_crds=False, release=release)
+    try:
+        applied = cluster.kubectl("apply", "--server-side", "-f", "-", input=policy, check=False)
+        assert applied.returncode == 0, applied.stderr
+        key, bad, _ = ANNOTATION_RULES[0]
+        wait(
+            lambda: key in job("probe", {key: bad}, "--dry-run=server"), what="the admission policy in force"
+        )
+        for index, (key, bad, good) in enumerate(ANNOTATION_RULES):
+            refused = job(f"bad-{index}", {key: bad})
+            assert f"metadata.annotations[{key}] must be {' or '.join(good)}" in refused, refused
+            for value in good:
+                assert job(f"good-{value}", {key: value}) == ""
+            assert key in annotate("stored-before", key, bad + "2"), "a new meaningless value was accepted"
+        assert annotate("stored-before", "note", "unrelated") == "", (
+            "an unchanged stored value blocked an update"
+        )
+    finally:  # cluster-scoped: left behind, they would judge other tests' jobs
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            cluster.kubectl("delete", kind, "-l", f"app.kubernetes.io/instance={release}", check=False)

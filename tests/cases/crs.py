@@ -24,6 +24,9 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
+PROMETHEUS: dict[str, Any] = {"address": "http://prometheus-operated.monitoring:9090", "query": "vector(1)"}
+
+
 def valid_spec(**overrides: Any) -> dict[str, Any]:
     """A complete, valid spec using every section; overrides replace top-level keys."""
     spec: dict[str, Any] = {
@@ -178,5 +181,25 @@ MALFORMED: list[Malformed] = [
         "pass-score-without-min-score",
         _with("gates.quality", {"metric": "eval_accuracy", "baseline": 0.8, "passScore": 0.9}),
         "spec.gates.quality.passScore",
+    ),
+    # with min above max every measurement fails: the gate could never pass
+    Malformed(
+        "metric-min-above-max",
+        _with("gates.metrics", [{"name": "latency", "prometheus": PROMETHEUS, "min": 10, "max": 1}]),
+        "spec.gates.metrics[0].max",
+    ),
+    # a duration past a year: a huge one overflows the deadline computed from it
+    Malformed(
+        "max-delay-beyond-a-year",
+        _with("carbon.schedule", {"maxDelay": "99999999999h"}),
+        "spec.carbon.schedule.maxDelay",
+    ),
+    Malformed(
+        "window-beyond-a-year", _with("carbon.schedule", {"window": "8761h"}), "spec.carbon.schedule.window"
+    ),
+    Malformed(
+        "pause-after-beyond-a-year",
+        _with("carbon.schedule", {"pauseAbove": {"gramsPerKwh": 300, "after": "31536001s"}}),
+        "spec.carbon.schedule.pauseAbove.after",
     ),
 ]

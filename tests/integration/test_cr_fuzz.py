@@ -54,10 +54,18 @@ templates = st.one_of(
     st.dictionaries(st.text(TEXT, max_size=10), json_values, max_size=4),  # anything at all
 )
 
+# durations as a user writes them: the longest allowed in each unit, just past it, and far past it (the
+# CEL limit refuses those), besides any the pattern admits
+durations = st.one_of(
+    st.sampled_from(["8760h", "525600m", "31536000s", "8761h", "99999999999h", "90m", "1h30m"]),
+    st.from_regex(r"\A([0-9]{1,11}[smh]){1,2}\Z"),
+)
+DURATIONS = {f"carbon.schedule.{field}": durations for field in ("maxDelay", "window", "pauseAbove.after")}
+
 
 @st.composite
 def specs(draw: st.DrawFn) -> dict[str, Any]:
-    spec = draw(from_schema(spec_schema(), {"template": templates}))
+    spec = draw(from_schema(spec_schema(), {"template": templates, **DURATIONS}))
     canary = spec.get("canary")
     if canary and "stages" in canary:  # mostly well-formed stages, so most CRs get past the CEL rules
         canary["stages"] = sorted(set(canary["stages"]) | {100}) if draw(st.booleans()) else canary["stages"]

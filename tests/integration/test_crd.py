@@ -113,3 +113,32 @@ def test_a_pod_template_with_every_common_field_is_stored_verbatim(
     assert result.returncode == 0, result.stderr
     got = crd_installed.kubectl("get", "ctj", "full-template", "-n", namespace, "-o", "json").stdout
     assert json.loads(got)["spec"]["template"] == template
+
+
+@pytest.mark.parametrize("duration", ["8760h", "525600m", "31536000s", "8759h59m60s", "1h30m"])
+def test_a_duration_up_to_a_year_is_stored(
+    crd_installed: ControlPlane, namespace: str, duration: str
+) -> None:
+    spec = valid_spec()
+    pause = {"gramsPerKwh": 300, "after": duration}
+    spec["carbon"]["schedule"] = {"maxDelay": duration, "window": duration, "pauseAbove": pause}
+    result = apply(crd_installed, namespace, manifest("a-year", spec))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("metric-min-above-max", "max must be >= min"),
+        ("max-delay-beyond-a-year", "must be at most 8760h (365 days)"),
+        ("window-beyond-a-year", "must be at most 8760h (365 days)"),
+        ("pause-after-beyond-a-year", "must be at most 8760h (365 days)"),
+    ],
+)
+def test_a_refused_bound_says_what_would_pass(
+    crd_installed: ControlPlane, namespace: str, case: str, message: str
+) -> None:
+    """The CEL rule's own message, not an evaluation error: a huge duration never reaches duration()."""
+    malformed = next(m for m in MALFORMED if m.name == case)
+    result = apply(crd_installed, namespace, manifest(case, malformed.spec))
+    assert f"{malformed.field}: Invalid value" in result.stderr and message in result.stderr, result.stderr

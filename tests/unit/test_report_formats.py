@@ -81,9 +81,11 @@ def test_training_type_comes_from_the_annotation_unless_the_flag_names_one() -> 
     assert yaml.safe_load(render(obj, "model-card", "fine-tuning"))["co2_eq_emissions"]["training_type"] == (
         "fine-tuning"
     )
-    obj["metadata"]["annotations"] = {"carbontrack.io/training-type": "nonsense"}
-    assert (
-        yaml.safe_load(render(obj, "model-card", None))["co2_eq_emissions"]["training_type"] == "fine-tuning"
+    obj["metadata"]["annotations"] = {"carbontrack.io/training-type": "pretraining"}
+    with pytest.raises(ValueError, match=r"training-type='pretraining': must be pre-training or fine-tuning"):
+        render(obj, "model-card", None)  # refused, not silently fine-tuning
+    assert yaml.safe_load(render(obj, "model-card", "pre-training"))["co2_eq_emissions"]["training_type"] == (
+        "pre-training"
     )
 
 

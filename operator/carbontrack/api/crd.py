@@ -9,10 +9,11 @@ objects tests both.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from carbontrack.api.base import KubeModel
@@ -110,6 +111,14 @@ class IntensitySpec(KubeModel):
 
 _DURATION = r"^([0-9]+(s|m|h))+$"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
+MAX_DURATION = "8760h"
+"""The longest duration a spec may give: a year, beyond any forecast and well inside what a datetime
+(the deadline computed from it) and the apiserver's CEL duration (int64 nanoseconds) can hold."""
+MAX_DURATION_S = 8760 * 3600
+# Numbers no longer than MAX_DURATION's in each unit (8760h, 525600m, 31536000s): a longer one is above it,
+# and within the fields' 32 characters no such sum overflows CEL's duration(), so the rule never errors.
+_DURATION_DIGITS = "^([0-9]{1,8}s|[0-9]{1,6}m|[0-9]{1,4}h)+$"
+_TOO_LONG = f"must be at most {MAX_DURATION} (365 days)"
 
 
 def duration_s(text: str) -> float:
@@ -124,12 +133,35 @@ def duration_s(text: str) -> float:
     return float(total)
 
 
+def _at_most_max_duration(text: str) -> str:
+    if not re.fullmatch(_DURATION_DIGITS, text) or duration_s(text) > MAX_DURATION_S:
+        raise ValueError(_TOO_LONG)
+    return text
+
+
+_AT_MOST_MAX_DURATION: JsonDict = {
+    "rule": f"self.matches('{_DURATION_DIGITS}') && duration(self) <= duration('{MAX_DURATION}')",
+    "message": _TOO_LONG,
+    "reason": "FieldValueInvalid",
+}
+Duration = Annotated[
+    str,
+    Field(
+        pattern=_DURATION,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-validations": [_AT_MOST_MAX_DURATION]},
+    ),
+    AfterValidator(_at_most_max_duration),
+]
+"""A duration such as 90m, 1h30m or 24h, at most MAX_DURATION (the CRD and the models refuse alike)."""
+
+
 class PauseAboveSpec(KubeModel):
     """Opt-in: pause a Running job while the grid is dirty, resume when it is clean again."""
 
     grams_per_kwh: float = Field(gt=0, le=2000)
     """Pause when the zone's intensity stays above this; resume at or below it."""
-    after: str = Field("30m", pattern=_DURATION, max_length=32)
+    after: Duration = "30m"
     """How long the intensity must stay above the limit before the job pauses."""
     max_pauses: int = Field(3, ge=1, le=100)
     """Never more pauses than this in the job's life; then it runs whatever the grid."""
@@ -140,9 +172,9 @@ class ScheduleSpec(KubeModel):
 
     max_grams_per_kwh: float = Field(200.0, gt=0, le=2000)
     """Start once the zone's intensity is at or below this (gCO2e/kWh)."""
-    max_delay: str = Field("24h", pattern=_DURATION, max_length=32)
+    max_delay: Duration = "24h"
     """Longest wait from the deferral's start (e.g. 24h, 90m); then it starts whatever the grid."""
-    window: str | None = Field(None, pattern=_DURATION, max_length=32)
+    window: Duration | None = None
     """Expected run length: a forecast start is judged by its mean intensity over this window."""
     pause_above: PauseAboveSpec | None = None
     """Opt-in: while Running, pause (the Job suspended) when the grid stays dirty; each pause lasts at
@@ -309,6 +341,9 @@ class PrometheusProvider(KubeModel):
     """A query that does not answer in time is an error (not a failure)."""
 
 
+_MIN_ABOVE_MAX = "max must be >= min (with min above max every measurement fails)"
+
+
 class MetricGate(KubeModel):
     """A gate on a measured metric, as a progressive-delivery analysis does it: `count` measurements per
     stage, one per judgement round once `initialDelaySteps` of the stage have run, judged by bounds.
@@ -325,6 +360,12 @@ class MetricGate(KubeModel):
             "message": "a metric gate needs min or max, else it judges nothing",
             "fieldPath": ".min",
             "reason": "FieldValueRequired",
+        },
+        {
+            "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "message": _MIN_ABOVE_MAX,
+            "fieldPath": ".max",
+            "reason": "FieldValueInvalid",
         },
         {
             "rule": "!has(self.inconclusiveBelow) || has(self.min) && self.inconclusiveBelow >= self.min",
@@ -360,6 +401,8 @@ class MetricGate(KubeModel):
     def _bounds(self) -> MetricGate:
         if self.min is None and self.max is None:
             raise ValueError("metrics.min: a metric gate needs min or max, else it judges nothing")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"metrics.max: {_MIN_ABOVE_MAX}")
         if self.inconclusive_below is not None and (self.min is None or self.inconclusive_below < self.min):
             raise ValueError("metrics.inconclusiveBelow: inconclusiveBelow needs min and must be >= min")
         if self.inconclusive_above is not None and (self.max is None or self.inconclusive_above > self.max):

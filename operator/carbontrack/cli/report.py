@@ -39,7 +39,10 @@ def render(obj: dict[str, Any], fmt: str, training_type: str | None) -> str:
     """The report of one CarbonTrackedJob object (as the apiserver returns it) in `fmt`."""
     job = CarbonTrackedJob.model_validate(obj)
     annotated = (job.metadata.get("annotations") or {}).get(TRAINING_TYPE_ANNOTATION)
-    chosen = training_type or (annotated if annotated in TRAINING_TYPES else "fine-tuning")
+    if training_type is None and annotated is not None and annotated not in TRAINING_TYPES:
+        allowed = " or ".join(TRAINING_TYPES)
+        raise ValueError(f"annotation {TRAINING_TYPE_ANNOTATION}={annotated!r}: must be {allowed}")
+    chosen = training_type or annotated or "fine-tuning"
     kind = cast(TrainingType, chosen)
     report = run_report(job)
     if fmt == "model-card":

@@ -428,6 +428,9 @@ class ApprovalSpec(KubeModel):
         },
     )
     """Contexts in which the approval is asked (default: every context); e.g. [production]."""
+    distinct_from: Literal["creator"] | None = None
+    """creator: the job's creator (its carbontrack.io/created-by annotation, which the chart's admission
+    policy lets only the creating user write) may not approve it; a rejection is still theirs to make."""
 
 
 class GatesSpec(KubeModel):
@@ -871,8 +874,9 @@ class MetricHistory(KubeModel):
 class DecisionRecord(KubeModel):
     """A person's approval or rejection, as the judgement recorded it."""
 
-    decision: Literal["Approved", "Rejected", "Ignored"]
-    """Ignored: the annotation came while the job was not Paused (it is consumed, not kept for later)."""
+    decision: Literal["Approved", "Rejected", "Ignored", "Refused"]
+    """Ignored: the annotation came while the job was not Paused (it is consumed, not kept for later).
+    Refused: an approval that gates.approval.distinctFrom rules out (the creator, or no recorded user)."""
     by: str = Field(max_length=512)
     """Who: the user `carbontrack approve|reject` read from a SelfSubjectReview, or, for a bare
     annotation, the field manager that set it (the apiserver does not record the user)."""
@@ -957,7 +961,8 @@ class CarbonTrackedJobStatus(KubeModel):
     measurements: list[MetricHistory] = Field(default_factory=list, max_length=10)
     """Per metric gate, the last 10 measurements."""
     decisions: list[DecisionRecord] = Field(default_factory=list, max_length=10)
-    """The last 10 approvals and rejections, oldest first."""
+    """The last 10 approvals and rejections, oldest first. Every one is also kept in the job's decision
+    log (ConfigMaps labelled carbontrack.io/decision-log=NAME), which an edit of status does not touch."""
     checkpoint: CheckpointStatus | None = None
     """Written by the telemetry writer, from the trainer's reports."""
     halt: HaltStatus | None = None

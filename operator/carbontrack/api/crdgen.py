@@ -107,6 +107,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             continue
         elif key == "default" and value is None:
             continue
+        elif key == "const":  # not in OpenAPI v3.0: a one-value enum says the same
+            out["enum"] = [value]
         else:
             out[key] = _resolve(value, defs)
     if "properties" in out:

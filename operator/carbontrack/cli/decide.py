@@ -5,14 +5,16 @@
 
 It asks the apiserver who the caller is (a SelfSubjectReview, authentication.k8s.io/v1, the API
 `kubectl auth whoami` uses) and writes `carbontrack.io/approve` (or `/reject`) with the value
-`{"by": USER, "reason": TEXT}`; the operator's next judgement acts on it once, records who, when, why
-and at which stage in status.decisions, posts an Event, and removes the annotation.
-The bare equivalent, recorded with its field manager instead of a user name:
+`{"by":USER,"reason":TEXT}`, the form the chart's admission policy requires (`by` must be the user
+the apiserver authenticated); the operator's next judgement keeps it in the job's decision log, acts on
+it once, records who, when, why and at which stage in status.decisions, posts an Event, and removes
+the annotation. The kubectl equivalent, accepted by the policy only with your own user name:
 
-    kubectl annotate ctj llama -n ml carbontrack.io/approve="accuracy 0.83 is fine"
+    kubectl annotate ctj llama -n ml carbontrack.io/approve='{"by":"alice","reason":"0.83 is fine"}'
 
-Exit status: 0 written (and, with --wait, acted on), 1 the job is not Paused or the operator did
-not act in time, 2 the job or the cluster cannot be reached.
+Exit status: 0 written (and, with --wait, acted on), 1 the job is not Paused, the operator did not
+act in time, or it refused the approval (gates.approval.distinctFrom), 2 the job or the cluster
+cannot be reached, or the apiserver refused the write (its admission policy's message is printed).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ async def _wait_for_operator(custom: Any, args: argparse.Namespace, before: Any)
         if decisions and decisions[-1] != before:
             last = decisions[-1]
             print(f"{last['decision']} by {last['by']}; phase {obj['status'].get('phase')}")
-            return 0
+            return 1 if last["decision"] == "Refused" else 0
     print(f"the operator did not act within {args.timeout:g} s", file=sys.stderr)
     return 1
 

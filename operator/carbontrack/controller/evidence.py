@@ -44,7 +44,7 @@ async def gather(call: JobCall, services: Services, meta: kopf.Meta) -> Inputs:
     """Everything one judgement of the job decides on."""
     spec, stored = call.spec, st.parse(call.status)
     now = services.clock()
-    person = person_decision(meta.get("annotations"), meta.get("managedFields"), now)
+    person = person_decision(meta.get("annotations"), meta.get("managedFields"), now, spec.gates.approval)
     job_state = await services.registry.get(*call.key)
     agg = job_state.aggregate if job_state else JobAggregate()
     measured = await _measure(spec, stored, agg.global_step, now) if spec.gates.metrics else ()

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, job_name_for
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller import job_writes
+from carbontrack.controller import decisions, job_writes
 from carbontrack.controller.context import JobCall, queueing_of
 from carbontrack.controller.deferral import defer, dirty_grid, record_pause
 from carbontrack.controller.evidence import gather
@@ -71,7 +71,7 @@ async def judge(call: JobCall, services: Services, meta: kopf.Meta) -> None:
     if watches_grid(call.spec.carbon.schedule, inputs.state.phase):
         carried, dirty = await dirty_grid(call, services)
         inputs = dataclasses.replace(inputs, schedule=carried, grid_hold=dirty is not None and dirty.pause)
-    plan = evaluate(inputs)
+    plan = await decisions.logged(call, services, inputs, evaluate(inputs))  # acted on once logged
     if call.queued is not None:
         kueue_conditions = await _kueue_conditions(call, services, call.queued)
         plan = dataclasses.replace(plan, conditions=(*plan.conditions, *kueue_conditions))

@@ -13,7 +13,8 @@
 
 A person's decision (`PersonDecision`, from the approve/reject annotation) is used once: the state
 keeps its hash. One that arrives while the job is not Paused is recorded as Ignored, never kept for
-a later pause (a stale approval must not wave a future stage through).
+a later pause (a stale approval must not wave a future stage through). An approval the spec rules
+out (`PersonDecision.refused`: gates.approval.distinctFrom) is recorded as Refused and used up too.
 
 `step()` gets the current state and the evidence and returns the next state plus the Events to post;
 the handler only applies it. Gates are judged lazily, only when a decision needs them.
@@ -63,6 +64,8 @@ class PersonDecision:
     token: str
     """A hash of the annotation (value and when it was set): the same decision is used once."""
     at: dt.datetime
+    refused: str = ""
+    """Why this approval may not count (gates.approval.distinctFrom), or empty: recorded as Refused."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ def step(
     if person is None or person.token == state.consumed_decision:
         return _step(r)
     consumed = replace(r, state=replace(state, consumed_decision=person.token))
+    if person.refused:
+        return _refuse(consumed, person, state)
     if state.phase != Phase.PAUSED or spec.suspend:
         return _ignore(consumed, person, state)
     if not person.approve:
@@ -155,7 +160,10 @@ def step(
 
 
 def _record(
-    r: _Round, person: PersonDecision, before: State, decision: Literal["Approved", "Rejected", "Ignored"]
+    r: _Round,
+    person: PersonDecision,
+    before: State,
+    decision: Literal["Approved", "Rejected", "Ignored", "Refused"],
 ) -> DecisionRecord:
     """The entry for status.decisions: who decided what, why, and where the job was."""
     return DecisionRecord(
@@ -180,6 +188,13 @@ def _ignore(r: _Round, person: PersonDecision, before: State) -> Decision:
     text = f"{verb} by {person.by} ignored: the job is {now}, not Paused"
     ignored = Event("Warning", "DecisionIgnored", text)
     return replace(inner, events=(ignored, *inner.events), record=_record(r, person, before, "Ignored"))
+
+
+def _refuse(r: _Round, person: PersonDecision, before: State) -> Decision:
+    """An approval the spec rules out is recorded as Refused and used up; the job goes on without it."""
+    inner = _step(r)
+    refused = Event("Warning", "ApprovalRefused", f"approval by {person.by} refused: {person.refused}")
+    return replace(inner, events=(refused, *inner.events), record=_record(r, person, before, "Refused"))
 
 
 def _reject(r: _Round, person: PersonDecision, before: State) -> Decision:

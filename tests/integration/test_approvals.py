@@ -1,21 +1,36 @@
 """Inconclusive -> Paused -> a person decides, on the real control plane.
 
 `carbontrack approve|reject` is run as a user runs it (a subprocess with the kubeconfig); the bare
-`kubectl annotate` path is exercised too. Status history and Events must say who and why.
+`kubectl annotate` path is exercised too. Status history and Events must say who and why. With the
+chart's admission policies applied: a decision naming anyone but its writer is refused at the
+apiserver, a creator cannot approve a job that asks for a distinct approver, and every decision is
+kept in the job's decision log, which an administrator's edit of status does not reach.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hack.controlplane import ControlPlane
+from hack.render import render
 
+from carbontrack.core.rollout.approvals import CREATED_BY_ANNOTATION, annotation_value
 from tests.cases.jobs import gated
 from tests.integration.harness import (
     Operator,
     apply,
+    chart_identity,
     decide,
     phase_is,
     running_pods,
@@ -139,3 +154,243 @@ def test_a_rejected_pause_halts_and_suspends(operator: Operator, namespace: str,
     wait(lambda: REJECT not in annotations(cluster, namespace, "doubt"), what="annotation removed")
     print(get_row(cluster, namespace, "doubt"))
     sidecar.stop()
+
+
+# --- with the chart's admission policies ------------------------------------------------------------
+
+LOG_LABEL = "carbontrack.io/decision-log"
+
+
+@contextlib.contextmanager
+def chart_policies(cluster: ControlPlane, namespace: str, *names: str) -> Iterator[None]:
+    """The chart's admission policies `names` (job-decisions, decision-log) and their bindings, as the
+    default release renders them (the operator is carbontrack-system's ServiceAccount carbontrack),
+    in force until the block ends: they are cluster-scoped and would judge other tests' objects."""
+    wanted = {f"carbontrack-{name}" for name in names}
+    rendered = render("--show-only", "templates/admissionpolicy.yaml", include_crds=False)
+    chosen = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] in wanted]
+    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": chosen})
+    try:
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=listed)
+        for name in names:
+            wait(
+                lambda n=name: _refused_by(cluster, namespace, n),
+                what=f"the {name} admission policy in force",
+            )
+        yield
+    finally:
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            cluster.kubectl("delete", kind, *sorted(wanted), "--ignore-not-found", check=False)
+
+
+def _refused_by(cluster: ControlPlane, namespace: str, policy: str) -> bool:
+    """A server dry run of an object the policy refuses (a job whose creator is someone else, or a log
+    entry the admin creates) is refused by it: the policy is in force."""
+    if policy == "job-decisions":
+        probe = gated("probe", 0.8)
+        probe["metadata"]["annotations"] = {CREATED_BY_ANNOTATION: "somebody-else"}
+    else:
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "probe", "labels": {LOG_LABEL: "x"}},
+        }
+    out = cluster.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(probe), check=False
+    )
+    return f"carbontrack-{policy}" in out.stderr
+
+
+def service_account(cluster: ControlPlane, namespace: str, name: str, *verbs: str) -> str:
+    """A ServiceAccount that may do `verbs` on carbontrackedjobs in `namespace`, nothing else: its user."""
+    cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
+    cluster.kubectl(
+        "create", "role", name, "-n", namespace, f"--verb={','.join(verbs)}",
+        "--resource=carbontrackedjobs.carbontrack.io",
+    )  # fmt: skip
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        name,
+        "-n",
+        namespace,
+        f"--role={name}",
+        f"--serviceaccount={namespace}:{name}",
+    )
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def patch_as(
+    cluster: ControlPlane, token: str, namespace: str, name: str, annotations: dict[str, str]
+) -> tuple[int, str]:
+    """A JSON merge patch of the job's annotations with a bearer token, as a client holding only the
+    `patch` verb sends it (kubectl would GET first): the HTTP status and the apiserver's message."""
+    url = f"{cluster.server}/apis/carbontrack.io/v1alpha1/namespaces/{namespace}/carbontrackedjobs/{name}"
+    body = json.dumps({"metadata": {"annotations": annotations}}).encode()
+    request = urllib.request.Request(url, data=body, method="PATCH", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json",
+    })  # fmt: skip
+    context = ssl.create_default_context(cafile=str(cluster.pki / "ca.crt"))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            return answer.status, ""
+    except urllib.error.HTTPError as refused:
+        return refused.code, str(json.loads(refused.read()).get("message"))
+
+
+def decide_as(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`carbontrack <args>` with a user's kubeconfig, in this process's environment (its PYTHONPATH)."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [sys.executable, "-m", "carbontrack.cli", *args], env=env, capture_output=True, text=True, timeout=90,
+        check=False,
+    )  # fmt: skip
+
+
+def decision_log(cluster: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
+    """The job's decision log: its ConfigMaps, oldest first."""
+    out = cluster.kubectl("get", "configmaps", "-n", namespace, "-l", f"{LOG_LABEL}={job}", "-o", "json")
+    return sorted(json.loads(out.stdout)["items"], key=lambda cm: (cm["data"]["at"], cm["data"]["reason"]))
+
+
+def test_a_forged_approval_is_refused_at_the_apiserver(crd_installed: ControlPlane, namespace: str) -> None:
+    """A ServiceAccount that may only patch carbontrackedjobs, as a job's owner may, writes the approval
+    naming someone else: the apiserver refuses it, naming who the writer is; naming itself it passes."""
+    cluster = crd_installed
+    job = unsure("target")
+    job["spec"]["suspend"] = True  # nothing to run: only what the apiserver stores is under test
+    assert apply(cluster, namespace, job).returncode == 0
+    owner = service_account(cluster, namespace, "owner", "patch")
+    token = cluster.kubectl("create", "token", "owner", "-n", namespace).stdout.strip()
+    with chart_policies(cluster, namespace, "job-decisions"):
+        for forged in (
+            '{"by": "cto@example.com"}',  # as the issue wrote it
+            annotation_value("cto@example.com", "ship it"),  # as the CLI would, for someone else
+            "ship it",  # no one named: the field manager it would be recorded with is the writer's choice
+        ):
+            code, message = patch_as(cluster, token, namespace, "target", {APPROVE: forged})
+            assert code == 403, (forged, code, message)
+            assert f'must be {{"by":"{owner}","reason":"..."}}' in message, message
+            assert APPROVE not in annotations(cluster, namespace, "target")
+        own = annotation_value(owner, "my own name")
+        assert patch_as(cluster, token, namespace, "target", {APPROVE: own}) == (200, "")
+        assert (
+            annotations(cluster, namespace, "target").get(APPROVE, own) == own
+        )  # the operator may consume it
+
+
+def test_an_owner_may_not_approve_their_own_job_when_the_spec_asks_for_another(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """gates.approval.distinctFrom: creator. The operator refuses the creator's approval (Refused, an
+    Event) where no policy stands; with the chart's policy the apiserver refuses it, keeps the owner
+    from lifting the requirement, and a second person's approval continues the promotion."""
+    cluster = operator.cluster
+    user = whoami(cluster)
+    job = unsure("mine", approval={"stages": [100], "distinctFrom": "creator"})
+    job["metadata"]["annotations"] = {CREATED_BY_ANNOTATION: user}
+    assert apply(cluster, namespace, job).returncode == 0
+    phase_is(cluster, namespace, "mine", "Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "mine", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "mine", pod, uid)
+    train(sidecar.client(), 1, 12, accuracy=0.86)
+    phase_is(cluster, namespace, "mine", "Paused")
+    # no admission policy: the operator refuses the creator's approval and says so
+    out = decide_as(cluster.kubeconfig, "approve", "mine", "-n", namespace, "--reason", "trust me", "--wait")
+    assert out.returncode == 1 and f"Refused by {user}; phase Paused" in out.stdout, out
+    record = status(cluster, namespace, "mine")["decisions"][-1]
+    assert (record["decision"], record["by"], record["reason"]) == ("Refused", user, "trust me")
+    assert f"approval by {user} refused: {user} created this job and may not approve it" in events(
+        cluster, namespace
+    )
+    approver = service_account(cluster, namespace, "approver", "get", "patch")
+    with chart_policies(cluster, namespace, "job-decisions"):
+        out = decide(cluster, "approve", "mine", "-n", namespace, "--reason", "trust me")
+        assert out.returncode == 2, out
+        assert f"{user} created this job and may not approve it" in out.stderr, out.stderr
+        lifted = cluster.kubectl(
+            "patch", "ctj", "mine", "-n", namespace, "--type=merge",
+            "-p", '{"spec":{"gates":{"approval":{"distinctFrom":null}}}}', check=False,
+        )  # fmt: skip
+        assert lifted.returncode != 0 and "do not change while it exists" in lifted.stderr, lifted.stderr
+        moved = cluster.kubectl("annotate", "--overwrite", "ctj", "mine", "-n", namespace,
+                                f"{CREATED_BY_ANNOTATION}=somebody-else", check=False)  # fmt: skip
+        assert moved.returncode != 0 and "never changes" in moved.stderr, moved.stderr
+        second = cluster.service_account_kubeconfig(namespace, "approver")
+        out = decide_as(second, "approve", "mine", "-n", namespace, "--reason", "checked it", "--wait")
+        assert out.returncode == 0 and f"Approved by {approver}; phase Promoting" in out.stdout, out
+    assert phase_is(cluster, namespace, "mine", "Promoting")["decisions"][-1]["by"] == approver
+    sidecar.stop()
+
+
+def test_every_decision_outlives_an_admin_status_patch(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """The operator as the chart deploys it keeps each decision as an immutable ConfigMap the job owns,
+    before acting on it. An administrator empties status.decisions; the log keeps every decision, past
+    the 10 status shows, and no one but the operator can add to it."""
+    cluster = operator.cluster
+    user = whoami(cluster)
+    operator.stop()  # the session's operator would judge the same object, as another user
+    charted = Operator(cluster, tmp_path / "charted.log", KUBECONFIG=str(chart_identity(cluster)))
+    try:
+        with chart_policies(cluster, namespace, "job-decisions", "decision-log"):
+            charted.start()
+            assert apply(cluster, namespace, unsure("kept")).returncode == 0
+            phase_is(cluster, namespace, "kept", "Canary")
+            ((pod, uid),) = running_pods(cluster, namespace, "kept", 1)
+            sidecar = start_sidecar(tmp_path, charted, cluster, namespace, "kept", pod, uid)
+            train(sidecar.client(), 1, 12, accuracy=0.86)
+            phase_is(cluster, namespace, "kept", "Paused")
+            out = decide(cluster, "approve", "kept", "-n", namespace, "--reason", "0.86 will do", "--wait")
+            assert out.returncode == 0 and "phase Promoting" in out.stdout, out
+            (entry,) = decision_log(cluster, namespace, "kept")
+            job = json.loads(cluster.kubectl("get", "ctj", "kept", "-n", namespace, "-o", "json").stdout)
+            assert entry["immutable"] is True
+            assert [o["uid"] for o in entry["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
+            assert (entry["data"]["decision"], entry["data"]["by"], entry["data"]["reason"]) == (
+                "Approved", user, "0.86 will do",
+            )  # fmt: skip
+            logged = next(
+                c for c in status(cluster, namespace, "kept")["conditions"] if c["type"] == "DecisionLogged"
+            )
+            assert logged["status"] == "True" and f"{LOG_LABEL}=kept" in logged["message"]
+            # an administrator empties the status history
+            cluster.kubectl("patch", "ctj", "kept", "-n", namespace, "--subresource=status", "--type=merge",
+                            "-p", '{"status":{"decisions":[]}}')  # fmt: skip
+            assert not status(cluster, namespace, "kept").get("decisions")
+            # eleven more decisions (the job is Promoting, so each is Ignored): status shows the last 10
+            for i in range(11):
+                cluster.kubectl("annotate", "--overwrite", "ctj", "kept", "-n", namespace,
+                                f"{APPROVE}={annotation_value(user, f'late {i}')}")  # fmt: skip
+                wait(
+                    lambda: APPROVE not in annotations(cluster, namespace, "kept"),
+                    what=f"decision {i} acted on",
+                )
+            shown = status(cluster, namespace, "kept")["decisions"]
+            assert [d["reason"] for d in shown] == [f"late {i}" for i in range(1, 11)]
+            log = decision_log(cluster, namespace, "kept")
+            assert sorted(cm["data"]["reason"] for cm in log) == sorted(
+                ["0.86 will do", *(f"late {i}" for i in range(11))]
+            )
+            assert [cm["data"]["decision"] for cm in log].count("Ignored") == 11
+            # nobody else writes the log: not an entry of their own, not a change to one
+            forged = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                      "metadata": {"name": "kept-decision-forged", "labels": {LOG_LABEL: "kept"}},
+                      "data": {"decision": "Approved", "by": "cto@example.com"}}  # fmt: skip
+            refused = cluster.kubectl(
+                "apply", "-n", namespace, "-f", "-", input=json.dumps(forged), check=False
+            )
+            assert refused.returncode != 0 and "created only by the carbontrack operator" in refused.stderr
+            name = entry["metadata"]["name"]
+            changed = cluster.kubectl("patch", "configmap", name, "-n", namespace, "--type=merge",
+                                      "-p", '{"data":{"by":"cto@example.com"}}', check=False)  # fmt: skip
+            assert changed.returncode != 0 and "immutable" in changed.stderr, changed.stderr
+            hidden = cluster.kubectl(
+                "label", "configmap", name, "-n", namespace, f"{LOG_LABEL}-", check=False
+            )
+            assert hidden.returncode != 0 and "does not change" in hidden.stderr, hidden.stderr
+            sidecar.stop()
+    finally:
+        charted.stop()
+        operator.start()

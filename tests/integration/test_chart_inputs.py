@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hack.controlplane import BIN, ControlPlane
+from hack.render import render
 
 from tests.cases.crs import manifest, valid_spec
-from tests.cluster.controlplane import BIN, ControlPlane
-from tests.cluster.render import render
 from tests.integration.harness import wait
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 from tests.cases.doc_examples import DocExample, examples
 
 if TYPE_CHECKING:  # the fixture's type only
-    from tests.cluster.controlplane import ControlPlane
+    from hack.controlplane import ControlPlane
 
 
 @pytest.mark.parametrize("example", examples(), ids=lambda e: e.where)

@@ -99,27 +99,36 @@ def test_later():
 """
 # 17 passed, 1 failed, 1 errored, 1 skipped: pass rate 17/19 = 0.894737
 
+IMPORTS_EMPTY = """\
+import empty
+
+
+def test_imports():
+    assert empty.__name__ == "empty"
+"""
+# empty.py has no statement: coverage.py reports it as 100% of 0 statements
+
 
 def carbontrack() -> list[str]:
     script = shutil.which("carbontrack", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "carbontrack.cli"]
 
 
-def ci_run(tmp: Path, tests: str) -> Path:
+def ci_run(tmp: Path, tests: str, module: str = "calc", source: str = CALC) -> Path:
     """What a CI job does: run the tests under coverage, write JUnit XML, coverage JSON and XML."""
-    (tmp / "calc.py").write_text(CALC)
-    (tmp / "test_calc.py").write_text(tests)
+    (tmp / f"{module}.py").write_text(source)
+    (tmp / f"test_{module}.py").write_text(tests)
     py = [sys.executable, "-m"]
     env = {"COVERAGE_FILE": str(tmp / ".coverage"), "PATH": "/usr/bin:/bin"}
     run = subprocess.run(
-        [*py, "coverage", "run", "-m", "pytest", "test_calc.py", "--junitxml=junit.xml", "-q",
+        [*py, "coverage", "run", "-m", "pytest", f"test_{module}.py", "--junitxml=junit.xml", "-q",
          "-p", "no:cacheprovider", "--rootdir", str(tmp)],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode in (0, 1), run.stdout + run.stderr  # 1: some tests failed, as planned
     for fmt, out in (("json", "coverage.json"), ("xml", "coverage.xml")):
         report = subprocess.run(
-            [*py, "coverage", fmt, "-o", out, "--include=calc.py"],
+            [*py, "coverage", fmt, "-o", out, f"--include={module}.py"],
             cwd=tmp, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert report.returncode == 0, report.stderr
@@ -151,6 +160,11 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def regressed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ci_run(tmp_path_factory.mktemp("regressed"), REGRESSED)
+
+
+@pytest.fixture(scope="module")
+def no_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ci_run(tmp_path_factory.mktemp("no_code"), IMPORTS_EMPTY, "empty", "")
 
 
 @pytest.mark.parametrize("context", ["development", "staging", "production"])
@@ -202,3 +216,63 @@ def test_an_unset_ci_variable_is_a_usage_error_not_a_pass(tmp_path: Path) -> Non
         "carbontrack gates: unusable input: --tests: expected a file path, got an empty string "
         "(an unset CI variable?)\n"
     )
+
+
+NO_CODE = "(a report over no code is no data, not 100% coverage), got 0"
+
+
+@pytest.mark.parametrize("context", ["development", "production"])
+@pytest.mark.parametrize(
+    ("coverage", "message"),
+    [
+        (
+            "coverage.json",
+            f"coverage.json: totals.num_statements: expected at least one statement measured {NO_CODE}",
+        ),
+        (
+            "coverage.xml",
+            f"coverage.xml: <coverage lines-valid>: expected at least one line measured {NO_CODE}",
+        ),
+    ],
+)
+def test_coverage_over_no_code_is_unusable_input_not_full_coverage(
+    no_code: Path, context: str, coverage: str, message: str
+) -> None:
+    code, report, out = gates(no_code, context, coverage)
+    assert code == 2, out
+    assert report["error"] == message and report["exitCode"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tests", "."], "unusable input: .: is a directory, expected a file (given with --tests)"),
+        (["--tests", "huge.xml"],
+         "unusable input: huge.xml: expected a file of at most 20 MiB (20,971,520 bytes; "
+         "given with --tests), got 52,428,800 bytes"),
+        (["--security", "deep.json"],
+         "unusable input: deep.json: line 1 column 202: expected JSON with no value inside more than "
+         "200 nested arrays or objects, got deeper nesting"),
+        (["--metrics", "m.json", "--metric", "acc", "--min-score", "inf"],  # passed every score
+         "argument --min-score: expected a finite number, got 'inf'"),
+        (["--metrics", "m.json", "--metric", "acc", "--min-score", "nan"],  # failed every score: exit 1
+         "argument --min-score: expected a finite number, got 'nan'"),
+    ],
+    ids=["directory", "over-the-size-cap", "nested-too-deep", "min-score-inf", "min-score-nan"],
+)  # fmt: skip
+def test_unusable_input_exits_two_from_the_installed_command(
+    healthy: Path, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    """A directory, a 50 MB file (sparse: stat refuses it before any read), 100,000 nested `[`, thresholds
+    that are not finite numbers, each beside real reports, in the development context that passes them."""
+    shutil.copy(healthy / "junit.xml", tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"acc": 0.9}))
+    with open(tmp_path / "huge.xml", "wb") as huge:
+        huge.truncate(50 * 1024 * 1024)
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    result = subprocess.run(
+        [*carbontrack(), "gates", "check", "--context", "development", *argv],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -143,6 +143,23 @@ COBERTURA = """<?xml version="1.0" ?>
 </coverage>"""
 
 
+NO_CODE_PY = {
+    **COVERAGE_PY,
+    "files": {"empty.py": {"summary": {"covered_lines": 0, "num_statements": 0, "percent_covered": 100.0}}},
+    "totals": {"covered_lines": 0, "num_statements": 0, "percent_covered": 100.0, "percent_covered_display": "100",
+               "missing_lines": 0, "excluded_lines": 0},
+}  # fmt: skip
+"""What `coverage json` writes when only empty modules were measured: 100 % of nothing."""
+
+NO_CODE_COBERTURA = """<?xml version="1.0" ?>
+<coverage version="7.18.0" timestamp="1764622800000" lines-valid="0" lines-covered="0" line-rate="1"
+  branches-covered="0" branches-valid="0" branch-rate="0" complexity="0">
+  <sources><source>/src</source></sources><packages/>
+</coverage>"""
+
+NO_CODE = "(a report over no code is no data, not 100% coverage), got 0"
+
+
 @pytest.mark.parametrize(
     ("text", "fmt", "coverage", "detail"),
     [
@@ -334,6 +351,14 @@ ERRORS: list[tuple[str, Any, str, str]] = [
     ("coverage", "<coverage/>", "c.xml",
      "c.xml: <coverage line-rate>: expected a line rate between 0 and 1, got no such attribute"),
     ("coverage", PYTEST, "j.xml", "j.xml: <testsuites>: expected Cobertura XML (a <coverage> root)"),
+    ("coverage", json.dumps(NO_CODE_PY), "c.json",
+     f"c.json: totals.num_statements: expected at least one statement measured {NO_CODE}"),
+    ("coverage", NO_CODE_COBERTURA, "c.xml",
+     f"c.xml: <coverage lines-valid>: expected at least one line measured {NO_CODE}"),
+    ("coverage", '<coverage lines-valid="0" line-rate="0.9"/>', "c.xml",
+     f"c.xml: <coverage lines-valid>: expected at least one line measured {NO_CODE}"),
+    ("coverage", json.dumps({**COVERAGE_PY, "totals": {"percent_covered": 100.0, "num_statements": "0"}}), "c.json",
+     'c.json: totals.num_statements: expected a whole number >= 0 (write it without quotes), got "0"'),
     ("security", '{"critical": "0"}', "s.json",
      's.json: critical: expected a whole number >= 0 (write it without quotes), got "0"'),
     ("security", '{"high": 1.5}', "s.json", "s.json: high: expected a whole number >= 0, got 1.5"),
@@ -356,6 +381,9 @@ ERRORS: list[tuple[str, Any, str, str]] = [
      '(write it without quotes), got "0.9"'),
     ("metrics", '{"eval_accuracy": NaN}', "m.json",
      "m.json: eval_accuracy: expected a number (metrics are one flat object of name: number), got NaN"),
+    ("metrics", '{"eval_accuracy": ' + "9" * 5000 + "}", "m.json",
+     "m.json: line 1 column 4320: expected one JSON object of name: number (e.g. {\"eval_accuracy\": 0.91}), "
+     "got number out of range"),
     ("privacy", '{"epsilon": 8}', "p.json",
      "p.json: epsilon: expected only the keys epsilonBudget, noiseMultiplier, sampleRate, steps, delta, accountant, "
      "claimedEpsilon, got an unknown key"),
@@ -383,6 +411,34 @@ def test_unusable_input_names_the_file_the_key_and_what_was_expected(
     with pytest.raises(ReportError) as err:
         READERS[reader](text, source)
     assert str(err.value) == message
+
+
+DEEP = "[" * 100_000
+"""What a careless or hostile CI step can write: Python's json raises RecursionError on it."""
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_json_nested_past_the_limit_is_refused_by_every_reader(reader: str) -> None:
+    with pytest.raises(ReportError) as err:
+        READERS[reader](DEEP, "deep.json")
+    assert str(err.value) == (
+        "deep.json: line 1 column 202: expected JSON with no value inside more than 200 nested arrays or "
+        "objects, got deeper nesting"
+    )
+
+
+def nested(depth: int) -> str:
+    """A metrics file whose number sits inside `depth` objects (the 201st starts at column 1201)."""
+    return '{"a": ' * (depth - 1) + '{"eval_accuracy": 0.9' + "}" * depth
+
+
+def test_json_nesting_is_counted_as_the_limit_says() -> None:
+    for depth in (2, 200):
+        with pytest.raises(ReportError, match=r"^m.json: a: expected a number .*, got an object$"):
+            read_metrics(nested(depth), "m.json")  # parsed, then refused as not flat
+    assert read_metrics(nested(1), "m.json") == {"eval_accuracy": 0.9}
+    with pytest.raises(ReportError, match=r"^m.json: line 1 column 1219: expected JSON with no value inside"):
+        read_metrics(nested(201), "m.json")
 
 
 @given(st.text(max_size=200))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from carbontrack.cli import main
+from carbontrack.cli import gates_files, main
 
 
 def write(tmp: Path, name: str, doc: object) -> str:
@@ -203,6 +204,18 @@ USAGE_ERRORS: list[tuple[str, list[str], str]] = [
      "{d}/scan.sarif: given twice with --security"),
     ("junit-given-as-coverage", ["--coverage", "{d}/junit.xml"],
      "{d}/junit.xml: <testsuites>: expected Cobertura XML (a <coverage> root)"),
+    ("directory", ["--tests", "{d}/reports"],
+     "{d}/reports: is a directory, expected a file (given with --tests)"),
+    ("fifo", ["--security", "{d}/fifo"], "{d}/fifo: not a regular file (given with --security)"),
+    ("over-the-size-cap", ["--tests", "{d}/huge.xml"],
+     "{d}/huge.xml: expected a file of at most 20 MiB (20,971,520 bytes; given with --tests), "
+     "got 52,428,800 bytes"),
+    ("nested-too-deep", ["--metric", "acc", "--min-score", "0.8", "--metrics", "{d}/deep.json"],
+     "{d}/deep.json: line 1 column 202: expected JSON with no value inside more than 200 nested arrays or "
+     "objects, got deeper nesting"),
+    ("coverage-over-no-code", ["--coverage", "{d}/no-code.json"],
+     "{d}/no-code.json: totals.num_statements: expected at least one statement measured "
+     "(a report over no code is no data, not 100% coverage), got 0"),
 ]  # fmt: skip
 
 
@@ -220,6 +233,12 @@ def test_usage_errors_exit_two_naming_file_key_and_expectation(
     write(tmp_path, "str-free.json", {"critical": 0, "high": 0})
     write(tmp_path, "scan.sarif", SARIF)
     (tmp_path / "latin1.json").write_bytes(b'{"passRate": \xe9}')
+    (tmp_path / "reports").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # opened without blocking, then refused by its fstat
+    with open(tmp_path / "huge.xml", "wb") as huge:
+        huge.truncate(50 * 1024 * 1024)  # sparse: the size stat reports, no bytes written or read
+    text(tmp_path, "deep.json", "[" * 100_000)
+    write(tmp_path, "no-code.json", {**COVERAGE, "totals": {"num_statements": 0, "percent_covered": 100.0}})
     report = tmp_path / "report.json"
     code, out, err = run(capsys, *[a.format(d=tmp_path) for a in argv], "--json", str(report))
     assert code == 2, out
@@ -234,6 +253,37 @@ def test_a_bad_flag_value_is_an_argparse_usage_error(capsys: pytest.CaptureFixtu
         main(["gates", "check", "--metric", "acc", "--min-score", "high"])
     assert exit_.value.code == 2
     assert "argument --min-score: invalid float value: 'high'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--min-score", "inf"], ["--min-score", "nan"], ["--min-score=-inf"], ["--max-regression", "NaN"],
+    ["--max-regression", "infinity"],
+])  # fmt: skip
+def test_a_threshold_that_is_not_a_finite_number_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    metrics = write(tmp_path, "m.json", {"acc": 0.9})
+    baseline = write(tmp_path, "b.json", {"acc": 0.9})
+    with pytest.raises(SystemExit) as exit_:
+        main(["gates", "check", "--metric", "acc", "--metrics", metrics, "--baseline", baseline, *argv])
+    assert exit_.value.code == 2
+    flag, value = argv[0].split("=") if "=" in argv[0] else argv
+    assert f"argument {flag}: expected a finite number, got '{value}'" in capsys.readouterr().err
+
+
+def test_a_file_is_read_no_further_than_the_size_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gates_files, "MAX_INPUT_BYTES", 64)
+    at_cap = text(tmp_path, "at.json", '{"passRate": 0.99}'.ljust(64))
+    over_cap = text(tmp_path, "over.json", '{"passRate": 0.99}'.ljust(65))
+    assert run(capsys, "--context", "development", "--tests", at_cap)[0] == 0
+    code, _, err = run(capsys, "--tests", over_cap)
+    assert code == 2 and err.endswith("(64 bytes; given with --tests), got 65 bytes\n")
+    status = Path("/proc/self/status")  # a regular file whose stat says 0 bytes
+    if status.is_file():
+        code, _, err = run(capsys, "--tests", str(status))
+        assert code == 2 and err.endswith("got more than 64 bytes\n")
 
 
 def test_baseline_throughput_and_memory_feed_their_gates(

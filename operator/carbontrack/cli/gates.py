@@ -7,25 +7,27 @@
 Inputs are read in the formats CI tools write, detected by content (core/gates/evidence/ has the
 parsers and the counting rules): JUnit XML or results.json for --tests, coverage.py JSON, Cobertura
 XML or `{"coverage": 0.91}` for --coverage, SARIF 2.1 or counts for --security. This module only
-reads files and writes reports.
+reads files (through cli/gates_files.py) and writes reports (built in cli/gates_reports.py).
 
-Exit status: 0 every gate passed, 1 a gate failed, 2 unusable input (a missing or empty path, a file
-that is not what its flag reads, an unknown key, a percentage where a fraction belongs, nothing to
-judge). Exit 1 always means the evidence was read and judged. The reports it writes are built in
-cli/gates_reports.py.
+Exit status: 0 every gate passed, 1 a gate failed, 2 unusable input (a missing or empty path, a
+directory, a file over 20 MiB, a file that is not what its flag reads, JSON with a value inside more
+than 200 nested arrays or objects, an unknown key, a percentage where a fraction belongs, a coverage
+report over no code, a threshold that is not a finite number, nothing to judge). Exit 1 always means
+the evidence was read and judged.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
+from carbontrack.cli.gates_files import UsageError, read_input
 from carbontrack.cli.gates_reports import Input, json_report, junit, markdown, verdict_word
 from carbontrack.core.gates.evidence import (
     JUnitCounts,
@@ -39,28 +41,6 @@ from carbontrack.core.gates.evidence import (
 )
 from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
 from carbontrack.core.gates.privacy import epsilon
-
-
-class UsageError(ValueError):
-    """Input that cannot be judged: exit 2, never a traceback."""
-
-
-def _read(flag: str, path: str | None) -> str | None:
-    if path is None:
-        return None
-    if not path.strip():
-        raise UsageError(f"{flag}: expected a file path, got an empty string (an unset CI variable?)")
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{path}: no such file (given with {flag})")
-    try:
-        return p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"{path}: expected UTF-8 text ({flag}), got {exc.reason} at byte {exc.start}"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({flag}): {exc.strerror}") from None
 
 
 class Collected:
@@ -189,19 +169,19 @@ def _read_inputs(args: argparse.Namespace) -> Read:
     """Every file the flags name, in flag order, each read in the format its content shows."""
     read = Read(Collected(), {}, {}, None)
     got = read.got
-    if (text := _read("--metrics", args.metrics)) is not None:
+    if (text := read_input("--metrics", args.metrics)) is not None:
         read.metrics = read_metrics(text, args.metrics)
         got.inputs.append(Input("--metrics", args.metrics, "metrics JSON", f"{len(read.metrics)} metrics"))
-    if (text := _read("--baseline", args.baseline)) is not None:
+    if (text := read_input("--baseline", args.baseline)) is not None:
         read.baseline = read_metrics(text, args.baseline)
         got.inputs.append(Input("--baseline", args.baseline, "metrics JSON", f"{len(read.baseline)} metrics"))
     for path in args.tests or []:
         _add_tests(got, path)
-    if (text := _read("--coverage", args.coverage)) is not None:
+    if (text := read_input("--coverage", args.coverage)) is not None:
         got.add("--coverage", args.coverage, read_coverage(text, args.coverage))
     for path in args.security or []:
         _add_security(got, path)
-    if (text := _read("--privacy", args.privacy)) is not None:
+    if (text := read_input("--privacy", args.privacy)) is not None:
         read.privacy = read_privacy(text, args.privacy)
         detail = f"budget {read.privacy.epsilon_budget:g}"
         got.inputs.append(Input("--privacy", args.privacy, "privacy JSON", detail))
@@ -210,7 +190,7 @@ def _read_inputs(args: argparse.Namespace) -> Read:
 
 def _add_tests(got: Collected, path: str) -> None:
     """A `--tests` file: JUnit files add up, a results.json gives its fields once."""
-    text = _read("--tests", path)
+    text = read_input("--tests", path)
     assert text is not None
     parsed, counts = read_tests(text, path)
     if counts is not None:
@@ -221,7 +201,7 @@ def _add_tests(got: Collected, path: str) -> None:
 
 def _add_security(got: Collected, path: str) -> None:
     """A `--security` file: SARIF files add up, counts JSON gives its fields once."""
-    text = _read("--security", path)
+    text = read_input("--security", path)
     assert text is not None
     if path in [i.path for i in got.inputs if i.flag == "--security"]:
         raise UsageError(f"{path}: given twice with --security")
@@ -305,6 +285,17 @@ def check(args: argparse.Namespace) -> int:
     return code
 
 
+def finite_float(text: str) -> float:
+    """A threshold flag's value: a finite number. `inf` would pass every score, `nan` fail every one."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     gates = sub.add_parser("gates", help="judge the gates from files, for CI pipelines")
     gsub = gates.add_subparsers(dest="gates_command", required=True)
@@ -317,8 +308,12 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--context", choices=["development", "staging", "production"], default="production")
     c.add_argument("--metrics", help="eval metrics JSON: one flat object of name: number")
     c.add_argument("--metric", help="the quality metric to judge (a key of --metrics)")
-    c.add_argument("--min-score", type=float)
-    c.add_argument("--max-regression", type=float)
+    c.add_argument("--min-score", type=finite_float, help="the worst score of --metric that passes")
+    c.add_argument(
+        "--max-regression",
+        type=finite_float,
+        help="the largest worsening of --metric from the --baseline file's, in the metric's units",
+    )
     c.add_argument("--lower-is-better", action="store_true")
     c.add_argument("--baseline", help="baseline metrics JSON (same keys as --metrics)")
     c.add_argument("--tests", action="append", help="JUnit XML or results.json; repeat to add up JUnit files")

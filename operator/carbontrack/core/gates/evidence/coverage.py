@@ -2,6 +2,10 @@
 
 coverage.py JSON gives `totals.percent_covered` / 100 (the figure `coverage report` prints, branches
 included when measured); Cobertura gives `lines-covered / lines-valid`, else its `line-rate`.
+
+A report over no code is no data, never 100 %: coverage.py writes `percent_covered: 100` and Cobertura
+`line-rate="1"` when no statement was measured (only empty modules matched `--source`/`--include`), so
+`totals.num_statements: 0` and `lines-valid="0"` are refused, as a JUnit file in which no test ran is.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from carbontrack.core.gates.evidence.reading import (
     Parsed,
     ReportError,
     attr_count,
+    count,
     fraction,
     is_coverage_py,
     is_xml,
@@ -23,6 +28,8 @@ from carbontrack.core.gates.evidence.reading import (
     xml_root,
 )
 from carbontrack.core.gates.evidence.results_json import results_json
+
+NO_CODE = "at least one {unit} measured (a report over no code is no data, not 100% coverage)"
 
 
 def read_coverage(text: str, source: str) -> Parsed:
@@ -43,10 +50,12 @@ def _cobertura(root: ET.Element, source: str) -> Parsed:
     """Covered over valid lines where both are stated and lines exist, else the stated line rate."""
     if root.tag != "coverage":
         raise ReportError(source, f"<{root.tag}>", "Cobertura XML (a <coverage> root)")
-    if root.get("lines-valid") is not None and root.get("lines-covered") is not None:
+    if root.get("lines-valid") is not None:
         valid = attr_count(root, "lines-valid", source)
-        covered = attr_count(root, "lines-covered", source)
-        if valid > 0:
+        if valid == 0:
+            raise ReportError(source, "<coverage lines-valid>", NO_CODE.format(unit="line"), "0")
+        if root.get("lines-covered") is not None:
+            covered = attr_count(root, "lines-covered", source)
             if covered > valid:
                 raise ReportError(
                     source, "<coverage lines-covered>", f"at most lines-valid ({valid})", str(covered)
@@ -71,4 +80,8 @@ def _coverage_py(doc: dict[str, Any], source: str) -> Parsed:
     pct = number(totals["percent_covered"], source, "totals.percent_covered", "a percentage from 0 to 100")
     if not 0 <= pct <= 100:
         raise ReportError(source, "totals.percent_covered", "a percentage from 0 to 100", f"{pct:g}")
+    if "num_statements" in totals:
+        statements = count(totals["num_statements"], source, "totals.num_statements")
+        if statements == 0:
+            raise ReportError(source, "totals.num_statements", NO_CODE.format(unit="statement"), "0")
     return Parsed("coverage.py JSON", {"coverage": pct / 100}, f"{pct:g}% covered")

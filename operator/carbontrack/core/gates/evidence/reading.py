@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import from_json
+
+from carbontrack.api.wire import MAX_JSON_DEPTH
+
+_JITER_POSITION = re.compile(r"(.*) at line (\d+) column (\d+)")
+"""jiter's error message: the reason, then where (pydantic_core.from_json's ValueError)."""
+DEPTH_EXPECTED = f"JSON with no value inside more than {MAX_JSON_DEPTH} nested arrays or objects"
+"""jiter's limit, counted as it counts: the arrays and objects around each value (a scalar, or an empty
+array or object); a CI report needs about 10."""
 
 
 class ReportError(ValueError):
@@ -86,12 +97,31 @@ def attr_count(element: ET.Element, name: str, source: str) -> int:
 
 
 def _json(text: str, source: str, what: str) -> Any:
+    """The file's JSON value, parsed by jiter, whose recursion is bounded: nesting past MAX_JSON_DEPTH
+    is a ReportError, never a RecursionError (Python's json recurses once per level)."""
     if not text.strip():
         raise ReportError(source, "(file)", what, "an empty file")
     try:
-        return json.loads(text)
+        return from_json(text, allow_inf_nan=True)  # NaN and 1e400 parse; number() refuses them by key
+    except ValueError as exc:
+        raise _refusal(str(exc), text, source, what) from None
+
+
+def _refusal(reason: str, text: str, source: str, what: str) -> ReportError:
+    """Why jiter refused `text`: too deep, else Python's json's wording of the syntax error where it
+    finds one (`Expecting value`), else jiter's (a lone surrogate escape, a 5000-digit integer)."""
+    found = _JITER_POSITION.fullmatch(reason)
+    key = f"line {found[2]} column {found[3]}" if found else "(file)"
+    reason = found[1] if found else reason
+    if reason == "recursion limit exceeded":
+        return ReportError(source, key, DEPTH_EXPECTED, "deeper nesting")
+    try:
+        json.loads(text)  # for its wording only: its RecursionError is caught below
     except json.JSONDecodeError as exc:
-        raise ReportError(source, f"line {exc.lineno} column {exc.colno}", what, exc.msg) from None
+        return ReportError(source, f"line {exc.lineno} column {exc.colno}", what, exc.msg)
+    except (ValueError, RecursionError):
+        pass
+    return ReportError(source, key, what, reason)
 
 
 def json_object(text: str, source: str, what: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from tests.cases.crs import valid_spec
 from tests.cases.evaluation import canary_aggregate, inputs
 
 AT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC)
-PROM = {"address": "http://127.0.0.1:9090", "query": "sum(rate(errors[1m]))"}
+PROM = {"endpoint": "main", "query": "sum(rate(errors[1m]))"}
 
 
 def gate(**kw: Any) -> MetricGate:
@@ -204,7 +204,8 @@ def test_an_endpoints_error_text_is_kept_only_as_a_short_printable_reason(body: 
         ({"name": "a", "prometheus": PROM}, "min"),
         ({"name": "a", "prometheus": PROM, "min": 1, "inconclusiveBelow": 0.5}, "inconclusiveBelow"),
         ({"name": "a", "prometheus": PROM, "min": 1, "inconclusiveAbove": 2}, "inconclusiveAbove"),
-        ({"name": "a", "prometheus": {**PROM, "address": "127.0.0.1:9090"}, "min": 1}, "address"),
+        ({"name": "a", "prometheus": {**PROM, "address": "http://127.0.0.1:9090"}, "min": 1}, "address"),
+        ({"name": "a", "prometheus": {**PROM, "endpoint": "http://127.0.0.1:9090"}, "min": 1}, "endpoint"),
         ({"name": "A b", "prometheus": PROM, "min": 1}, "name"),
         ({"name": "a", "prometheus": PROM, "min": 1, "count": 11}, "count"),
     ],

@@ -104,7 +104,10 @@ async def _write_job(call: JobCall, services: Services, job: dict[str, Any], pla
     """Create the Job, or give the one that exists the planned scale and suspend (a queued job's
     workers move through its Workload instead)."""
     suspend = None if call.queued else plan.suspend
-    created, refused = await create_or_scale(services.api, job, plan.replicas, suspend)
+    try:
+        created, refused = await create_or_scale(services.api, job, plan.replicas, suspend)
+    except ApiException as exc:  # the Job exists and would not take the scale or suspend
+        raise _not_updated(call, exc) from exc
     if refused is not None:
         raise _refused(call, refused) from refused
     if call.queued is not None:
@@ -123,6 +126,20 @@ def _refused(call: JobCall, refused: ApiException) -> kopf.PermanentError | kopf
     failed = ConditionUpdate("Ready", False, "JobCreateFailed", message)
     call.patch.status.update(st.ready_update(call.status, failed, call.generation))
     kopf.warn(call.body, reason="JobCreateFailed", message=message)
+    return kopf.TemporaryError(message, delay=5)
+
+
+def _not_updated(call: JobCall, exc: ApiException) -> kopf.TemporaryError:
+    """The Job would not take the planned scale or suspend (a halt among them): Ready false with the
+    apiserver's words, a Warning Event when that is news, and a retry."""
+    message = f"the Job {job_name_for(call.name)} would not take its scale or suspend: {api_message(exc)}"
+    ready: dict[str, Any] = next(
+        (c for c in call.status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    failed = ConditionUpdate("Ready", False, "JobUpdateFailed", message)
+    call.patch.status.update(st.ready_update(call.status, failed, call.generation))
+    if ready.get("reason") != "JobUpdateFailed":
+        kopf.warn(call.body, reason="JobUpdateFailed", message=message)
     return kopf.TemporaryError(message, delay=5)
 
 

@@ -49,6 +49,7 @@ async def reconcile(
         message = f"the spec cannot be used: {exc.errors(include_url=False)[0]['msg']}"
         raise _invalid(body, status, patch, "SpecInvalid", message, generation) from exc
     queued = queueing_of(meta, services.config)
+    _require_kueue(body, status, patch, queued, services, generation)
     parsed = kueue_policy.effective_spec(parsed, queued)  # without elastic Jobs: full size from the start
     stored = st.parse(status)
     plan = plan_reconcile(parsed, stored.phase, stored.halt, stored.replicas)
@@ -66,6 +67,25 @@ async def reconcile(
 async def deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Forget the job's state; its Job goes by garbage collection (owner reference)."""
     await services_of(memo).registry.forget(namespace, name)
+
+
+def _require_kueue(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    queued: kueue_policy.Queueing | None,
+    services: Services,
+    generation: Any,
+) -> None:
+    """A queue-labelled job runs only where Kueue's API is served: else Invalid, saying why
+    (core.scheduling.kueue.kueue_missing); until the first check has answered, a retry."""
+    served = services.cluster.facts.kueue_served if services.cluster is not None else None
+    if queued is None or served:
+        return
+    if served is None:
+        raise kopf.TemporaryError("cannot tell yet whether Kueue's API is served", delay=5)
+    message = kueue_policy.kueue_missing(queued, served) or ""
+    raise _invalid(body, status, patch, "KueueNotInstalled", message, generation)
 
 
 def _job(

@@ -131,6 +131,8 @@ class OperatorConfig:
     """How often the operator checks whether Kueue's API is served and the watched namespaces exist."""
     watch_namespaces: tuple[str, ...] = ()
     """The namespaces the operator watches (`--namespace`; empty: every namespace)."""
+    pod_name: str = ""
+    """The operator's own Pod (POD_NAME, set by the chart): its Events about the cluster go there."""
 
     @property
     def limits(self) -> Limits:
@@ -192,4 +194,5 @@ class OperatorConfig:
                 max_response_bytes=int(get("PROMETHEUS_MAX_RESPONSE_BYTES", str(1 << 20))),
             ),
             cluster_check_s=float(get("CLUSTER_CHECK_S", "30")),
+            pod_name=e.get("POD_NAME", ""),
         )

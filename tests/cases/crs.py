@@ -24,7 +24,9 @@ TEMPLATE: dict[str, Any] = {
 }
 
 
-PROMETHEUS: dict[str, Any] = {"address": "http://prometheus-operated.monitoring:9090", "query": "vector(1)"}
+PROMETHEUS: dict[str, Any] = {"endpoint": "main", "query": "vector(1)"}
+"""A metric gate's query against the endpoint the operator lists as `main` (a job names no URL)."""
+URL_GATE: dict[str, Any] = {**PROMETHEUS, "address": "http://169.254.169.254"}
 
 
 def valid_spec(**overrides: Any) -> dict[str, Any]:
@@ -187,6 +189,12 @@ MALFORMED: list[Malformed] = [
         "metric-min-above-max",
         _with("gates.metrics", [{"name": "latency", "prometheus": PROMETHEUS, "min": 10, "max": 1}]),
         "spec.gates.metrics[0].max",
+    ),
+    # a URL in a job would make the operator fetch whatever its writer names: only endpoints are named
+    Malformed(
+        "metric-gate-url",
+        _with("gates.metrics", [{"name": "latency", "prometheus": URL_GATE, "max": 9}]),
+        "spec.gates.metrics[0].prometheus.address",
     ),
     # a duration past a year: a huge one overflows the deadline computed from it
     Malformed(

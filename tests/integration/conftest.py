@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -12,6 +13,7 @@ import pytest
 from hack.controlplane import ControlPlane
 
 from tests.cases.fake_electricitymaps import FakeElectricityMaps
+from tests.cases.fake_prometheus import FakePrometheus
 from tests.integration.harness import ROOT, Operator, wait
 from tests.integration.prometheus_server import query
 from tests.integration.sidecars import free_port, stop_all
@@ -55,16 +57,40 @@ def electricitymaps() -> Iterator[FakeElectricityMaps]:
 
 
 @pytest.fixture(scope="session")
+def fake_prometheus() -> Iterator[FakePrometheus]:
+    """A local server in Prometheus's query-API shape whose answers each test sets (listed as `fake`)."""
+    fake = FakePrometheus().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_port() -> int:
+    """The port the `prometheus` fixture's server listens on, listed as the endpoint `main` before it runs."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def operator(
     crd_installed: ControlPlane,
     tmp_path_factory: pytest.TempPathFactory,
     electricitymaps: FakeElectricityMaps,
+    fake_prometheus: FakePrometheus,
+    prometheus_port: int,
 ) -> Iterator[Operator]:
     """One operator for the session, cluster-wide, as a Deployment would run it (judging every second).
-    Jobs that name the live provider electricitymaps reach the fake one; its figures are reused for 1 s."""
+    Jobs that name the live provider electricitymaps reach the fake one; its figures are reused for 1 s.
+    Metric gates may name the Prometheus endpoints `main` (the `prometheus` fixture), `down` (nothing
+    listens there) and `fake` (answers set by the test)."""
+    endpoints = [
+        {"name": "main", "url": f"http://127.0.0.1:{prometheus_port}"},
+        {"name": "down", "url": "http://127.0.0.1:1"},
+        {"name": "fake", "url": fake_prometheus.url},
+    ]
     op = Operator(
         crd_installed, tmp_path_factory.mktemp("operator") / "operator.log",
         CARBONTRACK_ELECTRICITYMAPS_URL=electricitymaps.url, CARBONTRACK_INTENSITY_TTL_S="1",
+        CARBONTRACK_PROMETHEUS_ENDPOINTS=json.dumps(endpoints),
     )  # fmt: skip
     op.start()
     yield op
@@ -82,9 +108,9 @@ def no_stray_sidecars() -> Iterator[None]:
 
 
 @pytest.fixture
-def prometheus(operator: Operator, tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus scraping the session's operator every second; its URL."""
-    port = free_port()
+def prometheus(operator: Operator, tmp_path: Path, prometheus_port: int) -> Iterator[str]:
+    """A real Prometheus scraping the session's operator every second, at the endpoint `main`; its URL."""
+    port = prometheus_port
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

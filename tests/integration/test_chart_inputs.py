@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hack.controlplane import BIN, ControlPlane
+from hack.binaries import BIN
+from hack.controlplane import ControlPlane
 from hack.render import render
 
 from tests.cases.crs import manifest, valid_spec
@@ -19,6 +20,7 @@ from tests.integration.harness import wait
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "carbontrack"
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
+ENDPOINT = "prometheus.endpoints[0]"
 BAD_VALUES = [  # (--set, the value's path in helm's schema error)
     ("operator.resources.limit.cpu=2", "/operator/resources"),  # `limits` misspelt: silently ignored before
     ("operator.resources.limits.cpu=lots", "/operator/resources/limits/cpu"),
@@ -31,6 +33,17 @@ BAD_VALUES = [  # (--set, the value's path in helm's schema error)
     ("image.tag= ", "/image/tag"),  # was a YAML parse error in the rendered Deployment
     ("peering=Team_A", "/peering"),
     ("carbon.jobSecretNames={em key}", "/carbon/jobSecretNames/0"),
+    # a metric gate's endpoint: a DNS-label name and an http(s) URL without credentials
+    (
+        "prometheus.endpoints[0].name=Main,prometheus.endpoints[0].url=http://p:9090",
+        "/prometheus/endpoints/0/name",
+    ),
+    (
+        "prometheus.endpoints[0].name=m,prometheus.endpoints[0].url=http://u:pw@p:9090",
+        "/prometheus/endpoints/0/url",
+    ),
+    ("prometheus.endpoints[0].name=m,prometheus.endpoints[0].url=p:9090", "/prometheus/endpoints/0/url"),
+    ("prometheus.endpoints[0].name=m", "/prometheus/endpoints/0"),
 ]
 
 
@@ -90,12 +103,15 @@ def test_the_values_users_write_stay_valid(tmp_path: Path) -> None:
         "sidecar: {image: registry.local:5000/ct:dev, resources: {cpu: 500m, memory: 192Mi}}\n"
         "carbon: {secretName: intensity-key, jobSecretNames: [em-key, wt.key]}\n"
         "serviceAccount: {name: carbontrack-operator}\n"
+        "prometheus: {endpoints: [{name: main, url: 'http://prometheus-operated.monitoring:9090'}]}\n"
     )
     result = helm("lint", "--strict", str(CHART), "-f", str(values))
     assert result.returncode == 0, result.stdout + result.stderr
     rendered = helm("template", "x", str(CHART), "-f", str(values))
     assert rendered.returncode == 0, rendered.stderr
     assert 'image: "ghcr.io/carbontrack/carbontrack:1.2.3@sha256:' in rendered.stdout
+    endpoints = '[{\\"name\\":\\"main\\",\\"url\\":\\"http://prometheus-operated.monitoring:9090\\"}]'
+    assert f'CARBONTRACK_PROMETHEUS_ENDPOINTS, value: "{endpoints}"' in rendered.stdout
 
 
 ANNOTATION_RULES = [  # (annotation, a value that means nothing, the values that do)

@@ -24,7 +24,7 @@ from tests.cases.crs import valid_spec
 from tests.cases.evaluation import canary_aggregate, inputs
 
 AT = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC)
-PROM = {"address": "http://127.0.0.1:9090", "query": "sum(rate(errors[1m]))"}
+PROM = {"endpoint": "main", "query": "sum(rate(errors[1m]))"}
 
 
 def gate(**kw: Any) -> MetricGate:
@@ -139,16 +139,60 @@ def test_prometheus_answers(body: dict[str, Any], want: float) -> None:
         ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "1"]}] * 2}},
          "the query returned 2 series; it must return one (aggregate with sum/avg/max)"),
         ({"status": "error", "errorType": "bad_data", "error": "parse error at char 4"},
-         "query failed: parse error at char 4"),
+         "query failed (bad_data): parse error at char 4"),
         ({"status": "success", "data": {"resultType": "matrix", "result": []}},
          "result type 'matrix': expected a scalar or an instant vector"),
-        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "NaN"]}}, "the sample is NaN"),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "NaN"]}},
+         "the sample 'NaN' is not a finite number"),
         ({"status": "success", "data": {"resultType": "scalar", "result": [1, "x"]}},
          "the sample 'x' is not a number"),
         (["not", "an", "object"], "query failed: not a Prometheus API answer"),
+        ({"status": "success", "data": "x"}, "result type None: expected a scalar or an instant vector"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": "1"}]}},
+         "the sample None is not a number"),
     ],
 )  # fmt: skip
 def test_prometheus_answers_without_one_number_are_errors(body: Any, message: str) -> None:
+    with pytest.raises(MeasurementError) as err:
+        parse_query_result(body)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "quoted"),
+    [("+Inf", "'+Inf'"), ("-Inf", "'-Inf'"), ("NaN", "'NaN'"), ("1e999", "'1e999'"), (10**400, "1000000000")],
+)
+def test_non_finite_and_out_of_range_samples_are_errors_that_quote_the_value(raw: Any, quoted: str) -> None:
+    """+Inf from `1/0`, a number past float's range: an Error measurement that says which value it was,
+    never a value (a status patch with Infinity in it is refused by the apiserver)."""
+    for body in (
+        {"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, raw]}},
+        {"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, raw]}]}},
+    ):
+        with pytest.raises(MeasurementError, match="is not a finite number") as err:
+            parse_query_result(body)
+        assert f"the sample {quoted}" in str(err.value)
+        assert len(str(err.value)) < 80
+
+
+NOT_PROMETHEUS = "query failed: not a Prometheus API answer"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # the text of an answer that is no Prometheus error is never kept
+        ({"status": "error", "error": "aws_secret_access_key=AKIA..."}, NOT_PROMETHEUS),
+        ({"status": "error", "errorType": "teapot", "error": "token=abc"}, NOT_PROMETHEUS),
+        ({"error": "password=hunter2"}, NOT_PROMETHEUS),
+        # a Prometheus error keeps one printable line of at most 120 characters
+        ({"status": "error", "errorType": "execution", "error": "line one\nline\ttwo\x1b[31m"},
+         "query failed (execution): line one line two [31m"),
+        ({"status": "error", "errorType": "bad_data", "error": "x" * 5000},
+         "query failed (bad_data): " + "x" * 117 + "..."),
+    ],
+)  # fmt: skip
+def test_an_endpoints_error_text_is_kept_only_as_a_short_printable_reason(body: Any, message: str) -> None:
     with pytest.raises(MeasurementError) as err:
         parse_query_result(body)
     assert str(err.value) == message
@@ -160,7 +204,8 @@ def test_prometheus_answers_without_one_number_are_errors(body: Any, message: st
         ({"name": "a", "prometheus": PROM}, "min"),
         ({"name": "a", "prometheus": PROM, "min": 1, "inconclusiveBelow": 0.5}, "inconclusiveBelow"),
         ({"name": "a", "prometheus": PROM, "min": 1, "inconclusiveAbove": 2}, "inconclusiveAbove"),
-        ({"name": "a", "prometheus": {**PROM, "address": "127.0.0.1:9090"}, "min": 1}, "address"),
+        ({"name": "a", "prometheus": {**PROM, "address": "http://127.0.0.1:9090"}, "min": 1}, "address"),
+        ({"name": "a", "prometheus": {**PROM, "endpoint": "http://127.0.0.1:9090"}, "min": 1}, "endpoint"),
         ({"name": "A b", "prometheus": PROM, "min": 1}, "name"),
         ({"name": "a", "prometheus": PROM, "min": 1, "count": 11}, "count"),
     ],

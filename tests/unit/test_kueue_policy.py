@@ -225,3 +225,15 @@ def test_pre_admission_intensity_override_then_zone_then_world_average(
         assert got == (found.g_per_kwh, found.source)
     else:
         assert got == expected
+
+
+def test_a_queued_job_on_a_cluster_without_kueue_is_refused_saying_why() -> None:
+    queued = kp.Queueing("team-a", elastic=False)
+    message = kp.kueue_missing(queued, served=False)
+    assert message is not None
+    assert message.startswith(
+        "labelled kueue.x-k8s.io/queue-name=team-a, but this cluster serves no Kueue API"
+    )
+    assert "run unqueued" in message and "remove the label" in message
+    assert kp.kueue_missing(queued, served=True) is None
+    assert kp.kueue_missing(None, served=False) is None  # an unqueued job needs no Kueue

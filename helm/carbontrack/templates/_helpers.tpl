@@ -42,3 +42,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "carbontrack.scheme" -}}
 {{- if .Values.tls.enabled }}https{{ else }}http{{ end -}}
 {{- end -}}
+
+{{- /* The metric gates' Prometheus endpoints as the operator reads them (a JSON list of {name, url});
+a name listed twice fails the render, since a gate naming it could not say which it meant. */ -}}
+{{- define "carbontrack.prometheusEndpoints" -}}
+{{- $names := list -}}
+{{- range .Values.prometheus.endpoints -}}
+{{- if has .name $names -}}
+{{- fail (printf "prometheus.endpoints: %s is listed twice" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- toJson .Values.prometheus.endpoints -}}
+{{- end -}}

@@ -330,15 +330,43 @@ class Thresholds(KubeModel):
     max_memory_increase: float | None = Field(None, ge=0)
 
 
-class PrometheusProvider(KubeModel):
-    """An instant query against the Prometheus HTTP API (`GET ADDRESS/api/v1/query`)."""
+_NO_ADDRESS = (
+    "prometheus.address is not accepted: the operator queries only the Prometheus endpoints the cluster "
+    "admin lists (chart value prometheus.endpoints); name one with prometheus.endpoint"
+)
 
-    address: str = Field(min_length=1, max_length=512, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-    """Base URL, e.g. http://prometheus-operated.monitoring:9090."""
+
+class PrometheusProvider(KubeModel):
+    """An instant query (`GET URL/api/v1/query`) against one of the Prometheus endpoints the cluster admin
+    lists for the operator (chart value prometheus.endpoints): a job names an endpoint, never a URL, so
+    the operator contacts only the servers its admin chose, whoever may write a CarbonTrackedJob."""
+
+    model_config = _rules(
+        {
+            "rule": "!has(self.address)",
+            "message": _NO_ADDRESS,
+            "fieldPath": ".address",
+            "reason": "FieldValueForbidden",
+        },
+    )
+
+    endpoint: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Name of one of the operator's Prometheus endpoints, e.g. main (ask your cluster admin, or see the
+    chart's prometheus.endpoints)."""
+    address: str | None = Field(None, max_length=512)
+    """Refused: a URL in a job would let whoever writes one make the operator fetch it. Name an endpoint."""
     query: str = Field(min_length=1, max_length=4096)
     """PromQL that returns one sample: a scalar or a one-series vector (use sum/avg/max to get one)."""
     timeout_seconds: float = Field(5.0, gt=0, le=30)
     """A query that does not answer in time is an error (not a failure)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_address(cls, data: Any) -> Any:
+        """A URL is refused before anything else, so the message says what to write instead."""
+        if isinstance(data, dict) and data.get("address") is not None:
+            raise ValueError(f"metrics.prometheus.address: {_NO_ADDRESS}")
+        return data
 
 
 _MIN_ABOVE_MAX = "max must be >= min (with min above max every measurement fails)"

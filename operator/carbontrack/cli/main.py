@@ -38,6 +38,7 @@ def _sidecar(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
     import os
     import socket
@@ -53,7 +54,7 @@ def _operator(args: argparse.Namespace) -> int:
     from carbontrack.telemetry import eventloop
 
     setup_logging()
-    cfg = OperatorConfig.from_env()
+    cfg = dataclasses.replace(OperatorConfig.from_env(), watch_namespaces=tuple(args.namespace or ()))
     registry = register(cfg)
     identity = own_identity(os.environ.get("POD_NAME"), socket.gethostname(), os.getpid())
     priority = None

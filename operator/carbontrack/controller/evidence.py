@@ -36,6 +36,7 @@ from carbontrack.core.rollout.approvals import person_decision
 from carbontrack.core.rollout.evaluation import Inputs, epsilon_query
 from carbontrack.integrations import prometheus
 from carbontrack.state import status as st
+from carbontrack.state.config import PrometheusSettings
 
 log = logging.getLogger("carbontrack.operator")
 
@@ -47,7 +48,8 @@ async def gather(call: JobCall, services: Services, meta: kopf.Meta) -> Inputs:
     person = person_decision(meta.get("annotations"), meta.get("managedFields"), now, spec.gates.approval)
     job_state = await services.registry.get(*call.key)
     agg = job_state.aggregate if job_state else JobAggregate()
-    measured = await _measure(spec, stored, agg.global_step, now) if spec.gates.metrics else ()
+    prom = services.config.prometheus
+    measured = await _measure(spec, stored, agg.global_step, now, prom) if spec.gates.metrics else ()
     tests, evidence = await _tests_evidence(services, call.namespace, spec, stored.tests_evidence)
     query = epsilon_query(spec, agg)
     epsilons = await asyncio.to_thread(query.compute) if query else None  # PLD: up to a second
@@ -113,7 +115,11 @@ async def _tests_evidence(
 
 
 async def _measure(
-    spec: CarbonTrackedJobSpec, stored: CarbonTrackedJobStatus, global_step: int, now: dt.datetime
+    spec: CarbonTrackedJobSpec,
+    stored: CarbonTrackedJobStatus,
+    global_step: int,
+    now: dt.datetime,
+    endpoints: PrometheusSettings,
 ) -> tuple[MetricHistory, ...]:
     """One measurement of each metric gate that is due (canary and promotion stages only)."""
     state = st.promotion_state(stored)
@@ -123,7 +129,8 @@ async def _measure(
         h = analysis.current(histories.get(gate.name), gate.name, state.stage, state.stage_start_step)
         if state.phase in (Phase.CANARY, Phase.PROMOTING) and analysis.due(gate, h, global_step):
             try:
-                h = analysis.record(gate, h, global_step, now, value=await prometheus.query(gate.prometheus))
+                value = await prometheus.query(gate.prometheus, endpoints)
+                h = analysis.record(gate, h, global_step, now, value=value)
             except analysis.MeasurementError as exc:
                 h = analysis.record(gate, h, global_step, now, error=str(exc))
         out.append(h)

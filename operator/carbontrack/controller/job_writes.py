@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from carbontrack.api.contract import RESUME_ANNOTATION, WORLD_SIZE_ANNOTATION, job_name_for
+from carbontrack.controller.round_guard import RoundFailed
 from carbontrack.core.rollout.evaluation import JobScale
 from carbontrack.core.scheduling import kueue as kueue_policy
 from carbontrack.integrations.kueue import client as kueue
@@ -104,8 +105,19 @@ async def scale(
             await write(client.BatchV1Api(api).patch_namespaced_job, job_name_for(name), namespace, patch)
         if workload is not None:
             await set_workload_active(api, namespace, name, target.suspend)
-    except ApiException as exc:
-        raise kopf.TemporaryError(f"scaling the Job failed: {exc.reason}", delay=5) from exc
+    except (ApiException, kopf.TemporaryError) as exc:
+        raise not_applied(target, job_name_for(name), exc) from exc
+
+
+def not_applied(target: JobScale, job: str, exc: Exception) -> RoundFailed:
+    """The judgement's write to the workers failed: a condition and an Event say so (controller.round_guard)
+    and the next round writes it again. A halt that cannot be applied is never only a log line."""
+    cause = api_message(exc) if isinstance(exc, ApiException) else str(exc)
+    if target.suspend:
+        return RoundFailed("HaltNotApplied", f"halting the Job {job} failed, its workers still run: {cause}")
+    verb = "resuming" if target.resume else "scaling"
+    message = f"{verb} the Job {job} to {target.replicas} workers failed: {cause}"
+    return RoundFailed("ScaleNotApplied", message)
 
 
 async def _resume(
@@ -133,6 +145,6 @@ async def _resume(
             await kueue.set_slice_annotations(api, namespace, job_name_for(name), annotations)
     except ApiException as exc:
         if exc.status != 422:
-            raise kopf.TemporaryError(f"resuming the Job failed: {exc.reason}", delay=5) from exc
+            raise not_applied(target, job_name_for(name), exc) from exc
         log.warning("resume point not written to the pod template: %s", api_message(exc))
     return written

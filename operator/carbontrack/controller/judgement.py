@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, job_name_for
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller import decisions, job_writes
+from carbontrack.controller import decisions, job_writes, round_guard
 from carbontrack.controller.context import JobCall, queueing_of
 from carbontrack.controller.deferral import defer, dirty_grid, record_pause
 from carbontrack.controller.evidence import gather
@@ -45,7 +45,8 @@ async def promote(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """One round of the job's timer: its judgement, or its carbon-aware start."""
+    """One round of the job's timer: its judgement, or its carbon-aware start; a round that fails is a
+    condition and an Event, and the next round tries again (controller.round_guard)."""
     services = services_of(memo)
     phase = phase_of(status.get("phase"))
     usable = None if phase in SETTLED else _usable(spec)  # a settled job's spec is not read
@@ -59,9 +60,9 @@ async def promote(
     generation = int(meta.get("generation") or 0)
     call = JobCall(body, name, namespace, status, patch, effective, queued, generation)
     if step is Round.DEFER:
-        await defer(call, services)
+        await round_guard.guarded(defer(call, services), call, "DeferralFailed")
     else:
-        await judge(call, services, meta)
+        await round_guard.guarded(judge(call, services, meta), call, "JudgementFailed")
 
 
 async def judge(call: JobCall, services: Services, meta: kopf.Meta) -> None:

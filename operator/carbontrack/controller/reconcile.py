@@ -49,6 +49,7 @@ async def reconcile(
         message = f"the spec cannot be used: {exc.errors(include_url=False)[0]['msg']}"
         raise _invalid(body, status, patch, "SpecInvalid", message, generation) from exc
     queued = queueing_of(meta, services.config)
+    _require_kueue(body, status, patch, queued, services, generation)
     parsed = kueue_policy.effective_spec(parsed, queued)  # without elastic Jobs: full size from the start
     stored = st.parse(status)
     plan = plan_reconcile(parsed, stored.phase, stored.halt, stored.replicas)
@@ -66,6 +67,25 @@ async def reconcile(
 async def deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Forget the job's state; its Job goes by garbage collection (owner reference)."""
     await services_of(memo).registry.forget(namespace, name)
+
+
+def _require_kueue(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    queued: kueue_policy.Queueing | None,
+    services: Services,
+    generation: Any,
+) -> None:
+    """A queue-labelled job runs only where Kueue's API is served: else Invalid, saying why
+    (core.scheduling.kueue.kueue_missing); until the first check has answered, a retry."""
+    served = services.cluster.facts.kueue_served if services.cluster is not None else None
+    if queued is None or served:
+        return
+    if served is None:
+        raise kopf.TemporaryError("cannot tell yet whether Kueue's API is served", delay=5)
+    message = kueue_policy.kueue_missing(queued, served) or ""
+    raise _invalid(body, status, patch, "KueueNotInstalled", message, generation)
 
 
 def _job(
@@ -104,7 +124,10 @@ async def _write_job(call: JobCall, services: Services, job: dict[str, Any], pla
     """Create the Job, or give the one that exists the planned scale and suspend (a queued job's
     workers move through its Workload instead)."""
     suspend = None if call.queued else plan.suspend
-    created, refused = await create_or_scale(services.api, job, plan.replicas, suspend)
+    try:
+        created, refused = await create_or_scale(services.api, job, plan.replicas, suspend)
+    except ApiException as exc:  # the Job exists and would not take the scale or suspend
+        raise _not_updated(call, exc) from exc
     if refused is not None:
         raise _refused(call, refused) from refused
     if call.queued is not None:
@@ -123,6 +146,20 @@ def _refused(call: JobCall, refused: ApiException) -> kopf.PermanentError | kopf
     failed = ConditionUpdate("Ready", False, "JobCreateFailed", message)
     call.patch.status.update(st.ready_update(call.status, failed, call.generation))
     kopf.warn(call.body, reason="JobCreateFailed", message=message)
+    return kopf.TemporaryError(message, delay=5)
+
+
+def _not_updated(call: JobCall, exc: ApiException) -> kopf.TemporaryError:
+    """The Job would not take the planned scale or suspend (a halt among them): Ready false with the
+    apiserver's words, a Warning Event when that is news, and a retry."""
+    message = f"the Job {job_name_for(call.name)} would not take its scale or suspend: {api_message(exc)}"
+    ready: dict[str, Any] = next(
+        (c for c in call.status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    failed = ConditionUpdate("Ready", False, "JobUpdateFailed", message)
+    call.patch.status.update(st.ready_update(call.status, failed, call.generation))
+    if ready.get("reason") != "JobUpdateFailed":
+        kopf.warn(call.body, reason="JobUpdateFailed", message=message)
     return kopf.TemporaryError(message, delay=5)
 
 

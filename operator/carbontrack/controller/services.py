@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import kopf
 from kubernetes_asyncio import client
 
+from carbontrack.controller.cluster_checks import ClusterChecks
 from carbontrack.ha.leadership import PeeringMonitor
 from carbontrack.ha.peering import PeeringArgs
 from carbontrack.state.config import OperatorConfig
@@ -56,6 +57,8 @@ class Services:
     """The telemetry certificate and CA (None: telemetry over plain HTTP, an explicit opt-out)."""
     monitor: PeeringMonitor | None = None
     """Switches the telemetry server between active and standby (None: standalone)."""
+    cluster: ClusterChecks | None = None
+    """Whether Kueue's API is served and the watched namespaces exist, checked every cluster_check_s."""
     seen_jobs: set[tuple[str, str]] = field(default_factory=set)
     """(namespace, CR name) of the Jobs the watch has shown: the judgement waits for a job's Job."""
     clock: Clock = utc_now

@@ -3,7 +3,8 @@
 `startup` runs before kopf watches anything: it configures kopf (progress and diff-base in annotations
 under carbontrack.io, Events from INFO), builds the Kubernetes client, the job registry and its metric
 collector, the telemetry server with its authenticator and certificate, and, with several replicas, the
-monitor that switches this one between active and standby. `cleanup` stops them in reverse.
+monitor that switches this one between active and standby, and the cluster checks (Kueue's API, the
+watched namespaces: controller.cluster_checks). `cleanup` stops them in reverse.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aiohttp
 import kopf
 from kubernetes_asyncio import client, config
 
+from carbontrack.controller.cluster_checks import ClusterChecks
 from carbontrack.controller.services import Launch, Services, launch_of
 from carbontrack.controller.tls import start_tls
 from carbontrack.ha.leadership import PeeringMonitor
@@ -50,6 +52,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     if services.monitor is not None:
         await services.monitor.stop()
+    if services.cluster is not None:
+        await services.cluster.stop()
     await services.server.stop()
     await services.registry.close()
     metrics.REGISTRY.unregister(services.collector)
@@ -81,6 +85,9 @@ async def build_services(launch: Launch) -> Services:
     )
     monitor = _standby_monitor(api, launch, server, registry)
     tls = await start_tls(api, cfg)  # None only with the plain-HTTP opt-out
+    checks = ClusterChecks(api, cfg)
+    await checks.check()  # before kopf watches: the first reconcile knows whether Kueue is there
+    checks.start()
     await server.start("0.0.0.0", cfg.telemetry_port, tls.context if tls else None)
     return Services(
         config=cfg,
@@ -91,6 +98,7 @@ async def build_services(launch: Launch) -> Services:
         collector=collector,
         tls=tls,
         monitor=monitor,
+        cluster=checks,
     )
 
 

@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
-from typing import Literal
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from carbontrack.core.accounting.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
+
+# --- metric gates' Prometheus endpoints, and the cluster checks (Kueue's API, watched namespaces) -------
+
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENDPOINT_URL = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+
+
+@dataclass(frozen=True)
+class PrometheusEndpoint:
+    """A Prometheus the cluster admin lists (chart value prometheus.endpoints): a metric gate names one
+    (spec.gates.metrics[].prometheus.endpoint), so the operator contacts only servers its admin chose."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    endpoints: tuple[PrometheusEndpoint, ...] = ()
+    max_response_bytes: int = 1 << 20
+    """An answer past this is a measurement error, read no further (an instant query's is a few hundred
+    bytes)."""
+
+    def named(self, name: str) -> PrometheusEndpoint | None:
+        return next((e for e in self.endpoints if e.name == name), None)
+
+
+def prometheus_endpoints(text: str) -> tuple[PrometheusEndpoint, ...]:
+    """CARBONTRACK_PROMETHEUS_ENDPOINTS: a JSON list of {name, url} (the chart writes it from its values).
+    A malformed list stops the operator at start-up with the reason: a gate must never reach a server
+    the admin did not mean."""
+    where = "CARBONTRACK_PROMETHEUS_ENDPOINTS"
+    try:
+        items: Any = json.loads(text or "[]")
+    except ValueError as exc:
+        raise ValueError(f"{where}: not JSON: {exc}") from exc
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: a JSON list of {{name, url}} objects")
+    out: list[PrometheusEndpoint] = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"name", "url"}:
+            raise ValueError(f"{where}: each entry is {{name, url}}, not {item!r}")
+        name, url = item["name"], item["url"]
+        if not isinstance(name, str) or len(name) > 63 or not _ENDPOINT_NAME.match(name):
+            raise ValueError(f"{where}: name {name!r} is not a DNS label")
+        if not isinstance(url, str) or len(url) > 512 or not _ENDPOINT_URL.match(url):
+            raise ValueError(f"{where}: url {url!r} of {name} is not an http(s) URL without credentials")
+        if any(e.name == name for e in out):
+            raise ValueError(f"{where}: {name} is listed twice")
+        out.append(PrometheusEndpoint(name, url))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -71,6 +124,16 @@ class OperatorConfig:
     status_budget_bytes: int = STATUS_BUDGET_BYTES
     """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
 
+    # --- metric gates' Prometheus endpoints, and the cluster checks
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    """The Prometheus endpoints metric gates may name, and the cap on an answer."""
+    cluster_check_s: float = 30.0
+    """How often the operator checks whether Kueue's API is served and the watched namespaces exist."""
+    watch_namespaces: tuple[str, ...] = ()
+    """The namespaces the operator watches (`--namespace`; empty: every namespace)."""
+    pod_name: str = ""
+    """The operator's own Pod (POD_NAME, set by the chart): its Events about the cluster go there."""
+
     @property
     def limits(self) -> Limits:
         return Limits(pods_per_job=self.max_pods_per_job, status_budget_bytes=self.status_budget_bytes)
@@ -126,4 +189,10 @@ class OperatorConfig:
             kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
             kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
             event_loop="uvloop" if get("EVENT_LOOP", "asyncio") == "uvloop" else "asyncio",
+            prometheus=PrometheusSettings(
+                endpoints=prometheus_endpoints(get("PROMETHEUS_ENDPOINTS", "[]")),
+                max_response_bytes=int(get("PROMETHEUS_MAX_RESPONSE_BYTES", str(1 << 20))),
+            ),
+            cluster_check_s=float(get("CLUSTER_CHECK_S", "30")),
+            pod_name=e.get("POD_NAME", ""),
         )

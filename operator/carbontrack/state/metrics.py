@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -38,6 +38,18 @@ rejected = Counter(
 batches = Counter("carbontrack_telemetry_batches", "Telemetry batches accepted.", LABELS, registry=REGISTRY)
 status_patches = Counter(
     "carbontrack_status_patches", "Status patches written by the telemetry writer.", LABELS, registry=REGISTRY
+)
+
+watched_namespace_missing = Gauge(
+    "carbontrack_watched_namespace_missing",
+    "1 while a namespace the operator is told to watch does not exist (its jobs cannot be seen), else 0.",
+    ("namespace",),
+    registry=REGISTRY,
+)
+kueue_api_served = Gauge(
+    "carbontrack_kueue_api_served",
+    "1 while the cluster serves Kueue's API (kueue.x-k8s.io/v1beta2 workloads): queue-labelled jobs run.",
+    registry=REGISTRY,
 )
 
 

@@ -54,6 +54,7 @@ from carbontrack.core.rollout.evaluation import Gauges, Plan
 from carbontrack.core.rollout.promotion import State
 from carbontrack.intensity.static import Intensity
 from carbontrack.state.conditions import set_condition
+from carbontrack.state.finite import finite_fields
 from carbontrack.state.telemetry_status import (
     evidence_status,
     fold_from,
@@ -67,10 +68,13 @@ Patch = dict[str, Any]
 
 def _set_fields(model: CarbonTrackedJobStatus) -> Patch:
     """The top-level fields the writer set, each whole with its defaults (as the apiserver stores it,
-    so an unchanged field compares equal); None stays: in a merge patch it deletes the field."""
+    so an unchanged field compares equal); None stays: in a merge patch it deletes the field. A field
+    holding a non-finite number is left out (state.finite): status never receives one."""
     full = model.model_dump(by_alias=True, mode="json")
     fields = CarbonTrackedJobStatus.model_fields
-    return {fields[name].alias or name: full[fields[name].alias or name] for name in model.model_fields_set}
+    return finite_fields(
+        {fields[name].alias or name: full[fields[name].alias or name] for name in model.model_fields_set}
+    )
 
 
 def _without_nulls(value: Any) -> Any:

@@ -3,7 +3,7 @@
 Per stage, a metric gate takes one measurement per judgement round once `initialDelaySteps` of the
 stage have run, until it has `count` measurements with a value. Each measurement is Passed, Failed,
 Inconclusive (between a fail bound and an inconclusive bound) or Error (the provider could not be read,
-or gave no single sample). The gate is:
+or gave no single finite sample: NaN, ±Inf and numbers past a float's range are errors, quoted). The gate is:
   Error         after more than consecutiveErrorLimit errors in a row (an outage is not a bad canary);
   Failed        after more than failureLimit failed measurements;
   Inconclusive  with fewer than `count` measurements, or any Inconclusive one;
@@ -29,12 +29,52 @@ class MeasurementError(ValueError):
     """The provider's answer holds no single number: an error, never a failure."""
 
 
+API_ERROR_TYPES = frozenset(
+    {"timeout", "canceled", "execution", "bad_data", "internal", "unavailable", "not_found", "not_acceptable"}
+)
+"""The `errorType`s of Prometheus's HTTP API: an answer with another is no Prometheus error."""
+
+REASON_CHARS = 120
+"""How much of an endpoint's error text a measurement keeps: enough for a PromQL parse error, too little
+for a page of whatever else the endpoint holds."""
+
+
+def short_reason(text: object, limit: int = REASON_CHARS) -> str:
+    """`text` as one line of printable ASCII, at most `limit` characters (an ellipsis says it was cut)."""
+    flat = " ".join("".join(c if c.isascii() and c.isprintable() else " " for c in str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _api_error(body: Any) -> MeasurementError:
+    """A refused query: Prometheus's errorType and a short reason; no text from an answer of another shape."""
+    if not isinstance(body, Mapping):
+        return MeasurementError("query failed: not a Prometheus API answer")
+    kind = body.get("errorType")
+    if kind not in API_ERROR_TYPES:
+        return MeasurementError("query failed: not a Prometheus API answer")
+    return MeasurementError(f"query failed ({kind}): {short_reason(body.get('error') or 'no reason given')}")
+
+
+def _number(raw: Any) -> float:
+    """The sample as a finite float; anything else (text, NaN, ±Inf, past float's range) quoted."""
+    quoted = short_reason(repr(raw), 40)
+    try:
+        value = float(raw)
+    except OverflowError:  # an integer past float's range
+        value = math.inf
+    except (TypeError, ValueError) as exc:
+        raise MeasurementError(f"the sample {quoted} is not a number") from exc
+    if not math.isfinite(value):
+        raise MeasurementError(f"the sample {quoted} is not a finite number")
+    return value
+
+
 def parse_query_result(body: Any) -> float:
     """The one sample of a Prometheus `/api/v1/query` answer (a scalar, or a vector of one series)."""
     if not isinstance(body, Mapping) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, Mapping) else None
-        raise MeasurementError(f"query failed: {error or 'not a Prometheus API answer'}")
-    data = body.get("data") or {}
+        raise _api_error(body)
+    data = body.get("data")
+    data = data if isinstance(data, Mapping) else {}
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar" and isinstance(result, list) and len(result) == 2:
         raw = result[1]
@@ -43,16 +83,13 @@ def parse_query_result(body: Any) -> float:
             raise MeasurementError(
                 f"the query returned {len(result)} series; it must return one (aggregate with sum/avg/max)"
             )
-        raw = (result[0].get("value") or [None, None])[1] if isinstance(result[0], Mapping) else None
+        sample = result[0].get("value") if isinstance(result[0], Mapping) else None
+        raw = sample[1] if isinstance(sample, list) and len(sample) == 2 else None
     else:
-        raise MeasurementError(f"result type {kind!r}: expected a scalar or an instant vector")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise MeasurementError(f"the sample {raw!r} is not a number") from exc
-    if math.isnan(value):
-        raise MeasurementError("the sample is NaN")
-    return value
+        raise MeasurementError(
+            f"result type {short_reason(repr(kind), 40)}: expected a scalar or an instant vector"
+        )
+    return _number(raw)
 
 
 def classify(gate: MetricGate, value: float) -> tuple[GateVerdict, str]:

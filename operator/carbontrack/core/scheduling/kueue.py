@@ -31,6 +31,8 @@ JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 WORKLOAD_ANNOTATION = "kueue.x-k8s.io/workload"
 """Kueue (TopologyAwareScheduling, on by default in v0.17) writes the admitted Workload's name here on
 the Job's pod template when it unsuspends the Job."""
+KUEUE_API = "kueue.x-k8s.io/v1beta2"
+"""The Kueue API carbontrack speaks (Kueue v0.17 and later)."""
 ADMISSION_CHECK_CONTROLLER = "carbontrack.io/budget"
 """spec.controllerName of an AdmissionCheck that carbontrack answers."""
 
@@ -57,6 +59,22 @@ def queueing(
         return None
     asked = (annotations or {}).get(ELASTIC_ANNOTATION) == "true"
     return Queueing(queue=queue, elastic=asked and elastic_enabled)
+
+
+def kueue_missing(q: Queueing | None, served: bool) -> str | None:
+    """Why a queued job cannot run on this cluster (None: it can, or it is not queued).
+
+    A queue label says the job is to be admitted by a queue, against the quota the queue shares out.
+    Without Kueue nothing would admit, suspend or count it: it would run at once at full size, beside
+    the queue, and every halt through its Workload would fail. So it is refused (phase Invalid) with
+    this message rather than run unqueued."""
+    if q is None or served:
+        return None
+    return (
+        f"labelled {QUEUE_LABEL}={q.queue}, but this cluster serves no Kueue API ({KUEUE_API} workloads): "
+        "nothing would queue it, and it would run unqueued at full size. Install Kueue (then edit the "
+        "job to run it), or remove the label to run it without a queue"
+    )
 
 
 def job_metadata(

@@ -1,16 +1,43 @@
-# The two commands the README promises: `make setup` (install and build) and `make test`.
+# The commands the README promises: `make setup` (install and build), `make test` (what CI runs) and
+# `make check` (the inner loop).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Runs one stage of `make test` and says how long it took (.ci/run's closing table collects them).
+STAGE := .ci/stage
 
-.PHONY: setup prometheus docker image e2e e2e-down demo test unit integration lint crd deploy dashboards cluster-up cluster-down bench docs
+.PHONY: setup python-env go-programs go-modules prometheus docker image e2e e2e-down demo check test unit \
+	integration lint crd deploy dashboards cluster-up cluster-down bench docs
 
-setup: prometheus docker
+# Three jobs side by side: the machine's packages and the Python environment (apt and pip: downloads
+# and unpacking, mostly waiting on the network and the disk); the Go builds (the Kubernetes programs,
+# then Kueue: compilers that keep both cores busy, so one at a time under the Go build lock, as two
+# compilers on two cores take longer together than one after the other); and a download of Kueue's Go
+# modules while the Kubernetes programs compile. The Go jobs run on the machine's python3 (those
+# scripts need only the standard library), so they do not wait for the venv.
+setup:
+	@$(MAKE) --no-print-directory -j3 python-env go-programs go-modules
+
+# One after the other: apt takes a lock that a second apt-get fails on.
+python-env:
+	@$(MAKE) --no-print-directory prometheus
+	@$(MAKE) --no-print-directory docker
+	@$(MAKE) --no-print-directory $(VENV)/.installed
+
+# Installed again only when pyproject.toml is newer than the venv's install (a fresh clone, as in CI,
+# installs it all; pip's own cache keeps the downloaded wheels).
+$(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,distributed,docs]'
-	$(BIN)/python hack/controlplane.py build
-	$(BIN)/python hack/kueue.py build
+	touch $@
+
+go-programs:
+	$(PY) hack/binaries.py build
+	$(PY) hack/kueue.py build
+
+go-modules:
+	$(PY) hack/kueue.py prefetch
 
 # Prometheus and promtool (Debian's package) for the scrape, dashboard and alert-rule tests;
 # installed when missing and this is a Debian machine we are root on, else those tests are skipped.
@@ -59,14 +86,19 @@ lint:
 	$(BIN)/mkdocs build --strict
 	$(BIN)/hadolint Dockerfile
 
-# Unit and control-plane tests, then the end-to-end tests on kind (they skip, saying why, without a
-# Docker engine); two runs, so no kind cluster idles beside the control-plane tests.
-test: lint
-	$(BIN)/python -m pytest
-	$(MAKE) e2e
+# Lint, the unit and control-plane tests, then the end-to-end tests on kind (they skip, saying why,
+# without a Docker engine): three timed stages; two pytest runs, so no kind cluster idles beside the
+# control-plane tests.
+test:
+	@$(STAGE) lint $(MAKE) --no-print-directory lint
+	@$(STAGE) pytest $(BIN)/python -m pytest
+	@$(STAGE) e2e $(MAKE) --no-print-directory e2e
+
+# The inner loop, in under 2 minutes: lint and the unit tests (`make -j2 check`: side by side).
+check: lint unit
 
 unit:
-	$(BIN)/python -m pytest -m unit
+	$(BIN)/python -m pytest -m unit tests/unit
 
 integration:
 	$(BIN)/python -m pytest -m integration

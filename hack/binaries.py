@@ -2,14 +2,19 @@
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl are one binary built from the
 pinned Go modules in hack/kube (dispatching on its name); kwok and helm come from their own modules.
-Everything is cached under CARBONTRACK_CACHE (default ~/.cache/carbontrack) by version, so only the
-first build pays for compilation.
+Everything is cached under CARBONTRACK_CACHE (default ~/.cache/carbontrack) by version, and the kube
+binary also by the hash of hack/kube's sources (a stamp beside it), so only the first build pays for
+compilation.
+
+    python3 hack/binaries.py build   # compile what is missing (standard library only: no venv needed)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -29,6 +34,10 @@ BIN = CACHE / f"kubernetes-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}_helm-{HELM}" / "
 KUBE_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 HELM_STAMP = "helm.kube-default"
 """Written beside helm once it is built with the pinned Kubernetes as its default (see build)."""
+KUBE_STAMP = "kube.sources"
+"""Written beside kube: the hash of the hack/kube sources it was built from (see kube_sources)."""
+_held_locks: dict[Path, int] = {}
+"""Locks this process holds (file_lock), with their depth: a holder may take one again."""
 
 
 def log(msg: str) -> None:
@@ -49,17 +58,45 @@ def go_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def go_build_lock() -> Iterator[None]:
-    """One Go build at a time on this machine: concurrent cold builds on two cores take longer together
-    than one after another, and two builds of one target race on its .partial file."""
-    path = CACHE / "go" / "build.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` shared by every process on this machine; reentrant within one process
+    (flock on a second descriptor of the same file would wait for the first forever)."""
+    if path in _held_locks:
+        _held_locks[path] += 1
         try:
             yield
         finally:
+            _held_locks[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _held_locks[path] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[path]
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def go_build_lock() -> contextlib.AbstractContextManager[None]:
+    """One Go build at a time on this machine: concurrent cold builds on two cores take longer together
+    than one after another, and two builds of one target race on its .partial file."""
+    return file_lock(CACHE / "go" / "build.lock")
+
+
+def sources_key(*paths: Path, extra: str = "") -> str:
+    """A short hash of in-repo build inputs (their paths under hack/ and contents) and `extra`."""
+    h = hashlib.sha256(extra.encode())
+    for path in paths:
+        h.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def kube_sources() -> list[Path]:
+    """What the kube binary is built from: hack/kube's Go files, go.mod and go.sum."""
+    kube = HERE / "kube"
+    return [*sorted(kube.glob("*.go")), kube / "go.mod", kube / "go.sum"]
 
 
 def go(args: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> None:
@@ -115,21 +152,52 @@ def _install(name: str, module: str, ldflags: str) -> None:
         (BIN / f"{name}.partial").rename(BIN / name)
 
 
+def _kube_current() -> bool:
+    stamp = BIN / KUBE_STAMP
+    key = sources_key(*kube_sources(), extra=KUBERNETES)
+    return (BIN / "kube").exists() and stamp.exists() and stamp.read_text().strip() == key
+
+
+def _complete() -> bool:
+    return binaries_present() and _kube_current() and (BIN / HELM_STAMP).exists()
+
+
 def build() -> Path:
-    """Compile whatever is missing into BIN; returns BIN. Idempotent and safe to interrupt."""
-    BIN.mkdir(parents=True, exist_ok=True)
-    if not (BIN / "kube").exists():
-        tmp = BIN / "kube.partial"
-        go(["build", "-ldflags", kube_ldflags(), "-o", str(tmp), "."], cwd=HERE / "kube")
-        tmp.rename(BIN / "kube")
-    for name in KUBE_PROGRAMS:
-        link = BIN / name
-        if not link.exists():
-            link.symlink_to("kube")
-    if not (BIN / "kwok").exists():
-        _install("kwok", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", "-s -w")
-    # a helm built before it knew its Kubernetes (no stamp) is rebuilt once
-    if not (BIN / "helm").exists() or not (BIN / HELM_STAMP).exists():
-        _install("helm", f"helm.sh/helm/v3/cmd/helm@{HELM}", helm_ldflags())
-        (BIN / HELM_STAMP).write_text(f"helm {HELM} defaults to Kubernetes {KUBERNETES}\n")
+    """Compile whatever is missing or stale into BIN; returns BIN. Idempotent and safe to interrupt.
+
+    Checked again under the Go build lock: a caller that waited for another's build finds it done."""
+    if _complete():
+        return BIN
+    with go_build_lock():
+        BIN.mkdir(parents=True, exist_ok=True)
+        # a kube built from other sources (or before the stamp existed) is rebuilt once
+        if not _kube_current():
+            tmp = BIN / "kube.partial"
+            go(["build", "-ldflags", kube_ldflags(), "-o", str(tmp), "."], cwd=HERE / "kube")
+            tmp.rename(BIN / "kube")
+            (BIN / KUBE_STAMP).write_text(sources_key(*kube_sources(), extra=KUBERNETES) + "\n")
+        for name in KUBE_PROGRAMS:
+            link = BIN / name
+            if not link.exists():
+                link.symlink_to("kube")
+        if not (BIN / "kwok").exists():
+            _install("kwok", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK}", "-s -w")
+        # a helm built before it knew its Kubernetes (no stamp) is rebuilt once
+        if not (BIN / "helm").exists() or not (BIN / HELM_STAMP).exists():
+            _install("helm", f"helm.sh/helm/v3/cmd/helm@{HELM}", helm_ldflags())
+            (BIN / HELM_STAMP).write_text(f"helm {HELM} defaults to Kubernetes {KUBERNETES}\n")
     return BIN
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["build"])
+    parser.parse_args()
+    print(build())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

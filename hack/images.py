@@ -4,6 +4,8 @@ Where a registry answers, the Dockerfile's default base (python:3.12-slim) is pu
 none does (this machine), `base` makes Debian bookworm with its python3 by `debootstrap` from Debian's
 package mirror, caches the root filesystem as a tarball under CARBONTRACK_CACHE (default
 ~/.cache/carbontrack), and `docker import`s it; the Dockerfile then builds FROM it (build ARG BASE).
+The .deb files debootstrap downloads are kept too (rootfs/debs-<suite>/), so every root filesystem made
+here (this base, and kube-proxy's and the kind node's in hack/kindnode.py) downloads a package once.
 
     python hack/images.py base      # prints the local base image's name
     python hack/images.py image     # builds ghcr.io/carbontrack/carbontrack:<version>
@@ -26,6 +28,11 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+
+if not __package__:  # run as `python hack/images.py`: import hack/ as the package it is
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hack.binaries import file_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CARBONTRACK_CACHE", "~/.cache/carbontrack")).expanduser()
@@ -57,30 +64,46 @@ def image_exists(name: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
 
 
+def debootstrap_command(target: Path, packages: tuple[str, ...], variant: str, debs: Path) -> list[str]:
+    """debootstrap's command line; `debs`: the folder of downloaded packages it reuses (each checked
+    against the mirror's checksums first) and adds to."""
+    return [
+        "debootstrap",
+        f"--variant={variant}",
+        f"--include={','.join(packages)}",
+        f"--cache-dir={debs.resolve()}",
+        SUITE,
+        str(target),
+        MIRROR,
+    ]
+
+
 def rootfs(name: str, packages: tuple[str, ...], *, variant: str = "minbase") -> Path:
-    """A debootstrapped Debian root filesystem as a cached tarball (keyed by suite, variant, packages)."""
+    """A debootstrapped Debian root filesystem as a cached tarball (keyed by suite, variant, packages).
+
+    One debootstrap at a time on this machine (a lock; checked again under it): two would download the
+    same packages into the shared folder at once."""
     key = hashlib.sha256(f"{SUITE}|{variant}|{','.join(sorted(packages))}|v1".encode()).hexdigest()[:12]
     tarball = CACHE / "rootfs" / f"{name}-{SUITE}-{key}.tar"
     if tarball.exists():
         return tarball
     if not shutil.which("debootstrap"):
         raise RuntimeError("debootstrap is not installed (make setup installs it as root)")
-    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(CACHE / "rootfs" / "debootstrap.lock"):
+        if not tarball.exists():
+            _debootstrap(tarball, packages, variant)
+    return tarball
+
+
+def _debootstrap(tarball: Path, packages: tuple[str, ...], variant: str) -> None:
+    debs = CACHE / "rootfs" / f"debs-{SUITE}"
+    debs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="debootstrap-", dir=tarball.parent) as tmp:
         target = Path(tmp) / "root"
         log(f"debootstrap {SUITE} ({variant}) with {', '.join(packages)}")
-        subprocess.run(
-            [
-                "debootstrap",
-                f"--variant={variant}",
-                f"--include={','.join(packages)}",
-                SUITE,
-                str(target),
-                MIRROR,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        started = time.monotonic()
+        cmd = debootstrap_command(target, packages, variant, debs)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         # apt's downloaded packages and lists are not part of the image
         for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (target / sub).glob("*"):
@@ -89,7 +112,7 @@ def rootfs(name: str, packages: tuple[str, ...], *, variant: str = "minbase") ->
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(target), "--numeric-owner", "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
-    return tarball
+        log(f"{tarball.name} made in {time.monotonic() - started:.0f} s")
 
 
 def host_ca_files() -> dict[str, bytes]:

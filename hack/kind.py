@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hack.binaries import CACHE, go, go_env
+from hack.binaries import CACHE, go, go_build_lock, go_env
 
 HERE = Path(__file__).resolve().parent
 KIND = "v0.33.0"
@@ -38,18 +39,25 @@ def kind_module_dir() -> Path:
 
 
 def kind_binary() -> Path:
-    """kind from its pinned Go module, cached by version."""
+    """kind from its pinned Go module, cached by version (checked again under the Go build lock: a caller
+    that waited for another's build finds it done)."""
     target = CACHE / f"kind-{KIND}" / "kind"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as gobin:
-        go(
-            ["install", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND}"],
-            cwd=Path(gobin),
-            extra_env={"GOBIN": gobin},
-        )
-        (Path(gobin) / "kind").rename(target)
+    with go_build_lock():
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as gobin:
+            go(
+                ["install", "-ldflags", "-s -w", f"sigs.k8s.io/kind@{KIND}"],
+                cwd=Path(gobin),
+                extra_env={"GOBIN": gobin},
+            )
+            # the temporary folder may be on another filesystem: copy beside the target, then rename
+            partial = target.with_suffix(".partial")
+            shutil.move(str(Path(gobin) / "kind"), partial)
+            partial.rename(target)
     return target
 
 

@@ -47,7 +47,7 @@ if not __package__:  # run as `python hack/kindnode.py`: import hack/ as the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hack import images, kind
-from hack.binaries import CACHE, KUBERNETES, go, kube_ldflags
+from hack.binaries import CACHE, KUBERNETES, go, go_build_lock, kube_ldflags, kube_sources, sources_key
 from hack.kind import KIND, kind_binary, kind_module_dir
 from hack.oci import add_bytes, add_dir, add_file, add_symlink, binary_layer, write_image_archive
 
@@ -69,38 +69,34 @@ def log(msg: str) -> None:
     print(f"[kindnode {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def sources_key(*paths: Path, extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
-    for path in paths:
-        h.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
-
-
 # ---------------------------------------------------------------------------------------- programs
 
 
 def node_programs() -> Path:
-    """kube (with kubelet, kubeadm, kube-proxy), pause and coredns, cached by the hash of their sources."""
+    """kube (with kubelet, kubeadm, kube-proxy), pause and coredns, cached by the hash of their sources
+    (checked again under the Go build lock: a caller that waited for another's build finds it done)."""
     kube_dir, dns_dir = HERE / "kube", HERE / "coredns"
     srcs = [
-        *(kube_dir / n for n in ("main.go", "node.go", "go.mod", "go.sum")),
+        *kube_sources(),
         kube_dir / "pause" / "main.go",
         *(dns_dir / n for n in ("main.go", "go.mod", "go.sum")),
     ]
     out = CACHE / f"kindnode-programs-{KUBERNETES}-{sources_key(*srcs, extra=KUBERNETES)}"
-    if (out / "kube").exists() and (out / "pause").exists() and (out / "coredns").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    for name, cwd, args in (
+    steps = (
         ("pause", kube_dir, ["-ldflags", "-s -w", "./pause"]),
         ("coredns", dns_dir, ["-ldflags", "-s -w", "."]),
         ("kube", kube_dir, ["-tags", "node", "-ldflags", kube_ldflags(), "."]),
-    ):
-        if (out / name).exists():
-            continue
-        partial = out / f"{name}.partial"
-        go(["build", "-o", str(partial), *args], cwd=cwd)
-        partial.rename(out / name)
+    )
+    if all((out / name).exists() for name, _, _ in steps):
+        return out
+    with go_build_lock():
+        out.mkdir(parents=True, exist_ok=True)
+        for name, cwd, args in steps:
+            if (out / name).exists():
+                continue
+            partial = out / f"{name}.partial"
+            go(["build", "-o", str(partial), *args], cwd=cwd)
+            partial.rename(out / name)
     return out
 
 

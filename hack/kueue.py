@@ -1,11 +1,14 @@
 """A real Kueue manager for the control-plane tests, built from its pinned Go module.
 
-    python hack/kueue.py build    # compile and cache the manager and its manifests
+    python hack/kueue.py build      # compile and cache the manager and its manifests
+    python hack/kueue.py prefetch   # only download the Go modules the build needs
 
 The binary and the manifests it needs (CRDs, webhook configurations, from the module's config/components)
 are cached under ~/.cache/carbontrack/kueue-<version>/. The build holds the machine-wide Go build lock
 (`binaries.go_build_lock`): two builds never run at once, nor beside a Kubernetes build; a second
-caller waits, then finds the cached binary.
+caller waits, then finds the cached binary. `prefetch` downloads without compiling, so it takes no lock:
+`make setup` runs it while the Kubernetes programs compile. Both need only the standard library (the
+system's python3 runs them before the venv exists).
 
 `start(cluster)` runs the manager as one more process of a hack/controlplane.py control plane
 (stopped with it). Webhooks: the local apiserver cannot reach a Service (no kube-proxy, and Endpoints may
@@ -31,12 +34,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if not __package__:  # run as `python hack/kueue.py`: import hack/ as the package it is
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hack.binaries import CACHE, go_build_lock, go_env
-from hack.controlplane import ControlPlane, free_port
+
+if TYPE_CHECKING:  # the build runs before the venv (and hack.controlplane's cryptography) exists
+    from hack.controlplane import ControlPlane
 
 KUEUE = "v0.17.0"
 """The newest Kueue release on the module proxy (built against k8s.io v0.35 client libraries; its API
@@ -53,6 +59,50 @@ def log(msg: str) -> None:
 
 def present() -> bool:
     return BINARY.exists() and (MANIFESTS / "crd").is_dir() and (MANIFESTS / "webhook.yaml").exists()
+
+
+def _module_dir(env: dict[str, str]) -> Path:
+    """Kueue's module source at the pinned version, from the Go module cache (downloaded if missing)."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{MODULE}@{KUEUE}"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=CACHE,
+    ).stdout
+    return Path(json.loads(out)["Dir"])
+
+
+def prefetch() -> None:
+    """Download every module the manager's build needs, compiling nothing: `go list -deps` in the
+    module's own folder resolves the same build list as `go install MODULE@VERSION`."""
+    if present():
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    env = go_env()
+    log(f"downloading the Go modules of {MODULE}@{KUEUE}")
+    subprocess.run(
+        ["go", "list", "-deps", "./cmd/kueue"],
+        cwd=_module_dir(env),
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _copy_manifests(src: Path) -> None:
+    """The CRDs and webhook configurations from the module's config/components, replaced atomically."""
+    tmp = DIR / "config.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "crd").mkdir(parents=True)
+    for crd in sorted((src / "config/components/crd/bases").glob("*.yaml")):
+        shutil.copyfile(crd, tmp / "crd" / crd.name)
+    shutil.copyfile(src / "config/components/webhook/manifests.yaml", tmp / "webhook.yaml")
+    for p in tmp.rglob("*"):
+        p.chmod(0o644)
+    shutil.rmtree(MANIFESTS, ignore_errors=True)
+    tmp.rename(MANIFESTS)
 
 
 def build() -> Path:
@@ -76,28 +126,7 @@ def build() -> Path:
                 shutil.move(str(Path(gobin) / "kueue"), DIR / "kueue.partial")
                 (DIR / "kueue.partial").rename(BINARY)  # atomic: a reader sees no binary or the whole one
             log(f"built {BINARY} in {time.monotonic() - started:.0f} s")
-        src = Path(
-            subprocess.run(
-                ["go", "mod", "download", "-json", f"{MODULE}@{KUEUE}"],
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-                cwd=DIR,
-            )
-            .stdout.split('"Dir": "')[1]
-            .split('"')[0]
-        )
-        tmp = DIR / "config.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "crd").mkdir(parents=True)
-        for crd in sorted((src / "config/components/crd/bases").glob("*.yaml")):
-            shutil.copyfile(crd, tmp / "crd" / crd.name)
-        shutil.copyfile(src / "config/components/webhook/manifests.yaml", tmp / "webhook.yaml")
-        for p in tmp.rglob("*"):
-            p.chmod(0o644)
-        shutil.rmtree(MANIFESTS, ignore_errors=True)
-        tmp.rename(MANIFESTS)
+        _copy_manifests(_module_dir(env))
         return BINARY
 
 
@@ -232,6 +261,8 @@ def start(cluster: ControlPlane, elastic: bool = False) -> Kueue:
     """Install Kueue's CRDs and webhooks on `cluster` and run the manager (stopped by cluster.down())."""
     if not present():
         raise FileNotFoundError(f"no Kueue build at {DIR}: run `python hack/kueue.py build`")
+    from hack.controlplane import free_port
+
     work = cluster.workdir / "kueue"
     certs = work / "certs"
     ca_pem = _serving_cert(certs)
@@ -266,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="compile and cache the Kueue manager and its manifests")
+    sub.add_parser("prefetch", help="download the Go modules the build needs, compiling nothing")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         print(build())
+    else:
+        prefetch()
     return 0
 
 

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller.registration import register
+from carbontrack.ha.claims import ShardClaimer
 from carbontrack.ha.sharding import (
     DIFFBASE_ANNOTATION,
     UNLABELLED_SELECTOR,
@@ -228,3 +229,59 @@ def test_the_registry_never_loads_another_shards_job() -> None:
             await api.close()
 
     assert asyncio.run(load({SHARD_LABEL: "2"})).jobs == {}
+
+
+class PatchRecorder:
+    """Stands in for CustomObjectsApi: records merge patches, answers each with `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.patches: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+        self.patches.append((args, kwargs))
+        outer = self
+
+        class Answer:
+            status = outer.status
+            reason, headers = "answer", {}
+
+            async def read(self) -> bytes:
+                return b"{}"
+
+            def release(self) -> None:
+                pass
+
+        return Answer()
+
+
+def claims(body: dict[str, Any], shard: int, active: bool = True, status: int = 200) -> PatchRecorder:
+    async def run() -> PatchRecorder:
+        api = client.ApiClient()
+        try:
+            claimer = ShardClaimer(api, Sharding(shard, 3), [], lambda: active)
+            claimer.custom = PatchRecorder(status)  # type: ignore[assignment]
+            assert await claimer.claim(body) is (bool(active) and shard == 2 and status == 200)
+            return claimer.custom  # type: ignore[return-value]
+        finally:
+            await api.close()
+
+    return asyncio.run(run())
+
+
+def new_job() -> dict[str, Any]:
+    meta = {"uid": UIDS[1], "name": "llama", "namespace": "ml", "resourceVersion": "41", "labels": {}}
+    return {"metadata": meta}  # UIDS[1] goes to shard 2 of 3
+
+
+def test_the_winner_labels_a_new_job_only_at_the_version_it_decided_on() -> None:
+    (args, kwargs), *_ = claims(new_job(), shard=2).patches
+    assert args[2:5] == ("ml", "carbontrackedjobs", "llama")
+    assert args[5] == {"metadata": {"labels": {SHARD_LABEL: "2"}, "resourceVersion": "41"}}
+    assert kwargs["_content_type"] == "application/merge-patch+json"
+
+
+def test_a_loser_or_a_standby_writes_nothing_and_a_conflict_is_left_to_the_next_event() -> None:
+    assert claims(new_job(), shard=0).patches == []
+    assert claims(new_job(), shard=2, active=False).patches == []
+    assert len(claims(new_job(), shard=2, status=409).patches) == 1  # claim() is False: changed since

@@ -55,7 +55,7 @@ class Operator:
         self.logs = logs
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 30) -> None:
         env = {
             **os.environ,
             **self.cluster.env(),
@@ -81,7 +81,7 @@ class Operator:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 probe = "/healthz" if self.standby else "/readyz"

@@ -62,7 +62,7 @@ def _operator(args: argparse.Namespace) -> int:
     if args.peering:
         priority = seniority_priority(time.time()) if args.priority is None else args.priority
         peering = PeeringArgs(args.peering, list(args.namespace or ()), identity, priority)
-    memo = kopf.Memo(launch=Launch(cfg, peering))
+    memo = kopf.Memo(launch=Launch(cfg, peering, tuple(args.namespace or ())))
     with eventloop.runner(cfg.event_loop) as runner:
         loop = runner.get_loop()
         logging.getLogger("carbontrack.operator").info(

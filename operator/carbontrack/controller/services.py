@@ -2,7 +2,8 @@
 
 kopf's memo is an untyped bag, so it carries two typed things only: `launch` (what the command line
 decided, before kopf runs) and `services` (what the start-up handler built from it). Handlers read
-them through `launch_of` and `services_of`.
+them through `launch_of` and `services_of`. (With shards, controller.sharding keeps its claimer there
+too.)
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Launch:
     config: OperatorConfig
     peering: PeeringArgs | None = None
     """Several replicas: kopf's peering object and this replica's place in it (None: standalone)."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces the operator watches (empty: all)."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +61,63 @@ def prometheus_endpoints(text: str) -> tuple[PrometheusEndpoint, ...]:
             raise ValueError(f"{where}: {name} is listed twice")
         out.append(PrometheusEndpoint(name, url))
     return tuple(out)
+
+
+# -- Shards: which jobs this operator serves (ha.sharding chooses a new job's shard) ----------------
+
+SHARD_LABEL = "carbontrack.io/shard"
+"""On a CarbonTrackedJob and its Job: the shard that serves it, written once when a shard claims it."""
+
+UNSHARDED_OWNER = 0
+"""The shard of a job built before sharding was turned on: its sidecars report to the unsharded
+operator's Service, which shard 0 keeps (the chart names shard 0's Service as before)."""
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """This operator's shard among `shards`; `draining` shards keep their jobs but take no new ones.
+
+    One shard (the default) serves every job, labelled or not, exactly as an operator without shards."""
+
+    shard: int = 0
+    shards: int = 1
+    draining: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"CARBONTRACK_SHARD={self.shard} is not one of 0..{self.shards - 1}")
+        if not self.draining <= set(range(self.shards)) or not self.accepting:
+            raise ValueError(
+                f"CARBONTRACK_SHARDS_DRAINING={sorted(self.draining)} must name shards of "
+                f"0..{self.shards - 1} and leave at least one taking new jobs"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.shards > 1
+
+    @property
+    def accepting(self) -> tuple[int, ...]:
+        """The shards a new job may land on, in id order."""
+        return tuple(k for k in range(self.shards) if k not in self.draining)
+
+    def owner(self, labels: Mapping[str, str] | None) -> int | None:
+        """The shard a job's (or its Job's) labels give it: unlabelled means built before sharding;
+        None for a label that names no shard."""
+        value = (labels or {}).get(SHARD_LABEL)
+        if value is None:
+            return UNSHARDED_OWNER
+        return int(value) if value.isdigit() else None
+
+    def owns(self, labels: Mapping[str, str] | None) -> bool:
+        """Whether this operator serves the job: every job without shards, else the jobs labelled with
+        this shard (and, for shard 0, those built before sharding)."""
+        return not self.enabled or self.owner(labels) == self.shard
+
+    @classmethod
+    def from_env(cls, get: Callable[[str, str], str]) -> Sharding:
+        draining = frozenset(int(k) for k in get("SHARDS_DRAINING", "").split(",") if k.strip())
+        return cls(int(get("SHARD", "0")), int(get("SHARDS", "1")), draining)
 
 
 @dataclass(frozen=True)
@@ -133,6 +191,8 @@ class OperatorConfig:
     """The namespaces the operator watches (`--namespace`; empty: every namespace)."""
     pod_name: str = ""
     """The operator's own Pod (POD_NAME, set by the chart): its Events about the cluster go there."""
+    sharding: Sharding = field(default_factory=Sharding)
+    """This operator's shard (CARBONTRACK_SHARD, CARBONTRACK_SHARDS, CARBONTRACK_SHARDS_DRAINING)."""
 
     @property
     def limits(self) -> Limits:
@@ -195,4 +255,5 @@ class OperatorConfig:
             ),
             cluster_check_s=float(get("CLUSTER_CHECK_S", "30")),
             pod_name=e.get("POD_NAME", ""),
+            sharding=Sharding.from_env(get),
         )

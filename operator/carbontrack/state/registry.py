@@ -105,6 +105,14 @@ def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauge
     )
 
 
+class ForeignJob(Exception):
+    """The job is another shard's (state.config.Sharding): this operator neither loads nor serves it."""
+
+    def __init__(self, namespace: str, name: str, owner: int | None) -> None:
+        super().__init__(f"CarbonTrackedJob {namespace}/{name} is served by shard {owner}, not this one")
+        self.owner = owner
+
+
 class Registry:
     """All jobs the operator knows, keyed by (namespace, name)."""
 
@@ -121,7 +129,8 @@ class Registry:
         return self.jobs.values()
 
     async def get(self, namespace: str, name: str) -> JobState | None:
-        """The job's state, loading (and restoring from status) on first use; None if no such CR."""
+        """The job's state, loading (and restoring from status) on first use; None if no such CR.
+        Raises ForeignJob for another shard's job, which is never loaded (nor exported as metrics)."""
         key = (namespace, name)
         if key in self.jobs:
             return self.jobs[key]
@@ -135,6 +144,9 @@ class Registry:
                 if exc.status == 404:
                     return None
                 raise
+            labels = obj["metadata"].get("labels")
+            if not self.config.sharding.owns(labels):
+                raise ForeignJob(namespace, name, self.config.sharding.owner(labels))
             spec = CarbonTrackedJobSpec.model_validate(obj["spec"])
             st = status.parse(obj.get("status"))
             aggregate = status.restore(st, self.config.limits)

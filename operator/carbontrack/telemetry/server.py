@@ -10,6 +10,7 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
       the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
       pod or source status has no room for (core.accounting.folding)
+  421 the job is another shard's (misdirected; the sidecar keeps the batch and retries)
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -32,7 +33,7 @@ from carbontrack.api.wire import ACK_JOB_HEADER, TELEMETRY_PATH, TelemetryAck, W
 from carbontrack.core.accounting.aggregation import Receipt, Verdict
 from carbontrack.state import metrics
 from carbontrack.state.answers import accepted_body, job_totals, status_gpu_models
-from carbontrack.state.registry import Registry
+from carbontrack.state.registry import ForeignJob, Registry
 from carbontrack.telemetry.auth import Authenticator, AuthError
 
 log = logging.getLogger("carbontrack.telemetry")
@@ -245,7 +246,10 @@ class TelemetryServer:
             pod = await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
         except AuthError as exc:
             return _refuse(exc.status, exc.reason, str(exc), batch.seq)
-        state = await self.registry.get(batch.job.namespace, batch.job.name)
+        try:
+            state = await self.registry.get(batch.job.namespace, batch.job.name)
+        except ForeignJob as exc:
+            return _refuse(421, "misdirected", str(exc), batch.seq)
         if state is None:
             return _refuse(
                 404, "unknown-job", f"no CarbonTrackedJob {batch.job.namespace}/{batch.job.name}", batch.seq

@@ -4,7 +4,10 @@ The user's pod template gets the sidecar as a *native sidecar* (an init containe
 restartPolicy: Always, so the Job completes when the trainer exits), the env the trainer's client
 needs, the downward-API pod identity, and a projected service-account token with audience
 `carbontrack` that the operator verifies with a TokenReview. Injection is idempotent: injecting an
-already injected template changes nothing.
+already injected template changes nothing. The sidecar's CARBONTRACK_OPERATOR_URL is the operator's own
+address: with shards, the Service of the shard that builds the Job, which is the shard that serves the
+job for its whole life (ha.sharding), so the pods' environment fixes where their telemetry goes; the
+Job carries that shard's label, for its watch.
 
 Distributed wiring (`spec.distributed.enabled`, on by default): the pods get `subdomain` = the job's
 headless Service, so worker i is `<job>-<i>.<service>` in DNS (an Indexed Job names pod i's host
@@ -57,7 +60,7 @@ from carbontrack.api.contract import (
     service_name_for,
 )
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.state.config import OperatorConfig
+from carbontrack.state.config import SHARD_LABEL, OperatorConfig
 
 __all__ = [
     "CA_CONFIGMAP",
@@ -293,13 +296,16 @@ def build_job(
 ) -> dict[str, Any]:
     """The Indexed Job for a CarbonTrackedJob at `replicas` workers (parallelism = completions)."""
     template = with_job_wiring(inject(spec.template, name, namespace, config), name, uid, spec, replicas)
+    labels = {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"}
+    if config.sharding.enabled:  # the shard whose address the sidecars got, and whose Job watch sees it
+        labels[SHARD_LABEL] = str(config.sharding.shard)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name_for(name),
             "namespace": namespace,
-            "labels": {LABEL_JOB: name, LABEL_MANAGED: "true", "app.kubernetes.io/managed-by": "carbontrack"},
+            "labels": labels,
             "ownerReferences": [_owner_reference(name, uid)],
         },
         "spec": {

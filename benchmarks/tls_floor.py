@@ -166,7 +166,7 @@ def main() -> int:
     import datetime as dt
 
     from carbontrack.telemetry import tls
-    from carbontrack.telemetry.server import TLS_READ_BUFFER
+    from carbontrack.telemetry.connections import TLS_READ_BUFFER
 
     certs = tempfile.mkdtemp(prefix="tls-floor-")
     material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from carbontrack.sidecar.transport import Transport
 from carbontrack.telemetry import eventloop, tls
-from carbontrack.telemetry.server import TLS_READ_BUFFER, TelemetryServer
+from carbontrack.telemetry.connections import TLS_READ_BUFFER
+from carbontrack.telemetry.server import TelemetryServer
 from tests.cases.telemetry_fakes import FakeAuth, FakeRegistry, body
 
 T = TypeVar("T")

@@ -81,7 +81,6 @@ from carbontrack.state.config import OperatorConfig
 from carbontrack.state.kube_writes import write
 from carbontrack.state.registry import Registry, merge_patch_status
 from carbontrack.telemetry import gc_tuning as heap
-from carbontrack.telemetry.auth import Authenticator
 from carbontrack.telemetry.server import TelemetryServer
 from carbontrack.workload.jobbuilder import InjectionError, build_job, build_service
 from carbontrack.workload.service import ServiceConflict, ensure_service
@@ -128,10 +127,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.registry = Registry(api, cfg)
     memo.batch_jobs = set()  # (namespace, CR name) of the Jobs the watch has seen (job_event)
     metrics.jobs.jobs = lambda: memo.registry.jobs.values()
-    memo.server = TelemetryServer(
-        memo.registry, Authenticator(api, cfg.token_cache_s), cfg.max_body_bytes, cfg.client_timeout_s,
-        cfg.idle_timeout_s,
-    )  # fmt: skip
+    memo.server = TelemetryServer.from_config(memo.registry, api, cfg)
     peer: PeeringArgs | None = memo.get("peering")
     memo.monitor = None
     if peer is not None:

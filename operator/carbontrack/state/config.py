@@ -8,6 +8,10 @@ from typing import Literal
 
 from carbontrack.core.accounting.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
 
+MAX_CONNECTIONS = 4096
+"""The chart's default memory limit (512Mi) holds the operator with this many kept-alive connections
+(benchmarks/RESULTS.md, "Connection floods")."""
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -38,6 +42,17 @@ class OperatorConfig:
     idle_timeout_s: float = 60.0
     """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
     interval, so each sidecar keeps one connection)."""
+    max_connections: int = MAX_CONNECTIONS
+    """Open telemetry connections per process (0: no cap); one beyond it is closed at accept. A sidecar
+    keeps one, so at least the pods this operator serves; each costs memory (telemetry.connections)."""
+    first_request_timeout_s: float = 5.0
+    """A new connection must complete TLS and send a request's head within this, or it is closed."""
+    refused_token_cache_s: float = 30.0
+    """How long a token the TokenReview refused is answered 401 without another review."""
+    first_contacts_per_s: float = 5.0
+    """New tokens (each a TokenReview) accepted per second from one client address, after a burst of
+    `first_contact_burst`; beyond it 429 with Retry-After. 0: no limit."""
+    first_contact_burst: int = 20
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -111,6 +126,11 @@ class OperatorConfig:
             max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
             client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
             idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
+            max_connections=int(get("MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
+            first_request_timeout_s=float(get("FIRST_REQUEST_TIMEOUT_S", "5")),
+            refused_token_cache_s=float(get("REFUSED_TOKEN_CACHE_S", "30")),
+            first_contacts_per_s=float(get("FIRST_CONTACTS_PER_S", "5")),
+            first_contact_burst=int(get("FIRST_CONTACT_BURST", "20")),
             namespace=get("NAMESPACE", ""),
             peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
             peering_poll_s=float(get("PEERING_POLL_S", "2")),

@@ -10,9 +10,13 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
       the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
       pod or source status has no room for (core.accounting.folding)
+  429 a token new to the cache from an address past its first contacts (telemetry.auth), with
+      Retry-After: no TokenReview is made; the sidecar keeps the batch and retries
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
+After a 401, 403 or 429 the connection is closed. Connections themselves are capped and must send their
+first request promptly (telemetry.connections).
 """
 
 from __future__ import annotations

@@ -250,6 +250,9 @@ def main() -> int:
             # the certificate every few seconds)
             CARBONTRACK_TLS_SERVING_DAYS=str(OperatorConfig.tls_serving_days), CARBONTRACK_TLS_CHECK_S="3600",
             CARBONTRACK_CLIENT_TIMEOUT_S="10",
+            # every simulated pod connects from 127.0.0.1: no per-address first-contact limit, and a
+            # connection cap above the 8000 pods (each keeps one connection)
+            CARBONTRACK_FIRST_CONTACTS_PER_S="0", CARBONTRACK_MAX_CONNECTIONS="0",
             KUBECONFIG=str(chart_identity(cp)),
         )  # fmt: skip
         op.start()

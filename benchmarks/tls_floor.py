@@ -7,7 +7,7 @@ Two figures for each server, each in its own process on this machine:
   * CPU: the server process's CPU per 10 KB POST, with 20 connections kept busy.
 
 Servers: `aiohttp` (what the operator runs, with a handler that only reads the body) at asyncio's TLS
-read buffer of 256 KiB (its default), 16 KiB and 4 KiB (the operator's, controller.server), and the
+read buffer of 256 KiB (its default), 16 KiB and 4 KiB (the operator's, telemetry.connections), and the
 peer, a bare `asyncio.Protocol` that finds the body by Content-Length and answers a fixed ack: the
 floor under any HTTP framework on the same loop and TLS.
 
@@ -166,7 +166,7 @@ def main() -> int:
     import datetime as dt
 
     from carbontrack.telemetry import tls
-    from carbontrack.telemetry.server import TLS_READ_BUFFER
+    from carbontrack.telemetry.connections import TLS_READ_BUFFER
 
     certs = tempfile.mkdtemp(prefix="tls-floor-")
     material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))

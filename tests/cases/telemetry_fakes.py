@@ -16,6 +16,9 @@ from tests.cases.bodies import batch_doc
 
 
 class FakeAuth:
+    def admit(self, token: str, source: str) -> None:
+        """Every first contact is admitted (the limit has its own tests)."""
+
     async def identify(self, token: str) -> Identity:
         if token != "good":
             raise AuthError(401, "unauthenticated", "token refused")

@@ -7,12 +7,16 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hack.binaries import BIN
 from hack.controlplane import ControlPlane
 from hack.render import HEADER, render
 
+from carbontrack.api.contract import LABEL_MANAGED
+from carbontrack.state.config import MAX_CONNECTIONS, OperatorConfig
 from tests.cases.crs import TEMPLATE, manifest, minimal_spec
 from tests.integration.harness import Operator, status, wait
 
@@ -312,3 +316,50 @@ def test_tls_is_on_by_default_with_cert_manager_behind_one_switch() -> None:
     plain = render("--set", "tls.enabled=false", include_crds=False)
     assert 'value: "http://carbontrack.carbontrack-system.svc:8443"' in plain
     assert '{name: CARBONTRACK_TELEMETRY_PLAINTEXT, value: "true"}' in plain and "scheme: HTTP}" in plain
+
+
+def network_policies(*values: str) -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all(render(*values, include_crds=False))
+    return [d for d in docs if d and d["kind"] == "NetworkPolicy"]
+
+
+def test_the_network_policy_is_on_by_default_for_injected_pods_and_prometheus_only() -> None:
+    """The telemetry port admits the label every injected pod carries (in the watched namespaces when the
+    chart names them), the monitoring namespace's Prometheus, and whatever `extraFrom` adds."""
+    (policy,) = network_policies()
+    (rule,) = policy["spec"]["ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and rule["ports"] == [
+        {"port": "http", "protocol": "TCP"}
+    ]
+    injected = {"podSelector": {"matchLabels": {LABEL_MANAGED: "true"}}, "namespaceSelector": {}}
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    assert rule["from"] == [injected, prometheus]
+    (narrowed,) = network_policies(
+        "--set", "watchNamespaces={ml,research}",
+        "--set", "networkPolicy.extraFrom[0].ipBlock.cidr=10.0.0.0/16",
+        "--set", "networkPolicy.metricsPodSelector=null",
+    )  # fmt: skip
+    watched = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml", "research"]}
+    assert narrowed["spec"]["ingress"][0]["from"] == [
+        {"podSelector": injected["podSelector"], "namespaceSelector": {"matchExpressions": [watched]}},
+        {"namespaceSelector": prometheus["namespaceSelector"]},
+        {"ipBlock": {"cidr": "10.0.0.0/16"}},
+    ]
+    assert network_policies("--set", "networkPolicy.enabled=false") == []
+
+
+def test_the_connection_limits_reach_the_operator_from_the_chart() -> None:
+    rendered = render("--set", "operator.telemetry.maxConnections=9000", include_crds=False)
+    for setting in (
+        '{name: CARBONTRACK_MAX_CONNECTIONS, value: "9000"}',
+        '{name: CARBONTRACK_FIRST_REQUEST_TIMEOUT_S, value: "5"}',
+        '{name: CARBONTRACK_REFUSED_TOKEN_CACHE_S, value: "30"}',
+        '{name: CARBONTRACK_FIRST_CONTACTS_PER_S, value: "5"}',
+        '{name: CARBONTRACK_FIRST_CONTACT_BURST, value: "20"}',
+    ):
+        assert setting in rendered, setting
+    assert OperatorConfig.from_env({"CARBONTRACK_MAX_CONNECTIONS": "9000"}).max_connections == 9000
+    assert OperatorConfig.from_env({}).max_connections == MAX_CONNECTIONS == 4096

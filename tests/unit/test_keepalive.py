@@ -28,7 +28,8 @@ from aiohttp import web
 
 from carbontrack.sidecar.transport import Transport
 from carbontrack.telemetry import eventloop, tls
-from carbontrack.telemetry.server import TLS_READ_BUFFER, TelemetryServer
+from carbontrack.telemetry.connections import TLS_READ_BUFFER
+from carbontrack.telemetry.server import TelemetryServer
 from tests.cases.telemetry_fakes import FakeAuth, FakeRegistry, body
 
 T = TypeVar("T")
@@ -106,7 +107,7 @@ def test_an_idle_kept_alive_connection_does_not_keep_its_last_body() -> None:
 
 def test_the_tls_site_reads_through_a_4_kib_buffer_not_asyncios_256_kib() -> None:
     """asyncio's TLS layer zero-fills its read buffer for every connection as it opens; at the default
-    256 KiB that was most of the operator's memory at 8000 kept-alive pods (server.TLS_READ_BUFFER)."""
+    256 KiB that was most of the operator's memory at 8000 kept-alive pods (connections.TLS_READ_BUFFER)."""
     material = tls.renew(None, ["localhost"], dt.datetime.now(dt.UTC))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     with tempfile.TemporaryDirectory() as d:

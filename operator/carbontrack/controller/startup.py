@@ -24,7 +24,6 @@ from carbontrack.state import metrics
 from carbontrack.state.metrics import JobCollector
 from carbontrack.state.registry import Registry
 from carbontrack.telemetry import gc_tuning as heap
-from carbontrack.telemetry.auth import Authenticator
 from carbontrack.telemetry.server import TelemetryServer
 
 WATCH_TIMEOUT_S = 300
@@ -79,10 +78,8 @@ async def build_services(launch: Launch) -> Services:
     registry = Registry(api, cfg)
     collector = JobCollector(registry.states)
     metrics.REGISTRY.register(collector)
-    authenticator = Authenticator(api, cfg.token_cache_s)
-    server = TelemetryServer(
-        registry, authenticator, cfg.max_body_bytes, cfg.client_timeout_s, cfg.idle_timeout_s
-    )
+    server = TelemetryServer.from_config(registry, api, cfg)
+    authenticator = server.auth
     monitor = _standby_monitor(api, launch, server, registry)
     tls = await start_tls(api, cfg)  # None only with the plain-HTTP opt-out
     checks = ClusterChecks(api, cfg)

@@ -120,6 +120,11 @@ class Sharding:
         return cls(int(get("SHARD", "0")), int(get("SHARDS", "1")), draining)
 
 
+MAX_CONNECTIONS = 4096
+"""The chart's default memory limit (512Mi) holds the operator with this many kept-alive connections
+(benchmarks/RESULTS.md, "Connection floods")."""
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     telemetry_port: int = 8443
@@ -149,6 +154,17 @@ class OperatorConfig:
     idle_timeout_s: float = 60.0
     """How long a kept-alive telemetry connection waits for its next request (above the sidecars' 10 s
     interval, so each sidecar keeps one connection)."""
+    max_connections: int = MAX_CONNECTIONS
+    """Open telemetry connections per process (0: no cap); one beyond it is closed at accept. A sidecar
+    keeps one, so at least the pods this operator serves; each costs memory (telemetry.connections)."""
+    first_request_timeout_s: float = 5.0
+    """A new connection must complete TLS and send a request's head within this, or it is closed."""
+    refused_token_cache_s: float = 30.0
+    """How long a token the TokenReview refused is answered 401 without another review."""
+    first_contacts_per_s: float = 5.0
+    """New tokens (each a TokenReview) accepted per second from one client address, after a burst of
+    `first_contact_burst`; beyond it 429 with Retry-After. 0: no limit."""
+    first_contact_burst: int = 20
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -217,43 +233,62 @@ class OperatorConfig:
         plaintext = get("TELEMETRY_PLAINTEXT", "false").lower() == "true"
         url = cls.operator_url.replace("https://", "http://", 1) if plaintext else cls.operator_url
         return cls(
-            telemetry_port=int(get("TELEMETRY_PORT", "8443")),
             operator_url=get("OPERATOR_URL", url),
             sidecar_image=get("SIDECAR_IMAGE", cls.sidecar_image),
             sidecar_backend=get("SIDECAR_BACKEND", "trainer"),
             sidecar_cpu=get("SIDECAR_CPU", "50m"),
             sidecar_memory=get("SIDECAR_MEMORY", "96Mi"),
             status_interval_s=float(get("STATUS_INTERVAL_S", "10")),
-            token_cache_s=float(get("TOKEN_CACHE_S", "300")),
             default_zone=get("DEFAULT_ZONE", ""),
             intensity_provider=get("INTENSITY_PROVIDER", "static"),
             intensity_secret=get("INTENSITY_SECRET", ""),
             electricitymaps_url=get("ELECTRICITYMAPS_URL", cls.electricitymaps_url),
             watttime_url=get("WATTTIME_URL", cls.watttime_url),
             intensity_ttl_s=float(get("INTENSITY_TTL_S", "300")),
-            max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
-            client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
-            idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
-            namespace=get("NAMESPACE", ""),
-            peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
-            peering_poll_s=float(get("PEERING_POLL_S", "2")),
-            judge_interval_s=float(get("JUDGE_INTERVAL_S", "10")),
             telemetry_plaintext=plaintext,
-            tls_secret=get("TLS_SECRET", cls.tls_secret),
-            tls_source=get("TLS_SOURCE", cls.tls_source),
-            tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
-            tls_check_s=float(get("TLS_CHECK_S", "3600")),
-            tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
-            max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
-            status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
-            kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
-            kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
-            event_loop="uvloop" if get("EVENT_LOOP", "asyncio") == "uvloop" else "asyncio",
-            prometheus=PrometheusSettings(
-                endpoints=prometheus_endpoints(get("PROMETHEUS_ENDPOINTS", "[]")),
-                max_response_bytes=int(get("PROMETHEUS_MAX_RESPONSE_BYTES", str(1 << 20))),
-            ),
-            cluster_check_s=float(get("CLUSTER_CHECK_S", "30")),
-            pod_name=e.get("POD_NAME", ""),
-            sharding=Sharding.from_env(get),
+            **_telemetry_fields(get),
+            **_operator_fields(get, e.get("POD_NAME", "")),
         )
+
+
+def _telemetry_fields(get: Callable[[str, str], str]) -> dict[str, Any]:
+    """The telemetry server's settings: its port, limits, token caches and TLS."""
+    return dict(
+        telemetry_port=int(get("TELEMETRY_PORT", "8443")),
+        token_cache_s=float(get("TOKEN_CACHE_S", "300")),
+        max_body_bytes=int(get("MAX_BODY_BYTES", str(1 << 20))),
+        client_timeout_s=float(get("CLIENT_TIMEOUT_S", "10")),
+        idle_timeout_s=float(get("IDLE_TIMEOUT_S", "60")),
+        max_connections=int(get("MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
+        first_request_timeout_s=float(get("FIRST_REQUEST_TIMEOUT_S", "5")),
+        refused_token_cache_s=float(get("REFUSED_TOKEN_CACHE_S", "30")),
+        first_contacts_per_s=float(get("FIRST_CONTACTS_PER_S", "5")),
+        first_contact_burst=int(get("FIRST_CONTACT_BURST", "20")),
+        tls_secret=get("TLS_SECRET", OperatorConfig.tls_secret),
+        tls_source=get("TLS_SOURCE", OperatorConfig.tls_source),
+        tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),
+        tls_check_s=float(get("TLS_CHECK_S", "3600")),
+        tls_serving_days=float(get("TLS_SERVING_DAYS", "90")),
+    )
+
+
+def _operator_fields(get: Callable[[str, str], str], pod_name: str) -> dict[str, Any]:
+    """How the operator runs: its namespace, peering, judgement, bounds, Kueue, metric gates, shards."""
+    return dict(
+        namespace=get("NAMESPACE", ""),
+        peering_lifetime_s=int(get("PEERING_LIFETIME_S", "60")),
+        peering_poll_s=float(get("PEERING_POLL_S", "2")),
+        judge_interval_s=float(get("JUDGE_INTERVAL_S", "10")),
+        max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
+        status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
+        kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
+        kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
+        event_loop="uvloop" if get("EVENT_LOOP", "asyncio") == "uvloop" else "asyncio",
+        prometheus=PrometheusSettings(
+            endpoints=prometheus_endpoints(get("PROMETHEUS_ENDPOINTS", "[]")),
+            max_response_bytes=int(get("PROMETHEUS_MAX_RESPONSE_BYTES", str(1 << 20))),
+        ),
+        cluster_check_s=float(get("CLUSTER_CHECK_S", "30")),
+        pod_name=pod_name,
+        sharding=Sharding.from_env(get),
+    )

@@ -6,6 +6,13 @@ names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch rep
 cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s): 8000 pods then cost ~27 reviews a second,
 which a busy apiserver can give. The price: a deleted pod's token still passes for up to that long, and
 only for its own job's source.
+
+Refusals are cheap too. A refused token is remembered briefly (CARBONTRACK_REFUSED_TOKEN_CACHE_S, 30 s),
+apart from the tokens that pass, so repeating it costs no review and a flood of refused tokens cannot
+push good ones out. A token the cache does not know is a first contact, and each client address gets a
+bucket of them (CARBONTRACK_FIRST_CONTACT_BURST, 20, refilled at CARBONTRACK_FIRST_CONTACTS_PER_S, 5 a
+second); beyond it the answer is 429 with Retry-After and no review, so random tokens cannot turn into
+one TokenReview each.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -39,9 +47,11 @@ class Identity:
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: float = 0.0) -> None:
         super().__init__(message)
         self.status, self.reason = status, reason
+        self.retry_after_s = retry_after_s
+        """With a 429: when the client may try again."""
 
 
 OWNER_CACHE_S = 3600.0
@@ -52,6 +62,13 @@ the reviews of 8000 pods that started together spread over 90 s of each 300 s in
 at once, and a batch never waits for a review of a token it has used before."""
 MAX_ENTRIES = 100_000
 """Bound on each cache, against a flood of garbage tokens or names."""
+MAX_MISSES = 10_000
+"""Bound on each cache's misses (refused tokens), apart from its entries."""
+
+REFUSED_CACHE_S = 30.0
+"""How long a refused token stays refused without a new review: a client that repeats one costs the
+apiserver one review a TTL. Short, because a refusal may come from a token the apiserver could not yet
+verify (a pod bound a moment before its token was checked)."""
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -74,12 +91,18 @@ class LookupCache(Generic[K, V]):
         ttl_s: float,
         refresh_after: tuple[float, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        miss_ttl_s: float | None = None,
     ) -> None:
         self.ttl_s = ttl_s
         self.refresh_after = refresh_after
         self.clock = clock
+        self.miss_ttl_s = miss_ttl_s
+        """With it, a None result (a miss: a refused token) is kept this long, never refreshed ahead, and
+        apart from the values, under its own bound: misses cannot push out the entries that pass."""
         self._entries: dict[K, tuple[float, V, float]] = {}
         """key -> (looked up at, value, refresh at)"""
+        self._misses: dict[K, tuple[float, V]] = {}
+        """key -> (looked up at, None), for None results when miss_ttl_s is set"""
         self._flights: dict[K, asyncio.Future[V]] = {}
         self._rng = random.Random()
 
@@ -97,15 +120,37 @@ class LookupCache(Generic[K, V]):
                 del self._flights[key]
             if done.cancelled() or done.exception() is not None:
                 return  # not kept (and the exception is retrieved: a background refresh has no waiter)
+            value = done.result()
+            if value is None and self.miss_ttl_s is not None:
+                self._entries.pop(key, None)
+                if len(self._misses) >= MAX_MISSES:
+                    self._misses.clear()
+                self._misses[key] = (started, value)
+                return
+            self._misses.pop(key, None)
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (started, done.result(), self._refresh_at(started))
+            self._entries[key] = (started, value, self._refresh_at(started))
 
         flight.add_done_callback(keep_result)
         return flight
 
+    def _miss(self, key: K, now: float) -> tuple[float, V] | None:
+        miss = self._misses.get(key)
+        fresh = miss is not None and self.miss_ttl_s is not None and now - miss[0] < self.miss_ttl_s
+        return miss if fresh else None
+
+    def knows(self, key: K) -> bool:
+        """`get(key)` would cost no lookup: its value or miss is fresh, or its lookup is in flight."""
+        now = self.clock()
+        hit = self._entries.get(key)
+        fresh = hit is not None and now - hit[0] < self.ttl_s
+        return fresh or key in self._flights or self._miss(key, now) is not None
+
     async def get(self, key: K, lookup: Callable[[], Awaitable[V]]) -> V:
         now = self.clock()
+        if miss := self._miss(key, now):
+            return miss[1]
         hit = self._entries.get(key)
         if hit and now - hit[0] < self.ttl_s:
             if now >= hit[2] and key not in self._flights:
@@ -115,19 +160,79 @@ class LookupCache(Generic[K, V]):
         return await asyncio.shield(flight)  # a caller that goes away does not cancel the others'
 
 
+MAX_SOURCES = 65_536
+"""Bound on the addresses FirstContacts tracks; an address whose bucket is full again is dropped first."""
+
+
+class FirstContacts:
+    """A token bucket per client address for first contacts: requests whose token the cache does not
+    know, each of which costs a TokenReview. `burst` at once, then `per_s`; so random tokens from one
+    address cost the apiserver at most that, while a pod makes one first contact per token (its sidecar
+    keeps the token for its lifetime). Clients behind one address (a mesh's proxy, hostNetwork pods)
+    share a bucket."""
+
+    def __init__(self, per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s, self.burst, self.clock = per_s, max(burst, 1), clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """address -> (tokens left, when counted)"""
+
+    def take(self, source: str) -> float:
+        """0 when `source` may make a first contact now (and it is counted); else the seconds until it may."""
+        now = self.clock()
+        left, at = self._buckets.get(source, (float(self.burst), now))
+        left = min(float(self.burst), left + (now - at) * self.per_s)
+        if left < 1:
+            self._buckets[source] = (left, now)
+            return (1 - left) / self.per_s if self.per_s > 0 else float("inf")
+        if source not in self._buckets and len(self._buckets) >= MAX_SOURCES:
+            self._forget_full(now)
+        self._buckets[source] = (left - 1, now)
+        return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the addresses whose bucket has filled again (as good as unknown); all, if none has."""
+        full = [a for a, (left, at) in self._buckets.items() if left + (now - at) * self.per_s >= self.burst]
+        for address in full or list(self._buckets):
+            del self._buckets[address]
+
+
+def _token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Authenticator:
-    def __init__(self, api: client.ApiClient, cache_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        cache_s: float = 300.0,
+        refused_cache_s: float = REFUSED_CACHE_S,
+        first_contacts: FirstContacts | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`first_contacts`: the per-address limit on tokens the cache does not know (None: no limit)."""
         self.auth = client.AuthenticationV1Api(api)
         self.api = api
-        self._tokens: LookupCache[str, Identity | None] = LookupCache(cache_s, refresh_after=TOKEN_REFRESH)
+        self._tokens: LookupCache[str, Identity | None] = LookupCache(
+            cache_s, refresh_after=TOKEN_REFRESH, clock=clock, miss_ttl_s=refused_cache_s
+        )
+        self.first_contacts = first_contacts
         self._pods: LookupCache[tuple[str, str, str], PodFacts | None] = LookupCache(OWNER_CACHE_S)
         self._job_owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
+
+    def admit(self, token: str, source: str) -> None:
+        """429 when `token` is new to the cache (its review would cost the apiserver a request) and
+        `source`, the client's address, has used up its first contacts; a known token always passes."""
+        if not token or self.first_contacts is None or self._tokens.knows(_token_key(token)):
+            return
+        wait_s = self.first_contacts.take(source)
+        if wait_s > 0:
+            message = f"too many new tokens from {source}; retry in {math.ceil(wait_s)} s"
+            raise AuthError(429, "rate-limited", message, retry_after_s=wait_s)
 
     async def identify(self, token: str) -> Identity:
         if not token:
             raise AuthError(401, "missing-token", "no bearer token")
-        key = hashlib.sha256(token.encode()).hexdigest()
-        identity = await self._tokens.get(key, functools.partial(self._review, token))
+        identity = await self._tokens.get(_token_key(token), functools.partial(self._review, token))
         if identity is None:
             raise AuthError(401, "invalid-token", "token not authenticated for audience carbontrack")
         return identity

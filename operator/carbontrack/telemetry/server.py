@@ -11,30 +11,43 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
       the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
       pod or source status has no room for (core.accounting.folding)
   421 the job is another shard's (misdirected; the sidecar keeps the batch and retries)
+  429 a token new to the cache from an address past its first contacts (telemetry.auth), with
+      Retry-After: no TokenReview is made; the sidecar keeps the batch and retries
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
+After a 401, 403 or 429 the connection is closed. Connections themselves are capped and must send their
+first request promptly (telemetry.connections).
 """
 
 from __future__ import annotations
 
 import asyncio
-import asyncio.sslproto
 import logging
+import math
 import ssl
 import time
 
 from aiohttp import ClientError, web
-from aiohttp.web_protocol import RequestHandler
+from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from carbontrack.api.wire import ACK_JOB_HEADER, TELEMETRY_PATH, TelemetryAck, WireError, parse_batch
+from carbontrack.api.wire import (
+    ACK_JOB_HEADER,
+    TELEMETRY_PATH,
+    TelemetryAck,
+    TelemetryBatch,
+    WireError,
+    parse_batch,
+)
 from carbontrack.core.accounting.aggregation import Receipt, Verdict
 from carbontrack.state import metrics
 from carbontrack.state.answers import accepted_body, job_totals, status_gpu_models
+from carbontrack.state.config import OperatorConfig
 from carbontrack.state.registry import ForeignJob, Registry
-from carbontrack.telemetry.auth import Authenticator, AuthError
+from carbontrack.telemetry.auth import Authenticator, AuthError, FirstContacts
+from carbontrack.telemetry.connections import ConnectionGate, ConnectionLimits, serve
 
 log = logging.getLogger("carbontrack.telemetry")
 
@@ -50,10 +63,26 @@ _VERDICT_STATUS = {
 cumulative counters, so its energy is counted exactly if room appears (core.accounting.folding)."""
 
 
+_CLOSE_AFTER = frozenset({401, 403, 429})
+"""Refusals after which the connection is closed: a client without a token that passes keeps no
+connection, nor its place under the cap (telemetry.connections), by repeating requests on it."""
+
+
 def _refuse(status: int, reason: str, message: str, seq: int = 0) -> web.Response:
     metrics.rejected.labels(reason).inc()
     body = TelemetryAck(accepted=False, seq=seq, message=message).model_dump_json(by_alias=True)
-    return web.Response(status=status, text=body, content_type="application/json")
+    response = web.Response(status=status, text=body, content_type="application/json")
+    if status in _CLOSE_AFTER:
+        response.force_close()
+    return response
+
+
+def _refuse_auth(exc: AuthError, seq: int) -> web.Response:
+    """The authenticator's refusal; a 429 says when to try again."""
+    response = _refuse(exc.status, exc.reason, str(exc), seq)
+    if exc.retry_after_s > 0:
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return response
 
 
 def _unavailable(reason: str, message: str) -> web.Response:
@@ -77,69 +106,6 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _Handler(RequestHandler):
-    """aiohttp's connection handler with two deadlines instead of one: an idle kept-alive connection
-    lives `keepalive_timeout` (longer than the sidecars' interval, so each keeps one connection), but
-    once a request's first bytes arrive its headers must be complete within `header_timeout_s` (a
-    slow-loris client is cut off). aiohttp's own timer closes the connection when its close
-    time passes while it waits for a request; this only brings that close time forward."""
-
-    __slots__ = ("header_timeout_s",)
-
-    def __init__(self, manager: web.Server, header_timeout_s: float, **kwargs: object) -> None:
-        super().__init__(manager, **kwargs)  # type: ignore[arg-type]
-        self.header_timeout_s = header_timeout_s
-
-    def data_received(self, data: bytes) -> None:
-        # between requests (the first one included: its task may not have started yet)
-        if not self._request_in_progress and not self._messages and not self._force_close:
-            deadline = self._loop.time() + self.header_timeout_s
-            if deadline < self._next_keepalive_close_time:
-                self._next_keepalive_close_time = deadline
-                if self._keepalive_handle is not None:
-                    self._keepalive_handle.cancel()
-                self._keepalive_handle = self._loop.call_at(deadline, self._process_keepalive)
-        super().data_received(data)
-
-
-TLS_READ_BUFFER = 4 * 1024
-"""asyncio gives every TLS connection a 256 KiB read buffer, allocated and zero-filled when it opens, so
-thousands of kept-alive sidecar connections would hold gigabytes. The buffer only carries ciphertext
-from the socket into OpenSSL, so any size is correct; a smaller one costs more reads for a larger body
-(a 10 KB batch: 3 instead of 1), a few % of a batch's whole cost. Memory is what limits the pods per
-operator (README "Scale"), so 4 KiB (benchmarks/tls_floor.py measures the sizes; benchmarks/RESULTS.md
-has the figures). It is asyncio's class attribute, so it holds for the process's client side too
-(uvloop has its own buffer, malloc'd and never zero-filled, and ignores it)."""
-
-
-class _Site(web.TCPSite):
-    """aiohttp's TCPSite, with a TLS handshake bounded like the headers (asyncio's default is 60 s,
-    during which a client that never finishes its handshake would hold a connection), and _Handler."""
-
-    handshake_timeout_s = 10.0
-
-    async def start(self) -> None:
-        self._runner._reg_site(self)
-        if self._ssl_context is not None:
-            asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
-        server = self._runner.server
-        assert server is not None
-        header_timeout_s = self.handshake_timeout_s
-
-        def handler() -> _Handler:
-            return _Handler(server, header_timeout_s, loop=server._loop, **server._kwargs)
-
-        self._server = await asyncio.get_running_loop().create_server(
-            handler,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            ssl_handshake_timeout=self.handshake_timeout_s if self._ssl_context else None,
-        )
-        return None
-
-
 class TelemetryServer:
     def __init__(
         self,
@@ -148,12 +114,23 @@ class TelemetryServer:
         max_body_bytes: int,
         client_timeout_s: float = 10.0,
         idle_timeout_s: float = 60.0,
+        *,
+        max_connections: int = 0,
+        first_request_s: float = 5.0,
     ) -> None:
+        """`max_connections` (0: no cap) and `first_request_s`: see telemetry.connections."""
         self.registry = registry
         self.client_timeout_s = client_timeout_s
-        self.idle_timeout_s = max(idle_timeout_s, client_timeout_s)
-        """How long a kept-alive connection may wait for its next request: longer than the sidecars'
-        interval (10 s, +-10 %), or every batch would find its connection closed."""
+        self.connection_limits = ConnectionLimits(
+            max_connections=max_connections,
+            first_request_s=first_request_s,
+            header_timeout_s=client_timeout_s,
+            idle_timeout_s=max(idle_timeout_s, client_timeout_s),
+        )
+        """The idle timeout is longer than the sidecars' interval (10 s, +-10 %), or every batch would
+        find its connection closed."""
+        self.connections: ConnectionGate | None = None
+        """The open connections, once listening."""
         self.auth = auth
         self.ready = False
         self.active = True
@@ -165,18 +142,29 @@ class TelemetryServer:
         self.app.router.add_get("/readyz", self.readyz)
         self._runner: web.AppRunner | None = None
 
+    @classmethod
+    def from_config(cls, registry: Registry, api: ApiClient, cfg: OperatorConfig) -> TelemetryServer:
+        """The server and its authenticator as the operator's settings (the chart's values) make them."""
+        first_contacts = None
+        if cfg.first_contacts_per_s > 0:
+            first_contacts = FirstContacts(cfg.first_contacts_per_s, cfg.first_contact_burst)
+        auth = Authenticator(api, cfg.token_cache_s, cfg.refused_token_cache_s, first_contacts)
+        return cls(
+            registry, auth, cfg.max_body_bytes, cfg.client_timeout_s, cfg.idle_timeout_s,
+            max_connections=cfg.max_connections, first_request_s=cfg.first_request_timeout_s,
+        )  # fmt: skip
+
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         """Listen; with `ssl_context`, HTTPS (its certificate can be reloaded in place: telemetry.tls)."""
-        # aiohttp closes an idle connection at the keep-alive deadline; _Handler brings it forward to the
-        # client timeout once a request's first bytes arrive, however slowly the rest trickle in; after a
-        # refusal aiohttp reads ("lingers" on) an unread body for at most a second, not its default 10
+        # aiohttp closes an idle connection at the keep-alive deadline (telemetry.connections brings it
+        # forward for a first request and a trickled one); after a refusal aiohttp reads ("lingers" on)
+        # an unread body for at most a second, not its default 10
+        limits = self.connection_limits
         self._runner = web.AppRunner(
-            self.app, access_log=None, keepalive_timeout=self.idle_timeout_s, lingering_time=1.0
+            self.app, access_log=None, keepalive_timeout=limits.idle_timeout_s, lingering_time=1.0
         )
         await self._runner.setup()
-        site = _Site(self._runner, host, port, ssl_context=ssl_context)
-        site.handshake_timeout_s = self.client_timeout_s
-        await site.start()
+        self.connections = await serve(self._runner, host, port, ssl_context, limits)
         self.ready = True
         log.info("telemetry server listening", extra={"port": port, "tls": ssl_context is not None})
 
@@ -215,15 +203,11 @@ class TelemetryServer:
             log.exception("telemetry handler failed")
             return _refuse(500, "internal", "internal error")
 
-    async def _handle_telemetry(self, request: web.Request) -> web.Response:
-        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.accounting)
-        if not self.active:
-            return _unavailable("standby", "this operator replica is a standby; retry")
+    async def _read_batch(self, request: web.Request) -> TelemetryBatch | web.Response:
+        """The request's batch, or the refusal to answer: too large, too slow, cut off or malformed."""
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             return _refuse(413, "too-large", f"batch larger than {limit} bytes")
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header.startswith("Bearer ") else ""
         try:
             if request.content.is_eof():  # the whole body is buffered already: no task, no timer
                 raw = await _read_body(request, limit)
@@ -236,16 +220,27 @@ class TelemetryServer:
             response.force_close()
             return response
         try:
-            batch = parse_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
+            return parse_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
         except WireError as exc:
             return _refuse(400, exc.reason, str(exc))
+
+    async def _handle_telemetry(self, request: web.Request) -> web.Response:
+        received_at = time.time()  # the operator's clock, never the batch's sentAt (core.accounting)
+        if not self.active:
+            return _unavailable("standby", "this operator replica is a standby; retry")
+        batch = await self._read_batch(request)
+        if isinstance(batch, web.Response):
+            return batch
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.startswith("Bearer ") else ""
         try:
+            self.auth.admit(token, request.remote or "")  # a new token, from an address within its limit
             identity = await self.auth.identify(token)
             if batch.job.namespace != batch.pod.namespace:
                 raise AuthError(403, "wrong-job", "a pod reports only for a job in its own namespace")
             pod = await self.auth.authorize(identity, batch.pod.namespace, batch.pod.name, batch.job.name)
         except AuthError as exc:
-            return _refuse(exc.status, exc.reason, str(exc), batch.seq)
+            return _refuse_auth(exc, batch.seq)
         try:
             state = await self.registry.get(batch.job.namespace, batch.job.name)
         except ForeignJob as exc:

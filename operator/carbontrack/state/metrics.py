@@ -105,16 +105,18 @@ class _Families:
         return cls(
             energy=CounterMetricFamily(
                 "carbontrack_gpu_energy_joules",
-                "GPU energy measured by the sidecars (before PUE).",
+                "GPU energy measured by the sidecars (before PUE), as status last recorded it.",
                 labels=LABELS,
             ),
             emissions=CounterMetricFamily(
                 "carbontrack_emissions_grams",
-                "Emissions: energy x PUE x grid intensity at the time.",
+                "Emissions: energy x PUE x grid intensity at the time, as status last recorded them.",
                 labels=LABELS,
             ),
             steps=CounterMetricFamily(
-                "carbontrack_training_steps", "Global training steps observed.", labels=LABELS
+                "carbontrack_training_steps",
+                "Global training steps observed, as status last recorded them.",
+                labels=LABELS,
             ),
             power=_gauge("carbontrack_gpu_power_watts", "Recent GPU power of the job, summed over pods."),
             intensity=_gauge(

@@ -157,7 +157,8 @@ class Plan:
 
 
 def _over_budget(inputs: Inputs, cov: coverage.Coverage | None) -> str | None:
-    """The budget exceeded so far (not projected): watched while Running."""
+    """The budget exceeded so far (not projected), or a carbon budget that cannot be watched for an
+    unmeasured pod (core.rollout.coverage.budget_unwatched): watched while Running."""
     spec, agg = inputs.spec, inputs.aggregate
     privacy = spec.gates.privacy
     if privacy is not None and inputs.epsilons is not None and inputs.epsilons[0] > privacy.epsilon:

@@ -5,11 +5,16 @@ CarbonTrackedJob, and for every pod the Job gets starts the real sidecar (simula
 token bound to that pod) and a small simulated trainer that steps ten times a second and reports
 its eval accuracy and DP-SGD parameters. It prints `kubectl get ctj` as the job goes
 Canary -> Promoting -> Running, lets the trainers finish (Succeeded), and cleans everything up.
+
+Each pod ends as the kubelet ends a pod with a native sidecar: its sidecar stops with its final flush,
+then the pod completes. The finished job's totals are then final, and the demo checks that `kubectl get
+ctj`, the summary line and the model card show the same figures (it fails loudly if they do not).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,13 +23,15 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 if not __package__:  # run as `python hack/demo.py`: import hack/ and tests/ from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cases.crs import manifest
 from tests.cases.jobs import production_gates
 from tests.integration.harness import Operator, pod_token, status
-from tests.integration.sidecars import Sidecar
+from tests.integration.sidecars import Sidecar, exit_pods
 
 from hack.controlplane import ControlPlane
 
@@ -116,19 +123,24 @@ class Demo:
             time.sleep(1)
 
     def finish(self) -> None:
-        """The trainers stop and every pod exits 0; waits up to a minute for Succeeded."""
+        """The trainers stop and every pod exits 0, its sidecar's final flush first; waits up to a minute
+        for Succeeded with every final flush in status."""
         self.stop.set()
-        for name in list(self.sidecars):
-            self.cluster.kubectl("annotate", "pod", name, "-n", NAMESPACE, "carbontrack.io/test-exit=0")
+        exit_pods(self.cluster, NAMESPACE, self.sidecars)
         for _ in range(60):
-            if status(self.cluster, NAMESPACE, NAME).get("phase") == "Succeeded":
+            st = status(self.cluster, NAMESPACE, NAME)
+            sources = (st.get("telemetry") or {}).get("sources") or []
+            flushed = len(sources) == len(self.sidecars) and all(s.get("final") for s in sources)
+            if st.get("phase") == "Succeeded" and flushed:
                 return
             time.sleep(1)
 
     def report(self) -> str | None:
-        """Prints the final row, the job's Events, its totals and its model-card block; returns its phase."""
+        """Prints the final row, the job's Events, its totals and its model-card block, and checks that
+        they agree; returns the job's phase, or None when they do not agree."""
         cluster = self.cluster
-        print(cluster.kubectl("get", "ctj", "-n", NAMESPACE).stdout)
+        table = cluster.kubectl("get", "ctj", "-n", NAMESPACE).stdout
+        print(table)
         columns = "custom-columns=REASON:.reason,MESSAGE:.message"
         events = cluster.kubectl(
             "get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp", "-o", columns,
@@ -149,14 +161,53 @@ class Demo:
         )  # fmt: skip
         print(f"$ carbontrack report {NAME} --format model-card   (for the model card's metadata)")
         print(card.stdout or card.stderr)
+        later = status(cluster, NAMESPACE, NAME)  # read last: the totals must not have moved meanwhile
+        problems = disagreements(table, final, later, card.stdout)
+        if problems:
+            print("INCONSISTENT: the finished job shows different totals:\n  " + "\n  ".join(problems))
+            return None
+        print(
+            f"consistent: {final['energyJoules']:.0f} J = {final['energyKwh']} kWh and "
+            f"{final['emissionsGrams']:.3f} g = {final['emissionsKg']} kg: kubectl, the summary line and "
+            "the model card agree"
+        )
         return final.get("phase")
 
     def close(self) -> None:
         self.stop.set()
         for sc in self.sidecars.values():
-            sc.stop()
+            if sc.proc.poll() is None:
+                sc.stop()
         self.operator.stop()
         self.cluster.down()
+
+
+def column(table: str, name: str) -> str:
+    """One column of the first row of `kubectl get` output (columns align under their headers)."""
+    header, row = table.splitlines()[:2]
+    start = header.index(name)
+    end = start + len(name)
+    while end < len(header) and header[end] == " ":
+        end += 1
+    return row[start:end].strip()
+
+
+def disagreements(table: str, final: dict[str, object], later: dict[str, object], card: str) -> list[str]:
+    """What differs between the figures `kubectl get ctj` printed, the status the summary line read, the
+    status read after everything else, and the model card's emissions; empty when all agree."""
+    energy_j, grams = float(final["energyJoules"]), float(final["emissionsGrams"])  # type: ignore[arg-type]
+    shown = {
+        "kubectl kWh": (float(column(table, "KWH")), round(energy_j / 3.6e6, 6)),
+        "kubectl kg": (float(column(table, "KGCO2E")), round(grams / 1000, 6)),
+        "model card g": (float(yaml.safe_load(card)["co2_eq_emissions"]["emissions"]), round(grams, 3)),
+        "energy J, read again": (float(later["energyJoules"]), energy_j),  # type: ignore[arg-type]
+        "emissions g, read again": (float(later["emissionsGrams"]), grams),  # type: ignore[arg-type]
+    }
+    return [
+        f"{what}: {got} where the summary's {energy_j:.3f} J / {grams:.6f} g give {want}"
+        for what, (got, want) in shown.items()
+        if not math.isclose(got, want, rel_tol=0, abs_tol=1e-9)
+    ]
 
 
 def main() -> int:

@@ -8,7 +8,8 @@ from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.api.wire import DPParams, Method, StepRecord, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt
 from carbontrack.core.gates.judgement import CiResults
-from carbontrack.core.rollout.evaluation import Inputs, epsilon_query
+from carbontrack.core.rollout.accountant import epsilon_query
+from carbontrack.core.rollout.evaluation import Inputs
 from carbontrack.core.rollout.promotion import State
 from tests.cases.batches import telemetry_batch
 from tests.cases.crs import valid_spec

@@ -260,6 +260,18 @@ def start_sidecar(
     )  # fmt: skip
 
 
+def start_sidecars(
+    tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, count: int, have: dict[str, Sidecar]
+) -> dict[str, Sidecar]:
+    """A sidecar for each of the job's `count` running pods that has none in `have` (added to it, and
+    returned), as the kubelet starts each pod's native sidecar: a running pod that never reports is
+    unmeasured, and fails a staging or production carbon gate closed (core.rollout.coverage)."""
+    for pod, uid in running_pods(cluster, ns, job, count):
+        if pod not in have:
+            have[pod] = start_sidecar(tmp, op, cluster, ns, job, pod, uid)
+    return have
+
+
 def post(url: str, token: str, body: bytes | dict[str, Any]) -> tuple[int, str]:
     """POST a telemetry body as a sidecar would; (status, body), whatever the status."""
     import urllib.error

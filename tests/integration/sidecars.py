@@ -1,5 +1,10 @@
 """Running the real sidecar process from tests, as the kubelet would run it in a pod, and a stand-in for
-the operator's telemetry endpoint that records what it sends."""
+the operator's telemetry endpoint that records what it sends.
+
+kwok runs no container: a test starts the sidecar of a pod itself, and ends the pod as the kubelet ends
+one with a native sidecar (`exit_pods`): the trainer exits, the sidecar gets SIGTERM and sends its final
+flush, and only then does the pod complete.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,16 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.trainer import client
+
+if TYPE_CHECKING:
+    from hack.controlplane import ControlPlane
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -100,6 +109,23 @@ class Sidecar:
             if '"sidecar stopped"' in line:
                 return float(json.loads(line)["energyJ"])
         raise AssertionError(f"no final line in sidecar log:\n{log[-2000:]}")
+
+
+EXIT_ANNOTATION = "carbontrack.io/test-exit"
+"""kwok completes a pod that carries it (hack/stages.yaml): "0" Succeeded, any other code Failed."""
+
+
+def exit_pods(
+    cluster: ControlPlane, namespace: str, sidecars: Mapping[str, Sidecar], code: int = 0
+) -> dict[str, float]:
+    """Each pod's trainer exits with `code`: its sidecar stops with its final flush, then the pod
+    completes, in that order, as the kubelet stops a native sidecar before the pod's phase is final.
+    Returns each pod's final energy (joules) as its sidecar sent it."""
+    finals = {}
+    for pod, sidecar in sidecars.items():
+        finals[pod] = sidecar.final_energy(sidecar.stop()) if sidecar.proc.poll() is None else 0.0
+        cluster.kubectl("annotate", "pod", pod, "-n", namespace, f"{EXIT_ANNOTATION}={code}")
+    return finals
 
 
 class Receiver:

@@ -35,6 +35,7 @@ from tests.integration.harness import (
     phase_is,
     running_pods,
     start_sidecar,
+    start_sidecars,
     status,
     train,
     wait,
@@ -99,6 +100,8 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
         "Paused",
     )
     wait(lambda: APPROVE not in annotations(cluster, namespace, "unsure"), what="annotation removed")
+    # every pod of the stage runs its sidecar, or it is unmeasured and production fails closed
+    sidecars = start_sidecars(tmp_path, operator, cluster, namespace, "unsure", 2, {pod: sidecar})
     # the gates pass at 50%, but 100% needs an approval: Paused with the gates passed
     train(trainer, 13, 25, accuracy=0.95)
     st = phase_is(cluster, namespace, "unsure", "Paused")
@@ -109,6 +112,7 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
     cluster.kubectl("annotate", "ctj", "unsure", "-n", namespace, f"{APPROVE}=full scale is fine")
     st = phase_is(cluster, namespace, "unsure", "Running")
     assert st["replicas"] == 4
+    start_sidecars(tmp_path, operator, cluster, namespace, "unsure", 4, sidecars)
     second = st["decisions"][1]
     assert (second["decision"], second["reason"], second["stage"]) == (
         "Approved",
@@ -123,7 +127,8 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
                  f"approved by {user} at stage canary: 0.86 is enough here",
                  "approved by kubectl-annotate"):  # fmt: skip
         assert text in ev, ev
-    sidecar.stop()
+    for each in sidecars.values():
+        each.stop()
 
 
 def test_a_rejected_pause_halts_and_suspends(operator: Operator, namespace: str, tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_thousands_of_boot_ids_from_one_pod_keep_status_bounded_exact_and_updati
     assert (fold["pod"], fold["boots"], fold["energyJoules"]) == (pod, 2998, 2998 * JOULES)
     assert fold["bootIds"] == [f"boot-{i:06d}" for i in range(2982, 2998)]
     assert telemetry["refused"] == {"backwards": 0, "absurd": 0, "implausible": 0, "tooManyPods": 0,
-                                    "statusFull": 0}  # fmt: skip
+                                    "statusFull": 0, "finished": 0}  # fmt: skip
     size = len(json.dumps(st))
     assert size < 8000, size  # once: 6000 sources, past etcd's 1.5 MiB
     # a replay of a folded boot, or of a live one, changes nothing

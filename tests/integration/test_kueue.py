@@ -20,7 +20,16 @@ from hack.controlplane import ControlPlane
 
 from tests.cases.crs import manifest
 from tests.cases.jobs import cluster_spec, production_gates
-from tests.integration.harness import ROOT, Operator, apply, running_pods, start_sidecar, status, wait
+from tests.integration.harness import (
+    ROOT,
+    Operator,
+    apply,
+    running_pods,
+    start_sidecar,
+    start_sidecars,
+    status,
+    wait,
+)
 
 pytestmark = pytest.mark.skipif(
     not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
@@ -176,8 +185,9 @@ def test_a_gate_failure_halts_through_the_workload_and_never_writes_the_jobs_sus
     assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (2, 2)  # full size from the start
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "plain"
     # Kueue admits the Workload and unsuspends the Job: both workers run
-    pods = running_pods(cluster, kns, "weak", 2)
-    sidecar = start_sidecar(tmp_path, kop, cluster, kns, "weak", *pods[0])
+    # both workers run their sidecars: a silent one would fail production's carbon gate closed too
+    sidecars = start_sidecars(tmp_path, kop, cluster, kns, "weak", 2, {})
+    sidecar = next(iter(sidecars.values()))
     train(sidecar.client(), 1, 12, accuracy=0.86)
     st = wait(lambda: (s := status(cluster, kns, "weak")).get("phase") == "Halted" and s, what="phase Halted")
     assert st["gateSummary"] == "quality.score failed"
@@ -194,7 +204,8 @@ def test_a_gate_failure_halts_through_the_workload_and_never_writes_the_jobs_sus
     wait(
         lambda: get(cluster, "job", kns, "weak")["spec"]["suspend"] is False, what="Kueue unsuspends the Job"
     )
-    sidecar.stop()
+    for each in sidecars.values():
+        each.stop()
 
     # The operator's own requests (its API client and kopf's): its patches never carry spec.suspend. Its
     # create is not judged by the logged body, which is after defaulting (batch/v1 defaults suspend to
@@ -305,7 +316,7 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     st = wait(lambda: (s := status(cluster, kns, "grow")).get("phase") == "Promoting" and s, what="Promoting")
     assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
     assert get(cluster, "job", kns, "grow")["spec"]["parallelism"] == 2
-    running_pods(cluster, kns, "grow", 2)
+    sidecars = start_sidecars(tmp_path, kop, cluster, kns, "grow", 2, {pod: sidecar})
 
     def grown(count: int) -> list[tuple[str, int, bool, str, str]] | None:
         s = slices(cluster, kns, "grow")
@@ -325,11 +336,13 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     assert (spec["parallelism"], spec["completions"], spec["suspend"]) == (4, 4, False), spec
     after = running_pods(cluster, kns, "grow", 4)
     assert (pod, uid) in after, after  # the canary's worker (index 0) ran on through both scale-ups
+    start_sidecars(tmp_path, kop, cluster, kns, "grow", 4, sidecars)
     third = wait(lambda: grown(4), what="a slice of 4 admitted")
     print("slices after stage 100 %:", third)
     assert third[-1][4] == f"{kns}/{second[-1][0]}" and third[-2][3] == "WorkloadSliceReplaced", third
     assert condition({"status": st}, "CanaryStages")["status"] == "True"
-    sidecar.stop()
+    for each in sidecars.values():
+        each.stop()
 
     # carbontrack wrote the scale and never spec.suspend; Kueue unsuspended the Job once, on the first
     # admission, and never suspended it for a scale-up
@@ -359,7 +372,7 @@ def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_wo
     trainer = sidecar.client()
     train(trainer, 1, 12, accuracy=0.86)
     wait(lambda: status(cluster, kns, "dip").get("phase") == "Promoting", what="phase Promoting")
-    running_pods(cluster, kns, "dip", 2)
+    sidecars = start_sidecars(tmp_path, kop, cluster, kns, "dip", 2, {pod: sidecar})
     wait(lambda: [x[1:3] for x in slices(cluster, kns, "dip") if not x[3]] == [(2, True)], what="slice of 2")
     # the metric falls at stage 50 %: the halt deactivates the Job's Workload, Kueue suspends the Job
     train(trainer, 13, 25, accuracy=0.70)
@@ -382,7 +395,8 @@ def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_wo
     template = get(cluster, "job", kns, "dip")["spec"]["template"]["metadata"]["annotations"]
     assert template["carbontrack.io/world-size"] == "2", template
     assert template["kueue.x-k8s.io/workload"] == live_slices[0][0], template
-    sidecar.stop()
+    for each in sidecars.values():
+        each.stop()
 
     writes = job_writes(cluster, kns)
     ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]

@@ -16,8 +16,18 @@ import pytest
 import yaml
 
 from tests.cases.jobs import gated
-from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, train, wait
+from tests.integration.harness import (
+    Operator,
+    apply,
+    running_pods,
+    start_sidecar,
+    start_sidecars,
+    status,
+    train,
+    wait,
+)
 from tests.integration.objects import events, get_row, job_spec
+from tests.integration.sidecars import exit_pods
 
 README_ROWS: list[str] = []
 
@@ -39,7 +49,8 @@ def test_gates_pass_and_the_job_is_promoted_to_full_scale(
     )
     assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
     assert job_spec(cluster, namespace, "llama")["parallelism"] == 2
-    running_pods(cluster, namespace, "llama", 2)
+    # every pod of the stage runs its sidecar, or it is unmeasured and production fails closed
+    sidecars = start_sidecars(tmp_path, operator, cluster, namespace, "llama", 2, {pod: sidecar})
     README_ROWS.append(get_row(cluster, namespace, "llama"))
     train(trainer, 13, 25, accuracy=0.87)
     st = wait(
@@ -48,23 +59,21 @@ def test_gates_pass_and_the_job_is_promoted_to_full_scale(
     )
     spec = job_spec(cluster, namespace, "llama")
     assert (spec["parallelism"], spec["completions"], st["replicaSummary"]) == (4, 4, "4/4")
-    running_pods(cluster, namespace, "llama", 4)
+    start_sidecars(tmp_path, operator, cluster, namespace, "llama", 4, sidecars)
     assert 0 < st["epsilon"] < st["projected"]["epsilon"] <= 8 and st["epsilonClaimed"] == 0.9
     privacy = next(g for g in st["gates"] if g["name"] == "privacy.epsilon")
     assert "claims 0.9" in privacy["message"]
     wait(lambda: status(cluster, namespace, "llama").get("energyJoules", 0) > 0, what="energy in status")
     README_ROWS.append(get_row(cluster, namespace, "llama"))
-    sidecar.stop()
     ev = events(cluster, namespace)
     for reason in ("JobCreated", "CanaryStarted", "GatesPassed", "Promoted", "PhaseChanged"):
         assert reason in ev, ev
-    # The Job completes when its pods do: every index exits 0 -> Succeeded.
+    assert "PodsUnmeasured" not in ev, ev
+    # The Job completes when its pods do: every index exits 0 (its sidecar's final flush first) -> Succeeded.
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "carbontrack.io/job=llama",
                                       "-o", "json").stdout)["items"]  # fmt: skip
-    for p in pods:
-        cluster.kubectl(
-            "annotate", "pod", p["metadata"]["name"], "-n", namespace, "carbontrack.io/test-exit=0"
-        )
+    assert {p["metadata"]["name"] for p in pods} == set(sidecars)
+    exit_pods(cluster, namespace, sidecars)
     wait(lambda: status(cluster, namespace, "llama").get("phase") == "Succeeded", what="phase Succeeded")
     README_ROWS.append(get_row(cluster, namespace, "llama"))
     print("\n".join(README_ROWS))  # the README's worked example comes from this output (pytest -s)

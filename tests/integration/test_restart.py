@@ -1,11 +1,15 @@
-"""A restart of the operator changes no verdict: the gates' evidence lives in status, not in memory.
+"""A restart of the operator changes no verdict and takes no counter back: all evidence lives in status.
 
 The sidecar forgets an eval or DP report once the operator acknowledged it, so an operator that kept
-them only in memory judged a production canary after a restart on no evidence and halted it.
+them only in memory judged a production canary after a restart on no evidence and halted it. And an
+exporter that showed the live totals, up to a status interval ahead of status, showed less after a
+restart than before it: Prometheus reads that as a counter reset.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from pathlib import Path
 
@@ -15,14 +19,17 @@ from tests.integration.harness import (
     Operator,
     apply,
     ctj,
+    metric_value,
     pod_token,
     post,
+    published_ca,
     report_evidence,
     running_pods,
     start_sidecar,
     status,
     wait,
 )
+from tests.integration.sidecars import Sidecar
 
 
 def test_a_production_canary_killed_before_its_judgement_is_promoted_not_halted(
@@ -94,3 +101,67 @@ def test_unmeasured_energy_halts_a_staging_canary_on_the_carbon_gate(
     assert not carbon["passed"] and "energy was not measured" in carbon["message"]
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "GateFailed" and "energy was not measured" in ready["message"]
+
+
+COUNTERS = (
+    "carbontrack_gpu_energy_joules_total",
+    "carbontrack_emissions_grams_total",
+    "carbontrack_training_steps_total",
+)
+
+
+def test_no_counter_goes_back_over_five_sigkills_at_production_intervals(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """Status written and the job judged every 10 s, and each sidecar sending every 10 s, as a cluster
+    runs them by default; each SIGKILL lands at a random point of the status interval. The restarted
+    operator loads the job from status at its first judgement, before most sidecars send again."""
+    cluster = operator.cluster
+    operator.stop()  # the session's operator would judge the same object
+    paced = Operator(cluster, tmp_path / "paced.log", CARBONTRACK_STATUS_INTERVAL_S="10",
+                     CARBONTRACK_JUDGE_INTERVAL_S="10")  # fmt: skip
+    stop = threading.Event()
+    try:
+        paced.start()
+        assert apply(cluster, namespace, ctj("counted", 2)).returncode == 0
+        ca = published_ca(cluster, namespace, tmp_path)
+        sidecars = [
+            Sidecar(tmp_path, paced.url, token=pod_token(cluster, namespace, pod, uid),
+                    CARBONTRACK_JOB_NAME="counted", POD_NAMESPACE=namespace, POD_NAME=pod, POD_UID=uid,
+                    CARBONTRACK_CA_FILE=str(ca),
+                    CARBONTRACK_INTERVAL_S="", CARBONTRACK_MAX_BACKOFF_S="30")  # the sidecar's own defaults
+            for pod, uid in running_pods(cluster, namespace, "counted", 2)
+        ]  # fmt: skip
+        threading.Thread(target=_step_together, args=(sidecars, stop), daemon=True).start()
+
+        def scrape() -> list[float] | None:
+            text = paced.metrics()
+            values = [metric_value(text, name, namespace, "counted") for name in COUNTERS]
+            return [v for v in values if v is not None] if None not in values else None
+
+        wait(lambda: (v := scrape()) and v[0] > 0 and v, timeout=60, what="energy exported")
+        rng = random.Random()
+        for kill in range(5):
+            time.sleep(rng.uniform(0.0, 10.0))
+            before = scrape()
+            assert before is not None
+            paced.kill()
+            paced.start()
+            after = wait(scrape, timeout=60, what="the job's series after the restart")
+            print(f"SIGKILL {kill + 1}: {before} -> {after}")
+            assert all(a >= b for a, b in zip(after, before, strict=True)), (kill, before, after)
+    finally:
+        stop.set()
+        paced.stop()
+        operator.start()
+
+
+def _step_together(sidecars: list[Sidecar], stop: threading.Event) -> None:
+    """The pods of a data-parallel job step together, ten global steps a second."""
+    trainers = [s.client() for s in sidecars]
+    step = 0
+    while not stop.is_set():
+        step += 1
+        for trainer in trainers:
+            trainer.step(step)
+        time.sleep(0.1)

@@ -380,7 +380,14 @@ def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: st
 
     st = wait(refused, what="refusals in status")
     assert st["energyJoules"] == 6.0
-    refused = {"backwards": 0, "absurd": 2, "implausible": 1, "tooManyPods": 0, "statusFull": 0}
+    refused = {
+        "backwards": 0,
+        "absurd": 2,
+        "implausible": 1,
+        "tooManyPods": 0,
+        "statusFull": 0,
+        "finished": 0,
+    }
     assert st["telemetry"]["refused"] == refused
     assert [s["bootId"] for s in st["telemetry"]["sources"]] == ["b1"]
     received = st["telemetry"]["sources"][0]["receivedAt"]

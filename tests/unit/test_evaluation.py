@@ -7,13 +7,8 @@ import pytest
 from carbontrack.api.contract import Phase
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.core.gates.privacy import epsilon
-from carbontrack.core.rollout.evaluation import (
-    EpsilonQuery,
-    JobScale,
-    epsilon_query,
-    evaluate,
-    job_outcome,
-)
+from carbontrack.core.rollout.accountant import EpsilonQuery, epsilon_query
+from carbontrack.core.rollout.evaluation import JobScale, evaluate, job_outcome
 from carbontrack.core.rollout.promotion import State
 from carbontrack.state import status as st
 from tests.cases.crs import valid_spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +14,8 @@ from carbontrack.core.rollout.evaluation import Gauges
 from carbontrack.intensity.static import Intensity
 from carbontrack.state import metrics
 from carbontrack.state.metrics import JobCollector
+from carbontrack.state.status import Totals
+from tests.cases.evaluation import canary_aggregate
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Job:
     aggregate: JobAggregate
     intensity: Intensity
     gauges: Gauges
+    persisted: Totals = field(default_factory=Totals)
 
 
 def scrape(jobs: list[Job]) -> CollectorRegistry:
@@ -47,6 +50,21 @@ def test_each_job_is_read_at_scrape_time_with_its_gauges() -> None:
     assert registry.get_sample_value("carbontrack_gpu_power_watts", labels) is None  # no source measured yet
     jobs.clear()  # the job is forgotten: its series go with it
     assert registry.get_sample_value("carbontrack_gpu_energy_joules_total", labels) is None
+
+
+def test_the_counters_export_what_status_holds_not_the_live_aggregate() -> None:
+    """The live aggregate runs up to a status interval ahead of status, and a restarted operator resumes
+    from status: exporting the aggregate would make the counters go back across a restart."""
+    live = canary_aggregate()  # 3600 J, 12 steps, 0.36 g, none of it in status yet
+    job = Job("ns", "a", live, Intensity(300.0, "DE", "static"), Gauges(phase=Phase.CANARY))
+    registry = scrape([job])
+    labels = {"namespace": "ns", "job_name": "a"}
+    counters = ("carbontrack_gpu_energy_joules_total", "carbontrack_emissions_grams_total")
+    assert [registry.get_sample_value(name, labels) for name in counters] == [0.0, 0.0]
+    assert registry.get_sample_value("carbontrack_training_steps_total", labels) == 0.0
+    job.persisted = Totals(energy_j=2500.0, emissions_g=0.25, steps=9)  # a status write went through
+    assert [registry.get_sample_value(name, labels) for name in counters] == [2500.0, 0.25]
+    assert registry.get_sample_value("carbontrack_training_steps_total", labels) == 9.0
 
 
 def test_the_metrics_module_does_not_know_the_registry() -> None:

@@ -69,6 +69,28 @@ def test_a_failed_patch_is_retried_with_backoff_and_then_succeeds() -> None:
     assert fake.bodies == [{"x": 1}] and waits == [1, 2]
 
 
+def test_only_a_body_the_apiserver_took_is_handed_on() -> None:
+    """What the exported counters show (state.registry): a failed patch is not in status."""
+
+    async def run() -> list[dict[str, Any]]:
+        taken: list[dict[str, Any]] = []
+        n = iter(range(1, 10))
+        writer = StatusWriter(
+            lambda: {"n": next(n)},
+            FakePatch(fail=[500]),
+            0.0,
+            backoff=lambda _: 0.01,
+            on_written=taken.append,
+        )
+        writer.start()
+        writer.mark()
+        await asyncio.sleep(0.3)
+        await writer.stop(flush=False)
+        return taken
+
+    assert asyncio.run(run()) == [{"n": 2}]
+
+
 def test_a_deleted_object_ends_the_writer() -> None:
     async def run() -> tuple[list[str], StatusWriter]:
         gone: list[str] = []

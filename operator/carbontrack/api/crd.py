@@ -695,6 +695,9 @@ class RefusedCounts(KubeModel):
     """A batch from a new pod when status already holds the most pods it keeps (2000): not counted."""
     status_full: int = Field(0, ge=0)
     """A batch that would add a source past the status size budget (512 KiB of sources): not counted."""
+    finished: int = Field(0, ge=0)
+    """A batch that arrived after the job finished (Succeeded, Failed, or Halted with its workers
+    stopped) and its final-flush grace period: 409 finished, not counted, so the totals stay final."""
 
 
 class FoldedPodStatus(KubeModel):
@@ -737,6 +740,17 @@ class GpuStatus(KubeModel):
     """Product name as NVML gives it (e.g. NVIDIA H100 80GB HBM3): what a report calls the hardware."""
 
 
+MAX_UNMEASURED_PODS = 32
+
+
+class UnmeasuredPod(KubeModel):
+    """A running pod of the job from which no telemetry batch was accepted within the grace period."""
+
+    pod: str
+    started_at: datetime
+    """When its containers (the sidecar among them) were initialized: the grace period counts from it."""
+
+
 class TelemetryStatus(KubeModel):
     """Where the totals come from: one entry per live (pod, sidecar boot), and per pod its folded boots."""
 
@@ -747,6 +761,12 @@ class TelemetryStatus(KubeModel):
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None
     steps_per_second: float | None = None
+    unmeasured_pods: list[UnmeasuredPod] = Field(default_factory=list, max_length=MAX_UNMEASURED_PODS)
+    """Running pods with no batch accepted within two status intervals plus start-up, oldest first, at
+    most 32 (unmeasuredPodCount counts them all): the job's energy is a lower bound while any is listed,
+    and staging and production carbon gates fail closed on it."""
+    unmeasured_pod_count: int = Field(0, ge=0)
+    """Every unmeasured pod, listed in unmeasuredPods or not."""
 
 
 class EvalMetric(KubeModel):

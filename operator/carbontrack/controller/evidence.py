@@ -2,7 +2,8 @@
 
 Status (the promotion state, the halt, the evidence the last round used), the live aggregate, the test
 evidence (from the spec, overlaid with the ConfigMap CI writes), the metric gates' measurements due this
-round, and epsilon computed off the event loop.
+round, the job's running pods (one list per round, from the apiserver's cache), and epsilon computed off
+the event loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from carbontrack.api.contract import Phase
+from carbontrack.api.contract import LABEL_JOB, Phase
 from carbontrack.api.crd import (
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
@@ -32,8 +33,10 @@ from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.gates import metric_gates as analysis
 from carbontrack.core.gates.evidence import tests_from
 from carbontrack.core.gates.judgement import CiResults
+from carbontrack.core.rollout import coverage
+from carbontrack.core.rollout.accountant import epsilon_query
 from carbontrack.core.rollout.approvals import person_decision
-from carbontrack.core.rollout.evaluation import Inputs, epsilon_query
+from carbontrack.core.rollout.evaluation import Inputs
 from carbontrack.integrations import prometheus
 from carbontrack.state import status as st
 from carbontrack.state.config import PrometheusSettings
@@ -56,10 +59,11 @@ async def gather(call: JobCall, services: Services, meta: kopf.Meta) -> Inputs:
     intensity = job_state.intensity if job_state else None
     # a zone left to the node's region is resolved by the first batch: not judged before it
     pending = not spec.carbon.zone and not agg.sources
+    state = st.promotion_state(stored)
     return Inputs(
         spec=spec,
         generation=call.generation or 0,
-        state=st.promotion_state(stored),
+        state=state,
         replicas=call.status.get("replicas"),
         aggregate=agg,
         intensity_g_per_kwh=intensity.g_per_kwh if intensity else 0.0,
@@ -79,12 +83,53 @@ async def gather(call: JobCall, services: Services, meta: kopf.Meta) -> Inputs:
         checkpoint=st.checkpoint_status(agg),
         schedule=stored.schedule,
         shown_energy_j=stored.energy_joules,
+        pods=await _running_pods(services, call, state.phase),
+        measurement_grace_s=coverage.grace_s(services.config.status_interval_s),
+        watched_since=job_state.loaded_at if job_state else now.timestamp(),
+        pods_warned=_false_message(stored.conditions, "PodsMeasured"),
     )
 
 
 def _warned(conditions: Sequence[Condition], kind: str) -> bool:
     """The condition is False in status: the Event that goes with it was posted already."""
     return any(c.type == kind and c.status == "False" for c in conditions)
+
+
+def _false_message(conditions: Sequence[Condition], kind: str) -> str | None:
+    """The message of the condition when it is False in status (its Event was posted), else None."""
+    return next((c.message for c in conditions if c.type == kind and c.status == "False"), None)
+
+
+WORKING = (Phase.CANARY, Phase.PROMOTING, Phase.RUNNING, Phase.PAUSED)
+"""Phases whose pods may run: the only ones a round lists pods in."""
+
+
+async def _running_pods(
+    services: Services, call: JobCall, phase: Phase
+) -> tuple[coverage.RunningPod, ...] | None:
+    """The job's running pods, listed from the apiserver's watch cache (resourceVersion 0: no etcd
+    read), once per round; None in a phase without workers, or when the list fails (no pod is then
+    judged unmeasured: a busy apiserver must not halt a job)."""
+    if phase not in WORKING:
+        return None
+    response: Any = await client.CoreV1Api(services.api).list_namespaced_pod(
+        call.namespace,
+        label_selector=f"{LABEL_JOB}={call.name}",
+        resource_version="0",
+        _preload_content=False,  # names, phases and times only: no model objects built per pod
+    )
+    try:
+        raw = await response.read()
+    finally:
+        response.release()
+    try:
+        if not 200 <= response.status <= 299:
+            raise ValueError(f"HTTP {response.status} {response.reason}")
+        items = json.loads(raw).get("items") or []
+    except (ValueError, AttributeError) as exc:
+        log.warning("listing the job's pods failed: %s", exc, extra={"job": call.name})
+        return None
+    return tuple(p for item in items if (p := coverage.running_pod(item)) is not None)
 
 
 async def _tests_evidence(

@@ -15,7 +15,7 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, job_name_for
+from carbontrack.api.contract import APPROVE_ANNOTATION, REJECT_ANNOTATION, Phase, job_name_for
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.controller import decisions, job_writes, round_guard
 from carbontrack.controller.context import JobCall, queueing_of
@@ -30,6 +30,7 @@ from carbontrack.core.scheduling import kueue as kueue_policy
 from carbontrack.core.scheduling.rounds import pause_begins, watches_grid
 from carbontrack.integrations.kueue import client as kueue
 from carbontrack.state import status as st
+from carbontrack.state.registry import JobState
 
 log = logging.getLogger("carbontrack.operator")
 
@@ -103,8 +104,22 @@ async def _apply(call: JobCall, services: Services, plan: Plan) -> None:
     state = services.registry.jobs.get(call.key)
     if state is not None:
         state.gauges = st.merge_gauges(state.gauges, plan.gauges)
+        _hand_to_telemetry(state, plan)
         # a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
         call.post(state.aggregate.measurement_events(state.announced))
+
+
+def _hand_to_telemetry(state: JobState, plan: Plan) -> None:
+    """What the telemetry side keeps from the judgement: the unmeasured pods (status.telemetry, written by
+    the telemetry writer, its one writer) and, for a halt whose workers are stopped, when training ended
+    (batches are then taken for the final-flush grace only)."""
+    if plan.pod_coverage is not None and plan.pod_coverage.unmeasured != state.unmeasured:
+        state.unmeasured = plan.pod_coverage.unmeasured
+        if state.writer is not None:
+            state.writer.mark()
+    stopped = plan.halt.suspended_at if plan.halt is not None else None
+    halted = plan.decision.state.phase is Phase.HALTED
+    state.ended_at = stopped.timestamp() if halted and stopped is not None else None
 
 
 async def _kueue_conditions(

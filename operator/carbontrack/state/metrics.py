@@ -1,9 +1,13 @@
 """Prometheus metrics: base units in names; labels namespace and job, never per step or per pod.
 
 The per-job totals and gauges are not counters this process increments: a collector reads them from
-the live job states at scrape time, and those are restored from status. So an operator restart or a
-failover neither resets `carbontrack_gpu_energy_joules_total` to 0 (under-reporting dashboards, a
-late budget alert) nor counts anything twice, and a deleted job's series go with its state.
+the live job states at scrape time. The counters (energy, emissions, steps) are the figures the last
+status write the apiserver took carried (`MeasuredJob.persisted`), never the live aggregate's, which
+runs up to a status interval ahead of status: a restart, a failover or a shard move resumes from
+status, so after it every counter is at least what it was before (Prometheus reads any decrease as a
+reset, and `increase()` would count the whole total again). So a restart neither resets
+`carbontrack_gpu_energy_joules_total` to 0 (under-reporting dashboards, a late budget alert) nor
+takes it back, and a deleted job's series go with its state.
 Only what is about this process (batches accepted and refused, status patches) are process counters.
 The collector is handed its job source when it is built (controller.startup: the job registry).
 """
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from carbontrack.core.accounting.aggregation import JobAggregate
     from carbontrack.core.rollout.evaluation import Gauges
     from carbontrack.intensity.static import Intensity
+    from carbontrack.state.status import Totals
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 LABELS = ("namespace", "job_name")  # not `job`: Prometheus's own target label would rename it exported_job
@@ -78,6 +83,9 @@ class MeasuredJob(Protocol):
     @property
     def gauges(self) -> Gauges: ...
 
+    @property
+    def persisted(self) -> Totals: ...
+
 
 JobSource = Callable[[], Iterable[MeasuredJob]]
 """The jobs the operator holds now, read at every scrape."""
@@ -109,16 +117,18 @@ class _Families:
         return cls(
             energy=CounterMetricFamily(
                 "carbontrack_gpu_energy_joules",
-                "GPU energy measured by the sidecars (before PUE).",
+                "GPU energy measured by the sidecars (before PUE), as status last recorded it.",
                 labels=LABELS,
             ),
             emissions=CounterMetricFamily(
                 "carbontrack_emissions_grams",
-                "Emissions: energy x PUE x grid intensity at the time.",
+                "Emissions: energy x PUE x grid intensity at the time, as status last recorded them.",
                 labels=LABELS,
             ),
             steps=CounterMetricFamily(
-                "carbontrack_training_steps", "Global training steps observed.", labels=LABELS
+                "carbontrack_training_steps",
+                "Global training steps observed, as status last recorded them.",
+                labels=LABELS,
             ),
             power=_gauge("carbontrack_gpu_power_watts", "Recent GPU power of the job, summed over pods."),
             intensity=_gauge(
@@ -145,10 +155,10 @@ class _Families:
     def add(self, job: MeasuredJob, now: float) -> None:
         """The job's samples."""
         labels = [job.namespace, job.name]
-        agg, g = job.aggregate, job.gauges
-        self.energy.add_metric(labels, agg.energy_j)
-        self.emissions.add_metric(labels, agg.emissions_g)
-        self.steps.add_metric(labels, agg.global_step)
+        agg, g, persisted = job.aggregate, job.gauges, job.persisted
+        self.energy.add_metric(labels, persisted.energy_j)
+        self.emissions.add_metric(labels, persisted.emissions_g)
+        self.steps.add_metric(labels, persisted.steps)
         if agg.sources:
             self.power.add_metric(labels, agg.power_w(now))
             self.intensity.add_metric(labels, job.intensity.g_per_kwh)

@@ -2,7 +2,13 @@
 
 Each CarbonTrackedJob the operator hears about gets a JobState: its aggregate and gauges (restored
 from the CR's status the first time, so a restart resumes exactly), its spec, its intensity and one
-status writer. The totals the metrics export are read from here, so they too resume from status.
+status writer. The totals the metrics export are the ones the last successful status write carried
+(`JobState.persisted`), never the live aggregate's, which is up to a status interval ahead: a restart,
+a failover or a shard move resumes from status, so an exported counter never goes back.
+
+A job that stopped training (Succeeded, Failed, or Halted with its workers stopped) takes its pods'
+final flushes for a grace period (`flush_grace_s`), then refuses every batch (409 `finished`, counted
+in status.telemetry.refused.finished): its totals stay final.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from carbontrack.api.contract import Phase
 from carbontrack.api.crd import GROUP, PLURAL, VERSION, CarbonTrackedJobSpec, CarbonTrackedJobStatus
 from carbontrack.api.wire import TelemetryBatch
 from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Verdict
+from carbontrack.core.accounting.plausibility import refusal_key
+from carbontrack.core.rollout.coverage import RunningPod
 from carbontrack.core.rollout.evaluation import Gauges
 from carbontrack.intensity.static import Intensity
 from carbontrack.state import metrics, status
@@ -36,6 +44,8 @@ INTENSITY_REFRESH_S = 60.0
 """A job's grid intensity is resolved at most this often, not per batch: providers update their figure
 hourly, while a large job sends hundreds of batches a second. A spec change resolves it at the next
 batch."""
+ENDED = (Phase.SUCCEEDED, Phase.FAILED)
+"""Phases in which the job's training is over for good (a Halted job's ends when its workers stop)."""
 
 
 class JsonReady(dict[str, Any]):
@@ -90,6 +100,33 @@ class JobState:
     """A halt is recorded (status.halt): every telemetry answer asks the trainers to checkpoint and stop."""
     gpu_models: dict[str, int] | None = None
     """GPU model -> count as status.gpus last listed them, for the ack's job totals (state.answers)."""
+    persisted: status.Totals = field(default_factory=status.Totals)
+    """The totals of the last status write the apiserver took (or of status when loaded): exported."""
+    loaded_at: float = field(default_factory=time.time)
+    """When this process began holding the job (unix time): an unmeasured pod's grace counts from it."""
+    unmeasured: tuple[RunningPod, ...] = ()
+    """Running pods the last judgement found unmeasured, for status.telemetry.unmeasuredPods."""
+    ended_at: float | None = None
+    """When the job stopped training (unix time; see `training_ended_at`), or None while it may train."""
+
+    def training_ended_at(self, now: float) -> float | None:
+        """When the job stopped training, or None: Succeeded or Failed from when status or this process
+        first saw it so; Halted from when its halt stopped the workers (the judgement sets it)."""
+        phase = self.gauges.phase
+        if phase in ENDED and self.ended_at is None:
+            self.ended_at = now
+        elif phase not in ENDED and phase is not Phase.HALTED:
+            self.ended_at = None
+        return self.ended_at
+
+    def flush_grace_s(self, status_interval_s: float) -> float:
+        """How long after the end batches are still taken: two status intervals for a batch in flight
+        (a completed pod's sidecar flushed before the pod completed), and for a halt, which stops pods
+        that are still running, the pods' terminationGracePeriodSeconds too (the sidecar stops last)."""
+        if self.gauges.phase is not Phase.HALTED:
+            return 2 * status_interval_s
+        template = (self.spec.template.get("spec") or {}).get("terminationGracePeriodSeconds") or 0
+        return 2 * status_interval_s + max(self.spec.halt.grace_period_seconds, int(template))
 
 
 def gauges_from(st: CarbonTrackedJobStatus, spec: CarbonTrackedJobSpec) -> Gauges:
@@ -154,6 +191,9 @@ class Registry:
                 namespace, name, spec, aggregate, initial_intensity(spec, self.config), gauges_from(st, spec)
             )
             state.stop = st.halt is not None  # a restarted operator keeps asking the trainers to stop
+            state.persisted = status.totals(st)
+            state.unmeasured = status.unmeasured_pods(st)
+            state.ended_at = status.ended_at(st)
             state.writer = self._writer(state)
             state.writer.start()
             self.jobs[key] = state
@@ -168,7 +208,11 @@ class Registry:
 
         def build() -> dict[str, Any]:
             state.gpu_models = status_gpu_models(state.aggregate)  # once per status interval
-            return status.telemetry_update(state.aggregate, state.intensity, time.time())
+            return status.telemetry_update(state.aggregate, state.intensity, time.time(), state.unmeasured)
+
+        def written(body: dict[str, Any]) -> None:
+            state.persisted = status.written_totals(body, state.persisted)
+            metrics.status_patches.labels(*key).inc()
 
         async def patch(body: dict[str, Any]) -> None:
             try:
@@ -189,7 +233,7 @@ class Registry:
             patch,
             self.config.status_interval_s,
             on_gone=gone,
-            on_written=metrics.status_patches.labels(*key).inc,
+            on_written=written,
             name=f"status-writer {key[0]}/{key[1]}",
         )
 
@@ -204,12 +248,13 @@ class Registry:
 
     async def apply(self, state: JobState, batch: TelemetryBatch, receipt: Receipt) -> Applied:
         async with state.lock:
-            if (at := time.monotonic()) - state.intensity_at >= INTENSITY_REFRESH_S:
-                state.intensity_at = at
-                await self._resolve_intensity(state, batch.pod.name)
-            result = state.aggregate.apply(
-                batch, receipt, pue=state.spec.carbon.pue, intensity_g_per_kwh=state.intensity.g_per_kwh
-            )
+            result = self._after_the_end(state, receipt.received_at)
+            if result is None:
+                if (at := time.monotonic()) - state.intensity_at >= INTENSITY_REFRESH_S:
+                    state.intensity_at = at
+                    await self._resolve_intensity(state, batch.pod.name)
+                pue, g_per_kwh = state.spec.carbon.pue, state.intensity.g_per_kwh
+                result = state.aggregate.apply(batch, receipt, pue=pue, intensity_g_per_kwh=g_per_kwh)
         if result.verdict is Verdict.ACCEPTED:
             if state.accepted is None:
                 state.accepted = metrics.batches.labels(state.namespace, state.name)
@@ -217,6 +262,20 @@ class Registry:
         if result.verdict is not Verdict.DUPLICATE and state.writer is not None:
             state.writer.mark()  # a refusal is counted in status.telemetry.refused
         return result
+
+    def _after_the_end(self, state: JobState, now: float) -> Applied | None:
+        """The refusal of a batch that arrives after the job's end and its grace period, counted in
+        status.telemetry.refused; None while the job takes batches."""
+        ended = state.training_ended_at(now)
+        if ended is None or now <= ended + state.flush_grace_s(self.config.status_interval_s):
+            return None
+        key = refusal_key(Verdict.FINISHED)
+        state.aggregate.refused[key] = state.aggregate.refused.get(key, 0) + 1
+        return Applied(
+            Verdict.FINISHED,
+            message=f"the job is {state.gauges.phase.value} and its final-flush grace period is over: its "
+            "totals are final",
+        )
 
     async def _resolve_intensity(self, state: JobState, pod: str) -> None:
         try:

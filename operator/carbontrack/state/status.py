@@ -26,13 +26,14 @@ per-pod records inside `telemetry` and `evidence` convert in state.telemetry_sta
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from carbontrack.api.contract import LABEL_JOB, Phase
 from carbontrack.api.crd import (
     MAX_STATUS_GPUS,
+    MAX_UNMEASURED_PODS,
     CarbonTrackedJobSpec,
     CarbonTrackedJobStatus,
     CheckpointStatus,
@@ -43,6 +44,7 @@ from carbontrack.api.crd import (
     ScheduleStatus,
     TelemetryStatus,
     TestsEvidence,
+    UnmeasuredPod,
 )
 from carbontrack.api.wire import DPParams
 from carbontrack.core.accounting.aggregation import JobAggregate
@@ -50,6 +52,7 @@ from carbontrack.core.accounting.emissions import kwh
 from carbontrack.core.accounting.folding import Limits
 from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.gates.judgement import CiResults
+from carbontrack.core.rollout.coverage import RunningPod
 from carbontrack.core.rollout.evaluation import Gauges, Plan
 from carbontrack.core.rollout.promotion import State
 from carbontrack.intensity.static import Intensity
@@ -134,8 +137,11 @@ def _utc(ts: float | None = None) -> dt.datetime:
     return moment.replace(microsecond=0)
 
 
-def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Patch:
-    """The telemetry writer's fields, as a merge patch body (`{"status": ...}`)."""
+def telemetry_update(
+    agg: JobAggregate, intensity: Intensity, now: float, unmeasured: Sequence[RunningPod] = ()
+) -> Patch:
+    """The telemetry writer's fields, as a merge patch body (`{"status": ...}`); `unmeasured`: the
+    running pods the last judgement found unmeasured (core.rollout.coverage)."""
     rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
     sources = [source_status(s) for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))]
     update = CarbonTrackedJobStatus(
@@ -169,12 +175,60 @@ def telemetry_update(agg: JobAggregate, intensity: Intensity, now: float) -> Pat
             joules_per_step=agg.joules_per_step(),
             steps_per_second=max(rates) if rates else None,
             refused=RefusedCounts.model_validate(agg.refused),
+            unmeasured_pods=[
+                UnmeasuredPod(pod=p.name, started_at=_utc(p.started_at))
+                for p in unmeasured[:MAX_UNMEASURED_PODS]
+            ],
+            unmeasured_pod_count=len(unmeasured),
         ),
         evidence=evidence_status(agg),
     )
     if agg.checkpoint is not None:
         update.checkpoint = checkpoint_status(agg)
     return {"status": _set_fields(update)}
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The cumulative figures a status write carried: what the exported counters may show, so that
+    after a restart, a failover or a shard move (which resume from status) none goes back."""
+
+    energy_j: float = 0.0
+    emissions_g: float = 0.0
+    steps: int = 0
+
+
+def totals(st: CarbonTrackedJobStatus) -> Totals:
+    """The totals stored status holds."""
+    return Totals(st.energy_joules, st.emissions_grams, st.steps)
+
+
+def written_totals(body: Patch, before: Totals) -> Totals:
+    """The totals a telemetry patch (`telemetry_update`) carried, once the apiserver took it; a figure
+    the patch does not carry stays as it was."""
+    fields = body.get("status") or {}
+    return Totals(
+        float(fields.get("energyJoules", before.energy_j)),
+        float(fields.get("emissionsGrams", before.emissions_g)),
+        int(fields.get("steps", before.steps)),
+    )
+
+
+def unmeasured_pods(st: CarbonTrackedJobStatus) -> tuple[RunningPod, ...]:
+    """status.telemetry.unmeasuredPods as the last write left them (kept until the next judgement)."""
+    listed = st.telemetry.unmeasured_pods if st.telemetry else []
+    return tuple(RunningPod(p.pod, p.started_at.timestamp()) for p in listed)
+
+
+def ended_at(st: CarbonTrackedJobStatus) -> float | None:
+    """When stored status says the job stopped training (unix time): a Halted job when its halt
+    stopped the workers, a Succeeded or Failed one when its Ready condition turned so; else None."""
+    if st.phase == Phase.HALTED:
+        return st.halt.suspended_at.timestamp() if st.halt and st.halt.suspended_at else None
+    if st.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        ready = [c.last_transition_time.timestamp() for c in st.conditions if c.type == "Ready"]
+        return ready[0] if ready else None
+    return None
 
 
 def checkpoint_status(agg: JobAggregate) -> CheckpointStatus | None:

@@ -3,6 +3,8 @@
 However many batches arrive, the object is patched at most once per interval, never with more than
 one patch in flight, and a failed patch is retried with exponential backoff (0.5 s doubling, at most
 30 s). The patch is a callable, so tests drive the coalescing and the backoff with a fake and a clock.
+`on_written` receives each body the apiserver took: what status holds from then on (the exported
+counters read it, state.registry).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class StatusWriter:
         interval_s: float,
         *,
         on_gone: Callable[[], None] = lambda: None,
-        on_written: Callable[[], None] = lambda: None,
+        on_written: Callable[[Patch], None] = lambda body: None,
         clock: Callable[[], float] = time.monotonic,
         backoff: Callable[[int], float] = backoff_s,
         name: str = "status-writer",
@@ -61,7 +63,7 @@ class StatusWriter:
         try:
             await self.patch(body)
             self.failures = 0
-            self.on_written()
+            self.on_written(body)
         except ApiException as exc:
             if exc.status == 404:
                 self.on_gone()

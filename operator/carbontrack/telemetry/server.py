@@ -4,7 +4,8 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   200 accepted (body: TelemetryAck)      401 bad or missing token
   400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, not the schema: strict types, no
       coercion) or unknown version (anything but the integer 1)
-  403 token bound to another pod or job  404 no such CarbonTrackedJob   409 replayed seq or folded boot
+  403 token bound to another pod or job  404 no such CarbonTrackedJob   409 replayed seq or folded boot,
+      or a batch after the job finished and its final-flush grace period (reason finished)
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
@@ -58,6 +59,7 @@ _VERDICT_STATUS = {
     Verdict.IMPLAUSIBLE: 422,
     Verdict.TOO_MANY_PODS: 422,
     Verdict.STATUS_FULL: 422,
+    Verdict.FINISHED: 409,
 }
 """422 for a capacity refusal too: the sidecar drops the batch's step records and keeps sending its
 cumulative counters, so its energy is counted exactly if room appears (core.accounting.folding)."""

@@ -34,6 +34,7 @@ class Verdict(Enum):
     IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
     TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
     STATUS_FULL = "status-full"  # a new source would take status past Limits.status_budget_bytes
+    FINISHED = "finished"  # the job's training ended and its final-flush grace is over (state.registry)
 
 
 REFUSALS = (

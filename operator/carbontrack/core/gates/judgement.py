@@ -92,6 +92,9 @@ class Evidence:
     """Board energy of MIG or shared GPUs in the job's energy: not the job's alone."""
     efficiency: EfficiencyStatus | None = None
     """Energy and emissions per unit of the quality metric gained (core.accounting.efficiency)."""
+    unmeasured_pods: tuple[str, ...] = ()
+    """Running pods no telemetry was accepted from within the grace period (core.rollout.coverage): the
+    job's energy misses theirs and is a lower bound, so the carbon gates treat it as missing data."""
 
 
 @dataclass(frozen=True)
@@ -329,15 +332,28 @@ def _privacy(budget: float, total_steps: int, evidence: Evidence, prof: Profile)
     return result.model_copy(update={"message": message})
 
 
+def _energy_missing(evidence: Evidence) -> str | None:
+    """Why the job's energy is not a measurement of the whole job, or None: a sidecar measuring nothing
+    (method unavailable), or running pods no telemetry was accepted from."""
+    if not evidence.energy_measured:
+        return "energy was not measured (a sidecar reports method unavailable)"
+    pods = evidence.unmeasured_pods
+    if not pods:
+        return None
+    shown = ", ".join(pods[:3]) + (f" and {len(pods) - 3} more" if len(pods) > 3 else "")
+    return (
+        f"{len(pods)} running pod(s) unmeasured ({shown}): no telemetry accepted from them, so the "
+        "job's energy is a lower bound"
+    )
+
+
 def _per_point(limit: float, evidence: Evidence, prof: Profile) -> GateResult:
     """gCO2e per unit of the quality metric gained since its first report vs the bound. No gain yet is
     not missing data but an infinite cost: it fails (energy went in, nothing came out)."""
     name = "carbon.perMetricPoint"
     e = evidence.efficiency
-    if not evidence.energy_measured:
-        return _missing(
-            name, "energy", limit, prof, "energy was not measured (a sidecar reports method unavailable)"
-        )
+    if (why := _energy_missing(evidence)) is not None:
+        return _missing(name, "energy", limit, prof, why)
     if e is None:
         return _missing(
             name, "quality metric", limit, prof, "the quality metric has not been reported twice yet"
@@ -353,13 +369,13 @@ def _per_point(limit: float, evidence: Evidence, prof: Profile) -> GateResult:
 
 
 def _carbon(spec: CarbonTrackedJobSpec, evidence: Evidence, prof: Profile) -> GateResult:
-    """Projected emissions vs the budget. Board energy of a MIG or shared GPU is not the job's alone:
-    unmeasured (fail closed) in staging/production unless the spec accepts it; production judges the
-    projection's upper bound (the stated uncertainty of the measurement methods)."""
+    """Projected emissions vs the budget. Energy that is not the whole job's (a sidecar measuring
+    nothing, an unmeasured pod) is missing data; board energy of a MIG or shared GPU is not the job's
+    alone: unmeasured (fail closed) in staging/production unless the spec accepts it; production judges
+    the projection's upper bound (the stated uncertainty of the measurement methods)."""
     limit = spec.carbon.budget_kg * 1000 if spec.carbon.budget_kg is not None else 0.0
     what = f"projected gCO2e at step {spec.total_steps}"
-    if not evidence.energy_measured:
-        why = "energy was not measured (a sidecar reports method unavailable)"
+    if (why := _energy_missing(evidence)) is not None:
         return _missing("carbon.budget", "energy", limit, prof, why)
     if evidence.shared_gpu_energy_j > 0 and not spec.carbon.accept_shared_gpu_energy:
         why = (

@@ -7,8 +7,10 @@ condition is already in status, so its Event was posted).
 
 from __future__ import annotations
 
+from carbontrack.api.contract import SIDECAR_NAME
 from carbontrack.core.accounting.aggregation import JobAggregate, Verdict
 from carbontrack.core.events import ConditionUpdate, Event
+from carbontrack.core.rollout.coverage import Coverage, named
 
 Signals = tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]
 """(conditions to set, Events to post)."""
@@ -74,3 +76,32 @@ def telemetry_accepted(aggregate: JobAggregate, warned: bool) -> Signals:
     )
     condition = ConditionUpdate("TelemetryAccepted", False, reason, message)
     return (condition,), () if warned else (Event("Warning", "TelemetryRefused", message),)
+
+
+def pods_measured(cov: Coverage | None, fails_closed: bool, shown: str | None) -> Signals:
+    """PodsMeasured: a running pod no telemetry was accepted from within the grace period makes the job's
+    energy a lower bound. The condition names the pods; its Event is posted whenever the message changes
+    (`shown`: the message of the False condition already in status), so a newly unmeasured pod is said.
+    Pods not listed this round (`cov` None) leave the condition as it is."""
+    if cov is None:
+        return (), ()
+    if not cov.unmeasured:
+        if shown is None:
+            return (), ()
+        ok = ConditionUpdate("PodsMeasured", True, "AllPodsReporting", "every running pod sends telemetry")
+        return (ok,), ()
+    consequence = (
+        "the carbon gates and the budget watch fail closed"
+        if fails_closed
+        else "development context: the carbon gates pass with a warning"
+    )
+    message = (
+        f"{len(cov.unmeasured)} running pod(s) unmeasured: {named(cov.unmeasured_names())}: no telemetry "
+        f"batch accepted within {cov.grace_s:g} s of their start, so the job's energy is a lower bound and "
+        f"{consequence}; check the pods' {SIDECAR_NAME} container (its logs) and that it can reach the "
+        "operator"
+    )
+    condition = ConditionUpdate("PodsMeasured", False, "PodsUnmeasured", message)
+    if message == shown:
+        return (condition,), ()
+    return (condition,), (Event("Warning", "PodsUnmeasured", message),)

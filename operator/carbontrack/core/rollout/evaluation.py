@@ -1,9 +1,10 @@
 """One judgement of one job, as a pure function: what is known -> what to do, write and export.
 
-The timer handler gathers (status, the live aggregate, the test evidence, epsilon computed off the
-event loop), calls `evaluate`, and applies the `Plan`: the Job's scale, the status fields the
-judgement owns, the Events and the gauges. Nothing here does I/O, so every decision is unit-tested
-with exact values, and a restarted operator that gathers the same inputs from status decides the same.
+The timer handler gathers (status, the live aggregate, the test evidence, the running pods, epsilon
+computed off the event loop: core.rollout.accountant), calls `evaluate`, and applies the `Plan`: the
+Job's scale, the status fields the judgement owns, the Events and the gauges. Nothing here does I/O,
+so every decision is unit-tested with exact values, and a restarted operator that gathers the same
+inputs from status decides the same.
 """
 
 from __future__ import annotations
@@ -28,49 +29,15 @@ from carbontrack.core.accounting.efficiency import efficiency
 from carbontrack.core.events import ConditionUpdate, Event
 from carbontrack.core.gates import metric_gates as analysis
 from carbontrack.core.gates.judgement import CiResults, Evidence, Report, judge
-from carbontrack.core.gates.privacy import Accountant, epsilon
-from carbontrack.core.rollout import halting
-from carbontrack.core.rollout.conditions import intensity_resolved, telemetry_accepted, zone_resolved
+from carbontrack.core.rollout import coverage, halting
+from carbontrack.core.rollout.conditions import (
+    intensity_resolved,
+    pods_measured,
+    telemetry_accepted,
+    zone_resolved,
+)
 from carbontrack.core.rollout.promotion import Decision, PersonDecision, State, step
 from carbontrack.core.scheduling.deferral import with_savings
-
-
-@dataclass(frozen=True)
-class EpsilonQuery:
-    """The accountant's inputs: epsilon now (at the global step) and projected to totalSteps.
-
-    Computing it can take close to a second (PLD), so the handler runs `compute` in a thread; results
-    are cached by these inputs (core.gates.privacy.epsilon is memoised).
-    """
-
-    noise_multiplier: float
-    sample_rate: float
-    step_now: int
-    total_steps: int
-    delta: float
-    accountant: Accountant
-
-    def compute(self) -> tuple[float, float]:
-        """(epsilon now, epsilon at totalSteps)."""
-        args = (self.noise_multiplier, self.sample_rate)
-        now = epsilon(*args, self.step_now, self.delta, self.accountant)
-        total = epsilon(*args, self.total_steps, self.delta, self.accountant)
-        return now, total
-
-
-def epsilon_query(spec: CarbonTrackedJobSpec, agg: JobAggregate) -> EpsilonQuery | None:
-    """None when there is no privacy gate or no DP-SGD parameters yet. Steps are global steps."""
-    privacy = spec.gates.privacy
-    if privacy is None or agg.dp is None:
-        return None
-    return EpsilonQuery(
-        agg.dp.noise_multiplier,
-        agg.dp.sample_rate,
-        agg.global_step,
-        spec.total_steps,
-        privacy.delta,
-        privacy.accountant,
-    )
 
 
 @dataclass(frozen=True)
@@ -118,6 +85,15 @@ class Inputs:
     shown_energy_j: float | None = None
     """status.energyJoules as the telemetry writer last wrote it: the savings estimate is computed from
     it (not from the live aggregate, up to a status interval ahead), so the two agree on the page."""
+    pods: tuple[coverage.RunningPod, ...] | None = None
+    """The job's running pods as the handler listed them; None when not listed (a phase without
+    workers, or the list failed): no pod is then judged unmeasured."""
+    measurement_grace_s: float = 0.0
+    """How long a running pod may go without an accepted batch (core.rollout.coverage.grace_s)."""
+    watched_since: float = 0.0
+    """Unix time this operator process began watching the job: the grace counts from it too."""
+    pods_warned: str | None = None
+    """The message of the PodsMeasured=False condition in status (its Event was posted), or None."""
 
 
 @dataclass(frozen=True)
@@ -176,10 +152,13 @@ class Plan:
     """status.efficiency: energy per unit of the quality metric gained."""
     schedule: ScheduleStatus | None = None
     """status.schedule with the avoided-emissions estimate for the energy so far."""
+    pod_coverage: coverage.Coverage | None = None
+    """The running pods against the pods telemetry was accepted from (None: pods not listed)."""
 
 
-def _over_budget(inputs: Inputs) -> str | None:
-    """The budget exceeded so far (not projected): watched while Running."""
+def _over_budget(inputs: Inputs, cov: coverage.Coverage | None) -> str | None:
+    """The budget exceeded so far (not projected), or a carbon budget that cannot be watched for an
+    unmeasured pod (core.rollout.coverage.budget_unwatched): watched while Running."""
     spec, agg = inputs.spec, inputs.aggregate
     privacy = spec.gates.privacy
     if privacy is not None and inputs.epsilons is not None and inputs.epsilons[0] > privacy.epsilon:
@@ -190,18 +169,28 @@ def _over_budget(inputs: Inputs) -> str | None:
     budget = spec.carbon.budget_kg
     if budget is not None and agg.emissions_g > budget * 1000:
         return f"carbon budget exceeded: {agg.emissions_g / 1000:.3g} kg > {budget:g} kg"
-    return None
+    return coverage.budget_unwatched(cov, agg.emissions_g, spec)
 
 
-def _projection(inputs: Inputs) -> Projection | None:
-    spec, agg = inputs.spec, inputs.aggregate
-    energy = agg.projection(spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh)
+def _coverage(inputs: Inputs) -> coverage.Coverage | None:
+    if inputs.pods is None:
+        return None
+    return coverage.coverage(
+        inputs.pods,
+        inputs.aggregate.pods(),
+        now=inputs.now.timestamp(),
+        grace_s=inputs.measurement_grace_s,
+        watched_since=inputs.watched_since,
+    )
+
+
+def _projection(inputs: Inputs, estimate: coverage.Estimate | None) -> Projection | None:
     eps_total = round(inputs.epsilons[1], 6) if inputs.epsilons is not None else None
-    if energy is None and eps_total is None:
+    if estimate is None and eps_total is None:
         return None
     return Projection(
-        energy_joules=energy[0] if energy else None,
-        emissions_grams=energy[1] if energy else None,
+        energy_joules=estimate.energy_j if estimate else None,
+        emissions_grams=estimate.emissions_g if estimate else None,
         epsilon=eps_total,
     )
 
@@ -209,7 +198,9 @@ def _projection(inputs: Inputs) -> Projection | None:
 def evaluate(inputs: Inputs) -> Plan:
     """The promotion step with the gates judged lazily on what `inputs` hold, and what follows from it."""
     spec, agg = inputs.spec, inputs.aggregate
-    projected = _projection(inputs)
+    cov = _coverage(inputs)
+    estimate = coverage.projection(agg, cov, spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh)
+    projected = _projection(inputs, estimate)
     per_point = efficiency(spec.gates.quality, agg)
     metric_gates = _metric_gates(inputs)
     # Metric gates judge a stage's own measurements: a halted job re-judged by an edit leaves them to
@@ -221,17 +212,17 @@ def evaluate(inputs: Inputs) -> Plan:
         inputs.state,
         global_step=agg.global_step,
         generation=inputs.generation,
-        judge=lambda: _judge(inputs, projected, per_point, judged_gates),
-        over_budget=lambda: _over_budget(inputs),
+        judge=lambda: _judge(inputs, estimate, per_point, judged_gates, cov),
+        over_budget=lambda: _over_budget(inputs, cov),
         person=inputs.person,
-        collecting=any(analysis.collecting(g, h) for g, h in judged_gates),
+        collecting=any(analysis.collecting(g, h) for g, h in judged_gates) or coverage.awaited(cov, spec),
     )
     held_before = suspended(spec, inputs.state.phase)
     was_stopped = halting.workers_stopped(held_before, inputs.halt)
     halt = _halt(inputs, decision, held_before)
     shown = inputs.shown_energy_j if inputs.shown_energy_j is not None else agg.energy_j
     schedule = with_savings(inputs.schedule, shown, spec.carbon.pue) or inputs.schedule
-    updates, events = _conditions_and_events(inputs, decision, halt)
+    updates, events = _conditions_and_events(inputs, decision, halt, cov)
     return Plan(
         decision=decision,
         generation=inputs.generation,
@@ -249,6 +240,7 @@ def evaluate(inputs: Inputs) -> Plan:
         workers_moved=halt.stop_workers != was_stopped,
         efficiency=per_point,
         schedule=schedule,
+        pod_coverage=cov,
     )
 
 
@@ -269,9 +261,10 @@ def _claimed_epsilon(agg: JobAggregate) -> float | None:
 
 def _judge(
     inputs: Inputs,
-    projected: Projection | None,
+    estimate: coverage.Estimate | None,
     per_point: EfficiencyStatus | None,
     metric_gates: list[tuple[MetricGate, MetricHistory]],
+    cov: coverage.Coverage | None,
 ) -> Report:
     """The spec's gates on the evidence `inputs` hold, then the verdicts of the metric gates given."""
     spec, agg = inputs.spec, inputs.aggregate
@@ -280,13 +273,12 @@ def _judge(
         tests=inputs.tests,
         epsilon_projected=inputs.epsilons[1] if inputs.epsilons else None,
         epsilon_claimed=_claimed_epsilon(agg),
-        emissions_projected_g=projected.emissions_grams if projected else None,
+        emissions_projected_g=estimate.emissions_g if estimate else None,
         energy_measured=agg.energy_measured,
-        emissions_projected_upper_g=agg.projection_upper_g(
-            spec.total_steps, spec.carbon.pue, inputs.intensity_g_per_kwh
-        ),
+        emissions_projected_upper_g=estimate.emissions_upper_g if estimate else None,
         shared_gpu_energy_j=agg.shared_energy_j,
         efficiency=per_point,
+        unmeasured_pods=cov.unmeasured_names() if cov else (),
     )
     report = judge(spec, evidence)
     if not metric_gates:
@@ -331,10 +323,10 @@ def _gauges(inputs: Inputs, decision: Decision, schedule: ScheduleStatus | None)
 
 
 def _conditions_and_events(
-    inputs: Inputs, decision: Decision, halt: halting.HaltProgress
+    inputs: Inputs, decision: Decision, halt: halting.HaltProgress, cov: coverage.Coverage | None
 ) -> tuple[tuple[ConditionUpdate, ...], tuple[Event, ...]]:
-    """Ready from the decision's last Event, then ZoneResolved, TelemetryAccepted and IntensityResolved;
-    the decision's and the halt's Events, then those of the three conditions."""
+    """Ready from the decision's last Event, then ZoneResolved, TelemetryAccepted, IntensityResolved and
+    PodsMeasured; the decision's and the halt's Events, then those of the four conditions."""
     ready: tuple[ConditionUpdate, ...] = ()
     if decision.events:
         last = decision.events[-1]
@@ -347,8 +339,10 @@ def _conditions_and_events(
     intensity_conditions, intensity_events = intensity_resolved(
         inputs.intensity_problem, inputs.intensity_warned
     )
-    updates = (*ready, *zone_conditions, *telemetry_conditions, *intensity_conditions)
-    return updates, (*decision.events, *halt.events, *zone_events, *telemetry_events, *intensity_events)
+    pod_conditions, pod_events = pods_measured(cov, coverage.fails_closed(inputs.spec), inputs.pods_warned)
+    updates = (*ready, *zone_conditions, *telemetry_conditions, *intensity_conditions, *pod_conditions)
+    signalled = (*zone_events, *telemetry_events, *intensity_events, *pod_events)
+    return updates, (*decision.events, *halt.events, *signalled)
 
 
 def _for_new_stage(

@@ -609,7 +609,7 @@ class SourceStatus(KubeModel):
 
 
 class RefusedCounts(KubeModel):
-    """Telemetry batches refused for what they claimed, by reason (the 422s of the telemetry table)."""
+    """Telemetry batches refused for what they claimed, by reason (the 422s and 429s of the table)."""
 
     backwards: int = Field(0, ge=0)
     """A cumulative counter or the step went down within one sidecar boot."""
@@ -621,12 +621,16 @@ class RefusedCounts(KubeModel):
     """A batch from a new pod when status already holds the most pods it keeps (2000): not counted."""
     status_full: int = Field(0, ge=0)
     """A batch that would add a source past the status size budget (512 KiB of sources): not counted."""
+    live_boots: int = Field(0, ge=0)
+    """A new boot id while its pod's two sidecar boots are live (a batch within 60 s): counted later."""
+    too_many_gpus: int = Field(0, ge=0)
+    """A batch listing more GPUs than its pod's resources give it."""
 
 
 class FoldedPodStatus(KubeModel):
     """The finished sidecar boots of one pod, summed, so status stays bounded however often it restarts.
 
-    A boot folds once two newer boots of its pod have reported; its energy stays in every total."""
+    A quiet boot folds when a new boot of its pod needs its place; its energy stays in every total."""
 
     pod: str
     boots: int = Field(0, ge=0)

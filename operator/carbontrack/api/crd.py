@@ -672,7 +672,7 @@ class TelemetryStatus(KubeModel):
 
     sources: list[SourceStatus] = Field(default_factory=list)
     folded: list[FoldedPodStatus] = Field(default_factory=list)
-    """Per pod, the boots that ended (at most two live boots per pod stay in sources)."""
+    """Per pod, the boots that ended (at most two boots per pod stay in sources; only a quiet one folds)."""
     refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None

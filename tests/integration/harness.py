@@ -252,10 +252,12 @@ def published_ca(cluster: ControlPlane, namespace: str, tmp: Path) -> Path:
 def start_sidecar(
     tmp: Path, op: Operator, cluster: ControlPlane, ns: str, job: str, pod: str, uid: str
 ) -> Sidecar:
+    """The sidecar of a pod of TEMPLATE, which holds one GPU: one simulated GPU (the operator refuses a
+    batch listing more GPUs than its pod holds)."""
     tls = getattr(op, "tls", False)  # a ReadyService (test_peering) stands in plain HTTP before the replicas
     ca = {"CARBONTRACK_CA_FILE": str(published_ca(cluster, ns, tmp))} if tls else {}
     return Sidecar(
-        tmp, op.url, token=pod_token(cluster, ns, pod, uid),
+        tmp, op.url, token=pod_token(cluster, ns, pod, uid), CARBONTRACK_SIM_GPUS="1",
         CARBONTRACK_JOB_NAME=job, POD_NAMESPACE=ns, POD_NAME=pod, POD_UID=uid, **ca,
     )  # fmt: skip
 

@@ -1,6 +1,7 @@
-"""Status stays bounded on the real control plane: the attack of issue 12 (thousands of distinct boot ids
-from one pod's own token) once grew status.telemetry.sources until etcd refused the object and status
-never changed again. And a live provider's key the operator cannot read is a condition, not a log line.
+"""Status stays bounded on the real control plane: thousands of distinct boot ids from one pod's own token
+once grew status.telemetry.sources until etcd refused the object and status never changed again; now
+they are refused while the pod's boots are live, and fold once quiet. And a live provider's key the
+operator cannot read is a condition, not a log line.
 """
 
 from __future__ import annotations
@@ -47,14 +48,78 @@ class Sender:
         return response.status, response.read().decode()
 
 
-def test_thousands_of_boot_ids_from_one_pod_keep_status_bounded_exact_and_updating(
+def test_thousands_of_boot_ids_at_once_are_refused_while_the_pods_two_boots_are_live(
     operator: Operator, namespace: str
 ) -> None:
+    """3000 boot ids from one pod's token in a few seconds, an operator SIGKILL half-way: the first two are
+    the pod's live boots, every other one is a counted 429 (live-boots), also after the restart (the
+    restored boots get a full live window), and status stays two sources."""
     cluster = operator.cluster
-    assert apply(cluster, namespace, ctj("flood", 1)).returncode == 0
-    ((pod, uid),) = running_pods(cluster, namespace, "flood", 1)
-    wait(lambda: status(cluster, namespace, "flood").get("phase") == "Canary", what="phase Canary")
+    assert apply(cluster, namespace, ctj("burst", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "burst", 1)
+    wait(lambda: status(cluster, namespace, "burst").get("phase") == "Canary", what="phase Canary")
     token = pod_token(cluster, namespace, pod, uid)
+
+    def batch(boot: str, seq: int = 1, joules: float = JOULES) -> dict[str, Any]:
+        return batch_doc(namespace, "burst", pod, boot=boot, seq=seq, joules=joules)
+
+    def flood(sender: Sender, first: int, count: int) -> list[int]:
+        return [sender.post(batch(f"boot-{i:06d}"))[0] for i in range(first, first + count)]
+
+    codes = flood(Sender(operator.url, token), 0, 1500)
+    assert codes[:2] == [200, 200] and set(codes[2:]) == {429}, {c: codes.count(c) for c in set(codes)}
+
+    def refused(count: int) -> dict[str, Any]:
+        return dict(
+            wait(
+                lambda: (
+                    (s := status(cluster, namespace, "burst"))["telemetry"]["refused"]["liveBoots"] == count
+                    and s
+                ),
+                what=f"{count} refusals in status",
+            )
+        )
+
+    assert refused(1498)["energyJoules"] == 2 * JOULES
+    operator.kill()  # after the status write: the next operator resumes from status alone
+    operator.start()
+    sender = Sender(operator.url, token)
+    code, answer = sender.post(batch("boot-001500"))
+    assert code == 429 and "has 2 live sidecar boots" in answer, answer
+    assert set(flood(sender, 1501, 1499)) == {429}
+    # the live boots keep counting: the total follows them to the quarter joule
+    assert sender.post(batch("boot-000001", seq=2, joules=JOULES * 5))[0] == 200
+    st = wait_for_energy(cluster, namespace, "burst", 6 * JOULES)
+    st = refused(2998)
+    telemetry = st["telemetry"]
+    assert [s["bootId"] for s in telemetry["sources"]] == ["boot-000000", "boot-000001"]
+    assert telemetry["folded"] == [] and len(json.dumps(st)) < 8000
+
+
+def test_thousands_of_ended_boots_fold_and_keep_status_bounded_exact_and_updating(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """The attack of issue 12 (thousands of distinct boot ids from one pod's own token) once grew
+    status.telemetry.sources until etcd refused the object. Boots fold once quiet: an operator whose live
+    window is 0 (CARBONTRACK_LIVE_BOOT_WINDOW_S) takes each boot as quiet at once, as boots that each
+    went quiet in turn; 3000 of them, and a SIGKILL half-way."""
+    cluster = operator.cluster
+    operator.stop()  # the session's operator would judge the same object
+    folding = Operator(cluster, tmp_path / "folding.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="0")
+    try:
+        folding.start()
+        assert apply(cluster, namespace, ctj("flood", 1)).returncode == 0
+        ((pod, uid),) = running_pods(cluster, namespace, "flood", 1)
+        wait(lambda: status(cluster, namespace, "flood").get("phase") == "Canary", what="phase Canary")
+        token = pod_token(cluster, namespace, pod, uid)
+        _fold_thousands(folding, namespace, pod, token)
+    finally:
+        folding.stop()
+        operator.start()
+
+
+def _fold_thousands(operator: Operator, namespace: str, pod: str, token: str) -> None:
+    cluster = operator.cluster
 
     def batch(boot: str, seq: int = 1, joules: float = JOULES) -> dict[str, Any]:
         return batch_doc(namespace, "flood", pod, boot=boot, seq=seq, joules=joules)
@@ -81,7 +146,8 @@ def test_thousands_of_boot_ids_from_one_pod_keep_status_bounded_exact_and_updati
     assert (fold["pod"], fold["boots"], fold["energyJoules"]) == (pod, 2998, 2998 * JOULES)
     assert fold["bootIds"] == [f"boot-{i:06d}" for i in range(2982, 2998)]
     assert telemetry["refused"] == {"backwards": 0, "absurd": 0, "implausible": 0, "tooManyPods": 0,
-                                    "statusFull": 0, "finished": 0}  # fmt: skip
+                                    "statusFull": 0, "liveBoots": 0, "tooManyGpus": 0,
+                                    "finished": 0}  # fmt: skip
     size = len(json.dumps(st))
     assert size < 8000, size  # once: 6000 sources, past etcd's 1.5 MiB
     # a replay of a folded boot, or of a live one, changes nothing

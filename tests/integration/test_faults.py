@@ -66,6 +66,7 @@ def test_an_unreachable_operator_for_60s_loses_nothing(
     tight = Sidecar(
         tmp_path, operator.url, token=token2, CARBONTRACK_JOB_NAME="outage",
         POD_NAMESPACE=namespace, POD_NAME=pod2, POD_UID=uid2, CARBONTRACK_BUFFER_RECORDS="20",
+        CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU
     )  # fmt: skip
     trainers = [roomy.client(), tight.client()]
     for step in range(1, 6):

@@ -282,7 +282,8 @@ def test_fuzzed_bodies_never_get_a_5xx_and_change_nothing(operator: Operator, na
         assert code < 500, body
 
     send()
-    assert statuses and all(c in (200, 400, 403, 404, 409, 422) for c in statuses), sorted(set(statuses))
+    # 429: a new boot id while the pod's two boots are live (core.accounting.boots)
+    assert statuses and all(c in (200, 400, 403, 404, 409, 422, 429) for c in statuses), sorted(set(statuses))
     time.sleep(1.5)
     assert status(cluster, namespace, "fuzz").get("energyJoules") == 5.0
 
@@ -353,8 +354,8 @@ def test_hostile_bodies_get_a_counted_400_never_a_5xx(operator: Operator, namesp
 
 def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: str) -> None:
     """The attacks of issue 12, with the pod's own token: 1e14 J under a fresh boot id, and a sentAt
-    far in the future to make a jump look slow. Both are refused (422), counted by reason, shown in
-    status.telemetry.refused, and change no total."""
+    far in the future to make a jump look slow; and 64 GPUs claimed on a pod of one. All are refused
+    (422), counted by reason, shown in status.telemetry.refused, and change no total."""
     cluster = operator.cluster
     assert apply(cluster, namespace, ctj("inject", 1)).returncode == 0
     ((pod, uid),) = running_pods(cluster, namespace, "inject", 1)
@@ -373,21 +374,20 @@ def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: st
     assert code == 422 and "since the previous batch arrived" in answer, answer
     assert post(operator.url, token, batch("b1", 3, 1e13, now + 1e9))[0] == 422
     assert post(operator.url, token, batch("b1", 4, 6.0, now))[0] == 200
+    # 64 GPUs claimed on the pod of one GPU, each with a small figure: refused for the list itself
+    many = {**batch("b1", 5, 0.0, now), "gpus": [{"index": i, "energyJoules": 0.1} for i in range(64)]}
+    code, answer = post(operator.url, token, many)
+    assert code == 422 and "the batch lists 64 GPUs; pod" in answer and "holds 1" in answer, answer
 
     def refused() -> dict[str, Any] | None:
         s = status(cluster, namespace, "inject")
-        return s if s.get("telemetry", {}).get("refused", {}).get("absurd") == 2 else None
+        counts = s.get("telemetry", {}).get("refused", {})
+        return s if counts.get("absurd") == 2 and counts.get("tooManyGpus") == 1 else None
 
     st = wait(refused, what="refusals in status")
     assert st["energyJoules"] == 6.0
-    refused = {
-        "backwards": 0,
-        "absurd": 2,
-        "implausible": 1,
-        "tooManyPods": 0,
-        "statusFull": 0,
-        "finished": 0,
-    }
+    refused = {"backwards": 0, "absurd": 2, "implausible": 1, "tooManyPods": 0, "statusFull": 0,
+               "liveBoots": 0, "tooManyGpus": 1, "finished": 0}  # fmt: skip
     assert st["telemetry"]["refused"] == refused
     assert [s["bootId"] for s in st["telemetry"]["sources"]] == ["b1"]
     received = st["telemetry"]["sources"][0]["receivedAt"]

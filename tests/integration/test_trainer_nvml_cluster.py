@@ -6,6 +6,7 @@ shown, announced and judged unmeasured in production.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
     cfg = FakeGpus(gpus).write(tmp_path / "node.conf")
     obj: dict[str, Any] = ctj("cdi", 2)
     obj["spec"]["carbon"]["budgetKg"] = 1000
+    # pod A's trainer is given two GPUs: its pods hold two (a batch may list no more than its pod holds)
+    obj["spec"]["template"] = copy.deepcopy(obj["spec"]["template"])
+    obj["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 2}}
     obj["spec"]["gates"] = {"context": "production"}
     assert apply(cluster, namespace, obj).returncode == 0
     pods = sorted(running_pods(cluster, namespace, "cdi", 2))

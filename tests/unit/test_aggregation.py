@@ -180,13 +180,14 @@ def test_the_senders_clock_and_gpu_list_buy_nothing() -> None:
     second = Receipt(received_at=1001.0, pod_started_at=old_pod, gpus=1)
     refused = agg.apply(future, second, **KW)
     assert refused.verdict is Verdict.ABSURD
-    # 64 GPUs listed, 1 held: 6 kJ in 1 s is over the one GPU's 5 kW
+    # 64 GPUs listed, 1 held: refused for the list itself, whatever the energy
     many = batch("p0", "a", 3, [100.0 + 6000.0 / 64] * 64)
-    assert agg.apply(many, second, **KW).verdict is Verdict.ABSURD
+    refused = agg.apply(many, second, **KW)
+    assert refused.verdict is Verdict.TOO_MANY_GPUS and "lists 64 GPUs; pod p0 holds 1" in refused.message
     # two batches arriving together divide by 1 s, not 0; 4999 J is under 5 kW
     ok = agg.apply(batch("p0", "a", 4, [5099.0]), second, **KW)
     assert ok.verdict is Verdict.ACCEPTED
-    assert agg.energy_j == 5099.0 and agg.refused == {"absurd": 2}
+    assert agg.energy_j == 5099.0 and agg.refused == {"absurd": 1, "too_many_gpus": 1}
     src = agg.sources[("p0", "a")]
     assert src.received_at == 1001.0 and src.power_w == 4999.0  # W over the operator's 1 s
     assert agg.power_w(now=1031.0) == 4999.0 and agg.power_w(now=1031.5) == 0.0  # 30 s horizon, our clock

@@ -25,6 +25,8 @@ def test_received_times_and_refusals_survive_a_restart() -> None:
     assert status.telemetry is not None
     assert status.telemetry.refused.model_dump() == {
         "backwards": 1, "absurd": 0, "implausible": 1, "too_many_pods": 0, "status_full": 0, "finished": 0,
+        "live_boots": 0,
+        "too_many_gpus": 0,
     }  # fmt: skip
     again = restore(status)
     assert again.refused == agg.refused

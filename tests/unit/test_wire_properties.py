@@ -36,7 +36,8 @@ batches = st.fixed_dictionaries({
     "version": st.just(1), "job": refs, "pod": refs, "bootId": names, "seq": counts,
     "sentAt": st.floats(0, 1e11, allow_nan=False),
     "method": st.sampled_from(["energy-counter", "power-integration", "simulated", "unavailable"]),
-    "gpus": st.lists(gpus, max_size=4), "steps": st.lists(steps, max_size=4), "dp": st.none() | dps,
+    "gpus": st.lists(gpus, max_size=4, unique_by=lambda g: g["index"]),
+    "steps": st.lists(steps, max_size=4), "dp": st.none() | dps,
     "stepsSeen": counts, "globalStep": counts, "final": st.booleans(),
 }).map(TelemetryBatch.model_validate)  # fmt: skip
 
@@ -69,6 +70,23 @@ def test_a_value_outside_the_protocol_is_refused_wherever_it_sits(
     container[key] = bad
     with pytest.raises(ValidationError):
         TelemetryBatch.model_validate(doc)
+
+
+@settings(max_examples=100)
+@given(batches.filter(lambda b: bool(b.gpus)), st.data())
+def test_a_gpu_listed_twice_is_refused_by_index_or_uuid(batch: TelemetryBatch, data: st.DataObject) -> None:
+    """Counted twice, a GPU would double its energy: the same index, or the same UUID under two indices."""
+    doc = json.loads(batch.model_dump_json(by_alias=True))
+    gpu = data.draw(st.sampled_from(doc["gpus"]))
+    twice = [*doc["gpus"], {**gpu, "energyJoules": 0.0}]
+    with pytest.raises(ValidationError, match="is listed more than once"):
+        TelemetryBatch.model_validate({**doc, "gpus": twice})
+    free = next(i for i in range(MAX_GPUS) if i not in {g["index"] for g in doc["gpus"]})
+    uuids = [{**g, "uuid": f"GPU-{g['index']}"} for g in doc["gpus"]]
+    with pytest.raises(ValidationError, match=r"'GPU-\d+' is listed more than once"):
+        TelemetryBatch.model_validate({**doc, "gpus": [*uuids, {**uuids[0], "index": free}]})
+    with pytest.raises(WireError, match="is listed more than once"):
+        parse_batch(json.dumps({**doc, "gpus": twice}).encode())
 
 
 @given(batches, names)

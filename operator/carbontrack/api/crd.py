@@ -683,7 +683,7 @@ class SourceStatus(KubeModel):
 
 
 class RefusedCounts(KubeModel):
-    """Telemetry batches refused for what they claimed, by reason (the 422s of the telemetry table)."""
+    """Telemetry batches refused for what they claimed, by reason (the 422s and 429s of the table)."""
 
     backwards: int = Field(0, ge=0)
     """A cumulative counter or the step went down within one sidecar boot."""
@@ -698,12 +698,16 @@ class RefusedCounts(KubeModel):
     finished: int = Field(0, ge=0)
     """A batch that arrived after the job finished (Succeeded, Failed, or Halted with its workers
     stopped) and its final-flush grace period: 409 finished, not counted, so the totals stay final."""
+    live_boots: int = Field(0, ge=0)
+    """A new boot id while its pod's two sidecar boots are live (a batch within 60 s): counted later."""
+    too_many_gpus: int = Field(0, ge=0)
+    """A batch listing more GPUs than its pod's resources give it."""
 
 
 class FoldedPodStatus(KubeModel):
     """The finished sidecar boots of one pod, summed, so status stays bounded however often it restarts.
 
-    A boot folds once two newer boots of its pod have reported; its energy stays in every total."""
+    A quiet boot folds when a new boot of its pod needs its place; its energy stays in every total."""
 
     pod: str
     boots: int = Field(0, ge=0)
@@ -756,7 +760,7 @@ class TelemetryStatus(KubeModel):
 
     sources: list[SourceStatus] = Field(default_factory=list)
     folded: list[FoldedPodStatus] = Field(default_factory=list)
-    """Per pod, the boots that ended (at most two live boots per pod stay in sources)."""
+    """Per pod, the boots that ended (at most two boots per pod stay in sources; only a quiet one folds)."""
     refused: RefusedCounts = Field(default_factory=RefusedCounts)
     last_batch_at: datetime | None = None
     joules_per_step: float | None = None

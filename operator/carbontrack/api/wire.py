@@ -159,6 +159,18 @@ class TelemetryBatch(WireModel):
             raise ValueError("version must be the integer 1")
         return value
 
+    @field_validator("gpus")
+    @classmethod
+    def _each_gpu_once(cls, gpus: list[GpuCounter]) -> list[GpuCounter]:
+        """A GPU listed twice would be counted twice, and one index under two readings is no reading."""
+        indices = [g.index for g in gpus]
+        if len(set(indices)) < len(indices):
+            raise ValueError(f"GPU index {_repeated(indices)} is listed more than once")
+        uuids = [g.uuid for g in gpus if g.uuid]
+        if len(set(uuids)) < len(uuids):
+            raise ValueError(f"GPU {_repeated(uuids)!r} is listed more than once")
+        return gpus
+
     @property
     def energy_joules(self) -> float:
         return sum(g.energy_joules for g in self.gpus)
@@ -171,6 +183,12 @@ class TelemetryBatch(WireModel):
     def shared_energy_joules(self) -> float:
         """Board energy of GPUs that are not this job's alone (MIG or shared with other processes)."""
         return sum(g.energy_joules for g in self.gpus if g.sharing != "exclusive")
+
+
+def _repeated(values: list[Any]) -> Any:
+    """The first value that occurs twice in `values` (which has one)."""
+    seen: set[Any] = set()
+    return next(v for v in values if v in seen or seen.add(v))  # type: ignore[func-returns-value]
 
 
 class JobTotals(WireModel):

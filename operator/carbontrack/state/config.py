@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from carbontrack.core.accounting.folding import PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
+from carbontrack.core.accounting.folding import LIVE_WINDOW_S, PODS_PER_JOB, STATUS_BUDGET_BYTES, Limits
 
 # --- metric gates' Prometheus endpoints, and the cluster checks (Kueue's API, watched namespaces) -------
 
@@ -197,6 +197,9 @@ class OperatorConfig:
     too-many-pods)."""
     status_budget_bytes: int = STATUS_BUDGET_BYTES
     """Estimated bytes of status.telemetry sources and folds; a new source past it is refused (422)."""
+    live_boot_window_s: float = LIVE_WINDOW_S
+    """A sidecar boot with a batch accepted within this is live and never folded for a new boot id, which
+    is refused (429) instead (core.accounting.boots)."""
 
     # --- metric gates' Prometheus endpoints, and the cluster checks
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
@@ -212,7 +215,11 @@ class OperatorConfig:
 
     @property
     def limits(self) -> Limits:
-        return Limits(pods_per_job=self.max_pods_per_job, status_budget_bytes=self.status_budget_bytes)
+        return Limits(
+            pods_per_job=self.max_pods_per_job,
+            status_budget_bytes=self.status_budget_bytes,
+            live_window_s=self.live_boot_window_s,
+        )
 
     @property
     def server_names(self) -> list[str]:
@@ -281,6 +288,7 @@ def _operator_fields(get: Callable[[str, str], str], pod_name: str) -> dict[str,
         judge_interval_s=float(get("JUDGE_INTERVAL_S", "10")),
         max_pods_per_job=int(get("MAX_PODS_PER_JOB", str(PODS_PER_JOB))),
         status_budget_bytes=int(get("STATUS_BUDGET_BYTES", str(STATUS_BUDGET_BYTES))),
+        live_boot_window_s=float(get("LIVE_BOOT_WINDOW_S", str(LIVE_WINDOW_S))),
         kueue_admission_check=get("KUEUE_ADMISSION_CHECK", "false").lower() == "true",
         kueue_elastic_jobs=get("KUEUE_ELASTIC_JOBS", "false").lower() == "true",
         event_loop="uvloop" if get("EVENT_LOOP", "asyncio") == "uvloop" else "asyncio",

@@ -4,13 +4,14 @@ Read from the pod the telemetry authorization already fetches (telemetry.auth), 
 owner, and turned into core.accounting.aggregation.Receipt ceilings. Nothing here comes from the sender.
 
 The GPU allowance rule: the sum over all containers (init containers included: a native sidecar or
-an init step may hold a device too; a sum only loosens a ceiling, never refuses an honest pod) of
+an init step may hold a device too; a sum only loosens the rule, never refuses an honest pod) of
 `nvidia.com/gpu` and of every MIG slice resource (`nvidia.com/mig-*`: a slice reports its board's
-energy, so it counts as a board); limits, or requests where a container sets only those. At least 1:
-a pod whose GPUs do not show in its resources (a device plugin under another name,
-`NVIDIA_VISIBLE_DEVICES` set by hand) still reports under one GPU's ceiling (5 kW, about 7x an H100)
-rather than being refused outright. A pod that claims devices through DRA (`spec.resourceClaims`)
-may hold any number, which its spec does not say: it gets the protocol's maximum, MAX_GPUS.
+energy, so it counts as a board); limits, or requests where a container sets only those. A batch that
+lists more GPUs than the allowance is refused (422 too-many-gpus), and the ceilings scale with it. At
+least 1: a pod whose GPUs do not show in its resources (a device plugin under another name,
+`NVIDIA_VISIBLE_DEVICES` set by hand) still reports one GPU rather than being refused outright. A pod
+that claims devices through DRA (`spec.resourceClaims`) may hold any number, which its spec does not
+say: it gets the protocol's maximum, MAX_GPUS.
 """
 
 from __future__ import annotations

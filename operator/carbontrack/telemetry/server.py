@@ -2,18 +2,19 @@
 
 POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{reason}:
   200 accepted (body: TelemetryAck)      401 bad or missing token
-  400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, not the schema: strict types, no
-      coercion) or unknown version (anything but the integer 1)
+  400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, a GPU index or UUID twice, not the
+      schema: strict types, no coercion) or unknown version (anything but the integer 1)
   403 token bound to another pod or job  404 no such CarbonTrackedJob   409 replayed seq or folded boot,
       or a batch after the job finished and its final-flush grace period (reason finished)
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
-      the pod's GPUs could draw (since the previous batch arrived, or since the pod started), or a new
-      pod or source status has no room for (core.accounting.folding)
+      the pod's GPUs could draw (since the previous batch arrived, or since the pod started), more GPUs
+      than the pod holds, or a new pod or source status has no room for (core.accounting.folding)
   421 the job is another shard's (misdirected; the sidecar keeps the batch and retries)
   429 a token new to the cache from an address past its first contacts (telemetry.auth), with
-      Retry-After: no TokenReview is made; the sidecar keeps the batch and retries
+      Retry-After: no TokenReview is made; or a new boot id while the pod's sidecar boots are all live
+      (core.accounting.boots): the sidecar keeps the batch and retries
   503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
       authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
@@ -60,6 +61,8 @@ _VERDICT_STATUS = {
     Verdict.TOO_MANY_PODS: 422,
     Verdict.STATUS_FULL: 422,
     Verdict.FINISHED: 409,
+    Verdict.TOO_MANY_GPUS: 422,
+    Verdict.LIVE_BOOTS: 429,  # the sidecar keeps the batch and retries after a backoff (sidecar.policy)
 }
 """422 for a capacity refusal too: the sidecar drops the batch's step records and keeps sending its
 cumulative counters, so its energy is counted exactly if room appears (core.accounting.folding)."""

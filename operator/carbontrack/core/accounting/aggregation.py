@@ -5,7 +5,8 @@ it booted. The job's energy is the sum over sources of their newest cumulative v
 reordered, lost or replayed batches never change it; only the growth of a source's counter is new
 energy, and only new energy is turned into emissions, at the grid intensity in force when it arrived.
 Sources are part of the CR status, so an operator restart resumes exactly where the last status write
-left off. A batch whose growth no GPU could draw is refused (core.accounting.plausibility).
+left off. A batch whose growth no GPU could draw is refused (core.accounting.plausibility), and a new
+boot never pushes a live one out (core.accounting.boots).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from carbontrack.api.wire import DPParams, TelemetryBatch
+from carbontrack.core.accounting.boots import boots_to_fold
 from carbontrack.core.accounting.emissions import emissions_g
 from carbontrack.core.accounting.folding import (
     FOLD_FIXED_BYTES,
@@ -23,14 +25,15 @@ from carbontrack.core.accounting.folding import (
     source_bytes,
     text_bytes,
 )
+from carbontrack.core.accounting.gpu_power import ceiling_w_per_gpu
 from carbontrack.core.accounting.plausibility import (
     CAPACITY_REFUSALS,
-    MAX_W_PER_GPU,
     MIN_ELAPSED_S,
     REFUSALS,
     Applied,
     Receipt,
     Verdict,
+    pod_ceiling_j,
     refusal_key,
 )
 from carbontrack.core.accounting.sources import Source, SourceGpu
@@ -65,6 +68,9 @@ class JobAggregate:
     """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
+    listening_since: float | None = None
+    """When this aggregate received its first batch (the operator's clock): a boot restored from status
+    counts as quiet only a live window after it (core.accounting.boots)."""
 
     @property
     def energy_j(self) -> float:
@@ -180,28 +186,38 @@ class JobAggregate:
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
     ) -> Applied:
         """Fold one batch in. Only growth beyond the source's high-water mark counts."""
+        if self.listening_since is None:
+            self.listening_since = receipt.received_at
         result = self._apply(batch, receipt, pue=pue, intensity_g_per_kwh=intensity_g_per_kwh)
         if result.verdict in REFUSALS:
             key = refusal_key(result.verdict)
             self.refused[key] = self.refused.get(key, 0) + 1
         return result
 
-    def _room_for(self, batch: TelemetryBatch) -> Applied | None:
-        """None if a new source for this batch fits the limits (core.accounting.folding), else the refusal."""
+    def _room_for(self, batch: TelemetryBatch, now: float) -> Applied | list[Source]:
+        """The pod's boots to fold so that a new source for this batch fits the limits
+        (core.accounting.folding, core.accounting.boots), or the refusal."""
         pod, limits = batch.pod.name, self.limits
-        known = pod in self.folded or any(s.pod == pod for s in self.sources.values())
-        if not known and len(self.pods()) >= limits.pods_per_job:
+        mine = [s for s in self.sources.values() if s.pod == pod]
+        if not mine and pod not in self.folded and len(self.pods()) >= limits.pods_per_job:
             return Applied(
                 Verdict.TOO_MANY_PODS,
                 message=f"the job already has {limits.pods_per_job} pods in status, the most it holds: "
                 f"pod {pod} is not counted",
             )
+        since = now if self.listening_since is None else self.listening_since
+        folding = boots_to_fold(mine, now, limits, since)
+        if folding is None:
+            return Applied(
+                Verdict.LIVE_BOOTS,
+                message=f"pod {pod} has {limits.live_boots_per_pod} live sidecar boots (a batch within "
+                f"{limits.live_window_s:g} s): boot {batch.boot_id} is counted once one of them goes quiet",
+            )
         uuids = [g.uuid for g in batch.gpus]
         grow = source_bytes(pod, batch.boot_id, batch.method, batch.method_reason[:300], uuids)
-        oldest = self._to_fold(pod, extra=1)
-        for s in oldest:  # a new boot beyond the live cap folds the oldest: its id stays, its source goes
+        for s in folding:  # a folded boot's id stays, its source goes
             grow += text_bytes(s.boot_id) - s.status_bytes()
-        if oldest and pod not in self.folded:
+        if folding and pod not in self.folded:
             grow += FOLD_FIXED_BYTES + text_bytes(pod)
         size = self.status_bytes()
         if grow > 0 and size + grow > limits.status_budget_bytes:
@@ -210,16 +226,7 @@ class JobAggregate:
                 message=f"status would grow past {limits.status_budget_bytes} bytes of telemetry sources "
                 f"(now about {size}): the new source {pod}/{batch.boot_id} is not counted",
             )
-        return None
-
-    def _to_fold(self, pod: str, extra: int = 0, keep: tuple[str, str] | None = None) -> list[Source]:
-        """The pod's live sources beyond the live cap (with `extra` sources to come), oldest first."""
-        live = sorted(
-            (s for k, s in self.sources.items() if s.pod == pod and k != keep),
-            key=lambda s: (s.first_received_at, s.received_at, s.boot_id),
-        )
-        room = self.limits.live_boots_per_pod - extra - (1 if keep is not None else 0)
-        return live[: max(len(live) - max(room, 0), 0)]
+        return folding
 
     def _fold(self, src: Source) -> None:
         """A finished boot into its pod's totals; its id is remembered so its batches are duplicates."""
@@ -239,14 +246,20 @@ class JobAggregate:
     def _apply(
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
     ) -> Applied:
+        if len(batch.gpus) > max(receipt.gpus, 1):
+            return Applied(
+                Verdict.TOO_MANY_GPUS,
+                message=f"the batch lists {len(batch.gpus)} GPUs; pod {batch.pod.name} holds "
+                f"{max(receipt.gpus, 1)} (its nvidia.com/gpu and MIG resources)",
+            )
         key = (batch.pod.name, batch.boot_id)
-        src = self.sources.get(key)
-        new = src is None
+        src, folding = self.sources.get(key), list[Source]()
         if src is None:
-            refusal = self._refuse_new(batch)
-            if refusal is not None:
-                return refusal
+            admitted = self._admit(batch, receipt.received_at)
+            if isinstance(admitted, Applied):
+                return admitted
             src = Source(pod=batch.pod.name, boot_id=batch.boot_id, first_received_at=receipt.received_at)
+            folding = admitted
         refusal = _refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
         if refusal is not None:
             return refusal
@@ -255,15 +268,14 @@ class JobAggregate:
         src.accept(batch, receipt.received_at, growth_j)
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
-        if new:
-            for old in self._to_fold(batch.pod.name, keep=key):
-                self._fold(old)
+        for old in folding:
+            self._fold(old)
         self.emissions_g += grams
         self._take_first_reports(batch)
         return Applied(Verdict.ACCEPTED, energy_j=growth_j, emissions_g=grams)
 
-    def _refuse_new(self, batch: TelemetryBatch) -> Applied | None:
-        """None if a batch of an unknown (pod, boot id) may start a source; else why not."""
+    def _admit(self, batch: TelemetryBatch, now: float) -> Applied | list[Source]:
+        """The boots that fold for an unknown (pod, boot id) to start a source; or why it may not."""
         fold = self.folded.get(batch.pod.name)
         if fold is not None and fold.knows(batch.boot_id):
             return Applied(
@@ -271,7 +283,7 @@ class JobAggregate:
                 message=f"boot {batch.boot_id} of pod {batch.pod.name} ended and was folded into the "
                 "pod's total",
             )
-        return self._room_for(batch)
+        return self._room_for(batch, now)
 
     def _refuse_implausible(self, src: Source, batch: TelemetryBatch, receipt: Receipt) -> Applied | None:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
@@ -284,12 +296,14 @@ class JobAggregate:
                 f"{receipt.gpus} GPU(s)",
             )
         pod_j = self.pod_energy_j(batch.pod.name) + max(delta, 0.0)
-        if pod_j > receipt.pod_ceiling_j + 1e-6:
-            age_s, allowed_j = receipt.received_at - receipt.pod_started_at, receipt.pod_ceiling_j
+        gpu_w = ceiling_w_per_gpu(g.name for g in batch.gpus)  # the model this batch names (gpu_power)
+        allowed_j = pod_ceiling_j(receipt, gpu_w)
+        if pod_j > allowed_j + 1e-6:
+            age_s = receipt.received_at - receipt.pod_started_at
             return Applied(
                 Verdict.IMPLAUSIBLE,
-                message=f"pod {batch.pod.name} would total {pod_j:.6g} J; {receipt.gpus} GPU(s) at "
-                f"{MAX_W_PER_GPU:g} W for its {age_s:.0f} s since it started allow {allowed_j:.6g} J",
+                message=f"pod {batch.pod.name} would total {pod_j:.6g} J; {max(receipt.gpus, 1)} GPU(s) "
+                f"at {gpu_w:g} W for its {age_s:.0f} s since it started allow {allowed_j:.6g} J",
             )
         return None
 

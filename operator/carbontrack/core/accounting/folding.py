@@ -6,9 +6,11 @@ one pod's token, a legitimate job with thousands of pods, or a sidecar that rest
 etcd's limit is 1.5 MiB) and status never changes again.
 
 What is kept, per job:
-- at most `Limits.live_boots_per_pod` live sources per pod (the newest by arrival): a sidecar restart
-  leaves the previous boot live, so its last in-flight batch still counts;
-- older boots fold into the pod's `PodFold`: their energy, uncertainty, shared energy and counts are
+- at most `Limits.live_boots_per_pod` sources per pod: a sidecar restart leaves the previous boot a
+  source, so its last in-flight batch still counts;
+- a new boot beyond that folds the pod's oldest *quiet* boots, never a live one; when too few are quiet
+  it is refused (429) until one is (core.accounting.boots);
+- folded boots go into the pod's `PodFold`: their energy, uncertainty, shared energy and counts are
   added in, their high step kept, and their boot ids remembered (the newest `folded_ids_per_pod`, plus
   a count of all). A batch under a remembered folded boot id is a duplicate (409) and changes nothing;
 - at most `Limits.pods_per_job` pods, and the estimated status bytes of sources and folds under
@@ -20,11 +22,11 @@ were seen, so its next batch (or a replay) would count its whole cumulative ener
 refusing keeps every total exact (it may miss energy, and says so), and the sidecar keeps sending its
 cumulative counter, so nothing is lost if room appears.
 
-Why a folded boot id list may be bounded without losing exactness: an honest sidecar never sends again
-under a boot that two newer boots of its pod have replaced (the process is gone). Only a holder of the
-pod's token can, and whatever boot id it uses, a remembered one (refused), one that fell off the list
-or a brand-new one, its energy is checked against the pod's ceiling (5 kW per GPU since the pod
-started) counted *with the folded totals*, exactly as for any fresh boot id.
+Why a folded boot id list may be bounded without losing exactness: only a quiet boot folds, and an
+honest sidecar never sends again under a boot that went quiet (the process is gone). Only a holder of
+the pod's token can, and whatever boot id it uses, a remembered one (refused), one that fell off the
+list or a brand-new one, its energy is checked against the pod's ceiling since the pod started
+(core.accounting.plausibility) counted *with the folded totals*, exactly as for any fresh boot id.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ import json
 from dataclasses import dataclass, field
 
 LIVE_BOOTS_PER_POD = 2
+LIVE_WINDOW_S = 60.0
+"""A boot that had a batch accepted within this is live (core.accounting.boots): six of the sidecar's
+10 s intervals, twice its longest backoff (30 s)."""
 FOLDED_IDS_PER_POD = 16
 PODS_PER_JOB = 2000
 STATUS_BUDGET_BYTES = 512 * 1024
@@ -43,9 +48,10 @@ status fields, kubectl's last-applied copy of the spec) keeps the other 1 MiB of
 @dataclass(frozen=True)
 class Limits:
     """A job's telemetry bounds in status (see the module docstring); the operator's config sets the pod and
-    byte caps."""
+    byte caps and the live window."""
 
     live_boots_per_pod: int = LIVE_BOOTS_PER_POD
+    live_window_s: float = LIVE_WINDOW_S
     folded_ids_per_pod: int = FOLDED_IDS_PER_POD
     pods_per_job: int = PODS_PER_JOB
     status_budget_bytes: int = STATUS_BUDGET_BYTES

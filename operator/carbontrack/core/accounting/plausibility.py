@@ -1,13 +1,17 @@
 """What a telemetry batch is checked against, and the verdicts of the check.
 
-Plausibility trusts nothing the sender says about time or hardware. A batch arrives with a `Receipt` the
-operator made itself: its own clock, and from the pod object the pod's start time and the GPUs it may
-hold. Two ceilings, each at MAX_W_PER_GPU per GPU:
+Plausibility trusts nothing the sender says about time, and about hardware only what cannot help it. A
+batch arrives with a `Receipt` the operator made itself: its own clock, and from the pod object the pod's
+start time and the GPUs it may hold. A batch listing more GPUs than that is refused outright. Two
+ceilings:
 
 1. everything a pod's sources report together, every boot id included, cannot exceed what its GPUs
-   could draw since the pod started, so a fresh boot id cannot inject energy;
-2. a source's growth between two batches cannot exceed that power over the time between their
-   arrivals on the operator's clock, so a `sentAt` in the future cannot make a jump plausible.
+   could draw since the pod started, so a fresh boot id cannot inject energy: per GPU, twice the board
+   limit of the model the batch names, MAX_W_PER_GPU for a model not in core.accounting.gpu_power;
+2. a source's growth between two batches cannot exceed MAX_W_PER_GPU per GPU over the time between
+   their arrivals on the operator's clock, so a `sentAt` in the future cannot make a jump plausible
+   (not the model's limit: two arrivals can be closer together than the two readings were, when the
+   earlier batch waited on the network, and an honest batch must not look fast for it).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-MAX_W_PER_GPU = 5000.0
-"""No GPU draws more; a counter growing faster is refused as absurd, not added."""
+from carbontrack.core.accounting.gpu_power import MAX_W_PER_GPU
+
 CLOCK_SLACK_S = 5.0
 """Added to a pod's age: its start time is the node's clock, the receipt the operator's (NTP keeps them
 well within this); costs at most 25 kJ per GPU of headroom, once per pod."""
@@ -35,6 +39,8 @@ class Verdict(Enum):
     TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
     STATUS_FULL = "status-full"  # a new source would take status past Limits.status_budget_bytes
     FINISHED = "finished"  # the job's training ended and its final-flush grace is over (state.registry)
+    LIVE_BOOTS = "live-boots"  # a new boot id while the pod's live boots are all live (core.accounting.boots)
+    TOO_MANY_GPUS = "too-many-gpus"  # more GPUs listed than the pod may hold
 
 
 REFUSALS = (
@@ -43,6 +49,8 @@ REFUSALS = (
     Verdict.IMPLAUSIBLE,
     Verdict.TOO_MANY_PODS,
     Verdict.STATUS_FULL,
+    Verdict.LIVE_BOOTS,
+    Verdict.TOO_MANY_GPUS,
 )
 """Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
 CAPACITY_REFUSALS = (Verdict.TOO_MANY_PODS, Verdict.STATUS_FULL)
@@ -67,12 +75,19 @@ class Receipt:
 
     @property
     def ceiling_w(self) -> float:
+        """The most power the pod's GPUs draw, whatever their model."""
         return MAX_W_PER_GPU * max(self.gpus, 1)
 
     @property
     def pod_ceiling_j(self) -> float:
-        """The most energy the pod's GPUs can have used since it started."""
-        return self.ceiling_w * (max(self.received_at - self.pod_started_at, 0.0) + CLOCK_SLACK_S)
+        """The most energy the pod's GPUs can have used since it started, whatever their model."""
+        return pod_ceiling_j(self, MAX_W_PER_GPU)
+
+
+def pod_ceiling_j(receipt: Receipt, gpu_w: float) -> float:
+    """The most energy the pod's GPUs, each drawing at most `gpu_w`, can have used since it started."""
+    age_s = max(receipt.received_at - receipt.pod_started_at, 0.0)
+    return gpu_w * max(receipt.gpus, 1) * (age_s + CLOCK_SLACK_S)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""Which boots of a pod are live, and which fold to make room for a new one.
+
+A boot (one sidecar process, one boot id) is *live* while it is sending: it had a batch accepted within
+`Limits.live_window_s` and has not said it ended (`final`). A live boot never folds. A new boot id that
+would take its pod past `Limits.live_boots_per_pod` sources folds the pod's oldest quiet boots; when
+too few are quiet, the new boot is refused (429 `live-boots`, counted) until one goes quiet.
+
+Why: folding is what keeps status bounded (core.accounting.folding), and a folded boot's later batches
+are duplicates. Were the oldest boot folded whatever it was doing, a holder of the pod's token (the
+training code can read a projected token in its own pod) could send batches under two new boot ids next
+to the running sidecar, fold its live boot away, and make every later batch of it a 409: its energy
+would stop counting, and the job would slip under its carbon gate.
+
+Why honest restarts still work: a restarted sidecar's old boot stops sending, so it goes quiet by
+itself within the window; one that shut down cleanly said so (`final`) and is quiet at once. The new
+boot takes the free place, or is answered 429 and retries with backoff; its counters are cumulative,
+so it loses nothing by waiting.
+
+Time is the operator's receive clock (Receipt.received_at), never the sender's. An aggregate restored
+from status did not hear the sidecars while no operator was listening: every boot gets a full window
+from the first batch this aggregate received (`listening_since`) before it counts as quiet.
+"""
+
+from __future__ import annotations
+
+from carbontrack.core.accounting.folding import Limits
+from carbontrack.core.accounting.sources import Source
+
+
+def is_quiet(src: Source, now: float, window_s: float, listening_since: float) -> bool:
+    """The boot said it ended, or no batch of it was accepted in the last `window_s` it could be heard."""
+    return src.final or now - max(src.received_at, listening_since) >= window_s
+
+
+def boots_to_fold(
+    pod_sources: list[Source], now: float, limits: Limits, listening_since: float
+) -> list[Source] | None:
+    """The pod's boots that fold to make room for one new boot, oldest first (by their first batch's
+    arrival); None when fewer of them are quiet than must go."""
+    excess = len(pod_sources) + 1 - limits.live_boots_per_pod
+    if excess <= 0:
+        return []
+    oldest_first = sorted(pod_sources, key=lambda s: (s.first_received_at, s.received_at, s.boot_id))
+    quiet = [s for s in oldest_first if is_quiet(s, now, limits.live_window_s, listening_since)]
+    return quiet[:excess] if len(quiet) >= excess else None

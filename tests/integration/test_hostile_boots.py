@@ -1,0 +1,98 @@
+"""A pod's own token against its running sidecar, on the real control plane (core.accounting.boots).
+
+Batches under new boot ids, sent with the token of the pod whose real sidecar is running, once folded the
+sidecar's live boot away: every later batch of the sidecar was a 409 duplicate and the job's energy
+stopped growing (+0 J in 8 s instead of 4,800 J), which let a job slip under its carbon gate.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.cases.bodies import batch_doc
+from tests.integration.harness import (
+    Operator,
+    apply,
+    ctj,
+    pod_token,
+    post,
+    running_pods,
+    start_sidecar,
+    status,
+    wait,
+    wait_for_energy,
+)
+
+REJECTED = re.compile(r'carbontrack_telemetry_rejected_total\{reason="live-boots"\} ([0-9.]+)')
+
+
+def _rejected_live_boots(operator: Operator) -> float:
+    found = REJECTED.search(operator.metrics())
+    return float(found.group(1)) if found else 0.0
+
+
+def test_hostile_boots_next_to_a_running_sidecar_cannot_stop_its_energy_counting(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("erase", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "erase", 1)
+    wait(lambda: status(cluster, namespace, "erase").get("phase") == "Canary", what="phase Canary")
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "erase", pod, uid)  # 1 GPU at 300 W
+    trainer = sidecar.client()
+    trainer.step(1)
+    wait(lambda: status(cluster, namespace, "erase").get("energyJoules", 0) > 0, what="the sidecar counted")
+    token = pod_token(cluster, namespace, pod, uid)  # the pod's own token, as its training code reads it
+    rejected_before = _rejected_live_boots(operator)
+
+    def hostile(boot: str, seq: int = 1) -> tuple[int, str]:
+        return post(operator.url, token, batch_doc(namespace, "erase", pod, boot=boot, seq=seq, joules=0.0))
+
+    assert hostile("evil-0")[0] == 200  # the pod's second place: the sidecar's boot holds the first
+    began, counted_before = time.monotonic(), status(cluster, namespace, "erase")["energyJoules"]
+    answers = []
+    for i in range(1, 41):  # for 8 s, the length of the attack that once stopped the count
+        answers.append(hostile(f"evil-{i}"))
+        assert hostile("evil-0", seq=i + 1)[0] == 200  # and keeps its own boot live
+        trainer.step(i + 1)
+        time.sleep(0.2)
+    assert {code for code, _ in answers} == {429}, answers[:3]
+    assert "has 2 live sidecar boots (a batch within 60 s)" in answers[0][1]
+    grown = wait(
+        lambda: (
+            (s := status(cluster, namespace, "erase"))["energyJoules"] - counted_before
+            >= 0.8 * 300.0 * (time.monotonic() - began) - 300.0
+            and s
+        ),
+        what="the sidecar's energy growing at its 300 W",
+    )
+    assert grown["telemetry"]["refused"]["liveBoots"] == 40 and grown["telemetry"]["folded"] == []
+    assert _rejected_live_boots(operator) == rejected_before + 40
+    # every joule the sidecar measured is counted, exactly: the hostile boot claimed none
+    first = sidecar.final_energy(sidecar.stop())
+    st = wait_for_energy(cluster, namespace, "erase", first)
+    assert {s["bootId"] for s in st["telemetry"]["sources"]} >= {"evil-0"} and len(
+        st["telemetry"]["sources"]
+    ) == 2
+    _a_restarted_sidecar_still_counts(operator, tmp_path, namespace, pod, uid, first)
+
+
+def _a_restarted_sidecar_still_counts(
+    operator: Operator, tmp_path: Path, namespace: str, pod: str, uid: str, before: float
+) -> None:
+    """The sidecar above stopped cleanly (its final batch): its boot is quiet at once, so the restarted
+    sidecar's new boot takes its place beside the token holder's live one, and adds on."""
+    cluster = operator.cluster
+    second = start_sidecar(tmp_path, operator, cluster, namespace, "erase", pod, uid)  # a new boot id
+    trainer = second.client()
+    for step in range(50, 60):
+        trainer.step(step)
+        time.sleep(0.05)
+    after = second.final_energy(second.stop())
+    st: dict[str, Any] = wait_for_energy(cluster, namespace, "erase", before + after)
+    (fold,) = st["telemetry"]["folded"]
+    assert fold["boots"] == 1 and fold["energyJoules"] == before
+    assert "evil-0" in {s["bootId"] for s in st["telemetry"]["sources"]}

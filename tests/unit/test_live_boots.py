@@ -1,0 +1,204 @@
+"""Live boots cannot be folded by a newcomer (core.accounting.boots): batches under new boot ids sent with
+the pod's own token next to its running sidecar are refused (429 live-boots, counted) while the sidecar's
+boot is live, and never make the pod's counted energy fall below the sidecar's; a restarted sidecar's old
+boot goes quiet by itself, so honest restarts still work."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carbontrack.api.crd import CarbonTrackedJobStatus
+from carbontrack.api.wire import GpuCounter, TelemetryBatch
+from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Verdict
+from carbontrack.core.accounting.gpu_power import MAX_W_PER_GPU
+from carbontrack.core.accounting.plausibility import CLOCK_SLACK_S
+from carbontrack.intensity.static import lookup
+from carbontrack.state.status import restore, telemetry_update
+from tests.cases.batches import telemetry_batch
+
+KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}
+H100 = "NVIDIA H100 80GB HBM3"
+STARTED = 1000.0
+"""The pod's status.startTime, on the operator's clock."""
+
+
+def batch(boot: str, seq: int, per_gpu_j: float, *, final: bool = False, name: str = H100) -> TelemetryBatch:
+    """Batch `seq` of boot `boot` of pod p0: its two GPUs at `per_gpu_j` each."""
+    gpus = [GpuCounter(index=i, uuid=f"GPU-{i}", name=name, energy_joules=per_gpu_j) for i in range(2)]
+    return telemetry_batch("p0", boot, seq, gpus=gpus, final=final, steps_seen=seq, global_step=seq)
+
+
+def send(agg: JobAggregate, b: TelemetryBatch, at: float) -> Applied:
+    """As received at `at` from pod p0, which holds two GPUs."""
+    return agg.apply(b, Receipt(received_at=at, pod_started_at=STARTED, gpus=2), **KW)
+
+
+def roundtrip(agg: JobAggregate) -> JobAggregate:
+    """The aggregate a restarted operator builds from the status this one wrote."""
+    body = json.loads(json.dumps(telemetry_update(agg, lookup("DE"), 5000.0)))
+    return restore(CarbonTrackedJobStatus.model_validate(body["status"]), agg.limits)
+
+
+def test_new_boot_ids_cannot_fold_the_running_sidecars_boot() -> None:
+    """The attack: two batches under new boot ids next to the running sidecar once folded its live boot
+    away, and every later batch of the sidecar was a 409 duplicate: +0 J."""
+    agg = JobAggregate()
+    assert send(agg, batch("sidecar", 1, 7000.0), at=1010).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("evil-1", 1, 0.0), at=1011).verdict is Verdict.ACCEPTED  # the free place
+    refused = send(agg, batch("evil-2", 1, 0.0), at=1012)
+    assert (refused.verdict, refused.message) == (
+        Verdict.LIVE_BOOTS,
+        "pod p0 has 2 live sidecar boots (a batch within 60 s): boot evil-2 is counted once one of them "
+        "goes quiet",
+    )
+    assert send(agg, batch("sidecar", 2, 14_000.0), at=1020).verdict is Verdict.ACCEPTED
+    for i in range(3, 11):
+        assert send(agg, batch(f"evil-{i}", 1, 0.0), at=1020 + i).verdict is Verdict.LIVE_BOOTS
+    assert send(agg, batch("sidecar", 3, 21_000.0), at=1030).verdict is Verdict.ACCEPTED
+    assert set(agg.sources) == {("p0", "sidecar"), ("p0", "evil-1")} and agg.folded == {}
+    assert agg.energy_j == 42_000.0 and agg.refused == {"live_boots": 9}
+
+
+def test_a_restarted_sidecars_old_boot_goes_quiet_by_itself() -> None:
+    """Boot a dies without a word after its batch at 1040; a token holder keeps boot x live. The restarted
+    sidecar's boot b waits (429, which it retries) until a has been quiet for 60 s, then takes its place."""
+    agg = JobAggregate()
+    for seq in range(1, 5):
+        assert send(agg, batch("a", seq, 7000.0 * seq), at=1000 + 10 * seq).verdict is Verdict.ACCEPTED
+    for k in range(8):
+        assert send(agg, batch("x", k + 1, 0.0), at=1035 + 10 * k).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("b", 1, 700.0), at=1045).verdict is Verdict.LIVE_BOOTS
+    assert send(agg, batch("b", 1, 700.0), at=1099.9).verdict is Verdict.LIVE_BOOTS
+    assert send(agg, batch("b", 2, 42_000.0), at=1100).verdict is Verdict.ACCEPTED
+    fold = agg.folded["p0"]
+    assert (fold.boots, fold.boot_ids, fold.energy_j) == (1, ["a"], 56_000.0)
+    assert set(agg.sources) == {("p0", "x"), ("p0", "b")}
+    assert agg.energy_j == 56_000.0 + 84_000.0 and agg.refused == {"live_boots": 2}
+    late = send(agg, batch("a", 5, 35_000.0), at=1101)  # its last in-flight batch, after the fold
+    assert late.verdict is Verdict.DUPLICATE and "folded" in late.message
+
+
+def test_a_sidecar_that_shut_down_cleanly_is_quiet_at_once() -> None:
+    agg = JobAggregate()
+    assert send(agg, batch("a", 1, 7000.0, final=True), at=1010).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("x", 1, 0.0), at=1011).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("b", 1, 700.0), at=1012).verdict is Verdict.ACCEPTED
+    assert agg.folded["p0"].boot_ids == ["a"] and agg.energy_j == 15_400.0
+
+
+def test_after_an_operator_restart_every_boot_gets_a_full_window() -> None:
+    """The operator was away for 190 s: no boot was heard, none is quiet for it."""
+    agg = JobAggregate()
+    assert send(agg, batch("sidecar", 1, 7000.0), at=1010).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("x", 1, 1.0), at=1011).verdict is Verdict.ACCEPTED
+    agg = roundtrip(agg)
+    assert send(agg, batch("y", 1, 0.0), at=1200).verdict is Verdict.LIVE_BOOTS
+    assert send(agg, batch("sidecar", 2, 140_000.0), at=1210).verdict is Verdict.ACCEPTED
+    assert send(agg, batch("y", 1, 0.0), at=1259.9).verdict is Verdict.LIVE_BOOTS
+    assert send(agg, batch("y", 1, 0.0), at=1260).verdict is Verdict.ACCEPTED  # x: 60 s since 1200
+    assert agg.folded["p0"].boot_ids == ["x"] and ("p0", "sidecar") in agg.sources
+    assert agg.energy_j == 280_002.0 and agg.refused == {"live_boots": 2}
+
+
+def test_a_flood_of_boot_ids_is_refused_counted_and_status_stays_small() -> None:
+    agg = JobAggregate()
+    verdicts = [send(agg, batch(f"{i:032x}", 1, 0.25), at=1010 + i / 6000).verdict for i in range(6000)]
+    assert verdicts[:2] == [Verdict.ACCEPTED] * 2 and set(verdicts[2:]) == {Verdict.LIVE_BOOTS}
+    assert len(agg.sources) == 2 and agg.folded == {} and agg.energy_j == 1.0
+    assert agg.refused == {"live_boots": 5998} and agg.status_bytes() < 3000
+
+
+def test_filling_the_pods_ceiling_to_crowd_out_the_sidecar_counts_more_than_the_sidecar() -> None:
+    """The ceiling is the pod's, shared by its boots: a token holder claims (under a model the table does
+    not know, so 5 kW) just enough that each sidecar batch would cross the sidecar's own ceiling, two
+    H100s at twice their 700 W. Every sidecar batch after the first is refused, yet the job counts more
+    than the sidecar measured: filling the ceiling takes claiming more than it (twice the board limit)."""
+    agg, counted_below_sidecar = JobAggregate(), []
+    assert send(agg, batch("sidecar", 1, 7000.0), at=1010).verdict is Verdict.ACCEPTED
+    for seq in range(2, 31):
+        at = STARTED + 10.0 * seq
+        sidecar_j = 1400.0 * (at - STARTED)  # 700 W a GPU since the pod started
+        ceiling_j = 2 * 1400.0 * (at - STARTED + CLOCK_SLACK_S)
+        filler = batch("filler", seq, (ceiling_j - sidecar_j + 1.0) / 2, name="Mystery GPU")
+        assert send(agg, filler, at=at - 0.5).verdict is Verdict.ACCEPTED
+        refused = send(agg, batch("sidecar", seq, sidecar_j / 2), at=at)
+        assert refused.verdict is Verdict.IMPLAUSIBLE and "2 GPU(s) at 1400 W" in refused.message
+        counted_below_sidecar += [agg.energy_j < sidecar_j]
+    assert counted_below_sidecar == [False] * 29
+    assert agg.sources[("p0", "sidecar")].energy_j == 14_000.0
+    assert agg.energy_j == 14_000.0 + 2 * 1400.0 * 305.0 - 1400.0 * 300.0 + 1.0 == 448_001.0
+
+
+HOSTILE_NAMES = [H100, "Tesla T4", "NVIDIA GB200", "", "Mystery GPU"]
+hostile_batches = st.lists(
+    st.tuples(
+        st.floats(0, 1),  # when, as a fraction of the sidecar's run
+        st.sampled_from(["evil-0", "evil-1", "evil-2"]) | st.text("abcdef0123", min_size=1, max_size=8),
+        st.integers(0, 50),  # seq
+        st.lists(st.floats(0, 1), min_size=0, max_size=3),  # each GPU's claim, as a fraction of `scale`
+        st.sampled_from(HOSTILE_NAMES),
+        st.booleans(),  # final
+    ),
+    max_size=40,
+)
+
+
+def _hostile(
+    first_at: float, last_at: float, small: bool, item: tuple[float, str, int, list[float], str, bool]
+) -> tuple[float, TelemetryBatch]:
+    """(arrival, batch) of one hostile batch: after the sidecar's first batch, up to just after its last;
+    each GPU claims a fraction of 100 J (`small`) or of the most a GPU may report (5 kW) since the pod
+    started."""
+    when, boot, seq, claims, name, final = item
+    at = first_at + when * (last_at - first_at) + 0.5
+    scale = 100.0 if small else MAX_W_PER_GPU * (at - STARTED + CLOCK_SLACK_S)
+    gpus = [
+        GpuCounter(index=i, uuid=f"GPU-x{i}", name=name, energy_joules=c * scale)
+        for i, c in enumerate(claims)
+    ]
+    return at, telemetry_batch("p0", boot, seq, gpus=gpus, final=final)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sidecar=st.lists(st.tuples(st.floats(1, 25), st.floats(0, 1)), min_size=1, max_size=30),
+    hostile=hostile_batches,
+    small=st.booleans(),
+    restart_at=st.integers(-1, 80),
+)
+def test_no_interleaving_of_hostile_boots_counts_less_than_the_sidecar(
+    sidecar: list[tuple[float, float]],
+    hostile: list[tuple[float, str, int, list[float], str, bool]],
+    small: bool,
+    restart_at: int,
+) -> None:
+    """A sidecar on two H100s sends every 1-25 s, at 0-700 W per GPU. Once it has been heard, batches under
+    other boot ids (fresh, repeated, ended, claiming any model, up to the pod's whole ceiling) arrive at
+    any time between, and the operator may restart from status anywhere. The sidecar's boot is never
+    folded, refused as a duplicate or held back; after each of its batches the job counts at least what
+    the sidecar measured; and where the token holder claims little (100 J a GPU), every sidecar batch
+    counts in full. (A token holder heard before the sidecar ever was is docs/operations/security.md's
+    residual case.)"""
+    events: list[tuple[float, TelemetryBatch]] = []
+    at, per_gpu_j = STARTED, 0.0
+    for seq, (gap_s, load) in enumerate(sidecar, start=1):
+        at, per_gpu_j = at + gap_s, per_gpu_j + 700.0 * load * gap_s
+        events.append((at, batch("sidecar", seq, per_gpu_j)))
+    events += [_hostile(events[0][0], at, small, item) for item in hostile]
+    events.sort(key=lambda e: e[0])
+    agg = JobAggregate()
+    for i, (at, b) in enumerate(events):
+        if i == restart_at:
+            agg = roundtrip(agg)
+        result = send(agg, b, at)
+        if b.boot_id != "sidecar":
+            continue
+        assert result.verdict in (Verdict.ACCEPTED, Verdict.IMPLAUSIBLE), result
+        assert agg.energy_j >= b.energy_joules - 1e-6
+        if small:
+            assert result.verdict is Verdict.ACCEPTED
+            assert agg.sources[("p0", "sidecar")].energy_j == b.energy_joules
+    assert ("p0", "sidecar") in agg.sources

@@ -139,8 +139,14 @@ def run_operator(port: int, api_port: int, cert_dir: str, stats_file: str, event
     from carbontrack.state.registry import Registry
     from carbontrack.telemetry import eventloop
     from carbontrack.telemetry import gc_tuning as heap
+    from carbontrack.telemetry import server as server_module
     from carbontrack.telemetry.auth import Authenticator
     from carbontrack.telemetry.server import TelemetryServer
+
+    if os.environ.get("CARBONTRACK_WIRE_DECODER") == "pydantic":  # the peer: every batch through pydantic
+        from carbontrack.api.wire import parse_batch
+
+        server_module.decode_batch = parse_batch  # type: ignore[assignment]
 
     pauses: list[float] = []
     collections: list[tuple[float, int, float]] = []  # (when, generation, how long) of every collection
@@ -367,9 +373,10 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
     port, api_port = free_port(), free_port()
     me = [sys.executable, __file__]
     api = subprocess.Popen([*me, "--role", "apiserver", "--port", str(api_port)])
+    env = {**os.environ, "CARBONTRACK_WIRE_DECODER": getattr(args, "decoder", "msgspec")}
     op = subprocess.Popen([*me, "--role", "operator", "--port", str(port), "--api-port", str(api_port),
                            "--certs", str(work), "--stats", str(work / "op.json"),
-                           "--event-loop", args.event_loop])  # fmt: skip
+                           "--event-loop", args.event_loop], env=env)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -447,6 +454,11 @@ def main() -> int:
     )
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-peer", action="store_true", help="measure the sidecar's protocol only")
+    parser.add_argument(
+        "--peer", choices=["per-batch", "pydantic"], default="per-batch",
+        help="per-batch: a connection per 1 s batch; pydantic: the sidecar's protocol with every batch "
+        "decoded by the pydantic models alone (CARBONTRACK_WIRE_DECODER=pydantic in the operator)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.role == "apiserver":
         run_apiserver(args.port)
@@ -463,9 +475,14 @@ def main() -> int:
     shape = ""
     if not args.no_peer:
         peer_args = argparse.Namespace(**{**vars(args), "jobs": args.peer_jobs or args.jobs})
-        peer = measure(peer_args, "per-batch", 1.0)
+        if args.peer == "pydantic":
+            peer_args.decoder = "pydantic"
+            peer = measure(peer_args, "keepalive", args.interval)
+            shape = f" decoded by pydantic alone ({peer_args.jobs} x {args.pods} pods)"
+        else:
+            peer = measure(peer_args, "per-batch", 1.0)
+            shape = f" with connection per batch, 1 s batches ({peer_args.jobs} x {args.pods} pods)"
         print(json.dumps(peer), flush=True)
-        shape = f" with connection per batch, 1 s batches ({peer_args.jobs} x {args.pods} pods)"
 
     def theirs(key: str, form: str, suffix: str = "") -> str:
         return "" if not peer else format(peer[key], form) + suffix

@@ -41,8 +41,8 @@ from carbontrack.api.wire import (
     TelemetryAck,
     TelemetryBatch,
     WireError,
-    parse_batch,
 )
+from carbontrack.api.wire_fast import decode_batch
 from carbontrack.core.accounting.aggregation import Receipt, Verdict
 from carbontrack.state import metrics
 from carbontrack.state.answers import accepted_body, job_totals, status_gpu_models
@@ -225,7 +225,7 @@ class TelemetryServer:
             response.force_close()
             return response
         try:
-            return parse_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
+            return decode_batch(raw)  # depth-limited, strict, duplicate keys refused: never a 500
         except WireError as exc:
             return _refuse(400, exc.reason, str(exc))
 

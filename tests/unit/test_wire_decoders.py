@@ -18,7 +18,7 @@ from carbontrack.api.wire import MAX_GPUS, TelemetryBatch, WireError, parse_batc
 from carbontrack.api.wire_fast import decode_batch, decode_fast
 from carbontrack.sidecar.app import encode_batch
 from tests.cases.bodies import GOOD, HOSTILE
-from tests.unit.test_wire_properties import _mutations, batches
+from tests.cases.wire_strategies import batches, body_mutations
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +82,7 @@ extras = st.fixed_dictionaries(
 @given(batches, st.data())
 def test_both_decoders_answer_alike_on_mutated_bodies(batch: TelemetryBatch, data: st.DataObject) -> None:
     """Repeated keys, escapes, spacing, wrong versions, retyped and garbled bodies (test_wire_properties)."""
-    _both_answer_alike(_mutations(json.loads(batch.model_dump_json(by_alias=True)), data))
+    _both_answer_alike(body_mutations(json.loads(batch.model_dump_json(by_alias=True)), data))
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])  # a shared, busy machine

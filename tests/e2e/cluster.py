@@ -13,6 +13,8 @@ from typing import Any
 
 from hack.binaries import BIN
 
+from tests.cases.crs import manifest
+
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "carbontrack"
 OPERATOR_NS = "carbontrack-system"
@@ -66,3 +68,44 @@ def wait(cond: Any, timeout: float, what: str, interval: float = 1.0) -> Any:
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+    "readOnlyRootFilesystem": True,
+}
+
+
+def ctj(name: str, image: str, replicas: int, steps: int, canary: dict[str, Any]) -> dict[str, Any]:
+    """The CarbonTrackedJob the e2e tests run, the one docs/getting-started.md shows (a test holds that)."""
+    spec = {
+        "replicas": replicas,
+        "totalSteps": steps,
+        "canary": canary,
+        "carbon": {"zone": "DE", "pue": 1.2},
+        "gates": {"quality": {"metric": "eval_accuracy", "minScore": 0.9}},
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "trainer",
+                        "image": image,
+                        "command": ["python3", "/opt/trainer/trainer.py"],
+                        "env": [
+                            {"name": "TRAIN_STEPS", "value": str(steps)},
+                            {"name": "TRAIN_STEP_SECONDS", "value": "0.1"},
+                        ],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        "securityContext": RESTRICTED_CONTAINER,
+                        "volumeMounts": [{"name": "trainer", "mountPath": "/opt/trainer"}],
+                    }
+                ],
+                "volumes": [{"name": "trainer", "configMap": {"name": "trainer"}}],
+            }
+        },
+    }
+    return manifest(name, spec, namespace=JOBS_NS)

@@ -15,50 +15,11 @@ from typing import Any
 
 from hack.binaries import BIN
 
-from tests.cases.crs import manifest
-from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, wait
+from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, ctj, wait
 
 KUBECTL = str(BIN / "kubectl")
 SIDECAR = "carbontrack-sidecar"
 SERVICE_URL = f"https://{RELEASE}.{OPERATOR_NS}.svc:8443"  # TLS, the chart's default
-RESTRICTED_CONTAINER = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-    "readOnlyRootFilesystem": True,
-}
-
-
-def ctj(name: str, image: str, replicas: int, steps: int, canary: dict[str, Any]) -> dict[str, Any]:
-    spec = {
-        "replicas": replicas,
-        "totalSteps": steps,
-        "canary": canary,
-        "carbon": {"zone": "DE", "pue": 1.2},
-        "gates": {"quality": {"metric": "eval_accuracy", "minScore": 0.9}},
-        "template": {
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "trainer",
-                        "image": image,
-                        "command": ["python3", "/opt/trainer/trainer.py"],
-                        "env": [
-                            {"name": "TRAIN_STEPS", "value": str(steps)},
-                            {"name": "TRAIN_STEP_SECONDS", "value": "0.1"},
-                        ],
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                        "securityContext": RESTRICTED_CONTAINER,
-                        "volumeMounts": [{"name": "trainer", "mountPath": "/opt/trainer"}],
-                    }
-                ],
-                "volumes": [{"name": "trainer", "configMap": {"name": "trainer"}}],
-            }
-        },
-    }
-    return manifest(name, spec, namespace=JOBS_NS)
 
 
 class PhaseWatch:

@@ -109,3 +109,10 @@ def ctj(name: str, image: str, replicas: int, steps: int, canary: dict[str, Any]
         },
     }
     return manifest(name, spec, namespace=JOBS_NS)
+
+
+def first_job(name: str, image: str) -> dict[str, Any]:
+    """The lifecycle test's job: two workers after a one-worker canary, 300 steps, a quality gate."""
+    return ctj(
+        name, image, replicas=2, steps=300, canary={"replicas": 1, "minSteps": 20, "stages": [50, 100]}
+    )

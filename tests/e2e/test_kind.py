@@ -15,7 +15,7 @@ from typing import Any
 
 from hack.binaries import BIN
 
-from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, ctj, wait
+from tests.e2e.cluster import JOBS_NS, OPERATOR_NS, RELEASE, ROOT, Kind, ctj, first_job, wait
 
 KUBECTL = str(BIN / "kubectl")
 SIDECAR = "carbontrack-sidecar"
@@ -101,12 +101,7 @@ def test_job_lifecycle(installed: Kind) -> None:
     """Pending -> Canary -> Promoting -> Running -> Succeeded with real pods, sidecars and telemetry."""
     c, name = installed, "fit"
     watch = PhaseWatch(c, name)
-    start_job(
-        c,
-        ctj(
-            name, c.image, replicas=2, steps=300, canary={"replicas": 1, "minSteps": 20, "stages": [50, 100]}
-        ),
-    )
+    start_job(c, first_job(name, c.image))
     try:
         wait(lambda: status(c, name).get("phase") in ("Succeeded", "Failed", "Halted"), 420, "the job to end")
     finally:

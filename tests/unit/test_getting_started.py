@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.cluster import OPERATOR_NS, RELEASE, RESTRICTED, ctj
+from tests.e2e.cluster import OPERATOR_NS, RELEASE, RESTRICTED, first_job
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = (ROOT / "docs" / "getting-started.md").read_text()
@@ -29,11 +29,7 @@ def test_the_install_is_the_e2e_tests_install() -> None:
 
 def test_the_first_job_is_the_e2e_tests_job() -> None:
     first = next(yaml.safe_load(b) for b in blocks("yaml") if "kind: CarbonTrackedJob" in b)
-    canary = first["spec"]["canary"]
-    e2e = ctj(
-        first["metadata"]["name"], IMAGE, first["spec"]["replicas"], first["spec"]["totalSteps"], canary
-    )
-    assert first["spec"] == e2e["spec"]
+    assert first["spec"] == first_job(first["metadata"]["name"], IMAGE)["spec"]
 
 
 def test_the_trainer_the_page_mounts_is_the_e2e_tests_trainer() -> None:

@@ -1,9 +1,10 @@
 """Which boots of a pod are live, and which fold to make room for a new one.
 
-A boot (one sidecar process, one boot id) is *live* while it is sending: it had a batch accepted within
-`Limits.live_window_s` and has not said it ended (`final`). A live boot never folds. A new boot id that
-would take its pod past `Limits.live_boots_per_pod` sources folds the pod's oldest quiet boots; when
-too few are quiet, the new boot is refused (429 `live-boots`, counted) until one goes quiet.
+A boot (one sidecar process, one boot id) is *live* while it is sending: it had a batch accepted, or
+refused only for a ceiling, within `Limits.live_window_s`, and has not said it ended (`final`). A live
+boot never folds. A new boot id that would take its pod past `Limits.live_boots_per_pod` sources folds
+the pod's oldest quiet boots; when too few are quiet, the new boot is refused (429 `live-boots`,
+counted) until one goes quiet.
 
 Why: folding is what keeps status bounded (core.accounting.folding), and a folded boot's later batches
 are duplicates. Were the oldest boot folded whatever it was doing, a holder of the pod's token (the
@@ -28,8 +29,11 @@ from carbontrack.core.accounting.sources import Source
 
 
 def is_quiet(src: Source, now: float, window_s: float, listening_since: float) -> bool:
-    """The boot said it ended, or no batch of it was accepted in the last `window_s` it could be heard."""
-    return src.final or now - max(src.received_at, listening_since) >= window_s
+    """The boot said it ended, or it sent no batch in the last `window_s` it could be heard: none accepted,
+    and none refused only for a ceiling (a boot whose batches a token holder's claims crowd out is still
+    sending, and must not fold)."""
+    heard = max(src.received_at, src.claimed_at, listening_since)
+    return src.final or now - heard >= window_s
 
 
 def boots_to_fold(

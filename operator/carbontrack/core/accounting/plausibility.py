@@ -53,6 +53,9 @@ REFUSALS = (
     Verdict.TOO_MANY_GPUS,
 )
 """Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
+CEILINGS = (Verdict.ABSURD, Verdict.IMPLAUSIBLE)
+"""Refusals of energy beyond what the pod's GPUs could draw: the boot that sent it is still sending."""
+
 CAPACITY_REFUSALS = (Verdict.TOO_MANY_PODS, Verdict.STATUS_FULL)
 """Refusals for room, not for what the batch claimed: the job's totals may miss energy (a condition)."""
 

@@ -271,7 +271,7 @@ class Authenticator:
         resp = await self.api.call_api(
             path,
             "GET",
-            header_params={"Accept": "application/json"},
+            header_params={"Accept": "application/json, application/jwk-set+json"},  # the JWKS is the latter
             auth_settings=["BearerToken"],
             _preload_content=False,
         )

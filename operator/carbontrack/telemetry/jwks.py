@@ -21,6 +21,7 @@ out: the apiserver knows which it accepts, the discovery document names only the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +35,8 @@ JWKS_PATH = "/openid/v1/jwks"
 LEEWAY_S = 60.0
 """Clock skew allowed on expiry and not-before between the operator's node and the apiserver's."""
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub")
+
+log = logging.getLogger("carbontrack.telemetry")
 
 ReadJson = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -94,8 +97,9 @@ class SigningKeys:
             self._keys = _usable_keys(keyset)
             self.issuer = discovery["issuer"]
             self._failed = False
-        except Exception:
+        except Exception as exc:
             self._failed = True  # a 403 (no RBAC for the paths), a refused connection, a malformed set
+            log.warning("the apiserver's signing keys cannot be read; tokens go to TokenReview: %s", exc)
             raise
 
 
@@ -135,5 +139,6 @@ async def verified_claims(keys: SigningKeys, token: str) -> dict[str, Any] | Non
     except jwt.PyJWTError:
         return None  # a bad signature, another audience, expired, not yet valid, a claim missing
     if claims.get("iss") != keys.issuer:
+        log.info("a token of issuer %r, not the discovered %r: TokenReview", claims.get("iss"), keys.issuer)
         raise Unverifiable(f"issuer {claims.get('iss')!r} is not the discovered {keys.issuer!r}")
     return claims

@@ -59,11 +59,13 @@ from carbontrack.intensity.static import Intensity
 from carbontrack.state.conditions import set_condition
 from carbontrack.state.finite import finite_fields
 from carbontrack.state.telemetry_status import (
+    compact_status,
     evidence_status,
     fold_from,
     fold_status,
     source_from,
     source_status,
+    sources_from_compact,
 )
 
 Patch = dict[str, Any]
@@ -109,6 +111,9 @@ def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> Job
     if status.telemetry is not None:
         for s in status.telemetry.sources:
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
+        compact = status.telemetry.compact
+        for src in sources_from_compact(compact) if compact is not None else []:
+            agg.sources[(src.pod, src.boot_id)] = src
         agg.folded = {f.pod: fold_from(f) for f in status.telemetry.folded}
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     if status.checkpoint is not None:
@@ -143,7 +148,8 @@ def telemetry_update(
     """The telemetry writer's fields, as a merge patch body (`{"status": ...}`); `unmeasured`: the
     running pods the last judgement found unmeasured (core.rollout.coverage)."""
     rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
-    sources = [source_status(s) for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))]
+    ordered = sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
+    whole = agg.full_status_bytes() <= agg.limits.status_budget_bytes  # else the compact form
     update = CarbonTrackedJobStatus(
         steps=agg.global_step,
         energy_joules=agg.energy_j,
@@ -169,7 +175,8 @@ def telemetry_update(
             grams_per_kwh=intensity.g_per_kwh, zone=intensity.zone, source=intensity.source
         ),
         telemetry=TelemetryStatus(
-            sources=sources,
+            sources=[source_status(s) for s in ordered] if whole else [],
+            compact=None if whole else compact_status(ordered),
             folded=[fold_status(f) for _, f in sorted(agg.folded.items())],
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),

@@ -17,6 +17,10 @@ What is kept, per job:
   `Limits.status_budget_bytes`: a batch that would add a pod or a source beyond either is refused
   (422, counted in status.telemetry.refused, and the TelemetryAccepted condition says why).
 
+Two forms of sources (state.telemetry_status): one object per source while they fit the budget, then
+compact rows of what exact totals need (`COMPACT_ROW_BYTES`); `status_bytes` counts the form the
+status writer will pick, so a job of 2,000 eight-GPU pods fits 512 KiB.
+
 Why refuse rather than fold at the job level: folding a whole pod would drop what proves its counters
 were seen, so its next batch (or a replay) would count its whole cumulative energy a second time;
 refusing keeps every total exact (it may miss energy, and says so), and the sidecar keeps sending its

@@ -18,8 +18,8 @@ from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
 from carbontrack.core.accounting.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
 from carbontrack.intensity.static import lookup
-from carbontrack.state.status import restore, source_status, telemetry_update
-from carbontrack.state.telemetry_status import compact_status
+from carbontrack.state.status import restore, telemetry_update
+from carbontrack.state.telemetry_status import compact_status, source_status
 from tests.cases.batches import telemetry_batch
 
 KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}

@@ -59,13 +59,12 @@ from carbontrack.intensity.static import Intensity
 from carbontrack.state.conditions import set_condition
 from carbontrack.state.finite import finite_fields
 from carbontrack.state.telemetry_status import (
-    compact_status,
     evidence_status,
     fold_from,
     fold_status,
     source_from,
-    source_status,
     sources_from_compact,
+    written_sources,
 )
 
 Patch = dict[str, Any]
@@ -148,8 +147,7 @@ def telemetry_update(
     """The telemetry writer's fields, as a merge patch body (`{"status": ...}`); `unmeasured`: the
     running pods the last judgement found unmeasured (core.rollout.coverage)."""
     rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
-    ordered = sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
-    whole = agg.full_status_bytes() <= agg.limits.status_budget_bytes  # else the compact form
+    sources, compact = written_sources(agg)
     update = CarbonTrackedJobStatus(
         steps=agg.global_step,
         energy_joules=agg.energy_j,
@@ -175,8 +173,8 @@ def telemetry_update(
             grams_per_kwh=intensity.g_per_kwh, zone=intensity.zone, source=intensity.source
         ),
         telemetry=TelemetryStatus(
-            sources=[source_status(s) for s in ordered] if whole else [],
-            compact=None if whole else compact_status(ordered),
+            sources=sources,
+            compact=compact,
             folded=[fold_status(f) for _, f in sorted(agg.folded.items())],
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),

@@ -123,6 +123,15 @@ def compact_status(sources: list[Source]) -> CompactSources:
     )
 
 
+def written_sources(agg: JobAggregate) -> tuple[list[SourceStatus], CompactSources | None]:
+    """The sources one object each while they fit the status budget, else in the compact form: the
+    form `JobAggregate.status_bytes` counted."""
+    ordered = sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
+    if agg.full_status_bytes() <= agg.limits.status_budget_bytes:
+        return [source_status(s) for s in ordered], None
+    return [], compact_status(ordered)
+
+
 def sources_from_compact(c: CompactSources) -> list[Source]:
     """The sources a compact form holds, each as its next batch will find it (see the module docstring)."""
     rows = zip(c.pods, c.boot_ids, c.seq, c.energy_joules, c.uncertainty_joules, strict=True)

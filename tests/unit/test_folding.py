@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import json
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,8 @@ from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
 from carbontrack.core.accounting.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
 from carbontrack.intensity.static import lookup
-from carbontrack.state.status import restore, source_status, telemetry_update
+from carbontrack.state.status import restore, telemetry_update
+from carbontrack.state.telemetry_status import compact_status, source_status
 from tests.cases.batches import telemetry_batch
 
 KW = {"pue": 1.2, "intensity_g_per_kwh": 381.0}
@@ -42,6 +44,16 @@ def roundtrip(agg: JobAggregate) -> JobAggregate:
     """The aggregate a restarted operator builds from the status this one wrote."""
     body = json.loads(json.dumps(telemetry_update(agg, lookup("DE"), 5000.0)))
     return restore(CarbonTrackedJobStatus.model_validate(body["status"]), agg.limits)
+
+
+def compact_roundtrip(agg: JobAggregate) -> JobAggregate:
+    """As roundtrip, through the compact form that a job too big for one object per source is written in."""
+    written = CarbonTrackedJobStatus.model_validate(telemetry_update(agg, lookup("DE"), 5000.0)["status"])
+    assert written.telemetry is not None
+    ordered = sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
+    telemetry = written.telemetry.model_copy(update={"sources": [], "compact": compact_status(ordered)})
+    body = json.loads(written.model_copy(update={"telemetry": telemetry}).model_dump_json(by_alias=True))
+    return restore(CarbonTrackedJobStatus.model_validate(body), agg.limits)
 
 
 def test_a_third_boot_folds_the_first_with_exact_totals() -> None:
@@ -182,6 +194,28 @@ def test_totals_survive_a_restart_from_status_exactly() -> None:
     assert send(again, batch("p0", "b0", 1, 1.0), at=1000).verdict is Verdict.DUPLICATE
 
 
+def test_totals_survive_a_restart_through_the_compact_form_exactly() -> None:
+    agg = JobAggregate()
+    rng = random.Random(3)
+    for i in range(40):
+        pod = f"p{i % 4}"
+        send(
+            agg,
+            batch(
+                pod, f"b{i}", 1, rng.uniform(0, 1000), step=i, method=rng.choice(["simulated", "unavailable"])
+            ),
+            at=20 * i,  # a pod's boots 80 s apart: each one before the last is quiet
+        )
+    again = compact_roundtrip(agg)
+    assert again.folded == agg.folded and set(again.sources) == set(agg.sources)
+    assert (again.energy_j, again.energy_upper_bound_j, again.shared_energy_j, again.global_step) == (
+        agg.energy_j, agg.energy_upper_bound_j, agg.shared_energy_j, agg.global_step,
+    )  # fmt: skip
+    assert again.emissions_g == agg.emissions_g and again.energy_measured is agg.energy_measured is False
+    # and it goes on the same way: a replay of a folded boot is still a duplicate after the restart
+    assert send(again, batch("p0", "b0", 1, 1.0), at=1000).verdict is Verdict.DUPLICATE
+
+
 Boot = list[float]  # cumulative increments of one boot's batches
 RESTART_S = 100.0
 """A pod's sidecar restarts this often in the honest model below: boot b starts at b x RESTART_S."""
@@ -210,6 +244,7 @@ def honest_deliveries(pods: list[list[Boot]], rng: random.Random) -> list[tuple[
     return sorted(timed, key=lambda tb: tb[0])
 
 
+@pytest.mark.parametrize("restarted", [roundtrip, compact_roundtrip], ids=["one-object", "compact"])
 @settings(max_examples=150, deadline=None)
 @given(
     pods=st.lists(
@@ -221,7 +256,7 @@ def honest_deliveries(pods: list[list[Boot]], rng: random.Random) -> list[tuple[
     restart_at=st.integers(0, 200),
 )
 def test_any_honest_interleaving_gives_the_totals_without_folding(
-    pods: list[list[Boot]], seed: int, restart_at: int
+    restarted: Callable[[JobAggregate], JobAggregate], pods: list[list[Boot]], seed: int, restart_at: int
 ) -> None:
     """Batches within a boot in any order, a boot's batches overlapping the next boot's (late in-flight
     batches), replays and duplicates of anything already sent at any later time, and an operator restart
@@ -237,7 +272,7 @@ def test_any_honest_interleaving_gives_the_totals_without_folding(
     while queue:
         at, i, b = heapq.heappop(queue)
         if i == restart_at:
-            folded = roundtrip(folded)
+            folded = restarted(folded)
         got = send(folded, b, at=at)
         assert got.verdict in (Verdict.ACCEPTED, Verdict.DUPLICATE, Verdict.LIVE_BOOTS), got
         if got.verdict is Verdict.LIVE_BOOTS:
@@ -250,7 +285,7 @@ def test_any_honest_interleaving_gives_the_totals_without_folding(
     for p in range(len(pods)):
         assert folded.pod_energy_j(f"p{p}") == pytest.approx(plain.pod_energy_j(f"p{p}"), abs=1e-6)
         assert sum(1 for s in folded.sources.values() if s.pod == f"p{p}") <= 2
-    assert roundtrip(folded).energy_j == folded.energy_j
+    assert roundtrip(folded).energy_j == compact_roundtrip(folded).energy_j == folded.energy_j
 
 
 def test_every_refusal_is_answered_with_a_4xx() -> None:
@@ -263,17 +298,19 @@ def test_every_refusal_is_answered_with_a_4xx() -> None:
 
 
 def test_a_job_filled_to_the_budget_writes_a_patch_well_under_etcds_limit() -> None:
-    """Pods of 8 GPUs until status-full: the whole telemetry patch stays under the budget plus the
-    bounded rest (64 GPUs listed, 64 metrics), far from etcd's 1.5 MiB."""
-    agg = JobAggregate()
+    """Pods of 8 GPUs with 61-character names until status-full (the pod cap raised out of the way): one
+    object per source while they fit, then the compact form, which holds more than the 2000 pods a job
+    keeps; the whole telemetry patch stays under the budget plus the bounded rest (64 GPUs listed, 64
+    metrics), far from etcd's 1.5 MiB."""
+    agg = JobAggregate(limits=Limits(pods_per_job=10_000))
     pods = 0
     while True:
         gpus = [GpuCounter(index=i, energy_joules=1.0, uuid=f"GPU-{pods:08d}-{i:027d}") for i in range(8)]
-        b = batch(f"llama-lora-{pods}-" + "x" * 30, "f" * 32, 1, 0.0).model_copy(update={"gpus": gpus})
+        b = batch(f"llama-lora-{pods:04d}-" + "x" * 45, "f" * 32, 1, 0.0).model_copy(update={"gpus": gpus})
         if send(agg, b, at=pods).verdict is Verdict.STATUS_FULL:
             break
         pods += 1
     size = len(json.dumps(telemetry_update(agg, lookup("DE"), 1.0)))
-    assert 250 < pods < 400 and agg.status_bytes() <= agg.limits.status_budget_bytes
+    assert 2000 < pods < 2100 and agg.status_bytes() <= agg.limits.status_budget_bytes
     assert size < agg.limits.status_budget_bytes + 64 * 1024 < 1024 * 1024
     print(pods, size)

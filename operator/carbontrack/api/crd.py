@@ -682,6 +682,53 @@ class SourceStatus(KubeModel):
     """Per GPU index: the product name NVML gives (empty when the sidecar did not send it)."""
 
 
+MAX_SOURCE_PROFILES = 16
+"""Distinct (method, reason) pairs the compact form lists; past them a source keeps its method alone."""
+PROFILE_REASON_CHARS = 60
+
+
+class SourceProfile(KubeModel):
+    """What many sources of a big job share: how they measure, and how many do."""
+
+    method: str = "unavailable"
+    method_reason: str = Field("", max_length=PROFILE_REASON_CHARS)
+    """The start of the reason (the EnergyUnmeasured event carries it whole)."""
+    sources: int = Field(0, ge=0)
+    """Sources with this profile."""
+
+
+class CompactSources(KubeModel):
+    """Every live source of a job too big for one object per source: one column per field, entry i of
+    each column is source i, sorted by pod and boot id. It keeps what a restarted operator needs for
+    exact totals (each source's high-water mark and cumulative energy), not the per-GPU readings."""
+
+    pods: list[str] = Field(default_factory=list)
+    boot_ids: list[str] = Field(default_factory=list)
+    seq: list[int] = Field(default_factory=list)
+    energy_joules: list[float] = Field(default_factory=list)
+    """Cumulative joules since the boot: the source's share of every total."""
+    uncertainty_joules: list[float] = Field(default_factory=list)
+    shared_energy_joules: list[float] = Field(default_factory=list)
+    global_step: list[int] = Field(default_factory=list)
+    steps_seen: list[int] = Field(default_factory=list)
+    received_at: list[int] = Field(default_factory=list)
+    """The operator's clock when the newest batch arrived, in whole seconds (rounded down)."""
+    first_received_at: list[int] = Field(default_factory=list)
+    profile: list[int] = Field(default_factory=list)
+    """Index into profiles."""
+    profiles: list[SourceProfile] = Field(default_factory=list, max_length=MAX_SOURCE_PROFILES)
+
+    @model_validator(mode="after")
+    def _columns_match(self) -> CompactSources:
+        columns = (self.boot_ids, self.seq, self.energy_joules, self.uncertainty_joules)
+        more = (self.shared_energy_joules, self.global_step, self.steps_seen, self.received_at)
+        if any(len(c) != len(self.pods) for c in (*columns, *more, self.first_received_at, self.profile)):
+            raise ValueError("every column has one entry per source")
+        if any(not 0 <= i < len(self.profiles) for i in self.profile):
+            raise ValueError("a profile index names no profile")
+        return self
+
+
 class RefusedCounts(KubeModel):
     """Telemetry batches refused for what they claimed, by reason (the 422s and 429s of the table)."""
 
@@ -759,6 +806,10 @@ class TelemetryStatus(KubeModel):
     """Where the totals come from: one entry per live (pod, sidecar boot), and per pod its folded boots."""
 
     sources: list[SourceStatus] = Field(default_factory=list)
+    """One object per source while they fit the status budget; empty when `compact` holds them."""
+    compact: CompactSources | None = None
+    """Every source as columns, when one object per source would pass the status budget (512 KiB): a job
+    of 2,000 eight-GPU pods fits. status.gpus still lists 64 GPUs; profiles count sources by method."""
     folded: list[FoldedPodStatus] = Field(default_factory=list)
     """Per pod, the boots that ended (at most two boots per pod stay in sources; only a quiet one folds)."""
     refused: RefusedCounts = Field(default_factory=RefusedCounts)

@@ -63,7 +63,8 @@ from carbontrack.state.telemetry_status import (
     fold_from,
     fold_status,
     source_from,
-    source_status,
+    sources_from_compact,
+    written_sources,
 )
 
 Patch = dict[str, Any]
@@ -109,6 +110,9 @@ def restore(status: CarbonTrackedJobStatus, limits: Limits | None = None) -> Job
     if status.telemetry is not None:
         for s in status.telemetry.sources:
             agg.sources[(s.pod, s.boot_id)] = source_from(s)
+        compact = status.telemetry.compact
+        for src in sources_from_compact(compact) if compact is not None else []:
+            agg.sources[(src.pod, src.boot_id)] = src
         agg.folded = {f.pod: fold_from(f) for f in status.telemetry.folded}
         agg.refused = {reason: n for reason, n in status.telemetry.refused.model_dump().items() if n}
     if status.checkpoint is not None:
@@ -143,7 +147,7 @@ def telemetry_update(
     """The telemetry writer's fields, as a merge patch body (`{"status": ...}`); `unmeasured`: the
     running pods the last judgement found unmeasured (core.rollout.coverage)."""
     rates = [r for s in agg.sources.values() if (r := s.steps_per_s()) is not None]
-    sources = [source_status(s) for s in sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))]
+    sources, compact = written_sources(agg)
     update = CarbonTrackedJobStatus(
         steps=agg.global_step,
         energy_joules=agg.energy_j,
@@ -170,6 +174,7 @@ def telemetry_update(
         ),
         telemetry=TelemetryStatus(
             sources=sources,
+            compact=compact,
             folded=[fold_status(f) for _, f in sorted(agg.folded.items())],
             last_batch_at=_utc(now),
             joules_per_step=agg.joules_per_step(),

@@ -2,16 +2,32 @@
 
 Sources and folded pods convert both ways, so `state.status.restore` rebuilds the aggregate as
 `state.status.telemetry_update` wrote it; lists are cut to the status models' bounds on the way out.
+
+Sources take one of two forms. One object per source (`SourceStatus`) keeps everything, per-GPU
+readings and UUIDs included; it costs about 1.7 KB for an eight-GPU pod, so 512 KiB hold about 300
+pods. The compact form (`CompactSources`) keeps, per source, a row of what exact totals need after a
+restart: its identity, high-water mark (seq), cumulative energy with its uncertainty and shared part,
+steps, arrival times, and an index into a short table of (method, reason): at most about 250 bytes, so
+2,000 pods fit. What it leaves out comes back with each source's next batch, because every batch
+carries the sidecar's cumulative counters whole: the per-GPU readings and UUIDs (until then the
+per-GPU backwards check has nothing to compare against; the source's total still does), the recent
+per-step records behind J/step and steps/s, the drop counters and `final`.
 """
 
 from __future__ import annotations
 
+import math
+
 from carbontrack.api.crd import (
+    MAX_SOURCE_PROFILES,
+    PROFILE_REASON_CHARS,
+    CompactSources,
     DPStatus,
     EvalMetric,
     EvidenceStatus,
     FirstMetric,
     FoldedPodStatus,
+    SourceProfile,
     SourceStatus,
 )
 from carbontrack.core.accounting.aggregation import JobAggregate, Source, SourceGpu
@@ -74,6 +90,71 @@ def source_from(s: SourceStatus) -> Source:
     if len(s.window) == 3 and s.window[0] > 0:
         src.records.append((int(s.window[0]), s.window[1], s.window[2]))
     return src
+
+
+def compact_status(sources: list[Source]) -> CompactSources:
+    """Sources (sorted by the caller) as the compact form's columns."""
+    profiles: dict[tuple[str, str], int] = {}
+    index: list[int] = []
+    for s in sources:
+        key = (s.method, s.method_reason[:PROFILE_REASON_CHARS])
+        if key not in profiles and len(profiles) >= MAX_SOURCE_PROFILES - 4:  # room for the 4 methods
+            key = (s.method, "")
+        index.append(profiles.setdefault(key, len(profiles)))
+    counts = [0] * len(profiles)
+    for i in index:
+        counts[i] += 1
+    return CompactSources(
+        pods=[s.pod for s in sources],
+        boot_ids=[s.boot_id for s in sources],
+        seq=[s.seq for s in sources],
+        energy_joules=[s.energy_j for s in sources],
+        uncertainty_joules=[s.uncertainty_j for s in sources],
+        shared_energy_joules=[s.shared_energy_j for s in sources],
+        global_step=[s.global_step for s in sources],
+        steps_seen=[s.steps_seen for s in sources],
+        received_at=[math.floor(s.received_at) for s in sources],
+        first_received_at=[math.floor(s.first_received_at) for s in sources],
+        profile=index,
+        profiles=[
+            SourceProfile(method=m, method_reason=r, sources=n)
+            for (m, r), n in zip(profiles, counts, strict=True)
+        ],
+    )
+
+
+def written_sources(agg: JobAggregate) -> tuple[list[SourceStatus], CompactSources | None]:
+    """The sources one object each while they fit the status budget, else in the compact form: the
+    form `JobAggregate.status_bytes` counted."""
+    ordered = sorted(agg.sources.values(), key=lambda s: (s.pod, s.boot_id))
+    if agg.full_status_bytes() <= agg.limits.status_budget_bytes:
+        return [source_status(s) for s in ordered], None
+    return [], compact_status(ordered)
+
+
+def sources_from_compact(c: CompactSources) -> list[Source]:
+    """The sources a compact form holds, each as its next batch will find it (see the module docstring)."""
+    rows = zip(c.pods, c.boot_ids, c.seq, c.energy_joules, c.uncertainty_joules, strict=True)
+    more = zip(c.shared_energy_joules, c.global_step, c.steps_seen, c.received_at, strict=True)
+    return [
+        Source(
+            pod=pod,
+            boot_id=boot,
+            seq=seq,
+            energy_j=energy,
+            uncertainty_j=uncertainty,
+            shared_energy_j=shared,
+            global_step=step,
+            steps_seen=seen,
+            received_at=float(received),
+            first_received_at=float(first),
+            method=c.profiles[p].method,
+            method_reason=c.profiles[p].method_reason,
+        )
+        for (pod, boot, seq, energy, uncertainty), (shared, step, seen, received), first, p in zip(
+            rows, more, c.first_received_at, c.profile, strict=True
+        )
+    ]
 
 
 def fold_status(f: PodFold) -> FoldedPodStatus:

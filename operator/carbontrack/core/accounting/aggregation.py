@@ -18,9 +18,11 @@ from carbontrack.api.wire import DPParams, TelemetryBatch
 from carbontrack.core.accounting.boots import boots_to_fold
 from carbontrack.core.accounting.emissions import emissions_g
 from carbontrack.core.accounting.folding import (
+    COMPACT_FIXED_BYTES,
     FOLD_FIXED_BYTES,
     Limits,
     PodFold,
+    compact_source_bytes,
     fold_bytes,
     source_bytes,
     text_bytes,
@@ -102,8 +104,20 @@ class JobAggregate:
         return {s.pod for s in self.sources.values()} | set(self.folded)
 
     def status_bytes(self) -> int:
-        """JSON size of the status entries of sources and folds, an upper bound (core.accounting.folding)."""
+        """JSON size of the status entries of sources and folds, an upper bound (core.accounting.folding),
+        in the form the status writer picks: one object per source while that fits the budget, else
+        the compact form (state.telemetry_status)."""
+        full = self.full_status_bytes()
+        return full if full <= self.limits.status_budget_bytes else min(full, self.compact_status_bytes())
+
+    def full_status_bytes(self) -> int:
+        """Sources as one object each, and folds."""
         live = sum(s.status_bytes() for s in self.sources.values())
+        return live + sum(fold_bytes(f) for f in self.folded.values())
+
+    def compact_status_bytes(self) -> int:
+        """Sources as rows of the compact form, and folds."""
+        live = COMPACT_FIXED_BYTES + sum(s.compact_status_bytes() for s in self.sources.values())
         return live + sum(fold_bytes(f) for f in self.folded.values())
 
     def capacity_refusals(self) -> dict[Verdict, int]:
@@ -214,20 +228,31 @@ class JobAggregate:
                 message=f"pod {pod} has {limits.live_boots_per_pod} live sidecar boots (a batch within "
                 f"{limits.live_window_s:g} s): boot {batch.boot_id} is counted once one of them goes quiet",
             )
-        uuids = [g.uuid for g in batch.gpus]
-        grow = source_bytes(pod, batch.boot_id, batch.method, batch.method_reason[:300], uuids)
-        for s in folding:  # a folded boot's id stays, its source goes
-            grow += text_bytes(s.boot_id) - s.status_bytes()
-        if folding and pod not in self.folded:
-            grow += FOLD_FIXED_BYTES + text_bytes(pod)
-        size = self.status_bytes()
-        if grow > 0 and size + grow > limits.status_budget_bytes:
+        size, after = self.status_bytes(), self._status_bytes_with(batch, folding)
+        if after > size and after > limits.status_budget_bytes:
             return Applied(
                 Verdict.STATUS_FULL,
                 message=f"status would grow past {limits.status_budget_bytes} bytes of telemetry sources "
                 f"(now about {size}): the new source {pod}/{batch.boot_id} is not counted",
             )
         return folding
+
+    def _status_bytes_with(self, batch: TelemetryBatch, folding: list[Source]) -> int:
+        """status_bytes once the batch's new source is in and `folding` folded: the smaller of the two
+        forms, as the status writer would pick it then."""
+        pod, uuids = batch.pod.name, [g.uuid for g in batch.gpus]
+        full = source_bytes(pod, batch.boot_id, batch.method, batch.method_reason[:300], uuids)
+        compact = compact_source_bytes(pod, batch.boot_id)
+        for s in folding:  # a folded boot's id stays, its source goes
+            full += text_bytes(s.boot_id) - s.status_bytes()
+            compact += text_bytes(s.boot_id) - s.compact_status_bytes()
+        if folding and pod not in self.folded:
+            new_fold = FOLD_FIXED_BYTES + text_bytes(pod)
+            full, compact = full + new_fold, compact + new_fold
+        full += self.full_status_bytes()
+        if full <= self.limits.status_budget_bytes:
+            return full
+        return min(full, compact + self.compact_status_bytes())
 
     def _fold(self, src: Source) -> None:
         """A finished boot into its pod's totals; its id is remembered so its batches are duplicates."""

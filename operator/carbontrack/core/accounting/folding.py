@@ -17,6 +17,10 @@ What is kept, per job:
   `Limits.status_budget_bytes`: a batch that would add a pod or a source beyond either is refused
   (422, counted in status.telemetry.refused, and the TelemetryAccepted condition says why).
 
+Two forms of sources (state.telemetry_status): one object per source while they fit the budget, then
+compact rows of what exact totals need (`COMPACT_ROW_BYTES`); `status_bytes` counts the form the
+status writer will pick, so a job of 2,000 eight-GPU pods fits 512 KiB.
+
 Why refuse rather than fold at the job level: folding a whole pod would drop what proves its counters
 were seen, so its next batch (or a replay) would count its whole cumulative energy a second time;
 refusing keeps every total exact (it may miss energy, and says so), and the sidecar keeps sending its
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+
+from carbontrack.api.crd import MAX_SOURCE_PROFILES, PROFILE_REASON_CHARS
 
 LIVE_BOOTS_PER_POD = 2
 LIVE_WINDOW_S = 60.0
@@ -106,6 +112,20 @@ def source_bytes(pod: str, boot_id: str, method: str, method_reason: str, gpu_uu
         + text_bytes(method_reason)
         + sum(GPU_BYTES + text_bytes(u) for u in gpu_uuids)
     )
+
+
+COMPACT_ROW_BYTES = 3 * _NUMBER + 3 * 17 + 2 * 12 + 3
+"""One source's row in the compact form (state.telemetry_status), its pod and boot id apart: energy,
+uncertainty and shared energy (floats), seq, global step and steps seen (integers up to 2^53), the two
+arrival times in whole seconds (up to 1e11) and its profile's index (below MAX_SOURCE_PROFILES)."""
+COMPACT_FIXED_BYTES = 400 + MAX_SOURCE_PROFILES * (80 + 6 * PROFILE_REASON_CHARS + 2 * _NUMBER)
+"""The compact form's keys and punctuation, and its profile table at its longest (every character of
+a reason escaped as \\uXXXX, as json.dumps writes non-ASCII)."""
+
+
+def compact_source_bytes(pod: str, boot_id: str) -> int:
+    """The JSON size of one source's row in the compact form, at most: fixed once the source exists."""
+    return COMPACT_ROW_BYTES + text_bytes(pod) + text_bytes(boot_id)
 
 
 def fold_bytes(fold: PodFold) -> int:

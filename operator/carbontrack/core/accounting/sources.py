@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from carbontrack.api.wire import Sharing, TelemetryBatch
-from carbontrack.core.accounting.folding import source_bytes
+from carbontrack.core.accounting.folding import compact_source_bytes, source_bytes
 
 WINDOW = 200
 """Per-step records kept per source for J/step and steps/s."""
@@ -110,6 +110,8 @@ class Source:
     sending is live (core.accounting.boots), even while a token holder's claims crowd its batches out."""
     size_bytes: int = 0
     """Cached estimate of its status entry (core.accounting.folding); 0: not known."""
+    compact_size_bytes: int = 0
+    """Cached estimate of its row in the compact form; 0: not known."""
     power_w: float = 0.0
     method: str = "unavailable"
     markers_dropped: int = 0
@@ -144,6 +146,13 @@ class Source:
                 self.pod, self.boot_id, self.method, self.method_reason[:300], [g.uuid for g in self.gpus]
             )
         return self.size_bytes
+
+    def compact_status_bytes(self) -> int:
+        """Its row's size estimate in the compact form (state.telemetry_status): its pod and boot id
+        never change, so neither does the estimate, kept once known."""
+        if not self.compact_size_bytes:
+            self.compact_size_bytes = compact_source_bytes(self.pod, self.boot_id)
+        return self.compact_size_bytes
 
     def accept(self, batch: TelemetryBatch, received_at: float, growth_j: float) -> None:
         """Take an accepted batch as the new high-water mark; `growth_j` is its energy beyond the last one.

@@ -172,7 +172,10 @@ def test_status_bytes_estimate_is_an_upper_bound_of_the_serialization() -> None:
     SourceStatus.model_validate(model.model_dump())
 
 
-def test_totals_survive_a_restart_from_status_exactly() -> None:
+@pytest.mark.parametrize("through", [roundtrip, compact_roundtrip], ids=["one-object-per-source", "compact"])
+def test_totals_survive_a_restart_from_status_exactly(
+    through: Callable[[JobAggregate], JobAggregate],
+) -> None:
     agg = JobAggregate()
     rng = random.Random(3)
     for i in range(40):
@@ -184,29 +187,7 @@ def test_totals_survive_a_restart_from_status_exactly() -> None:
             ),
             at=20 * i,  # a pod's boots 80 s apart: each one before the last is quiet
         )
-    again = roundtrip(agg)
-    assert again.folded == agg.folded and set(again.sources) == set(agg.sources)
-    assert (again.energy_j, again.energy_upper_bound_j, again.shared_energy_j, again.global_step) == (
-        agg.energy_j, agg.energy_upper_bound_j, agg.shared_energy_j, agg.global_step,
-    )  # fmt: skip
-    assert again.emissions_g == agg.emissions_g and again.energy_measured is agg.energy_measured is False
-    # and it goes on the same way: a replay of a folded boot is still a duplicate after the restart
-    assert send(again, batch("p0", "b0", 1, 1.0), at=1000).verdict is Verdict.DUPLICATE
-
-
-def test_totals_survive_a_restart_through_the_compact_form_exactly() -> None:
-    agg = JobAggregate()
-    rng = random.Random(3)
-    for i in range(40):
-        pod = f"p{i % 4}"
-        send(
-            agg,
-            batch(
-                pod, f"b{i}", 1, rng.uniform(0, 1000), step=i, method=rng.choice(["simulated", "unavailable"])
-            ),
-            at=20 * i,  # a pod's boots 80 s apart: each one before the last is quiet
-        )
-    again = compact_roundtrip(agg)
+    again = through(agg)
     assert again.folded == agg.folded and set(again.sources) == set(agg.sources)
     assert (again.energy_j, again.energy_upper_bound_j, again.shared_energy_j, again.global_step) == (
         agg.energy_j, agg.energy_upper_bound_j, agg.shared_energy_j, agg.global_step,

@@ -34,9 +34,9 @@ from tests.integration.harness import (
 from tests.integration.objects import events, job_spec
 from tests.integration.sidecars import EXIT_ANNOTATION, Sidecar, exit_pods
 
-TOTAL_STEPS, BUDGET_G = 7500, 100.0
-"""The reporting pod steps at about 10 a second on 2 x 300 W: about 60 J/step, so its own projection
-is about 57 g, and with the silent pod drawing the same, twice that."""
+TOTAL_STEPS, BUDGET_G = 15000, 100.0
+"""The reporting pod steps at about 10 a second on its one GPU at 300 W: about 30 J/step, so its own
+projection is about 57 g, and with the silent pod drawing the same, twice that."""
 
 
 def trainer_loop(sidecar: Sidecar, stop: threading.Event) -> None:

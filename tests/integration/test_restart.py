@@ -128,7 +128,7 @@ def test_no_counter_goes_back_over_five_sigkills_at_production_intervals(
         sidecars = [
             Sidecar(tmp_path, paced.url, token=pod_token(cluster, namespace, pod, uid),
                     CARBONTRACK_JOB_NAME="counted", POD_NAMESPACE=namespace, POD_NAME=pod, POD_UID=uid,
-                    CARBONTRACK_CA_FILE=str(ca),
+                    CARBONTRACK_CA_FILE=str(ca), CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU
                     CARBONTRACK_INTERVAL_S="", CARBONTRACK_MAX_BACKOFF_S="30")  # the sidecar's own defaults
             for pod, uid in running_pods(cluster, namespace, "counted", 2)
         ]  # fmt: skip

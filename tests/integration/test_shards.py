@@ -204,6 +204,7 @@ def sidecar(tmp: Path, cluster: ControlPlane, name: str) -> tuple[Sidecar, str, 
     car = Sidecar(
         tmp, operator_url(cluster, name), token=pod_token(cluster, NS, pod, uid),
         CARBONTRACK_JOB_NAME=name, POD_NAMESPACE=NS, POD_NAME=pod, POD_UID=uid,
+        CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU: a batch listing more is refused
     )  # fmt: skip
     return car, pod, uid
 

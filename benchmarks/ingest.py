@@ -64,7 +64,7 @@ def ctj_object(ns: str, name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_apiserver(port: int, pods_per_job: int) -> None:
+def run_apiserver(port: int) -> None:
     from aiohttp import web
 
     counts: dict[str, int] = {}
@@ -86,24 +86,16 @@ def run_apiserver(port: int, pods_per_job: int) -> None:
         return web.json_response({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                   "spec": doc["spec"], "status": status})  # fmt: skip
 
-    def pod_object(ns: str, name: str) -> dict[str, Any]:
+    async def pod(request: web.Request) -> web.Response:
+        count("pod")
+        ns, name = request.match_info["ns"], request.match_info["name"]
         job = name.rsplit("-", 1)[0]
         owner = {"kind": "Job", "name": job, "uid": f"uid-job-{job}", "controller": True}
-        return {
+        return web.json_response({
             "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "ownerReferences": [owner]},
             "spec": {"containers": [{"name": "t", "resources": {"limits": {"nvidia.com/gpu": str(GPUS)}}}]},
             "status": {"startTime": started},
-        }  # fmt: skip
-
-    async def pod(request: web.Request) -> web.Response:
-        count("pod")
-        return web.json_response(pod_object(request.match_info["ns"], request.match_info["name"]))
-
-    async def job_pods(request: web.Request) -> web.Response:
-        count("pod-list")
-        job = request.query.get("labelSelector", "").removeprefix("job-name=")
-        items = [pod_object(request.match_info["ns"], f"{job}-{i}") for i in range(pods_per_job)]
-        return web.json_response({"kind": "PodList", "items": items})
+        })  # fmt: skip
 
     async def job(request: web.Request) -> web.Response:
         count("job")
@@ -130,7 +122,6 @@ def run_apiserver(port: int, pods_per_job: int) -> None:
     app = web.Application()
     app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", review)
     app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", pod)
-    app.router.add_get("/api/v1/namespaces/{ns}/pods", job_pods)
     app.router.add_get("/apis/batch/v1/namespaces/{ns}/jobs/{name}", job)
     app.router.add_get(base, ctj)
     app.router.add_patch(base + "/status", patch)
@@ -381,7 +372,7 @@ def measure(args: argparse.Namespace, shape: str, interval_s: float) -> dict[str
     (work / "tls.key").write_bytes(material.key_pem)
     port, api_port = free_port(), free_port()
     me = [sys.executable, __file__]
-    api = subprocess.Popen([*me, "--role", "apiserver", "--port", str(api_port), "--pods", str(args.pods)])
+    api = subprocess.Popen([*me, "--role", "apiserver", "--port", str(api_port)])
     env = {**os.environ, "CARBONTRACK_WIRE_DECODER": getattr(args, "decoder", "msgspec")}
     op = subprocess.Popen([*me, "--role", "operator", "--port", str(port), "--api-port", str(api_port),
                            "--certs", str(work), "--stats", str(work / "op.json"),
@@ -470,7 +461,7 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
     if args.role == "apiserver":
-        run_apiserver(args.port, args.pods)
+        run_apiserver(args.port)
         return 0
     if args.role == "operator":
         run_operator(args.port, args.api_port, args.certs, args.stats, args.event_loop)

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from carbontrack.state import metrics
-from carbontrack.telemetry import lookup as lookup_module
+from carbontrack.telemetry import auth as auth_module
 from carbontrack.telemetry.auth import POD_NAME_KEY, POD_UID_KEY, Authenticator, AuthError, FirstContacts
 from carbontrack.telemetry.server import TelemetryServer
 from tests.cases.telemetry_fakes import FakeRegistry, body
@@ -88,7 +88,7 @@ def test_a_token_that_passes_is_kept_its_full_ttl_beside_brief_refusals() -> Non
 
 
 def test_refused_tokens_cannot_push_out_the_ones_that_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lookup_module, "MAX_MISSES", 10)
+    monkeypatch.setattr(auth_module, "MAX_MISSES", 10)
 
     async def run() -> int:
         auth, reviews = authenticator(Clock())
@@ -142,7 +142,7 @@ def test_a_first_contact_beyond_the_limit_says_when_to_retry() -> None:
 
 
 def test_the_addresses_kept_are_bounded_and_full_buckets_go_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lookup_module, "MAX_SOURCES", 3)
+    monkeypatch.setattr(auth_module, "MAX_SOURCES", 3)
     clock = Clock()
     limit = FirstContacts(per_s=1.0, burst=2, clock=clock)
     limit.take("a")

@@ -1,10 +1,7 @@
-"""When the sidecar sends: the jittered interval, sooner for the first batch with a record (once the
-point drawn within its first interval is past) and for an urgent report, never sooner while backing
-off. A table over Sidecar._next_send (no sockets)."""
+"""When the sidecar sends: the jittered interval, sooner for the first batch with a record and
+for an urgent report, never sooner while backing off. A table over Sidecar._next_send (no sockets)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -19,7 +16,6 @@ def sidecar(*, first_sent: bool, pending: bool, urgent: bool, back_off: bool) ->
     s = Sidecar(SidecarConfig(operator_url="", job_namespace="ns", job_name="j", pod_namespace="ns",
                               pod_name="p", backend="none"))  # fmt: skip
     s._first_sent, s._urgent, s.back_off = first_sent, urgent, back_off
-    s.first_not_before = NOW - 1.0  # the first batch's drawn point is past (its own test below)
     if pending:
         s.state.outbox.add_record(
             StepRecord(step=1, first_step=0, energy_joules=1.0, duration_s=0.1, ended_at=1.0)
@@ -31,7 +27,7 @@ def sidecar(*, first_sent: bool, pending: bool, urgent: bool, back_off: bool) ->
     ("first_sent", "pending", "urgent", "back_off", "last_sent", "expected"),
     [
         (True, True, False, False, 95.0, DUE),  # steps wait for the interval
-        (False, True, False, False, -float("inf"), NOW),  # the first batch with a record, its point past
+        (False, True, False, False, -float("inf"), NOW),  # the first batch with a record goes at once
         (False, False, False, False, -float("inf"), DUE),  # nothing to say yet
         (True, False, True, False, 95.0, NOW),  # an eval/DP/end report goes at once
         (True, False, True, False, 99.5, 99.5 + URGENT_GAP_S),  # but not closer than the gap
@@ -51,16 +47,3 @@ def test_the_interval_is_jittered_within_ten_percent_and_defaults_to_10s() -> No
     draws = [s._jittered_interval() for _ in range(2000)]
     assert min(draws) >= 10.0 * (1 - JITTER) and max(draws) <= 10.0 * (1 + JITTER)
     assert max(draws) - min(draws) > 1.5  # spread, not a constant
-
-
-def test_the_first_batch_waits_for_a_point_drawn_within_one_interval_of_the_start() -> None:
-    s = sidecar(first_sent=False, pending=True, urgent=False, back_off=False)
-    s.first_not_before = NOW + 3.0
-    assert s._next_send(NOW, DUE, -float("inf")) == NOW + 3.0  # not before its point
-    assert s._next_send(NOW + 4.0, DUE, -float("inf")) == NOW + 4.0  # at once after it
-    s.first_not_before = DUE + 1.0
-    assert s._next_send(NOW, DUE, -float("inf")) == DUE  # never later than the interval's own due
-    started = time.monotonic()
-    points = [Sidecar(s.config).first_not_before - started for _ in range(200)]
-    assert all(0.0 <= p <= s.config.interval_s + 1.0 for p in points)
-    assert max(points) - min(points) > s.config.interval_s / 2  # spread over the interval, not a constant

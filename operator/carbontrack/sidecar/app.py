@@ -6,12 +6,8 @@ sidecar.transport), in a worker thread: one request every few seconds does not j
 dependency in a process that must stay under 60 MB.
 
 When batches go: every `interval_s` (10 s by default), each wait drawn within +-JITTER of
-it so that pods started together do not POST together. The first batch that carries a step goes as soon
-as its record closes, but not before a point drawn once, uniformly within one interval of the sidecar's
-start: a fleet that starts together makes its first contacts (each a token check, maybe a TokenReview)
-spread over an interval, and a trainer that takes longer than the draw to reach its first step (most
-do: imports, data, model) pays nothing. An eval, DP-SGD or end report goes at once (never closer than
-URGENT_GAP_S to the previous send).
+it so that pods started together do not POST together; at once for the first batch that carries a
+step, and for an eval, DP-SGD or end report (never closer than URGENT_GAP_S to the previous send).
 What a batch carries does not depend on when it goes: per-step records and cumulative counters.
 """
 
@@ -86,8 +82,6 @@ class Sidecar:
         self.last_ok: float | None = None
         self.last_batch: TelemetryBatch | None = None
         self.rng = random.Random()
-        self.first_not_before = time.monotonic() + config.interval_s * self.rng.random()
-        """The first batch waits for this point of its first interval (module docstring)."""
         self.transport = Transport(config.operator_url, config.ca_file, config.request_timeout_s)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -104,7 +98,7 @@ class Sidecar:
             self._urgent = True
             self._wake.set()
         elif not self._first_sent and marker.kind == "step":
-            self._wake.set()  # the first batch goes once its record is closed and its draw is past
+            self._wake.set()  # the first batch goes at once (once its record is closed: _ship_loop)
         return marker
 
     def _read_token(self) -> str:
@@ -159,14 +153,12 @@ class Sidecar:
 
     def _next_send(self, now: float, due: float, last_sent: float) -> float:
         """When the next batch goes: `due` (the jittered interval, or the backoff), sooner for the
-        first batch with a step record (from its drawn point on) and for an urgent report, never sooner
-        while backing off."""
+        first batch with a step record and for an urgent report, never sooner while backing off."""
         if self.back_off:
             return due
         soon = max(now, last_sent + URGENT_GAP_S)
         if not self._first_sent and self.state.outbox.pending > 0:
-            gap = last_sent + min(URGENT_GAP_S, self.config.interval_s)
-            return min(due, max(now, gap, self.first_not_before))
+            return min(due, max(now, last_sent + min(URGENT_GAP_S, self.config.interval_s)))
         if self._urgent:
             return min(due, soon)
         return due

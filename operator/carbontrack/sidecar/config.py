@@ -37,10 +37,9 @@ class SidecarConfig:
     sim_counter: bool = True
     """False simulates a GPU without an energy counter (pre-Volta): power is sampled and integrated."""
     interval_s: float = 10.0
-    """Seconds between batches (each drawn within +-10 %: sidecar.app); the first batch with a step goes
-    once a point drawn within the first interval is past, eval, DP and end reports at once. 10 s: 100
-    step records a batch at 10 steps/s, few enough batches that one operator takes thousands of pods
-    (benchmarks/RESULTS.md, "Telemetry ingest")."""
+    """Seconds between batches (each drawn within +-10 %: sidecar.app); the first batch with a step and
+    eval, DP and end reports go at once. 10 s: 100 step records a batch at 10 steps/s, few enough
+    batches that one operator takes thousands of pods (benchmarks/RESULTS.md, "Telemetry ingest")."""
     sample_hz: float = 10.0
     token_file: str = TOKEN_FILE
     buffer_records: int = 10_000

@@ -165,13 +165,6 @@ class OperatorConfig:
     """New tokens (each a TokenReview) accepted per second from one client address, after a burst of
     `first_contact_burst`; beyond it 429 with Retry-After. 0: no limit."""
     first_contact_burst: int = 20
-    token_verification: Literal["jwks", "tokenreview"] = "jwks"
-    """jwks: tokens are checked against the apiserver's signing keys, TokenReview only when those cannot
-    be read; tokenreview: every token is reviewed by the apiserver (the path before keys, kept as a peer)."""
-    jwks_refresh_min_s: float = 10.0
-    """The signing keys are read again for an unknown key id at most this often."""
-    max_token_reviews_in_flight: int = 64
-    """TokenReviews at once; a first contact beyond them is answered 503 with Retry-After. 0: no cap."""
     namespace: str = ""
     """The operator's own namespace: provider API keys are read only from there (least privilege)."""
     peering_lifetime_s: int = 60
@@ -278,9 +271,6 @@ def _telemetry_fields(get: Callable[[str, str], str]) -> dict[str, Any]:
         refused_token_cache_s=float(get("REFUSED_TOKEN_CACHE_S", "30")),
         first_contacts_per_s=float(get("FIRST_CONTACTS_PER_S", "5")),
         first_contact_burst=int(get("FIRST_CONTACT_BURST", "20")),
-        token_verification="tokenreview" if get("TOKEN_VERIFICATION", "jwks") == "tokenreview" else "jwks",
-        jwks_refresh_min_s=float(get("JWKS_REFRESH_MIN_S", "10")),
-        max_token_reviews_in_flight=int(get("MAX_TOKEN_REVIEWS_IN_FLIGHT", "64")),
         tls_secret=get("TLS_SECRET", OperatorConfig.tls_secret),
         tls_source=get("TLS_SOURCE", OperatorConfig.tls_source),
         tls_server_names=tuple(n.strip() for n in get("TLS_SERVER_NAMES", "").split(",") if n.strip()),

@@ -44,20 +44,6 @@ batches = Counter("carbontrack_telemetry_batches", "Telemetry batches accepted."
 status_patches = Counter(
     "carbontrack_status_patches", "Status patches written by the telemetry writer.", LABELS, registry=REGISTRY
 )
-token_reviews = Counter(
-    "carbontrack_token_reviews",
-    "TokenReviews the telemetry authentication asked the apiserver for, by result "
-    "(authenticated, unauthenticated, error): only when the signing keys cannot judge a token.",
-    ("result",),
-    registry=REGISTRY,
-)
-token_verifications = Counter(
-    "carbontrack_token_verifications",
-    "Telemetry tokens checked on first contact, by method (jwks: against the apiserver's signing keys, "
-    "tokenreview: the fallback) and result (accepted, refused).",
-    ("method", "result"),
-    registry=REGISTRY,
-)
 
 watched_namespace_missing = Gauge(
     "carbontrack_watched_namespace_missing",

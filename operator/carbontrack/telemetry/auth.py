@@ -1,55 +1,41 @@
-"""Who is sending telemetry: the sidecar's projected token verified, then pod ownership.
+"""Who is sending telemetry: TokenReview of the sidecar's projected token, then pod ownership.
 
-A batch is accepted only if (1) the bearer token is a service-account token for audience `carbontrack`,
-within its lifetime, (2) it is bound to the very pod the batch names (that pod's name and uid), and
-(3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for.
-
-(1) is checked here against the apiserver's published signing keys (telemetry.jwks): no apiserver
-request per token. When the keys cannot be read, or cannot judge a token, a TokenReview decides, at
-most CARBONTRACK_MAX_TOKEN_REVIEWS_IN_FLIGHT at once; beyond them a first contact is answered 503 with
-Retry-After. CARBONTRACK_TOKEN_VERIFICATION=tokenreview reviews every token, as before there were keys.
-(2) and (3) are checked against one list of the Job's pods, shared by them all, and one read of the Job.
-
-Answers are cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s) and renewed ahead of expiry,
-the token's and the pod list's alike. The price: a deleted pod's token still passes for up to that
-long (until the list no longer has it), and only for its own job's source; a token past its own
-expiry is refused at once.
+A batch is accepted only if (1) the bearer token is valid for audience `carbontrack` (TokenReview,
+so revocation and expiry are the apiserver's call), (2) the token is bound to the very pod the batch
+names, and (3) that pod belongs to the Job of the CarbonTrackedJob the batch reports for. Reviews are
+cached for a few minutes (CARBONTRACK_TOKEN_CACHE_S, 300 s): 8000 pods then cost ~27 reviews a second,
+which a busy apiserver can give. The price: a deleted pod's token still passes for up to that long, and
+only for its own job's source.
 
 Refusals are cheap too. A refused token is remembered briefly (CARBONTRACK_REFUSED_TOKEN_CACHE_S, 30 s),
-apart from the tokens that pass, so repeating it costs no check and a flood of refused tokens cannot
+apart from the tokens that pass, so repeating it costs no review and a flood of refused tokens cannot
 push good ones out. A token the cache does not know is a first contact, and each client address gets a
 bucket of them (CARBONTRACK_FIRST_CONTACT_BURST, 20, refilled at CARBONTRACK_FIRST_CONTACTS_PER_S, 5 a
-second); beyond it the answer is 429 with Retry-After and no check, so random tokens cannot turn into
-one TokenReview each when the fallback is in use.
+second); beyond it the answer is 429 with Retry-After and no review, so random tokens cannot turn into
+one TokenReview each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
 import math
 import random
 import time
-import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from carbontrack.api.contract import TOKEN_AUDIENCE, job_name_for
-from carbontrack.state import metrics
-from carbontrack.telemetry.jwks import LEEWAY_S, SigningKeys, Unverifiable, verified_claims
-from carbontrack.telemetry.lookup import FirstContacts as FirstContacts
-from carbontrack.telemetry.lookup import LookupCache as LookupCache
 from carbontrack.telemetry.pod_facts import PodFacts, pod_facts
 
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"
-JOB_NAME_LABEL = "job-name"
-"""The label the Job controller puts on every pod it makes: the Job's name."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +44,6 @@ class Identity:
     service_account: str
     pod_name: str | None
     pod_uid: str | None
-    expires_at: float = float("inf")
-    """Unix time past which the token no longer passes, leeway included (a verified JWT's `exp`)."""
-
-
-@dataclass(frozen=True)
-class JobPod:
-    uid: str
-    facts: PodFacts
 
 
 class AuthError(Exception):
@@ -73,47 +51,153 @@ class AuthError(Exception):
         super().__init__(message)
         self.status, self.reason = status, reason
         self.retry_after_s = retry_after_s
-        """With a 429 or 503: when the client may try again."""
+        """With a 429: when the client may try again."""
 
 
 OWNER_CACHE_S = 3600.0
-"""A Job's owner never changes for its uid, and a deleted Job's pods drop out of their list."""
+"""A pod's owner never changes for its uid, and a deleted pod fails the TokenReview anyway."""
 TOKEN_REFRESH = (0.6, 0.9)
-"""A token's check and a Job's pod list are renewed in the background between 60 % and 90 % of
-CARBONTRACK_TOKEN_CACHE_S: those of 8000 pods that started together spread over 90 s of each 300 s
-instead of all expiring at once, and a batch never waits for a check it has passed before."""
+"""A token's review is renewed in the background between 60 % and 90 % of CARBONTRACK_TOKEN_CACHE_S:
+the reviews of 8000 pods that started together spread over 90 s of each 300 s instead of all expiring
+at once, and a batch never waits for a review of a token it has used before."""
+MAX_ENTRIES = 100_000
+"""Bound on each cache, against a flood of garbage tokens or names."""
+MAX_MISSES = 10_000
+"""Bound on each cache's misses (refused tokens), apart from its entries."""
+
 REFUSED_CACHE_S = 30.0
-"""How long a refused token stays refused without a new check: a client that repeats one costs at
-most one check a TTL. Short, because a refusal may come from a token the apiserver could not yet
+"""How long a refused token stays refused without a new review: a client that repeats one costs the
+apiserver one review a TTL. Short, because a refusal may come from a token the apiserver could not yet
 verify (a pod bound a moment before its token was checked)."""
-RELIST_AFTER_S = 5.0
-"""A pod missing from its Job's list is looked for in a new one at most this often per Job: pods of one
-Job start within seconds of each other, and a token for a pod of another Job cannot force a list per
-batch."""
-REVIEW_RETRY_SPREAD_S = 5.0
-"""A 503 for a TokenReview queue says retry after 1 s to this: the queue's clients return spread out."""
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LookupCache(Generic[K, V]):
+    """Results kept for `ttl_s`, and one lookup in flight per key: a sidecar's retries, or all the pods
+    of a Job on first contact, share one apiserver call. A failed lookup is not kept; every caller
+    waiting on it gets its exception.
+
+    The flight stores its result itself, in the same callback that drops it, so a caller always finds
+    the flight or its result: were the result stored by a waiter on resuming, a caller arriving in
+    between would find neither and look up again. With `refresh_after=(lo, hi)` an entry older than a
+    point drawn in [lo, hi) x ttl_s is looked up again in the background while callers keep getting it:
+    entries made together (8000 pods' tokens at start) neither expire nor refresh together.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        refresh_after: tuple[float, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        miss_ttl_s: float | None = None,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.refresh_after = refresh_after
+        self.clock = clock
+        self.miss_ttl_s = miss_ttl_s
+        """With it, a None result (a miss: a refused token) is kept this long, never refreshed ahead, and
+        apart from the values, under its own bound: misses cannot push out the entries that pass."""
+        self._entries: dict[K, tuple[float, V, float]] = {}
+        """key -> (looked up at, value, refresh at)"""
+        self._misses: dict[K, tuple[float, V]] = {}
+        """key -> (looked up at, None), for None results when miss_ttl_s is set"""
+        self._flights: dict[K, asyncio.Future[V]] = {}
+        self._rng = random.Random()
+
+    def _refresh_at(self, at: float) -> float:
+        if self.refresh_after is None:
+            return float("inf")
+        return at + self.ttl_s * self._rng.uniform(*self.refresh_after)
+
+    def _start_lookup(self, key: K, lookup: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        started = self.clock()
+        flight = self._flights[key] = asyncio.ensure_future(lookup())
+
+        def keep_result(done: asyncio.Future[V]) -> None:
+            if self._flights.get(key) is done:
+                del self._flights[key]
+            if done.cancelled() or done.exception() is not None:
+                return  # not kept (and the exception is retrieved: a background refresh has no waiter)
+            value = done.result()
+            if value is None and self.miss_ttl_s is not None:
+                self._entries.pop(key, None)
+                if len(self._misses) >= MAX_MISSES:
+                    self._misses.clear()
+                self._misses[key] = (started, value)
+                return
+            self._misses.pop(key, None)
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (started, value, self._refresh_at(started))
+
+        flight.add_done_callback(keep_result)
+        return flight
+
+    def _miss(self, key: K, now: float) -> tuple[float, V] | None:
+        miss = self._misses.get(key)
+        fresh = miss is not None and self.miss_ttl_s is not None and now - miss[0] < self.miss_ttl_s
+        return miss if fresh else None
+
+    def knows(self, key: K) -> bool:
+        """`get(key)` would cost no lookup: its value or miss is fresh, or its lookup is in flight."""
+        now = self.clock()
+        hit = self._entries.get(key)
+        fresh = hit is not None and now - hit[0] < self.ttl_s
+        return fresh or key in self._flights or self._miss(key, now) is not None
+
+    async def get(self, key: K, lookup: Callable[[], Awaitable[V]]) -> V:
+        now = self.clock()
+        if miss := self._miss(key, now):
+            return miss[1]
+        hit = self._entries.get(key)
+        if hit and now - hit[0] < self.ttl_s:
+            if now >= hit[2] and key not in self._flights:
+                self._start_lookup(key, lookup)  # refresh ahead of expiry; this caller does not wait for it
+            return hit[1]
+        flight = self._flights.get(key) or self._start_lookup(key, lookup)
+        return await asyncio.shield(flight)  # a caller that goes away does not cancel the others'
+
+
+MAX_SOURCES = 65_536
+"""Bound on the addresses FirstContacts tracks; an address whose bucket is full again is dropped first."""
+
+
+class FirstContacts:
+    """A token bucket per client address for first contacts: requests whose token the cache does not
+    know, each of which costs a TokenReview. `burst` at once, then `per_s`; so random tokens from one
+    address cost the apiserver at most that, while a pod makes one first contact per token (its sidecar
+    keeps the token for its lifetime). Clients behind one address (a mesh's proxy, hostNetwork pods)
+    share a bucket."""
+
+    def __init__(self, per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s, self.burst, self.clock = per_s, max(burst, 1), clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """address -> (tokens left, when counted)"""
+
+    def take(self, source: str) -> float:
+        """0 when `source` may make a first contact now (and it is counted); else the seconds until it may."""
+        now = self.clock()
+        left, at = self._buckets.get(source, (float(self.burst), now))
+        left = min(float(self.burst), left + (now - at) * self.per_s)
+        if left < 1:
+            self._buckets[source] = (left, now)
+            return (1 - left) / self.per_s if self.per_s > 0 else float("inf")
+        if source not in self._buckets and len(self._buckets) >= MAX_SOURCES:
+            self._forget_full(now)
+        self._buckets[source] = (left - 1, now)
+        return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the addresses whose bucket has filled again (as good as unknown); all, if none has."""
+        full = [a for a, (left, at) in self._buckets.items() if left + (now - at) * self.per_s >= self.burst]
+        for address in full or list(self._buckets):
+            del self._buckets[address]
 
 
 def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def identity_from_claims(claims: dict[str, Any]) -> Identity | None:
-    """Who a verified service-account JWT names: its subject `system:serviceaccount:<ns>:<name>`, which
-    must agree with its `kubernetes.io` claim, and the pod it is bound to (none for an unbound token)."""
-    parts = str(claims.get("sub", "")).split(":")
-    bound = claims.get("kubernetes.io")
-    if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"] or not isinstance(bound, dict):
-        return None
-    account = bound.get("serviceaccount") or {}
-    if bound.get("namespace") != parts[2] or account.get("name") != parts[3]:
-        return None
-    pod = bound.get("pod")
-    pod = pod if isinstance(pod, dict) else {}
-    return Identity(
-        namespace=parts[2], service_account=parts[3], pod_name=pod.get("name"), pod_uid=pod.get("uid"),
-        expires_at=float(claims["exp"]) + LEEWAY_S,
-    )  # fmt: skip
 
 
 class Authenticator:
@@ -124,25 +208,15 @@ class Authenticator:
         refused_cache_s: float = REFUSED_CACHE_S,
         first_contacts: FirstContacts | None = None,
         clock: Callable[[], float] = time.monotonic,
-        keys: SigningKeys | None = None,
-        max_reviews_in_flight: int = 0,
     ) -> None:
-        """`first_contacts`: the per-address limit on tokens the cache does not know (None: no limit).
-        `keys`: the apiserver's signing keys, to verify tokens here (None: every token is reviewed).
-        `max_reviews_in_flight`: TokenReviews at once, beyond which a first contact is answered 503 with
-        Retry-After (0: no cap)."""
+        """`first_contacts`: the per-address limit on tokens the cache does not know (None: no limit)."""
         self.auth = client.AuthenticationV1Api(api)
         self.api = api
-        self.keys = keys
-        self.max_reviews_in_flight = max_reviews_in_flight
-        self._reviews_in_flight = 0
         self._tokens: LookupCache[str, Identity | None] = LookupCache(
             cache_s, refresh_after=TOKEN_REFRESH, clock=clock, miss_ttl_s=refused_cache_s
         )
         self.first_contacts = first_contacts
-        self._job_pods: LookupCache[tuple[str, str], dict[str, JobPod]] = LookupCache(
-            cache_s, refresh_after=TOKEN_REFRESH, clock=clock
-        )
+        self._pods: LookupCache[tuple[str, str, str], PodFacts | None] = LookupCache(OWNER_CACHE_S)
         self._job_owners: LookupCache[tuple[str, str, str], str | None] = LookupCache(OWNER_CACHE_S)
 
     def admit(self, token: str, source: str) -> None:
@@ -158,47 +232,18 @@ class Authenticator:
     async def identify(self, token: str) -> Identity:
         if not token:
             raise AuthError(401, "missing-token", "no bearer token")
-        identity = await self._tokens.get(_token_key(token), functools.partial(self._verify, token))
-        if identity is None or identity.expires_at < time.time():
+        identity = await self._tokens.get(_token_key(token), functools.partial(self._review, token))
+        if identity is None:
             raise AuthError(401, "invalid-token", "token not authenticated for audience carbontrack")
         return identity
 
-    async def _verify(self, token: str) -> Identity | None:
-        """The token checked here against the apiserver's keys, or by a TokenReview when they cannot
-        judge it (telemetry.jwks)."""
-        if self.keys is not None:
-            try:
-                claims = await verified_claims(self.keys, token)
-            except Unverifiable:
-                pass
-            else:
-                identity = identity_from_claims(claims) if claims is not None else None
-                metrics.token_verifications.labels("jwks", "accepted" if identity else "refused").inc()
-                return identity
-        identity = await self._review(token)
-        metrics.token_verifications.labels("tokenreview", "accepted" if identity else "refused").inc()
-        return identity
-
     async def _review(self, token: str) -> Identity | None:
-        """A TokenReview, at most `max_reviews_in_flight` at once: beyond them a 503 whose Retry-After
-        is drawn over a few seconds, so a queue of first contacts comes back spread out."""
-        if self.max_reviews_in_flight and self._reviews_in_flight >= self.max_reviews_in_flight:
-            wait_s = random.uniform(1.0, REVIEW_RETRY_SPREAD_S)
-            message = f"too many first contacts are being reviewed; retry in {math.ceil(wait_s)} s"
-            raise AuthError(503, "reviews-busy", message, retry_after_s=wait_s)
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[TOKEN_AUDIENCE]))
-        self._reviews_in_flight += 1
-        try:
-            result = await self.auth.create_token_review(body)
-        except Exception:
-            metrics.token_reviews.labels("error").inc()
-            raise
-        finally:
-            self._reviews_in_flight -= 1
+        result = await self.auth.create_token_review(body)
         st = result.status
-        authenticated = bool(st and st.authenticated and TOKEN_AUDIENCE in (st.audiences or []))
-        metrics.token_reviews.labels("authenticated" if authenticated else "unauthenticated").inc()
-        parts = (st.user.username or "").split(":") if authenticated else []
+        if not st or not st.authenticated or TOKEN_AUDIENCE not in (st.audiences or []):
+            return None
+        parts = (st.user.username or "").split(":")
         if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
             return None
         extra: dict[str, Any] = st.user.extra or {}
@@ -215,46 +260,36 @@ class Authenticator:
             raise AuthError(
                 403, "wrong-pod", f"the token belongs to pod {identity.namespace}/{identity.pod_name}"
             )
-        facts = await self._job_pod_facts(namespace, job, pod, identity.pod_uid or "")
+        facts = await self._cached_pod_facts(namespace, pod, identity.pod_uid or "")
         if facts is None or facts.owner != job:
             raise AuthError(
                 403, "wrong-job", f"pod {namespace}/{pod} does not run for CarbonTrackedJob {job}"
             )
         return facts
 
-    async def _job_pod_facts(self, namespace: str, job: str, pod: str, uid: str) -> PodFacts | None:
-        """The facts of `pod` (with this uid, when the token names one) among the pods of `job`'s Job.
+    async def _cached_pod_facts(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
+        """The CarbonTrackedJob that owns the Job that owns the pod (None if none), and the pod's facts.
 
-        The Job's pods are listed in one read, shared by all of them and renewed in the background
-        within CARBONTRACK_TOKEN_CACHE_S, so a deleted pod drops out of the list as its TokenReview would
-        have refused it. A pod the list lacks (started after it) is looked for in a new list, at most
-        one every RELIST_AFTER_S per Job. Reads are raw JSON: building client models would dominate.
+        One pod read per pod uid; the Job's owner is looked up once per Job (all its pods share it),
+        concurrent first contacts share one lookup, and reads are raw JSON: at thousands of pods,
+        building client models and repeating reads would dominate the cost.
         """
-        key = (namespace, job_name_for(job))
-        lookup = functools.partial(self._list_job_pods, namespace, key[1])
-        found = (await self._job_pods.get(key, lookup)).get(pod)
-        if (found is None or (uid and found.uid != uid)) and self._job_pods.age(key) >= RELIST_AFTER_S:
-            found = (await self._job_pods.get(key, lookup, max_age_s=RELIST_AFTER_S)).get(pod)
-        if found is None or (uid and found.uid != uid):
-            return None
-        return found.facts
+        lookup = functools.partial(self._read_pod_facts, namespace, pod, uid)
+        return await self._pods.get((namespace, pod, uid), lookup)
 
-    async def _list_job_pods(self, namespace: str, job: str) -> dict[str, JobPod]:
-        """The pods the Job controller made for Job `job`, by name, each with its CarbonTrackedJob."""
-        selector = urllib.parse.quote(f"{JOB_NAME_LABEL}={job}")
-        listed = await self.read_json(f"/api/v1/namespaces/{namespace}/pods?labelSelector={selector}")
-        pods: dict[str, JobPod] = {}
-        for p in (listed or {}).get("items") or []:
-            for ref in p["metadata"].get("ownerReferences") or []:
-                if ref.get("kind") == "Job" and ref.get("controller") and ref.get("name") == job:
-                    job_uid = ref.get("uid", "")
-                    lookup = functools.partial(self._read_job_owner, namespace, job, job_uid)
-                    owner = await self._job_owners.get((namespace, job, job_uid), lookup)
-                    pods[p["metadata"]["name"]] = JobPod(p["metadata"].get("uid", ""), pod_facts(p, owner))
-        return pods
+    async def _read_pod_facts(self, namespace: str, pod: str, uid: str) -> PodFacts | None:
+        p = await self._read_json(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        if p is None or (uid and p["metadata"].get("uid") != uid):
+            return None
+        for ref in p["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job" and ref.get("controller"):
+                job, job_uid = ref["name"], ref.get("uid", "")
+                lookup = functools.partial(self._read_job_owner, namespace, job, job_uid)
+                return pod_facts(p, await self._job_owners.get((namespace, job, job_uid), lookup))
+        return None
 
     async def _read_job_owner(self, namespace: str, job: str, uid: str) -> str | None:
-        j = await self.read_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
+        j = await self._read_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
         if j is None or (uid and j["metadata"].get("uid") != uid):
             return None
         for ref in j["metadata"].get("ownerReferences") or []:
@@ -266,12 +301,12 @@ class Authenticator:
                 return str(ref["name"])
         return None
 
-    async def read_json(self, path: str) -> dict[str, Any] | None:
+    async def _read_json(self, path: str) -> dict[str, Any] | None:
         """GET an object as a plain dict; None if it does not exist."""
         resp = await self.api.call_api(
             path,
             "GET",
-            header_params={"Accept": "application/json, application/jwk-set+json"},  # the JWKS is the latter
+            header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
             _preload_content=False,
         )

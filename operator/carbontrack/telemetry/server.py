@@ -15,9 +15,8 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   429 a token new to the cache from an address past its first contacts (telemetry.auth), with
       Retry-After: no TokenReview is made; or a new boot id while the pod's sidecar boots are all live
       (core.accounting.boots): the sidecar keeps the batch and retries
-  503 this replica is a standby (peering), the apiserver shed load or failed while the batch was being
-      authorized, or too many first contacts wait for a TokenReview (telemetry.auth), with Retry-After:
-      the sidecar keeps the batch and retries
+  503 this replica is a standby (peering), or the apiserver shed load or failed while the batch was being
+      authorized: the sidecar keeps the batch and retries
 Nothing a sidecar sends can raise out of the handler: an unexpected error is a 500 that is counted.
 After a 401, 403 or 429 the connection is closed. Connections themselves are capped and must send their
 first request promptly (telemetry.connections).
@@ -51,7 +50,6 @@ from carbontrack.state.config import OperatorConfig
 from carbontrack.state.registry import ForeignJob, Registry
 from carbontrack.telemetry.auth import Authenticator, AuthError, FirstContacts
 from carbontrack.telemetry.connections import ConnectionGate, ConnectionLimits, serve
-from carbontrack.telemetry.jwks import SigningKeys
 
 log = logging.getLogger("carbontrack.telemetry")
 
@@ -155,12 +153,7 @@ class TelemetryServer:
         first_contacts = None
         if cfg.first_contacts_per_s > 0:
             first_contacts = FirstContacts(cfg.first_contacts_per_s, cfg.first_contact_burst)
-        auth = Authenticator(
-            api, cfg.token_cache_s, cfg.refused_token_cache_s, first_contacts,
-            max_reviews_in_flight=cfg.max_token_reviews_in_flight,
-        )  # fmt: skip
-        if cfg.token_verification == "jwks":
-            auth.keys = SigningKeys(auth.read_json, cfg.jwks_refresh_min_s)
+        auth = Authenticator(api, cfg.token_cache_s, cfg.refused_token_cache_s, first_contacts)
         return cls(
             registry, auth, cfg.max_body_bytes, cfg.client_timeout_s, cfg.idle_timeout_s,
             max_connections=cfg.max_connections, first_request_s=cfg.first_request_timeout_s,

@@ -45,10 +45,13 @@ def _header(source: str, toc: bool = True) -> str:
 def _cell(text: Any) -> str:
     """One Markdown table cell, on one line. A pipe would end the cell: outside code it is escaped, and
     code that holds one becomes a <code> element with the pipe as an entity (a backslash inside
-    backticks would be shown as written by MkDocs)."""
+    backticks would be shown as written by MkDocs). Brackets become entities too: inside a <code>
+    element Markdown still reads `[eE](\\+...)` as a link."""
 
     def code(match: re.Match[str]) -> str:
-        return f"<code>{html.escape(match.group(1)).replace('|', '&#124;')}</code>"
+        entities = {"|": "&#124;", "[": "&#91;", "]": "&#93;"}
+        escaped = html.escape(match.group(1))
+        return f"<code>{''.join(entities.get(char, char) for char in escaped)}</code>"
 
     flat = re.sub(r"`([^`]*\|[^`]*)`", code, " ".join(str(text).split()))
     return flat.replace("|", "\\|")

@@ -202,3 +202,61 @@ def test_no_interleaving_of_hostile_boots_counts_less_than_the_sidecar(
             assert result.verdict is Verdict.ACCEPTED
             assert agg.sources[("p0", "sidecar")].energy_j == b.energy_joules
     assert ("p0", "sidecar") in agg.sources
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sidecar=st.lists(st.tuples(st.floats(1, 25), st.floats(0, 1)), min_size=1, max_size=30),
+    hostile=st.lists(
+        st.tuples(st.floats(0, 1), st.integers(0, 10**9), st.lists(st.floats(0, 1), max_size=3)), max_size=30
+    ),
+    restart_at=st.integers(-1, 80),
+)
+def test_no_batch_under_the_sidecars_own_boot_id_counts_less_than_the_sidecar(
+    sidecar: list[tuple[float, float]], hostile: list[tuple[float, int, list[float]]], restart_at: int
+) -> None:
+    """The sidecar's boot id is public (/healthz): batches under it with any seq (up to 1e9) and any
+    counters up to the most a GPU may report arrive between the sidecar's, and the operator may restart
+    anywhere. After each sidecar batch the job counts at least what the sidecar measured."""
+    events: list[tuple[float, TelemetryBatch]] = []
+    at, per_gpu_j = STARTED, 0.0
+    for seq, (gap_s, load) in enumerate(sidecar, start=1):
+        at, per_gpu_j = at + gap_s, per_gpu_j + 700.0 * load * gap_s
+        events.append((at, batch("sidecar", seq, per_gpu_j)))
+    for when, seq, claims in hostile:
+        t = events[0][0] + when * (at - events[0][0]) + 0.5  # once the sidecar was heard (see the first)
+        scale = MAX_W_PER_GPU * (t - STARTED + CLOCK_SLACK_S)
+        gpus = [GpuCounter(index=i, uuid=f"GPU-{i}", energy_joules=c * scale) for i, c in enumerate(claims)]
+        events.append((t, telemetry_batch("p0", "sidecar", seq, gpus=gpus, global_step=seq, steps_seen=seq)))
+    events.sort(key=lambda e: e[0])
+    agg = JobAggregate()
+    for i, (t, b) in enumerate(events):
+        if i == restart_at:
+            agg = roundtrip(agg)
+        result = send(agg, b, t)
+        if b.gpus and b.gpus[0].name == H100:
+            assert result.verdict in (Verdict.ACCEPTED, Verdict.DUPLICATE, Verdict.BACKWARDS), result
+            assert agg.energy_j >= b.energy_joules - 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sidecar=st.lists(st.floats(0, 1), min_size=1, max_size=20),
+    order=st.randoms(use_true_random=False),
+    copies=st.lists(st.integers(1, 3), min_size=20, max_size=20),
+)
+def test_honest_retries_and_reordering_count_the_final_counters_exactly(
+    sidecar: list[float], order: object, copies: list[int]
+) -> None:
+    """Counted by counters, an honest sidecar's duplicated and reordered batches still count its final
+    cumulative counters exactly once."""
+    deliveries, per_gpu_j = [], 0.0
+    for seq, load in enumerate(sidecar, start=1):
+        per_gpu_j += 700.0 * load * 10
+        late = [order.uniform(0, 5 if k == 0 else 40) for k in range(copies[seq - 1])]  # type: ignore[attr-defined]
+        deliveries += [(STARTED + 10.0 * seq + d, batch("sidecar", seq, per_gpu_j)) for d in late]
+    deliveries.sort(key=lambda d: d[0])  # the first copy up to 5 s late, retries up to 40 s: overtaken
+    agg = JobAggregate()
+    for at, b in deliveries:
+        assert send(agg, b, at).verdict in (Verdict.ACCEPTED, Verdict.DUPLICATE)
+    assert agg.energy_j == 2 * per_gpu_j

@@ -71,6 +71,9 @@ class JobAggregate:
     """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
+    rate_anchors: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    """(pod, boot) -> (arrival, energy J) of the source's first batch this aggregate heard: the rate
+    ceiling measures growth from there, a point no later batch can move (see _refuse_implausible)."""
     listening_since: float | None = None
     """When this aggregate received its first batch (the operator's clock): a boot restored from status
     counts as quiet only a live window after it (core.accounting.boots)."""
@@ -268,6 +271,7 @@ class JobAggregate:
         fold.records_dropped += src.records_dropped
         fold.unmeasured += src.method == "unavailable"
         del self.sources[(src.pod, src.boot_id)]
+        self.rate_anchors.pop((src.pod, src.boot_id), None)
 
     def _apply(
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
@@ -293,7 +297,10 @@ class JobAggregate:
             return refusal
         growth_j = max(batch.energy_joules - src.energy_j, 0.0)
         grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
+        self.rate_anchors.setdefault(key, (receipt.received_at, batch.energy_joules))
+        high_seq = src.seq
         src.accept(batch, receipt.received_at, growth_j)
+        src.seq = max(src.seq, high_seq)  # a batch with a lower seq may raise the counters (_refuse_replay)
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
@@ -316,13 +323,15 @@ class JobAggregate:
     def _refuse_implausible(self, src: Source, batch: TelemetryBatch, receipt: Receipt) -> Applied | None:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
         delta = batch.energy_joules - src.energy_j
-        elapsed = max(receipt.received_at - src.received_at, MIN_ELAPSED_S) if src.seq >= 0 else None
-        if elapsed is not None and delta / elapsed > receipt.ceiling_w:
-            return Applied(
-                Verdict.ABSURD,
-                message=f"{delta / elapsed:.0f} W since the previous batch arrived is beyond "
-                f"{receipt.gpus} GPU(s)",
-            )
+        if src.seq >= 0:  # the rate since the source's first batch: a batch just before cannot move it
+            since, from_j = self.rate_anchors.setdefault(src_key(src), (src.received_at, src.energy_j))
+            elapsed = max(receipt.received_at - since, MIN_ELAPSED_S)
+            if (batch.energy_joules - from_j) / elapsed > receipt.ceiling_w:
+                return Applied(
+                    Verdict.ABSURD,
+                    message=f"{(batch.energy_joules - from_j) / elapsed:.0f} W since the source's first "
+                    f"batch arrived is beyond {receipt.gpus} GPU(s)",
+                )
         pod_j = self.pod_energy_j(batch.pod.name) + max(delta, 0.0)
         gpu_w = ceiling_w_per_gpu(g.name for g in batch.gpus)  # the model this batch names (gpu_power)
         allowed_j = pod_ceiling_j(receipt, gpu_w)
@@ -369,14 +378,27 @@ class JobAggregate:
         return self.energy_j + remaining, self.emissions_g + emissions_g(remaining, pue, intensity_g_per_kwh)
 
 
+def src_key(src: Source) -> tuple[str, str]:
+    return (src.pod, src.boot_id)
+
+
 def _refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
-    """None if the batch is newer than the source's high-water mark and no counter in it went down."""
-    if batch.seq <= src.seq:
-        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+    """None if the batch raises the source's cumulative energy, or is newer than its high-water mark and
+    no counter in it went down.
+
+    A source is judged by its counters, not only by its sequence numbers: anyone holding the pod's token
+    can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq would
+    otherwise make every later batch of the sidecar a duplicate. The source counts the largest cumulative
+    energy it was sent, so a batch that adds energy counts whatever its seq (the plausibility ceilings
+    still bound it), and one that adds none changes nothing: an honest sidecar's counters only grow with
+    its seq, so retries, duplicates and reordering still count its final counters exactly once."""
     total = batch.energy_joules
-    if total - src.energy_j < -1e-6 or any(
-        g.energy_joules < src.gpu_energy_j.get(g.index, 0.0) - 1e-6 for g in batch.gpus
-    ):
+    adds = total - src.energy_j > 1e-6
+    if batch.seq <= src.seq and not adds:
+        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+    if batch.seq <= src.seq:
+        return None  # more energy under an older seq: behind a higher seq someone else sent
+    if total - src.energy_j < -1e-6:
         return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
     if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
         return Applied(

@@ -8,10 +8,12 @@ ceilings:
 1. everything a pod's sources report together, every boot id included, cannot exceed what its GPUs
    could draw since the pod started, so a fresh boot id cannot inject energy: per GPU, twice the board
    limit of the model the batch names, MAX_W_PER_GPU for a model not in core.accounting.gpu_power;
-2. a source's growth between two batches cannot exceed MAX_W_PER_GPU per GPU over the time between
-   their arrivals on the operator's clock, so a `sentAt` in the future cannot make a jump plausible
-   (not the model's limit: two arrivals can be closer together than the two readings were, when the
-   earlier batch waited on the network, and an honest batch must not look fast for it).
+2. a source's growth since its first batch cannot exceed MAX_W_PER_GPU per GPU over the time since that
+   batch arrived on the operator's clock, so a `sentAt` in the future cannot make a jump plausible, and
+   a batch someone else sends under the source's boot id just before the sidecar's cannot make the
+   sidecar's growth look fast (not the model's limit: two arrivals can be closer together than the two
+   readings were, when the earlier batch waited on the network, and an honest batch must not look fast
+   for it).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ class Verdict(Enum):
     """What became of a batch: accepted, a harmless duplicate, or refused and why."""
 
     ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
-    BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot
-    ABSURD = "absurd"  # growth between two batches beyond the pod's GPUs' power, on the operator's clock
+    DUPLICATE = "duplicate"  # seq at or below the high-water mark and no more energy: changes nothing
+    BACKWARDS = "backwards"  # a newer seq whose cumulative energy or step went down within one boot
+    ABSURD = "absurd"  # growth since the source's first batch beyond the pod's GPUs' power (operator's clock)
     IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
     TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
     STATUS_FULL = "status-full"  # a new source would take status past Limits.status_budget_bytes

@@ -30,9 +30,9 @@ from carbontrack.core.accounting.folding import (
 from carbontrack.core.accounting.gpu_power import ceiling_w_per_gpu
 from carbontrack.core.accounting.plausibility import (
     CAPACITY_REFUSALS,
-    CEILINGS,
     MIN_ELAPSED_S,
     REFUSALS,
+    SENDING,
     Applied,
     Receipt,
     Verdict,
@@ -292,8 +292,8 @@ class JobAggregate:
             folding = admitted
         refusal = _refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
         if refusal is not None:
-            if refusal.verdict in CEILINGS and key in self.sources:
-                src.claimed_at = max(src.claimed_at, receipt.received_at)  # still sending: live
+            if refusal.verdict in SENDING and key in self.sources:
+                src.heard_at = max(src.heard_at, receipt.received_at)  # still sending: live
             return refusal
         growth_j = max(batch.energy_joules - src.energy_j, 0.0)
         grams = emissions_g(growth_j, pue, intensity_g_per_kwh)

@@ -55,8 +55,11 @@ REFUSALS = (
     Verdict.TOO_MANY_GPUS,
 )
 """Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
-CEILINGS = (Verdict.ABSURD, Verdict.IMPLAUSIBLE)
-"""Refusals of energy beyond what the pod's GPUs could draw: the boot that sent it is still sending."""
+
+SENDING = (Verdict.BACKWARDS, Verdict.ABSURD, Verdict.IMPLAUSIBLE)
+"""Refusals of a batch whose counters a claim under its boot id (or beside it) outbid or crowded out:
+the boot that sent it is still sending (core.accounting.boots). A duplicate is not: an old batch replayed
+says nothing of whether its boot still runs."""
 
 CAPACITY_REFUSALS = (Verdict.TOO_MANY_PODS, Verdict.STATUS_FULL)
 """Refusals for room, not for what the batch claimed: the job's totals may miss energy (a condition)."""

@@ -38,6 +38,7 @@ from carbontrack.core.accounting.plausibility import (
     Verdict,
     pod_ceiling_j,
     refusal_key,
+    refuse_replay,
 )
 from carbontrack.core.accounting.sources import Source, SourceGpu
 from carbontrack.core.events import Event
@@ -290,7 +291,7 @@ class JobAggregate:
                 return admitted
             src = Source(pod=batch.pod.name, boot_id=batch.boot_id, first_received_at=receipt.received_at)
             folding = admitted
-        refusal = _refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
+        refusal = refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
         if refusal is not None:
             if refusal.verdict in SENDING and key in self.sources:
                 src.heard_at = max(src.heard_at, receipt.received_at)  # still sending: live
@@ -300,7 +301,9 @@ class JobAggregate:
         self.rate_anchors.setdefault(key, (receipt.received_at, batch.energy_joules))
         high_seq = src.seq
         src.accept(batch, receipt.received_at, growth_j)
-        src.seq = max(src.seq, high_seq)  # a batch with a lower seq may raise the counters (_refuse_replay)
+        src.seq = max(
+            src.seq, high_seq
+        )  # a batch with a lower seq may raise the counters (plausibility.refuse_replay)
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
@@ -324,7 +327,9 @@ class JobAggregate:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
         delta = batch.energy_joules - src.energy_j
         if src.seq >= 0:  # the rate since the source's first batch: a batch just before cannot move it
-            since, from_j = self.rate_anchors.setdefault(src_key(src), (src.received_at, src.energy_j))
+            since, from_j = self.rate_anchors.setdefault(
+                (src.pod, src.boot_id), (src.received_at, src.energy_j)
+            )
             elapsed = max(receipt.received_at - since, MIN_ELAPSED_S)
             if (batch.energy_joules - from_j) / elapsed > receipt.ceiling_w:
                 return Applied(
@@ -376,32 +381,3 @@ class JobAggregate:
             return None
         remaining = max(total_steps - self.global_step, 0) * per_step
         return self.energy_j + remaining, self.emissions_g + emissions_g(remaining, pue, intensity_g_per_kwh)
-
-
-def src_key(src: Source) -> tuple[str, str]:
-    return (src.pod, src.boot_id)
-
-
-def _refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
-    """None if the batch raises the source's cumulative energy, or is newer than its high-water mark and
-    no counter in it went down.
-
-    A source is judged by its counters, not only by its sequence numbers: anyone holding the pod's token
-    can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq would
-    otherwise make every later batch of the sidecar a duplicate. The source counts the largest cumulative
-    energy it was sent, so a batch that adds energy counts whatever its seq (the plausibility ceilings
-    still bound it), and one that adds none changes nothing: an honest sidecar's counters only grow with
-    its seq, so retries, duplicates and reordering still count its final counters exactly once."""
-    total = batch.energy_joules
-    adds = total - src.energy_j > 1e-6
-    if batch.seq <= src.seq and not adds:
-        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
-    if batch.seq <= src.seq:
-        return None  # more energy under an older seq: behind a higher seq someone else sent
-    if total - src.energy_j < -1e-6:
-        return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
-    if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
-        return Applied(
-            Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
-        )
-    return None

@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from carbontrack.api.wire import TelemetryBatch
 from carbontrack.core.accounting.gpu_power import MAX_W_PER_GPU
+from carbontrack.core.accounting.sources import Source
 
 CLOCK_SLACK_S = 5.0
 """Added to a pod's age: its start time is the node's clock, the receipt the operator's (NTP keeps them
@@ -106,3 +108,28 @@ class Applied:
     energy_j: float = 0.0
     emissions_g: float = 0.0
     message: str = ""
+
+
+def refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
+    """None if the batch raises the source's cumulative energy, or is newer than its high-water mark and
+    no counter in it went down.
+
+    A source is judged by its counters, not only by its sequence numbers: anyone holding the pod's token
+    can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq would
+    otherwise make every later batch of the sidecar a duplicate. The source counts the largest cumulative
+    energy it was sent, so a batch that adds energy counts whatever its seq (the plausibility ceilings
+    still bound it), and one that adds none changes nothing: an honest sidecar's counters only grow with
+    its seq, so retries, duplicates and reordering still count its final counters exactly once."""
+    total = batch.energy_joules
+    adds = total - src.energy_j > 1e-6
+    if batch.seq <= src.seq and not adds:
+        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+    if batch.seq <= src.seq:
+        return None  # more energy under an older seq: behind a higher seq someone else sent
+    if total - src.energy_j < -1e-6:
+        return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
+    if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
+        return Applied(
+            Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
+        )
+    return None

@@ -369,9 +369,9 @@ def test_a_pods_own_token_cannot_inject_energy(operator: Operator, namespace: st
     code, answer = post(operator.url, token, batch("fresh", 1, 1e14, now))
     assert code == 422 and "since it started" in answer, answer
     # 20 kJ is within what 1 GPU may have drawn since the pod started, but not in the second since the
-    # previous batch arrived; a sentAt 30 years ahead used to stretch that second
+    # source's first batch arrived; a sentAt 30 years ahead used to stretch that second
     code, answer = post(operator.url, token, batch("b1", 2, 20_005.0, now + 1e9))
-    assert code == 422 and "since the previous batch arrived" in answer, answer
+    assert code == 422 and "since the source's first batch arrived" in answer, answer
     assert post(operator.url, token, batch("b1", 3, 1e13, now + 1e9))[0] == 422
     assert post(operator.url, token, batch("b1", 4, 6.0, now))[0] == 200
     # 64 GPUs claimed on the pod of one GPU, each with a small figure: refused for the list itself

@@ -88,16 +88,15 @@ def test_a_replay_under_a_folded_boot_id_is_a_duplicate_and_changes_nothing() ->
 
 
 def test_the_pod_ceiling_counts_folded_energy_so_a_new_boot_id_cannot_inject() -> None:
-    """1 GPU for 100 s (+5 s slack) allows 525 kJ; 475 kJ are in (250 kJ folded): a fresh boot gets 50 kJ.
-    (Boots a and b said they ended, so each folds as soon as a new boot needs its place.)"""
+    """1 GPU for 200 s (+5 s slack) allows 1025 kJ; 475 kJ are in (250 kJ folded): a fresh boot gets 550 kJ.
+    (Each boot folds once it has been quiet for the live window, 60 s, and a new boot needs its place.)"""
     agg = JobAggregate()
-    for at, boot, joules in ((45, "a", 250_000.0), (70, "b", 125_000.0), (90, "c", 100_000.0)):
-        ended = batch("p0", boot, 1, joules).model_copy(update={"final": boot != "c"})
-        assert send(agg, ended, at=at, started=0).verdict is Verdict.ACCEPTED
+    for at, boot, joules in ((45, "a", 250_000.0), (110, "b", 125_000.0), (130, "c", 100_000.0)):
+        assert send(agg, batch("p0", boot, 1, joules), at=at, started=0).verdict is Verdict.ACCEPTED
     assert agg.folded["p0"].energy_j == 250_000.0
-    assert send(agg, batch("p0", "fresh", 1, 50_001.0), at=100, started=0).verdict is Verdict.IMPLAUSIBLE
-    assert send(agg, batch("p0", "fresh", 1, 50_000.0), at=100, started=0).verdict is Verdict.ACCEPTED
-    assert agg.energy_j == 525_000.0
+    assert send(agg, batch("p0", "fresh", 1, 550_001.0), at=200, started=0).verdict is Verdict.IMPLAUSIBLE
+    assert send(agg, batch("p0", "fresh", 1, 550_000.0), at=200, started=0).verdict is Verdict.ACCEPTED
+    assert agg.energy_j == 1_025_000.0
 
 
 def test_folded_ids_are_bounded_and_an_aged_out_id_is_held_to_the_pod_ceiling() -> None:

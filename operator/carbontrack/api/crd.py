@@ -735,7 +735,7 @@ class RefusedCounts(KubeModel):
     backwards: int = Field(0, ge=0)
     """A cumulative counter or the step went down within one sidecar boot."""
     absurd: int = Field(0, ge=0)
-    """Growth since the previous batch arrived beyond the pod's GPUs x 5 kW."""
+    """Growth since the source's first batch arrived beyond the pod's GPUs x 5 kW."""
     implausible: int = Field(0, ge=0)
     """A pod's sources together beyond its GPUs x 5 kW since the pod started (a new boot id included)."""
     too_many_pods: int = Field(0, ge=0)

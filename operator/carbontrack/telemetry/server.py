@@ -9,7 +9,7 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
   413 body over the size limit           422 counters or steps went backwards, or energy beyond what
-      the pod's GPUs could draw (since the previous batch arrived, or since the pod started), more GPUs
+      the pod's GPUs could draw (since the source's first batch arrived, or since the pod started), more GPUs
       than the pod holds, or a new pod or source status has no room for (core.accounting.folding)
   421 the job is another shard's (misdirected; the sidecar keeps the batch and retries)
   429 a token new to the cache from an address past its first contacts (telemetry.auth), with

@@ -30,14 +30,15 @@ from carbontrack.core.accounting.folding import (
 from carbontrack.core.accounting.gpu_power import ceiling_w_per_gpu
 from carbontrack.core.accounting.plausibility import (
     CAPACITY_REFUSALS,
-    CEILINGS,
     MIN_ELAPSED_S,
     REFUSALS,
+    SENDING,
     Applied,
     Receipt,
     Verdict,
     pod_ceiling_j,
     refusal_key,
+    refuse_replay,
 )
 from carbontrack.core.accounting.sources import Source, SourceGpu
 from carbontrack.core.events import Event
@@ -71,6 +72,9 @@ class JobAggregate:
     """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
+    rate_anchors: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    """(pod, boot) -> (arrival, energy J) of the source's first batch this aggregate heard: the rate
+    ceiling measures growth from there, a point no later batch can move (see _refuse_implausible)."""
     listening_since: float | None = None
     """When this aggregate received its first batch (the operator's clock): a boot restored from status
     counts as quiet only a live window after it (core.accounting.boots)."""
@@ -268,6 +272,7 @@ class JobAggregate:
         fold.records_dropped += src.records_dropped
         fold.unmeasured += src.method == "unavailable"
         del self.sources[(src.pod, src.boot_id)]
+        self.rate_anchors.pop((src.pod, src.boot_id), None)
 
     def _apply(
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
@@ -286,14 +291,19 @@ class JobAggregate:
                 return admitted
             src = Source(pod=batch.pod.name, boot_id=batch.boot_id, first_received_at=receipt.received_at)
             folding = admitted
-        refusal = _refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
+        refusal = refuse_replay(src, batch) or self._refuse_implausible(src, batch, receipt)
         if refusal is not None:
-            if refusal.verdict in CEILINGS and key in self.sources:
-                src.claimed_at = max(src.claimed_at, receipt.received_at)  # still sending: live
+            if refusal.verdict in SENDING and key in self.sources:
+                src.heard_at = max(src.heard_at, receipt.received_at)  # still sending: live
             return refusal
         growth_j = max(batch.energy_joules - src.energy_j, 0.0)
         grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
+        self.rate_anchors.setdefault(key, (receipt.received_at, batch.energy_joules))
+        high_seq = src.seq
         src.accept(batch, receipt.received_at, growth_j)
+        src.seq = max(
+            src.seq, high_seq
+        )  # a batch with a lower seq may raise the counters (plausibility.refuse_replay)
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
@@ -316,13 +326,17 @@ class JobAggregate:
     def _refuse_implausible(self, src: Source, batch: TelemetryBatch, receipt: Receipt) -> Applied | None:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
         delta = batch.energy_joules - src.energy_j
-        elapsed = max(receipt.received_at - src.received_at, MIN_ELAPSED_S) if src.seq >= 0 else None
-        if elapsed is not None and delta / elapsed > receipt.ceiling_w:
-            return Applied(
-                Verdict.ABSURD,
-                message=f"{delta / elapsed:.0f} W since the previous batch arrived is beyond "
-                f"{receipt.gpus} GPU(s)",
+        if src.seq >= 0:  # the rate since the source's first batch: a batch just before cannot move it
+            since, from_j = self.rate_anchors.setdefault(
+                (src.pod, src.boot_id), (src.received_at, src.energy_j)
             )
+            elapsed = max(receipt.received_at - since, MIN_ELAPSED_S)
+            if (batch.energy_joules - from_j) / elapsed > receipt.ceiling_w:
+                return Applied(
+                    Verdict.ABSURD,
+                    message=f"{(batch.energy_joules - from_j) / elapsed:.0f} W since the source's first "
+                    f"batch arrived is beyond {receipt.gpus} GPU(s)",
+                )
         pod_j = self.pod_energy_j(batch.pod.name) + max(delta, 0.0)
         gpu_w = ceiling_w_per_gpu(g.name for g in batch.gpus)  # the model this batch names (gpu_power)
         allowed_j = pod_ceiling_j(receipt, gpu_w)
@@ -367,19 +381,3 @@ class JobAggregate:
             return None
         remaining = max(total_steps - self.global_step, 0) * per_step
         return self.energy_j + remaining, self.emissions_g + emissions_g(remaining, pue, intensity_g_per_kwh)
-
-
-def _refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
-    """None if the batch is newer than the source's high-water mark and no counter in it went down."""
-    if batch.seq <= src.seq:
-        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
-    total = batch.energy_joules
-    if total - src.energy_j < -1e-6 or any(
-        g.energy_joules < src.gpu_energy_j.get(g.index, 0.0) - 1e-6 for g in batch.gpus
-    ):
-        return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
-    if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
-        return Applied(
-            Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
-        )
-    return None

@@ -1,8 +1,8 @@
 """Which boots of a pod are live, and which fold to make room for a new one.
 
-A boot (one sidecar process, one boot id) is *live* while it is sending: it had a batch accepted, or
-refused only for a ceiling, within `Limits.live_window_s`, and has not said it ended (`final`). A live
-boot never folds. A new boot id that would take its pod past `Limits.live_boots_per_pod` sources folds
+A boot (one sidecar process, one boot id) is *live* while it is sending: a batch under it was accepted,
+or refused as backwards or beyond a ceiling (plausibility.SENDING), within `Limits.live_window_s`. A
+live boot never folds. A new boot id that would take its pod past `Limits.live_boots_per_pod` sources folds
 the pod's oldest quiet boots; when too few are quiet, the new boot is refused (429 `live-boots`,
 counted) until one goes quiet.
 
@@ -12,10 +12,13 @@ training code can read a projected token in its own pod) could send batches unde
 to the running sidecar, fold its live boot away, and make every later batch of it a 409: its energy
 would stop counting, and the job would slip under its carbon gate.
 
+A boot's `final` batch does not make it quiet: anyone holding the pod's token can send one under the
+running sidecar's boot id (its `/healthz` shows it), and a boot quiet at once could then be folded by a
+new boot id next to it.
+
 Why honest restarts still work: a restarted sidecar's old boot stops sending, so it goes quiet by
-itself within the window; one that shut down cleanly said so (`final`) and is quiet at once. The new
-boot takes the free place, or is answered 429 and retries with backoff; its counters are cumulative,
-so it loses nothing by waiting.
+itself within the window. The new boot takes the free place, or is answered 429 and retries with
+backoff; its counters are cumulative, so it loses nothing by waiting.
 
 Time is the operator's receive clock (Receipt.received_at), never the sender's. An aggregate restored
 from status did not hear the sidecars while no operator was listening: every boot gets a full window
@@ -29,11 +32,11 @@ from carbontrack.core.accounting.sources import Source
 
 
 def is_quiet(src: Source, now: float, window_s: float, listening_since: float) -> bool:
-    """The boot said it ended, or it sent no batch in the last `window_s` it could be heard: none accepted,
-    and none refused only for a ceiling (a boot whose batches a token holder's claims crowd out is still
-    sending, and must not fold)."""
-    heard = max(src.received_at, src.claimed_at, listening_since)
-    return src.final or now - heard >= window_s
+    """No batch under the boot was accepted, or refused as backwards or beyond a ceiling, in the last
+    `window_s` it could be heard (a boot whose batches a token holder's claims crowd out or outbid is
+    still sending, and must not fold). A `final` batch does not count as silence (see the docstring)."""
+    heard = max(src.received_at, src.heard_at, listening_since)
+    return now - heard >= window_s
 
 
 def boots_to_fold(

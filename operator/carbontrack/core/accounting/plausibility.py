@@ -8,10 +8,12 @@ ceilings:
 1. everything a pod's sources report together, every boot id included, cannot exceed what its GPUs
    could draw since the pod started, so a fresh boot id cannot inject energy: per GPU, twice the board
    limit of the model the batch names, MAX_W_PER_GPU for a model not in core.accounting.gpu_power;
-2. a source's growth between two batches cannot exceed MAX_W_PER_GPU per GPU over the time between
-   their arrivals on the operator's clock, so a `sentAt` in the future cannot make a jump plausible
-   (not the model's limit: two arrivals can be closer together than the two readings were, when the
-   earlier batch waited on the network, and an honest batch must not look fast for it).
+2. a source's growth since its first batch cannot exceed MAX_W_PER_GPU per GPU over the time since that
+   batch arrived on the operator's clock, so a `sentAt` in the future cannot make a jump plausible, and
+   a batch someone else sends under the source's boot id just before the sidecar's cannot make the
+   sidecar's growth look fast (not the model's limit: two arrivals can be closer together than the two
+   readings were, when the earlier batch waited on the network, and an honest batch must not look fast
+   for it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from carbontrack.api.wire import TelemetryBatch
 from carbontrack.core.accounting.gpu_power import MAX_W_PER_GPU
+from carbontrack.core.accounting.sources import Source
 
 CLOCK_SLACK_S = 5.0
 """Added to a pod's age: its start time is the node's clock, the receipt the operator's (NTP keeps them
@@ -32,9 +36,9 @@ class Verdict(Enum):
     """What became of a batch: accepted, a harmless duplicate, or refused and why."""
 
     ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"  # seq at or below the high-water mark: a replay, changes nothing
-    BACKWARDS = "backwards"  # a cumulative counter or the step went down within one boot
-    ABSURD = "absurd"  # growth between two batches beyond the pod's GPUs' power, on the operator's clock
+    DUPLICATE = "duplicate"  # seq at or below the high-water mark and no more energy: changes nothing
+    BACKWARDS = "backwards"  # a newer seq whose cumulative energy or step went down within one boot
+    ABSURD = "absurd"  # growth since the source's first batch beyond the pod's GPUs' power (operator's clock)
     IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
     TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
     STATUS_FULL = "status-full"  # a new source would take status past Limits.status_budget_bytes
@@ -53,8 +57,11 @@ REFUSALS = (
     Verdict.TOO_MANY_GPUS,
 )
 """Refusals of energy a sender claimed, counted per job (duplicates are a sidecar's normal retries)."""
-CEILINGS = (Verdict.ABSURD, Verdict.IMPLAUSIBLE)
-"""Refusals of energy beyond what the pod's GPUs could draw: the boot that sent it is still sending."""
+
+SENDING = (Verdict.BACKWARDS, Verdict.ABSURD, Verdict.IMPLAUSIBLE)
+"""Refusals of a batch whose counters a claim under its boot id (or beside it) outbid or crowded out:
+the boot that sent it is still sending (core.accounting.boots). A duplicate is not: an old batch replayed
+says nothing of whether its boot still runs."""
 
 CAPACITY_REFUSALS = (Verdict.TOO_MANY_PODS, Verdict.STATUS_FULL)
 """Refusals for room, not for what the batch claimed: the job's totals may miss energy (a condition)."""
@@ -101,3 +108,28 @@ class Applied:
     energy_j: float = 0.0
     emissions_g: float = 0.0
     message: str = ""
+
+
+def refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
+    """None if the batch raises the source's cumulative energy, or is newer than its high-water mark and
+    no counter in it went down.
+
+    A source is judged by its counters, not only by its sequence numbers: anyone holding the pod's token
+    can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq would
+    otherwise make every later batch of the sidecar a duplicate. The source counts the largest cumulative
+    energy it was sent, so a batch that adds energy counts whatever its seq (the plausibility ceilings
+    still bound it), and one that adds none changes nothing: an honest sidecar's counters only grow with
+    its seq, so retries, duplicates and reordering still count its final counters exactly once."""
+    total = batch.energy_joules
+    adds = total - src.energy_j > 1e-6
+    if batch.seq <= src.seq and not adds:
+        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+    if batch.seq <= src.seq:
+        return None  # more energy under an older seq: behind a higher seq someone else sent
+    if total - src.energy_j < -1e-6:
+        return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
+    if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:
+        return Applied(
+            Verdict.BACKWARDS, message=f"steps went down ({src.global_step} -> {batch.global_step})"
+        )
+    return None

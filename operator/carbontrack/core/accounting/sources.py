@@ -105,9 +105,10 @@ class Source:
     """The operator's clock when the newest accepted batch arrived."""
     first_received_at: float = 0.0
     """The operator's clock when its first batch arrived: the pod's oldest boot folds first."""
-    claimed_at: float = 0.0
-    """The operator's clock when its newest batch whose energy a ceiling refused arrived: a boot that is
-    sending is live (core.accounting.boots), even while a token holder's claims crowd its batches out."""
+    heard_at: float = 0.0
+    """The operator's clock when its newest batch refused as backwards or beyond a ceiling arrived
+    (plausibility.SENDING): a boot that is sending is live (core.accounting.boots), even while a token
+    holder's claims crowd its batches out or its counters sit below a claim made under its boot id."""
     size_bytes: int = 0
     """Cached estimate of its status entry (core.accounting.folding); 0: not known."""
     compact_size_bytes: int = 0

@@ -16,7 +16,7 @@ not name the loopback), and Kueue's internal certificates name only the Service'
 cert management is off: the manager serves its webhooks on 127.0.0.1 with a certificate made here for
 that address, and the webhook configurations from Kueue's manifests (those for Kueue's own objects and
 batch Jobs: the only integration enabled) are registered with `url: https://127.0.0.1:<port>/<path>` and
-that CA. With internal cert management off, Kueue v0.17 reads a metrics certificate from the fixed path
+that CA. With internal cert management off, Kueue reads a metrics certificate from the fixed path
 /etc/kueue/metrics/certs (metrics are not served here: bindAddress "0"); start() writes one there.
 """
 
@@ -44,9 +44,10 @@ from hack.binaries import CACHE, go_build_lock, go_env
 if TYPE_CHECKING:  # the build runs before the venv (and hack.controlplane's cryptography) exists
     from hack.controlplane import ControlPlane
 
-KUEUE = "v0.17.0"
-"""The newest Kueue release on the module proxy (built against k8s.io v0.35 client libraries; its API
-calls are all GA and served unchanged by the pinned v1.36 apiserver, which the tests start)."""
+KUEUE = "v0.19.2"
+"""The Kueue our users run (built against k8s.io v0.36, as the pinned apiserver; the proxy serves this
+exact version though its version list shows only v0.17.0). ElasticJobsViaWorkloadSlices is beta and on
+by default here; the tests set it per cluster (`start(elastic=...)`)."""
 MODULE = "sigs.k8s.io/kueue"
 DIR = CACHE / f"kueue-{KUEUE}"
 BINARY = DIR / "kueue"

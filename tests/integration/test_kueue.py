@@ -391,7 +391,7 @@ def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_wo
     live_slices = [x for x in slices(cluster, kns, "dip") if not x[3]]
     assert [x[1:3] for x in live_slices] == [(2, True)], live_slices
     # the resumed stage's world size reached the pods, and Kueue named the readmitted slice on the template
-    # (Kueue v0.17 left the first slice's name there; the operator dropped it on the slice it resumes)
+    # (Kueue v0.17 left the first slice's name there and looped; v0.19 overwrites it)
     template = get(cluster, "job", kns, "dip")["spec"]["template"]["metadata"]["annotations"]
     assert template["carbontrack.io/world-size"] == "2", template
     assert template["kueue.x-k8s.io/workload"] == live_slices[0][0], template

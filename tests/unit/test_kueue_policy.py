@@ -55,20 +55,6 @@ def test_not_elastic_makes_the_canary_the_full_job_with_one_stage() -> None:
 
 
 @pytest.mark.parametrize(
-    ("q", "expected"),
-    [
-        (None, {}),
-        (kp.Queueing("q", elastic=False), {}),
-        (kp.Queueing("q", elastic=True), {"kueue.x-k8s.io/workload": None}),
-    ],
-)
-def test_a_resumed_elastic_job_drops_the_stale_slice_name_from_its_template(
-    q: kp.Queueing | None, expected: dict[str, str | None]
-) -> None:
-    assert kp.resume_template_annotations(q) == expected
-
-
-@pytest.mark.parametrize(
     ("current", "changes", "expected"),
     [
         (None, {"a": "1"}, {"a": "1"}),

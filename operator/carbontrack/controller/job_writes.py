@@ -134,7 +134,6 @@ async def _resume(
     annotations = {
         WORLD_SIZE_ANNOTATION: str(target.replicas),
         RESUME_ANNOTATION: f"{ck.step} {ck.uri}" if ck else None,
-        **kueue_policy.resume_template_annotations(workload),  # a stale slice name (Kueue v0.17)
     }
     resumed = {"spec": {**patch["spec"], "template": {"metadata": {"annotations": annotations}}}}
     written = False
@@ -146,5 +145,18 @@ async def _resume(
     except ApiException as exc:
         if exc.status != 422:
             raise not_applied(target, job_name_for(name), exc) from exc
+        await _unless_workers_stopping(api, namespace, job_name_for(name), target)
         log.warning("resume point not written to the pod template: %s", api_message(exc))
     return written
+
+
+async def _unless_workers_stopping(api: client.ApiClient, namespace: str, job: str, target: JobScale) -> None:
+    """Raise (the next round resumes again) while the suspended Job still has active workers: the
+    apiserver lets a suspended Job's pod template change only once none is active, so a resume that
+    comes while the halt's workers are still stopping is refused for a moment, and resuming without
+    its world size and checkpoint would start the workers with the wrong ones."""
+    status = (await client.BatchV1Api(api).read_namespaced_job_status(job, namespace)).status
+    active = (status.active or 0) if status is not None else 0
+    if active:
+        message = f"resuming the Job {job} waits for its {active} stopping workers to be gone"
+        raise RoundFailed("ScaleNotApplied", message)

@@ -29,10 +29,10 @@ ELASTIC_ANNOTATION = "kueue.x-k8s.io/elastic-job"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 """Kueue labels each Workload with the uid of the Job it stands for."""
 WORKLOAD_ANNOTATION = "kueue.x-k8s.io/workload"
-"""Kueue (TopologyAwareScheduling, on by default in v0.17) writes the admitted Workload's name here on
-the Job's pod template when it unsuspends the Job."""
+"""Kueue (TopologyAwareScheduling, on by default) writes the admitted Workload's name here on the Job's
+pod template when it unsuspends the Job."""
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
-"""The Kueue API carbontrack speaks (Kueue v0.17 and later)."""
+"""The Kueue API carbontrack speaks (Kueue v0.17 and later; tested with v0.19.2)."""
 ADMISSION_CHECK_CONTROLLER = "carbontrack.io/budget"
 """spec.controllerName of an AdmissionCheck that carbontrack answers."""
 
@@ -123,24 +123,13 @@ def canary_condition(spec: CarbonTrackedJobSpec, q: Queueing | None) -> Conditio
     )
 
 
-def resume_template_annotations(q: Queueing | None) -> dict[str, str | None]:
-    """Pod-template annotations to drop when a halted elastic Job resumes (a merge patch: None deletes).
-
-    Kueue v0.17 writes `kueue.x-k8s.io/workload: <first slice>` on the template when it first starts the
-    Job, and leaves it there through scale-ups (it never restarts a running Job); each later slice copies
-    that template. While the Job is suspended Kueue restores the template from the slice's own copy, and
-    on readmission it merges the admitted slice's name into the same key, finds the stale value, and
-    finishes the slice as FailedToStart ("conflict for key=kueue.x-k8s.io/workload"), then loops creating
-    Workloads. So the resume writes its annotations on the slice's template too (`slice_annotations`),
-    without the stale value: Kueue restores that onto the Job and writes the right name on admission.
-    Only an elastic Job has more than one slice; the others keep their template."""
-    if q is None or not q.elastic:
-        return {}
-    return {WORKLOAD_ANNOTATION: None}
-
-
 def slice_annotations(current: Mapping[str, str] | None, changes: Mapping[str, str | None]) -> dict[str, str]:
-    """A slice's pod-template annotations after a resume's merge patch `changes` (None deletes a key)."""
+    """A slice's pod-template annotations after a resume's merge patch `changes` (None deletes a key).
+
+    A halted elastic Job's workers stop, and Kueue restores the Job's pod template from its slice's copy
+    (the template the slice was created with, before the last promotion), also after the operator's
+    resume wrote the stage's world size and checkpoint on the Job: so the resume writes them on the
+    suspended slice's template too (integrations.kueue.client.set_slice_annotations)."""
     out = dict(current or {})
     for key, value in changes.items():
         if value is None:

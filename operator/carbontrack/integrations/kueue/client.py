@@ -1,7 +1,7 @@
 """Kueue's side of a queued CarbonTrackedJob: the Workload's `spec.active`, and the budget AdmissionCheck.
 
 The rules are in core/scheduling/kueue.py; this module reads and writes Kueue's objects (API
-kueue.x-k8s.io/v1beta2, Kueue v0.17). The operator never writes a queued Job's `spec.suspend`:
+kueue.x-k8s.io/v1beta2; tested with Kueue v0.19.2). The operator never writes a queued Job's `spec.suspend`:
 Kueue's webhook suspends the Job at creation, and its manager suspends and unsuspends it as it
 deactivates, evicts and admits the Workload, so halting is `active: false` on every unfinished
 Workload of the Job, resuming `active: true` (a grown elastic Job's resume also writes its pod-template
@@ -104,7 +104,7 @@ async def set_slice_annotations(
 ) -> None:
     """Write a resume's pod-template annotations on the Job's unfinished Workloads that hold no quota
     (a halted elastic Job: Kueue restores the Job's template from its slice's copy while it is suspended,
-    see kueue_policy.resume_template_annotations). Kueue refuses a change of a slice holding quota."""
+    see kueue_policy.slice_annotations). Kueue refuses a change of a slice holding quota."""
     uid = await job_uid(api, namespace, job)
     if uid is None:
         return

@@ -5,6 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Runs one stage of `make test` and says how long it took (.ci/run's closing table collects them).
 STAGE := .ci/stage
+# `make test` runs pytest in PYTEST_WORKERS processes (pytest-xdist). The control-plane tests mostly wait
+# (on timers, restarts, sidecar intervals): one process keeps about one core busy, so three share two
+# cores. `--dist loadfile` keeps a module's tests in one worker, so a module's own control plane (Kueue,
+# shards) starts once; each worker starts its own session control plane (tests/integration/conftest.py).
+PYTEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: setup python-env go-programs go-modules prometheus docker image e2e e2e-down demo check test unit \
 	integration lint crd deploy dashboards cluster-up cluster-down bench docs
@@ -91,17 +97,18 @@ lint:
 # control-plane tests.
 test:
 	@$(STAGE) lint $(MAKE) --no-print-directory lint
-	@$(STAGE) pytest $(BIN)/python -m pytest
+	@$(STAGE) pytest $(BIN)/python -m pytest $(PYTEST_PARALLEL)
 	@$(STAGE) e2e $(MAKE) --no-print-directory e2e
 
 # The inner loop, in under 2 minutes: lint and the unit tests (`make -j2 check`: side by side).
 check: lint unit
 
+# Two processes: the unit tests are CPU-bound, one per core.
 unit:
-	$(BIN)/python -m pytest -m unit tests/unit
+	$(BIN)/python -m pytest -m unit tests/unit -n 2 --dist loadfile
 
 integration:
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest -m integration $(PYTEST_PARALLEL)
 
 crd:
 	$(BIN)/carbontrack crd

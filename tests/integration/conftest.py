@@ -1,4 +1,7 @@
-"""One real control plane per test session; each test gets its own namespace."""
+"""One real control plane per test session (per pytest-xdist worker: `make test` runs three); each test
+gets its own namespace. A test that stops or restarts a part of the control plane, or needs cluster-scoped
+state to itself, is marked `own_control_plane` with the reason and starts its own (`own_operator`, or a
+module's fixture)."""
 
 from __future__ import annotations
 
@@ -70,6 +73,30 @@ def prometheus_port() -> int:
     return free_port()
 
 
+def _endpoints(prometheus_port: int, fake_prometheus: FakePrometheus) -> str:
+    """The Prometheus endpoints an operator of these tests lists, as CARBONTRACK_PROMETHEUS_ENDPOINTS."""
+    return json.dumps([
+        {"name": "main", "url": f"http://127.0.0.1:{prometheus_port}"},
+        {"name": "down", "url": "http://127.0.0.1:1"},
+        {"name": "fake", "url": fake_prometheus.url},
+    ])  # fmt: skip
+
+
+def _operator(
+    cluster: ControlPlane, log: Path, electricitymaps: FakeElectricityMaps, endpoints: str
+) -> Iterator[Operator]:
+    op = Operator(
+        cluster, log, CARBONTRACK_ELECTRICITYMAPS_URL=electricitymaps.url, CARBONTRACK_INTENSITY_TTL_S="1",
+        CARBONTRACK_PROMETHEUS_ENDPOINTS=endpoints,
+    )  # fmt: skip
+    op.start()
+    yield op
+    op.stop()
+    keep = os.environ.get("CARBONTRACK_KEEP_LOGS")
+    if keep:
+        subprocess.run(["cp", str(op.logs), keep], check=False)
+
+
 @pytest.fixture(scope="session")
 def operator(
     crd_installed: ControlPlane,
@@ -82,22 +109,34 @@ def operator(
     Jobs that name the live provider electricitymaps reach the fake one; its figures are reused for 1 s.
     Metric gates may name the Prometheus endpoints `main` (the `prometheus` fixture), `down` (nothing
     listens there) and `fake` (answers set by the test)."""
-    endpoints = [
-        {"name": "main", "url": f"http://127.0.0.1:{prometheus_port}"},
-        {"name": "down", "url": "http://127.0.0.1:1"},
-        {"name": "fake", "url": fake_prometheus.url},
-    ]
-    op = Operator(
-        crd_installed, tmp_path_factory.mktemp("operator") / "operator.log",
-        CARBONTRACK_ELECTRICITYMAPS_URL=electricitymaps.url, CARBONTRACK_INTENSITY_TTL_S="1",
-        CARBONTRACK_PROMETHEUS_ENDPOINTS=json.dumps(endpoints),
-    )  # fmt: skip
-    op.start()
-    yield op
-    op.stop()
-    keep = os.environ.get("CARBONTRACK_KEEP_LOGS")
-    if keep:
-        subprocess.run(["cp", str(op.logs), keep], check=False)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    yield from _operator(crd_installed, log, electricitymaps, _endpoints(prometheus_port, fake_prometheus))
+
+
+@pytest.fixture
+def own_operator(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    electricitymaps: FakeElectricityMaps,
+    fake_prometheus: FakePrometheus,
+    prometheus_port: int,
+) -> Iterator[Operator]:
+    """An operator like the session's, on a control plane of the test's own: for a test marked
+    `own_control_plane` (it stops or restarts a part of the control plane, which the tests sharing the
+    session's would feel)."""
+    if request.node.get_closest_marker("own_control_plane") is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid} uses own_operator without the own_control_plane marker"
+        )
+    cp = ControlPlane(tmp_path_factory.mktemp("own-controlplane"))
+    try:
+        cp.up(nodes=1)
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cp.wait_established("crd/carbontrackedjobs.carbontrack.io")
+        log = tmp_path_factory.mktemp("own-operator") / "operator.log"
+        yield from _operator(cp, log, electricitymaps, _endpoints(prometheus_port, fake_prometheus))
+    finally:
+        cp.down()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.harness import (
     Operator,
     apply,
@@ -96,11 +98,11 @@ def test_an_unreachable_operator_for_60s_loses_nothing(
     assert by_pod[pod2]["recordsDropped"] >= dropped  # counted by the sidecar, reported in status
 
 
-def test_kube_apiserver_restart_under_the_operator(
-    operator: Operator, namespace: str, tmp_path: Path
-) -> None:
+@pytest.mark.own_control_plane("stops the kube-apiserver for 5 s, which every test beside it would feel")
+def test_kube_apiserver_restart_under_the_operator(own_operator: Operator, tmp_path: Path) -> None:
     """Watches recover and status catches up; no handler is left stuck (the new job is reconciled)."""
-    cluster = operator.cluster
+    operator, cluster, namespace = own_operator, own_operator.cluster, "survivors"
+    cluster.kubectl("create", "namespace", namespace)
     assert apply(cluster, namespace, ctj("survivor", 1)).returncode == 0
     ((pod, uid),) = running_pods(cluster, namespace, "survivor", 1)
     sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "survivor", pod, uid)

@@ -31,9 +31,14 @@ from tests.integration.harness import (
     wait,
 )
 
-pytestmark = pytest.mark.skipif(
-    not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
-)
+pytestmark = [
+    pytest.mark.own_control_plane(
+        "Kueue's manager, CRDs and webhooks are cluster-scoped; an audit log of Job writes"
+    ),
+    pytest.mark.skipif(
+        not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
+    ),
+]
 
 FLAVOR = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "gpu"}}
 CHECK = {

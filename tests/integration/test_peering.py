@@ -37,6 +37,10 @@ from tests.integration.service import ReadyService
 LIFETIME_S = 6
 PEERING = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "carbontrack"}}
 
+pytestmark = pytest.mark.own_control_plane(
+    "a ClusterKopfPeering and the chart's RBAC identity; operator replicas killed"
+)
+
 
 @pytest.fixture(scope="module")
 def peer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:

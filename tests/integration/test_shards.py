@@ -112,6 +112,11 @@ def in_parallel(*calls: Callable[[], Any]) -> list[Any]:
         return [f.result() for f in [pool.submit(call) for call in calls]]
 
 
+pytestmark = pytest.mark.own_control_plane(
+    "several operator shards watch the whole cluster; one is failed over"
+)
+
+
 @pytest.fixture(scope="module")
 def shard_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     cp = ControlPlane(tmp_path_factory.mktemp("shards-controlplane"))

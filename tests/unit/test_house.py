@@ -80,3 +80,16 @@ def test_no_test_module_imports_another() -> None:
             if any(n.split(".")[-1].startswith("test_") for n in names if n.startswith("tests.")):
                 sideways.append(f"{f.relative_to(ROOT)}:{node.lineno}")
     assert sideways == []
+
+
+def test_tests_that_start_or_disturb_a_control_plane_say_why() -> None:
+    """The integration tests share one control plane per worker. A module that starts its own, or a test
+    that stops or restarts a part of one, carries the `own_control_plane(why)` marker, so that a reader
+    (and the next person tempted to share it) sees the reason."""
+    starts = re.compile(r"ControlPlane\(|\.restart\(")
+    unmarked = [
+        path.name
+        for path in sorted((ROOT / "tests" / "integration").glob("test_*.py"))
+        if starts.search(text := path.read_text()) and "own_control_plane(" not in text
+    ]
+    assert unmarked == []

@@ -6,6 +6,7 @@ boot goes quiet by itself, so honest restarts still work."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -173,6 +174,29 @@ def _hostile(
     return at, telemetry_batch("p0", boot, seq, gpus=gpus, final=final)
 
 
+def _deliver(
+    events: list[tuple[float, TelemetryBatch]], restart_at: int
+) -> Iterator[tuple[TelemetryBatch, Applied, JobAggregate]]:
+    """Each batch in arrival order, its verdict and the aggregate after it; the operator restarts from
+    status before the `restart_at`-th."""
+    agg = JobAggregate()
+    for i, (at, b) in enumerate(sorted(events, key=lambda e: e[0])):
+        if i == restart_at:
+            agg = roundtrip(agg)
+        yield b, send(agg, b, at), agg
+
+
+def _sidecar_events(sidecar: list[tuple[float, float]]) -> tuple[list[tuple[float, TelemetryBatch]], float]:
+    """(arrival, batch) of a sidecar on two H100s sending after each (gap s, load 0-1 of 700 W), and the
+    last arrival."""
+    events: list[tuple[float, TelemetryBatch]] = []
+    at, per_gpu_j = STARTED, 0.0
+    for seq, (gap_s, load) in enumerate(sidecar, start=1):
+        at, per_gpu_j = at + gap_s, per_gpu_j + 700.0 * load * gap_s
+        events.append((at, batch("sidecar", seq, per_gpu_j)))
+    return events, at
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     sidecar=st.lists(st.tuples(st.floats(1, 25), st.floats(0, 1)), min_size=1, max_size=30),
@@ -193,18 +217,9 @@ def test_no_interleaving_of_hostile_boots_counts_less_than_the_sidecar(
     the sidecar measured; and where the token holder claims little (100 J a GPU), every sidecar batch
     counts in full. (A token holder heard before the sidecar ever was is docs/operations/security.md's
     residual case.)"""
-    events: list[tuple[float, TelemetryBatch]] = []
-    at, per_gpu_j = STARTED, 0.0
-    for seq, (gap_s, load) in enumerate(sidecar, start=1):
-        at, per_gpu_j = at + gap_s, per_gpu_j + 700.0 * load * gap_s
-        events.append((at, batch("sidecar", seq, per_gpu_j)))
+    events, at = _sidecar_events(sidecar)
     events += [_hostile(events[0][0], at, small, item) for item in hostile]
-    events.sort(key=lambda e: e[0])
-    agg = JobAggregate()
-    for i, (at, b) in enumerate(events):
-        if i == restart_at:
-            agg = roundtrip(agg)
-        result = send(agg, b, at)
+    for b, result, agg in _deliver(events, restart_at):
         if b.boot_id != "sidecar":
             continue
         assert result.verdict in (Verdict.ACCEPTED, Verdict.IMPLAUSIBLE), result
@@ -239,11 +254,7 @@ def test_no_batch_under_the_sidecars_own_boot_id_counts_less_than_the_sidecar(
     up to the most a GPU may report, marked `final` or not, arrive between the sidecar's, mixed with
     batches under new boot ids, and the operator may restart anywhere. After each sidecar batch the job
     counts at least what the sidecar measured."""
-    events: list[tuple[float, TelemetryBatch]] = []
-    at, per_gpu_j = STARTED, 0.0
-    for seq, (gap_s, load) in enumerate(sidecar, start=1):
-        at, per_gpu_j = at + gap_s, per_gpu_j + 700.0 * load * gap_s
-        events.append((at, batch("sidecar", seq, per_gpu_j)))
+    events, at = _sidecar_events(sidecar)
     for when, seq, claims, final, boot in hostile:
         t = events[0][0] + when * (at - events[0][0]) + 0.5  # once the sidecar was heard (see the first)
         scale = MAX_W_PER_GPU * (t - STARTED + CLOCK_SLACK_S)
@@ -252,12 +263,7 @@ def test_no_batch_under_the_sidecars_own_boot_id_counts_less_than_the_sidecar(
             "p0", boot, seq, gpus=gpus, global_step=seq, steps_seen=seq, final=final
         )
         events.append((t, hostile_batch))
-    events.sort(key=lambda e: e[0])
-    agg = JobAggregate()
-    for i, (t, b) in enumerate(events):
-        if i == restart_at:
-            agg = roundtrip(agg)
-        result = send(agg, b, t)
+    for b, result, agg in _deliver(events, restart_at):
         if b.gpus and b.gpus[0].name == H100:
             # implausible: new boot ids filled the pod's ceiling, which counts more than the sidecar
             assert result.verdict in (

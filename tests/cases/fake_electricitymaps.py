@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.client import HTTPMessage
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.cases.fake_http import Answer, FakeHttpServer
+
 
 @dataclass
-class FakeElectricityMaps:
+class FakeElectricityMaps(FakeHttpServer):
     api_key: str = "test-key"
     intensity: dict[str, float] = field(default_factory=dict)
     forecast: dict[str, list[tuple[dt.datetime, float]]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _answer(self, path: str, zone: str, token: str) -> tuple[int, dict[str, Any]]:
         self.calls.append(path)
@@ -57,28 +52,11 @@ class FakeElectricityMaps:
         return 404, {"error": "not found"}
 
     def start(self) -> FakeElectricityMaps:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                zone = parse_qs(parts.query).get("zone", [""])[0]
-                status, body = fake._answer(parts.path, zone, self.headers.get("auth-token", ""))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(self._respond)
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _respond(self, path: str, headers: HTTPMessage) -> Answer:
+        parts = urlsplit(path)
+        zone = parse_qs(parts.query).get("zone", [""])[0]
+        status, body = self._answer(parts.path, zone, headers.get("auth-token", ""))
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()

@@ -9,7 +9,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import kopf
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
@@ -17,7 +16,6 @@ from hypothesis import strategies as st
 from kubernetes_asyncio import client
 
 from carbontrack.api.crd import CarbonTrackedJobSpec
-from carbontrack.controller.registration import register
 from carbontrack.ha.claims import ShardClaimer
 from carbontrack.ha.sharding import (
     DIFFBASE_ANNOTATION,
@@ -34,6 +32,7 @@ from carbontrack.state.registry import ForeignJob, Registry
 from carbontrack.telemetry.server import TelemetryServer
 from carbontrack.workload.jobbuilder import build_job
 from tests.cases.crs import valid_spec
+from tests.cases.registry import registered
 from tests.cases.telemetry_fakes import FakeAuth, FakeRegistry, body
 
 UIDS = [f"6f1c1e0a-0000-4000-8000-00000000000{i}" for i in range(1, 7)]
@@ -140,15 +139,6 @@ def test_ownership_by_label_and_every_job_without_shards() -> None:
     assert Sharding(1, 3).owns({SHARD_LABEL: "1"}) and not Sharding(1, 3).owns({SHARD_LABEL: "2"})
     assert Sharding(0, 3).owns({}) and not Sharding(1, 3).owns({})  # unlabelled: built unsharded
     assert Sharding(0, 3).owner({SHARD_LABEL: "x"}) is None and not Sharding(0, 3).owns({SHARD_LABEL: "x"})
-
-
-def registered(config: OperatorConfig) -> dict[str, list[Any]]:
-    registry = register(config, kopf.OperatorRegistry())
-    out: dict[str, list[Any]] = {}
-    for kind in (registry._activities, registry._changing, registry._spawning, registry._watching):
-        for handler in kind.get_all_handlers():
-            out.setdefault(handler.id, []).append(handler)
-    return out
 
 
 def test_a_shard_handles_only_its_labelled_jobs_and_the_jobs_it_built() -> None:

@@ -6,6 +6,7 @@ image (no pydantic there). A name changed here changes on every side at once.
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 from typing import Final
 
@@ -97,3 +98,14 @@ def job_name_for(ctj_name: str) -> str:
 def service_name_for(ctj_name: str) -> str:
     """The headless Service: named like the Job (a Service and a Job never clash)."""
     return job_name_for(ctj_name)
+
+
+def kube_time(timestamp: object) -> float | None:
+    """A timestamp as the apiserver writes it (RFC 3339, `2026-12-07T05:31:01Z`) in Unix seconds; None
+    when it is missing or not one."""
+    if not isinstance(timestamp, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -16,10 +16,10 @@ say: it gets the protocol's maximum, MAX_GPUS.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from carbontrack.api.contract import kube_time
 from carbontrack.api.wire import MAX_GPUS
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -57,17 +57,8 @@ def gpu_allowance(spec: dict[str, Any]) -> int:
     return min(max(total, 1), MAX_GPUS)
 
 
-def _unix_time(timestamp: Any) -> float | None:
-    if not isinstance(timestamp, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def pod_facts(pod: dict[str, Any], owner: str | None) -> PodFacts:
-    started = _unix_time((pod.get("status") or {}).get("startTime"))
+    started = kube_time((pod.get("status") or {}).get("startTime"))
     if started is None:
-        started = _unix_time(pod["metadata"].get("creationTimestamp")) or 0.0
+        started = kube_time(pod["metadata"].get("creationTimestamp")) or 0.0
     return PodFacts(owner=owner, started_at=started, gpus=gpu_allowance(pod.get("spec") or {}))

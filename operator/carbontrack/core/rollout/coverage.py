@@ -16,11 +16,11 @@ cumulative batch, within the grace.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from carbontrack.api.contract import kube_time
 from carbontrack.api.crd import CarbonTrackedJobSpec
 from carbontrack.core.accounting.aggregation import JobAggregate
 from carbontrack.core.gates.judgement import profile_for
@@ -100,15 +100,6 @@ def named(pods: Sequence[str]) -> str:
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
 
 
-def _unix_time(timestamp: Any) -> float | None:
-    if not isinstance(timestamp, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def running_pod(pod: Mapping[str, Any]) -> RunningPod | None:
     """A listed pod object as a RunningPod; None unless it is Running and not terminating. It started
     when its Initialized condition turned True (native sidecars started), else at status.startTime."""
@@ -120,8 +111,8 @@ def running_pod(pod: Mapping[str, Any]) -> RunningPod | None:
         for c in status.get("conditions") or []
         if c.get("type") == "Initialized" and c.get("status") == "True"
     ]
-    started = _unix_time(initialized[0]) if initialized else None
-    started = started or _unix_time(status.get("startTime")) or _unix_time(meta.get("creationTimestamp"))
+    started = kube_time(initialized[0]) if initialized else None
+    started = started or kube_time(status.get("startTime")) or kube_time(meta.get("creationTimestamp"))
     return RunningPod(str(meta["name"]), started or 0.0)
 
 

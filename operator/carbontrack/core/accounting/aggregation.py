@@ -72,9 +72,6 @@ class JobAggregate:
     """(step, uri, received_at on the operator's clock) of the newest checkpoint a trainer reported."""
     refused: dict[str, int] = field(default_factory=dict)
     """Batches refused per reason (REFUSALS), for status.telemetry.refused."""
-    rate_anchors: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    """(pod, boot) -> (arrival, energy J) of the source's first batch this aggregate heard: the rate
-    ceiling measures growth from there, a point no later batch can move (see _refuse_implausible)."""
     listening_since: float | None = None
     """When this aggregate received its first batch (the operator's clock): a boot restored from status
     counts as quiet only a live window after it (core.accounting.boots)."""
@@ -272,7 +269,6 @@ class JobAggregate:
         fold.records_dropped += src.records_dropped
         fold.unmeasured += src.method == "unavailable"
         del self.sources[(src.pod, src.boot_id)]
-        self.rate_anchors.pop((src.pod, src.boot_id), None)
 
     def _apply(
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
@@ -298,12 +294,7 @@ class JobAggregate:
             return refusal
         growth_j = max(batch.energy_joules - src.energy_j, 0.0)
         grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
-        self.rate_anchors.setdefault(key, (receipt.received_at, batch.energy_joules))
-        high_seq = src.seq
         src.accept(batch, receipt.received_at, growth_j)
-        src.seq = max(
-            src.seq, high_seq
-        )  # a batch with a lower seq may raise the counters (plausibility.refuse_replay)
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
@@ -327,9 +318,9 @@ class JobAggregate:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
         delta = batch.energy_joules - src.energy_j
         if src.seq >= 0:  # the rate since the source's first batch: a batch just before cannot move it
-            since, from_j = self.rate_anchors.setdefault(
-                (src.pod, src.boot_id), (src.received_at, src.energy_j)
-            )
+            if src.rate_anchor is None:  # restored from status: anchored at its restored figures
+                src.rate_anchor = (src.received_at, src.energy_j)
+            since, from_j = src.rate_anchor
             elapsed = max(receipt.received_at - since, MIN_ELAPSED_S)
             if (batch.energy_joules - from_j) / elapsed > receipt.ceiling_w:
                 return Applied(

@@ -109,6 +109,10 @@ class Source:
     """The operator's clock when its newest batch refused as backwards or beyond a ceiling arrived
     (plausibility.SENDING): a boot that is sending is live (core.accounting.boots), even while a token
     holder's claims crowd its batches out or its counters sit below a claim made under its boot id."""
+    rate_anchor: tuple[float, float] | None = None
+    """(arrival, energy J) of its first batch this operator accepted (not kept in status: a restored
+    source anchors at its restored figures): the rate ceiling measures growth from there, a point no
+    later batch can move (aggregation._refuse_implausible)."""
     size_bytes: int = 0
     """Cached estimate of its status entry (core.accounting.folding); 0: not known."""
     compact_size_bytes: int = 0
@@ -162,11 +166,13 @@ class Source:
         a source's first batch)."""
         if self.seq >= 0 and received_at > self.received_at:
             self.power_w = growth_j / (received_at - self.received_at)
+        # a batch with a lower seq may raise the counters (plausibility.refuse_replay): both marks only rise
         self.seq, self.energy_j, self.sent_at = (
-            batch.seq,
+            max(batch.seq, self.seq),
             max(batch.energy_joules, self.energy_j),
             batch.sent_at,
         )
+        self.rate_anchor = self.rate_anchor or (received_at, batch.energy_joules)
         self.received_at = max(received_at, self.received_at)
         self.gpu_energy_j = {g.index: g.energy_joules for g in batch.gpus}
         self.steps_seen, self.global_step = batch.steps_seen, batch.global_step

@@ -75,19 +75,24 @@ def test_a_new_boot_adds_on_and_keeps_the_old_energy() -> None:
     assert agg.energy_j == 520.0
 
 
-def test_decreasing_counters_and_steps_are_refused() -> None:
+def test_decreasing_counters_and_steps_are_refused_and_energy_counts_whatever_the_steps() -> None:
+    """Steps that fall within a boot are refused when the batch adds no energy; one that adds energy counts
+    whatever its steps (a trainer resumed from a checkpoint sends lower steps, and a token holder's claim
+    of a huge step under the sidecar's boot id must not make its later batches backwards)."""
     agg = JobAggregate()
     fold(agg, batch("p0", "b", 1, [100.0], step=5), pue=PUE, intensity_g_per_kwh=INTENSITY)
     assert fold(agg, batch("p0", "b", 2, [90.0], step=6), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
         Verdict.BACKWARDS
     )
     assert fold(
-        agg, batch("p0", "b", 3, [110.0], step=4), pue=PUE, intensity_g_per_kwh=INTENSITY
+        agg, batch("p0", "b", 3, [100.0], step=4), pue=PUE, intensity_g_per_kwh=INTENSITY
     ).verdict is (Verdict.BACKWARDS)
     assert fold(agg, batch("p0", "b", 4, [1e12], step=7), pue=PUE, intensity_g_per_kwh=INTENSITY).verdict is (
         Verdict.ABSURD
     )
     assert agg.energy_j == 100.0
+    resumed = fold(agg, batch("p0", "b", 5, [110.0], step=4), pue=PUE, intensity_g_per_kwh=INTENSITY)
+    assert (resumed.verdict, resumed.energy_j, agg.global_step) == (Verdict.ACCEPTED, 10.0, 4)
 
 
 def test_emissions_use_the_intensity_in_force_when_energy_arrived() -> None:

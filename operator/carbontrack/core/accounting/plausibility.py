@@ -37,7 +37,7 @@ class Verdict(Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # seq at or below the high-water mark and no more energy: changes nothing
-    BACKWARDS = "backwards"  # a newer seq whose cumulative energy or step went down within one boot
+    BACKWARDS = "backwards"  # a newer seq, adding no energy, whose energy or steps went down within one boot
     ABSURD = "absurd"  # growth since the source's first batch beyond the pod's GPUs' power (operator's clock)
     IMPLAUSIBLE = "implausible"  # the pod's sources together beyond its GPUs' power since it started
     TOO_MANY_PODS = "too-many-pods"  # a new pod beyond Limits.pods_per_job (core.accounting.folding)
@@ -114,18 +114,19 @@ def refuse_replay(src: Source, batch: TelemetryBatch) -> Applied | None:
     """None if the batch raises the source's cumulative energy, or is newer than its high-water mark and
     no counter in it went down.
 
-    A source is judged by its counters, not only by its sequence numbers: anyone holding the pod's token
-    can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq would
-    otherwise make every later batch of the sidecar a duplicate. The source counts the largest cumulative
-    energy it was sent, so a batch that adds energy counts whatever its seq (the plausibility ceilings
-    still bound it), and one that adds none changes nothing: an honest sidecar's counters only grow with
-    its seq, so retries, duplicates and reordering still count its final counters exactly once."""
+    A source is judged by its energy counter, not by its sequence numbers or steps: anyone holding the
+    pod's token can post under the sidecar's boot id (which /healthz shows), and a batch with a huge seq,
+    or a seq just above the sidecar's with a huge step, would otherwise make every later batch of the
+    sidecar a duplicate or "backwards". The source counts the largest cumulative energy it was sent, so a
+    batch that adds energy counts whatever its seq and steps (the plausibility ceilings still bound it;
+    its steps are taken as sent, as a trainer resumed from a checkpoint sends them), and one that adds
+    none changes nothing: an honest sidecar's counters only grow with its seq, so retries, duplicates and
+    reordering still count its final counters exactly once."""
     total = batch.energy_joules
-    adds = total - src.energy_j > 1e-6
-    if batch.seq <= src.seq and not adds:
-        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
+    if total - src.energy_j > 1e-6:
+        return None
     if batch.seq <= src.seq:
-        return None  # more energy under an older seq: behind a higher seq someone else sent
+        return Applied(Verdict.DUPLICATE, message=f"seq {batch.seq} already received (have {src.seq})")
     if total - src.energy_j < -1e-6:
         return Applied(Verdict.BACKWARDS, message=f"cumulative energy went down ({src.energy_j} -> {total})")
     if batch.global_step < src.global_step or batch.steps_seen < src.steps_seen:

@@ -2,7 +2,9 @@
 
 Batches under new boot ids, sent with the token of the pod whose real sidecar is running, once folded the
 sidecar's live boot away: every later batch of the sidecar was a 409 duplicate and the job's energy
-stopped growing (+0 J in 8 s instead of 4,800 J), which let a job slip under its carbon gate.
+stopped growing (+0 J in 8 s instead of 4,800 J), which let a job slip under its carbon gate. And a claim
+above the sidecar's counters under its own boot id, held until new boot ids folded it, once froze its
+count at the claim (core.accounting.folding).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.integration.harness import (
     wait,
     wait_for_energy,
 )
+from tests.integration.sidecars import Sidecar
 
 REJECTED = re.compile(r'carbontrack_telemetry_rejected_total\{reason="live-boots"\} ([0-9.]+)')
 
@@ -105,3 +108,51 @@ def _a_restarted_sidecar_still_counts(
     (fold,) = st["telemetry"]["folded"]
     assert fold["boots"] == 1 and fold["energyJoules"] == (0.0 if fold["bootIds"] == ["evil-0"] else before)
     assert len(st["telemetry"]["sources"]) == 2
+
+
+def test_a_claim_under_the_sidecars_boot_id_and_a_fold_cannot_freeze_its_count(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """With the pod's token, a claim 3 kJ above the real sidecar's counter (10 s of its 300 W) under its
+    boot id with seq 1e9: the sidecar's batches become duplicates, its boot goes quiet, and two new boot
+    ids fold it. An operator with a 3 s live window stands in for the 60 s one. The fold remembers what
+    was counted for the boot, and the sidecar's growth past the claim counts: the job ends at the
+    sidecar's own energy, to the joule."""
+    cluster = operator.cluster
+    operator.stop()  # the session's operator would judge the same object
+    short = Operator(cluster, tmp_path / "short-window.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="3")
+    try:
+        short.start()
+        assert apply(cluster, namespace, ctj("outbid", 1)).returncode == 0
+        ((pod, uid),) = running_pods(cluster, namespace, "outbid", 1)
+        wait(lambda: status(cluster, namespace, "outbid").get("phase") == "Canary", what="phase Canary")
+        sidecar = start_sidecar(tmp_path, short, cluster, namespace, "outbid", pod, uid)
+        _outbid_and_fold(short, namespace, pod, pod_token(cluster, namespace, pod, uid), sidecar)
+    finally:
+        short.stop()
+        operator.start()
+
+
+def _outbid_and_fold(op: Operator, namespace: str, pod: str, token: str, sidecar: Sidecar) -> None:
+    cluster, trainer = op.cluster, sidecar.client()
+    trainer.step(1)
+    st = wait(
+        lambda: (s := status(cluster, namespace, "outbid")).get("energyJoules", 0) > 0 and s, what="counted"
+    )
+    ((boot, counted),) = [(s["bootId"], s["energyJoules"]) for s in st["telemetry"]["sources"]]
+    claim = counted + 3000.0
+    doc = batch_doc(namespace, "outbid", pod, boot=boot, seq=10**9, joules=claim)
+    assert post(op.url, token, doc)[0] == 200
+    time.sleep(4)  # the sidecar's batches, below the claim, are duplicates: its boot goes quiet
+    for evil in ("evil-1", "evil-2"):  # the second folds the sidecar's boot
+        assert post(op.url, token, batch_doc(namespace, "outbid", pod, boot=evil, joules=0.0))[0] == 200
+    folded = wait(lambda: status(cluster, namespace, "outbid")["telemetry"]["folded"], what="the fold")
+    assert folded[0]["bootIds"] == [boot] and folded[0]["bootEnergiesJoules"] == [claim]
+    for step in range(2, 80):  # 16 s at 300 W: past the claim
+        trainer.step(step)
+        time.sleep(0.2)
+    final = sidecar.final_energy(sidecar.stop())
+    assert final > claim + 1000.0
+    st = wait_for_energy(cluster, namespace, "outbid", final)
+    (fold,) = st["telemetry"]["folded"]
+    assert (fold["bootIds"], fold["bootEnergiesJoules"], fold["energyJoules"]) == ([boot], [final], final)

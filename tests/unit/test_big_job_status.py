@@ -137,6 +137,12 @@ def test_a_status_in_the_one_object_form_restores_to_the_same_totals_after_an_up
     assert _send(agg, b, 1100.0) is Verdict.DUPLICATE
     b = _batch("p0", "a", 4, [59.0, 40.0], ["GPU-0", "GPU-1"])
     assert _send(agg, b, 1100.0) is Verdict.BACKWARDS
+    # its folded boot, written without the energy counted for it, is taken at the pod's whole folded
+    # energy (at least its own), so its counter counts only past that: never twice
+    assert agg.folded["p0"].marks == {"z": 200.0}
+    assert _send(agg, _batch("p0", "z", 7, [150.0, 50.0], ["GPU-0", "GPU-1"]), 1100.0) is Verdict.DUPLICATE
+    assert _send(agg, _batch("p0", "z", 8, [150.0, 60.0], ["GPU-0", "GPU-1"]), 1100.0) is Verdict.ACCEPTED
+    assert agg.energy_j == 310.0
 
 
 def test_the_writer_goes_back_to_one_object_per_source_when_they_fit_again() -> None:

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from carbontrack.api.crd import CarbonTrackedJobStatus, SourceStatus
 from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import Applied, JobAggregate, Receipt, Source, SourceGpu, Verdict
-from carbontrack.core.accounting.folding import FOLD_FIXED_BYTES, Limits, source_bytes, text_bytes
+from carbontrack.core.accounting.emissions import emissions_g
+from carbontrack.core.accounting.folding import (
+    FOLD_FIXED_BYTES,
+    Limits,
+    folded_id_bytes,
+    source_bytes,
+    text_bytes,
+)
 from carbontrack.intensity.static import lookup
 from carbontrack.state.status import restore, telemetry_update
 from carbontrack.state.telemetry_status import compact_status, source_status
@@ -80,11 +87,35 @@ def test_a_replay_under_a_folded_boot_id_is_a_duplicate_and_changes_nothing() ->
     for at, boot in enumerate("abc"):
         send(agg, batch("p0", boot, 1, 100.0), at=60 * at)
     before = (agg.energy_j, agg.emissions_g)
-    for seq, joules in ((1, 100.0), (2, 150.0), (9, 1e3)):  # a replay, and growth of an ended boot
+    for seq, joules in ((1, 100.0), (2, 80.0), (9, 100.0)):  # a replay, lower counters, a later seq
         result = send(agg, batch("p0", "a", seq, joules), at=200)
-        assert result.verdict is Verdict.DUPLICATE and "folded" in result.message
+        assert (
+            result.verdict is Verdict.DUPLICATE and "folded into the pod's total at 100 J" in result.message
+        )
     assert (agg.energy_j, agg.emissions_g) == before == (300.0, before[1])
     assert agg.refused == {}  # a duplicate is no refusal
+
+
+def test_a_folded_boot_whose_counter_passes_what_was_counted_for_it_adds_the_difference_once() -> None:
+    """Boot a folded at 100 J; its counter at 150 J adds 50 J (with the batch's uncertainty and shared
+    energy in proportion: a third of each), at 150 J again nothing, and growth past the pod's ceiling
+    is refused like any other; the energy counted for it survives a restart from status."""
+    agg = JobAggregate()
+    for at, boot in enumerate("abc"):
+        send(agg, batch("p0", boot, 1, 100.0), at=60 * at)
+    mig = GpuCounter(index=0, energy_joules=150.0, uncertainty_joules=3.0, sharing="mig")
+    grown = batch("p0", "a", 2, 150.0).model_copy(update={"gpus": [mig]})
+    result = send(agg, grown, at=200)
+    assert (result.verdict, result.energy_j) == (Verdict.ACCEPTED, 50.0)
+    assert result.emissions_g == emissions_g(50.0, 1.2, 381.0)
+    fold = agg.folded["p0"]
+    counted = (fold.marks["a"], fold.energy_j, fold.uncertainty_j, fold.shared_energy_j)
+    assert counted == (150.0, 150.0, 1.0, 50.0)
+    assert send(agg, batch("p0", "a", 3, 150.0), at=201).verdict is Verdict.DUPLICATE
+    restored = roundtrip(agg)
+    assert restored.folded["p0"].marks == {"a": 150.0} and restored.energy_j == agg.energy_j == 350.0
+    assert send(restored, batch("p0", "a", 4, 5000.0 * 210), at=201, started=0).verdict is Verdict.IMPLAUSIBLE
+    assert send(restored, batch("p0", "a", 4, 175.0), at=202).energy_j == 25.0
 
 
 def test_the_pod_ceiling_counts_folded_energy_so_a_new_boot_id_cannot_inject() -> None:
@@ -120,7 +151,7 @@ def test_six_thousand_boot_ids_from_one_pod_keep_status_small() -> None:
     for i in range(6000):
         assert send(agg, batch("p0", f"{i:032x}", 1, 0.5), at=60 * i).verdict is Verdict.ACCEPTED
     assert len(agg.sources) == 2 and agg.folded["p0"].boots == 5998
-    assert agg.energy_j == 3000.0 and agg.status_bytes() < 3000
+    assert agg.energy_j == 3000.0 and agg.status_bytes() < 3500
     assert len(json.dumps(telemetry_update(agg, lookup("DE"), 6000.0))) < 5000
 
 
@@ -137,7 +168,7 @@ def test_a_pod_beyond_the_per_job_cap_is_refused_and_counted() -> None:
 
 def test_a_new_source_past_the_size_budget_is_refused_and_a_folding_boot_still_fits() -> None:
     one = source_bytes("p0", "a", "simulated", "", [""])
-    fold = FOLD_FIXED_BYTES + text_bytes("p0") + text_bytes("a")
+    fold = FOLD_FIXED_BYTES + text_bytes("p0") + folded_id_bytes("a")
     agg = JobAggregate(limits=Limits(status_budget_bytes=2 * one + fold, live_boots_per_pod=1))
     send(agg, batch("p0", "a", 1, 1.0), at=1)
     send(agg, batch("p1", "a", 1, 1.0), at=1)

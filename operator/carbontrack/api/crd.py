@@ -751,6 +751,9 @@ class RefusedCounts(KubeModel):
     """A batch listing more GPUs than its pod's resources give it."""
 
 
+MAX_FOLDED_IDS = 64
+
+
 class FoldedPodStatus(KubeModel):
     """The finished sidecar boots of one pod, summed, so status stays bounded however often it restarts.
 
@@ -759,8 +762,13 @@ class FoldedPodStatus(KubeModel):
     pod: str
     boots: int = Field(0, ge=0)
     """Boots folded in, ever."""
-    boot_ids: list[str] = Field(default_factory=list, max_length=64)
-    """The newest folded boot ids, oldest first: a batch under one of them is a duplicate (409)."""
+    boot_ids: list[str] = Field(default_factory=list, max_length=MAX_FOLDED_IDS)
+    """The newest folded boot ids, oldest first (16, more while older ones are still sent to): a batch
+    under one of them that adds no energy to it is a duplicate (409)."""
+    boot_energies_joules: list[float] = Field(default_factory=list, max_length=MAX_FOLDED_IDS)
+    """The cumulative energy counted for each of bootIds, in the same order: a batch under one of them
+    whose counter passes it adds the difference (a running sidecar's boot folded while its batches sat
+    below a claim made under its boot id)."""
     energy_joules: float = Field(0, ge=0)
     uncertainty_joules: float = Field(0, ge=0)
     shared_energy_joules: float = Field(0, ge=0)

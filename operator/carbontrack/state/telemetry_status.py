@@ -161,7 +161,8 @@ def fold_status(f: PodFold) -> FoldedPodStatus:
     return FoldedPodStatus(
         pod=f.pod,
         boots=f.boots,
-        boot_ids=list(f.boot_ids),
+        boot_ids=list(f.marks),
+        boot_energies_joules=list(f.marks.values()),
         energy_joules=f.energy_j,
         uncertainty_joules=f.uncertainty_j,
         shared_energy_joules=f.shared_energy_j,
@@ -174,10 +175,15 @@ def fold_status(f: PodFold) -> FoldedPodStatus:
 
 
 def fold_from(f: FoldedPodStatus) -> PodFold:
+    """The fold as written; a status without each id's energy (written before it was kept) gives each the
+    pod's whole folded energy, at least what was counted for it, so no growth counts twice."""
+    energies = f.boot_energies_joules
+    if len(energies) != len(f.boot_ids):
+        energies = [f.energy_joules] * len(f.boot_ids)
     return PodFold(
         pod=f.pod,
         boots=f.boots,
-        boot_ids=list(f.boot_ids),
+        marks=dict(zip(f.boot_ids, energies, strict=True)),
         energy_j=f.energy_joules,
         uncertainty_j=f.uncertainty_joules,
         shared_energy_j=f.shared_energy_joules,

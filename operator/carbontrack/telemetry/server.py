@@ -4,13 +4,15 @@ POST /v1/telemetry answers, and counts in carbontrack_telemetry_rejected_total{r
   200 accepted (body: TelemetryAck)      401 bad or missing token
   400 malformed (not UTF-8 JSON, nested over 200 deep, duplicate keys, a GPU index or UUID twice, not the
       schema: strict types, no coercion) or unknown version (anything but the integer 1)
-  403 token bound to another pod or job  404 no such CarbonTrackedJob   409 replayed seq or folded boot,
-      or a batch after the job finished and its final-flush grace period (reason finished)
+  403 token bound to another pod or job  404 no such CarbonTrackedJob   409 a batch that adds no energy
+      (a replayed seq, or a folded boot's counter not past what was counted for it), or a batch after
+      the job finished and its final-flush grace period (reason finished)
   408 body not received within the client timeout (a slow-loris client; headers alike: the connection
       is closed unanswered when they are not complete in time)
-  413 body over the size limit           422 counters or steps went backwards, or energy beyond what
-      the pod's GPUs could draw (since the source's first batch arrived, or since the pod started), more GPUs
-      than the pod holds, or a new pod or source status has no room for (core.accounting.folding)
+  413 body over the size limit           422 counters or steps went backwards (adding no energy), or
+      energy beyond what the pod's GPUs could draw (since the source's first batch arrived, or since the
+      pod started), more GPUs than the pod holds, or a new pod or source status has no room for
+      (core.accounting.folding)
   421 the job is another shard's (misdirected; the sidecar keeps the batch and retries)
   429 a token new to the cache from an address past its first contacts (telemetry.auth), with
       Retry-After: no TokenReview is made; or a new boot id while the pod's sidecar boots are all live

@@ -24,6 +24,7 @@ from carbontrack.core.accounting.folding import (
     PodFold,
     compact_source_bytes,
     fold_bytes,
+    folded_id_bytes,
     source_bytes,
     text_bytes,
 )
@@ -229,6 +230,13 @@ class JobAggregate:
                 message=f"pod {pod} has {limits.live_boots_per_pod} live sidecar boots (a batch within "
                 f"{limits.live_window_s:g} s): boot {batch.boot_id} is counted once one of them goes quiet",
             )
+        fold = self.folded.get(pod)
+        if folding and fold is not None and not fold.has_room(len(folding), now, limits):
+            return Applied(
+                Verdict.LIVE_BOOTS,
+                message=f"pod {pod} remembers {len(fold.marks)} folded boots, each folded or sent to within "
+                f"{limits.live_window_s:g} s: boot {batch.boot_id} is counted once one of them goes quiet",
+            )
         size, after = self.status_bytes(), self._status_bytes_with(batch, folding)
         if after > size and after > limits.status_budget_bytes:
             return Applied(
@@ -245,8 +253,8 @@ class JobAggregate:
         full = source_bytes(pod, batch.boot_id, batch.method, batch.method_reason[:300], uuids)
         compact = compact_source_bytes(pod, batch.boot_id)
         for s in folding:  # a folded boot's id stays, its source goes
-            full += text_bytes(s.boot_id) - s.status_bytes()
-            compact += text_bytes(s.boot_id) - s.compact_status_bytes()
+            full += folded_id_bytes(s.boot_id) - s.status_bytes()
+            compact += folded_id_bytes(s.boot_id) - s.compact_status_bytes()
         if folding and pod not in self.folded:
             new_fold = FOLD_FIXED_BYTES + text_bytes(pod)
             full, compact = full + new_fold, compact + new_fold
@@ -254,21 +262,6 @@ class JobAggregate:
         if full <= self.limits.status_budget_bytes:
             return full
         return min(full, compact + self.compact_status_bytes())
-
-    def _fold(self, src: Source) -> None:
-        """A finished boot into its pod's totals; its id is remembered so its batches are duplicates."""
-        fold = self.folded.setdefault(src.pod, PodFold(src.pod))
-        fold.boots += 1
-        fold.boot_ids = [*fold.boot_ids, src.boot_id][-self.limits.folded_ids_per_pod :]
-        fold.energy_j += src.energy_j
-        fold.uncertainty_j += src.uncertainty_j
-        fold.shared_energy_j += src.shared_energy_j
-        fold.global_step = max(fold.global_step, src.global_step)
-        fold.steps_seen += src.steps_seen
-        fold.markers_dropped += src.markers_dropped
-        fold.records_dropped += src.records_dropped
-        fold.unmeasured += src.method == "unavailable"
-        del self.sources[(src.pod, src.boot_id)]
 
     def _apply(
         self, batch: TelemetryBatch, receipt: Receipt, *, pue: float, intensity_g_per_kwh: float
@@ -281,8 +274,11 @@ class JobAggregate:
             )
         key = (batch.pod.name, batch.boot_id)
         src, folding = self.sources.get(key), list[Source]()
+        fold = self.folded.get(batch.pod.name)
+        if src is None and fold is not None and fold.knows(batch.boot_id):
+            return self._apply_folded(fold, batch, receipt, pue=pue, intensity_g_per_kwh=intensity_g_per_kwh)
         if src is None:
-            admitted = self._admit(batch, receipt.received_at)
+            admitted = self._room_for(batch, receipt.received_at)
             if isinstance(admitted, Applied):
                 return admitted
             src = Source(pod=batch.pod.name, boot_id=batch.boot_id, first_received_at=receipt.received_at)
@@ -298,21 +294,42 @@ class JobAggregate:
         self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
-            self._fold(old)
+            self.folded.setdefault(old.pod, PodFold(old.pod)).take(old, receipt.received_at, self.limits)
+            del self.sources[(old.pod, old.boot_id)]
         self.emissions_g += grams
         self._take_first_reports(batch)
         return Applied(Verdict.ACCEPTED, energy_j=growth_j, emissions_g=grams)
 
-    def _admit(self, batch: TelemetryBatch, now: float) -> Applied | list[Source]:
-        """The boots that fold for an unknown (pod, boot id) to start a source; or why it may not."""
-        fold = self.folded.get(batch.pod.name)
-        if fold is not None and fold.knows(batch.boot_id):
+    def _apply_folded(
+        self,
+        fold: PodFold,
+        batch: TelemetryBatch,
+        receipt: Receipt,
+        *,
+        pue: float,
+        intensity_g_per_kwh: float,
+    ) -> Applied:
+        """A batch under a folded boot id: a duplicate unless its counter passed the energy counted for the
+        boot, whose growth then counts within the pod's ceiling (core.accounting.folding says why)."""
+        boot_id, pod = batch.boot_id, batch.pod.name
+        fold.touch(boot_id, receipt.received_at)
+        growth_j = batch.energy_joules - fold.marks[boot_id]
+        if growth_j <= 1e-6:
             return Applied(
                 Verdict.DUPLICATE,
-                message=f"boot {batch.boot_id} of pod {batch.pod.name} ended and was folded into the "
-                "pod's total",
+                message=f"boot {boot_id} of pod {pod} ended and was folded into the pod's total at "
+                f"{fold.marks[boot_id]:.6g} J",
             )
-        return self._room_for(batch, now)
+        refusal = self._refuse_past_pod_ceiling(batch, receipt, growth_j)
+        if refusal is not None:
+            return refusal
+        fold.grow(boot_id, batch.energy_joules, batch.uncertainty_joules, batch.shared_energy_joules)
+        fold.global_step = max(fold.global_step, batch.global_step)
+        grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
+        self.emissions_g += grams
+        self._take_reports(batch, receipt.received_at)
+        self._take_first_reports(batch)
+        return Applied(Verdict.ACCEPTED, energy_j=growth_j, emissions_g=grams)
 
     def _refuse_implausible(self, src: Source, batch: TelemetryBatch, receipt: Receipt) -> Applied | None:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""
@@ -328,6 +345,13 @@ class JobAggregate:
                     message=f"{(batch.energy_joules - from_j) / elapsed:.0f} W since the source's first "
                     f"batch arrived is beyond {receipt.gpus} GPU(s)",
                 )
+        return self._refuse_past_pod_ceiling(batch, receipt, delta)
+
+    def _refuse_past_pod_ceiling(
+        self, batch: TelemetryBatch, receipt: Receipt, delta: float
+    ) -> Applied | None:
+        """None if the pod's sources, folded ones included, with `delta` more stay within what its GPUs
+        could draw since it started (core.accounting.plausibility), else the refusal."""
         pod_j = self.pod_energy_j(batch.pod.name) + max(delta, 0.0)
         gpu_w = ceiling_w_per_gpu(g.name for g in batch.gpus)  # the model this batch names (gpu_power)
         allowed_j = pod_ceiling_j(receipt, gpu_w)

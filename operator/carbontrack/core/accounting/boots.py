@@ -7,10 +7,10 @@ the pod's oldest quiet boots; when too few are quiet, the new boot is refused (4
 counted) until one goes quiet.
 
 Why: folding is what keeps status bounded (core.accounting.folding), and a folded boot's later batches
-are duplicates. Were the oldest boot folded whatever it was doing, a holder of the pod's token (the
-training code can read a projected token in its own pod) could send batches under two new boot ids next
-to the running sidecar, fold its live boot away, and make every later batch of it a 409: its energy
-would stop counting, and the job would slip under its carbon gate.
+count only past the energy counted for it. Were the oldest boot folded whatever it was doing, a holder
+of the pod's token (the training code can read a projected token in its own pod) could send batches
+under two new boot ids next to the running sidecar and fold its live boot away, over and over, each
+fold a boot whose id the pod must remember.
 
 A boot's `final` batch does not make it quiet: anyone holding the pod's token can send one under the
 running sidecar's boot id (its `/healthz` shows it), and a boot quiet at once could then be folded by a

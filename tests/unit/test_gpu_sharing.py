@@ -7,6 +7,7 @@ import pytest
 from carbontrack.api.crd import CarbonTrackedJobSpec, CarbonTrackedJobStatus
 from carbontrack.api.wire import GpuCounter, Method, TelemetryBatch
 from carbontrack.core.accounting.aggregation import JobAggregate, Receipt, SourceGpu
+from carbontrack.core.accounting.measurement import measurement_events
 from carbontrack.core.gates.judgement import Evidence, judge
 from carbontrack.intensity.static import Intensity
 from carbontrack.state.status import restore, telemetry_update
@@ -88,14 +89,14 @@ def test_status_lists_gpus_shared_first_and_bounded() -> None:
 def test_sharing_and_unmeasured_pods_are_announced_once() -> None:
     agg = aggregate()
     said: set[tuple[str, str, str]] = set()
-    events = agg.measurement_events(said)
+    events = measurement_events(agg, said)
     assert [(e.type, e.reason) for e in events] == [
         ("Warning", "MigGpuEnergy"), ("Warning", "SharedGpuEnergy"), ("Warning", "EnergyUnmeasured"),
     ]  # fmt: skip
     assert "GPU GPU-0 of pod p1 also runs 2 process(es) not of this job" in events[1].message
     assert "acceptSharedGpuEnergy" in events[0].message
     assert events[2].message == "pod p2 measures no energy: mismatched GPU UUIDs: ..."
-    assert agg.measurement_events(said) == []
+    assert measurement_events(agg, said) == []
 
 
 def spec(context: str, accept: bool = False, budget_kg: float = 40.0) -> CarbonTrackedJobSpec:

@@ -22,6 +22,7 @@ from carbontrack.controller.context import JobCall, queueing_of
 from carbontrack.controller.deferral import defer, dirty_grid, record_pause
 from carbontrack.controller.evidence import gather
 from carbontrack.controller.services import Services, services_of
+from carbontrack.core.accounting.measurement import measurement_events
 from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.rollout import halting
 from carbontrack.core.rollout.evaluation import Plan, evaluate
@@ -106,7 +107,7 @@ async def _apply(call: JobCall, services: Services, plan: Plan) -> None:
         state.gauges = st.merge_gauges(state.gauges, plan.gauges)
         _hand_to_telemetry(state, plan)
         # a MIG or shared GPU, or a pod measuring nothing, is said once (per operator process)
-        call.post(state.aggregate.measurement_events(state.announced))
+        call.post(measurement_events(state.aggregate, state.announced))
 
 
 def _hand_to_telemetry(state: JobState, plan: Plan) -> None:

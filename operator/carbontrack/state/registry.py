@@ -91,7 +91,7 @@ class JobState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: StatusWriter | None = None
     announced: set[tuple[str, str, str]] = field(default_factory=set)
-    """GPU-sharing and unmeasured-energy Events already posted (JobAggregate.measurement_events)."""
+    """GPU-sharing and unmeasured-energy Events already posted (core.accounting.measurement)."""
     intensity_at: float = -float("inf")
     """When the intensity was last resolved (monotonic): at most once per INTENSITY_REFRESH_S."""
     accepted: Any = None

@@ -42,7 +42,6 @@ from carbontrack.core.accounting.plausibility import (
     refuse_replay,
 )
 from carbontrack.core.accounting.sources import Source, SourceGpu
-from carbontrack.core.events import Event
 
 __all__ = ["MAX_FIRST_EVALS", "Applied", "JobAggregate", "Receipt", "Source", "SourceGpu", "Verdict"]
 """JobAggregate with the types its callers read beside it (defined in plausibility and sources)."""
@@ -136,36 +135,6 @@ class JobAggregate:
         out = [(pod, g) for pod, s in sorted(newest.items()) for g in s.gpus]
         out.sort(key=lambda pg: pg[1].sharing == "exclusive")  # stable: pod order within each group
         return out[:limit]
-
-    def measurement_events(self, announced: set[tuple[str, str, str]]) -> list[Event]:
-        """Events for GPUs whose energy is not the job's alone and for pods measuring nothing, each once:
-        `announced` (kept by the caller) remembers what was already said."""
-        out: list[Event] = []
-        shared_rule = (
-            "it is shown (status.sharedGpuEnergyJoules) but staging and production carbon gates count it "
-            "as unmeasured unless spec.carbon.acceptSharedGpuEnergy is true"
-        )
-        for pod, g in self.gpus(limit=1 << 16):
-            key: tuple[str, str, str] = (pod, g.uuid, g.sharing)
-            if g.sharing == "exclusive" or key in announced:
-                continue
-            announced.add(key)
-            if g.sharing == "mig":
-                text = f"GPU {g.uuid} of pod {pod} is in MIG mode: NVML has only the whole board's energy; "
-                out.append(Event("Warning", "MigGpuEnergy", text + shared_rule))
-            else:
-                text = (
-                    f"GPU {g.uuid} of pod {pod} also runs {g.foreign_processes} process(es) not of this job: "
-                    "its energy is the whole board's; "
-                )
-                out.append(Event("Warning", "SharedGpuEnergy", text + shared_rule))
-        for s in self.sources.values():
-            key = (s.pod, s.boot_id, "unavailable")
-            if s.method == "unavailable" and s.seq >= 0 and key not in announced:
-                announced.add(key)
-                reason = s.method_reason or "no reason given"
-                out.append(Event("Warning", "EnergyUnmeasured", f"pod {s.pod} measures no energy: {reason}"))
-        return out
 
     def projection_upper_g(self, total_steps: int, pue: float, intensity_g_per_kwh: float) -> float | None:
         """Projected emissions scaled by the stated uncertainty so far (upper / measured energy): for

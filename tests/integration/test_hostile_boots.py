@@ -4,12 +4,14 @@ Batches under new boot ids, sent with the token of the pod whose real sidecar is
 sidecar's live boot away: every later batch of the sidecar was a 409 duplicate and the job's energy
 stopped growing (+0 J in 8 s instead of 4,800 J), which let a job slip under its carbon gate. And a claim
 above the sidecar's counters under its own boot id, held until new boot ids folded it, once froze its
-count at the claim (core.accounting.folding).
+count at the claim (core.accounting.folding). And boots a token holder keeps live before the sidecar is
+first heard hold its boot out of the pod's places: the pod is then unmeasured, said in a condition.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from tests.integration.harness import (
     wait,
     wait_for_energy,
 )
+from tests.integration.objects import events
 from tests.integration.sidecars import Sidecar
 
 REJECTED = re.compile(r'carbontrack_telemetry_rejected_total\{reason="live-boots"\} ([0-9.]+)')
@@ -156,3 +159,76 @@ def _outbid_and_fold(op: Operator, namespace: str, pod: str, token: str, sidecar
     st = wait_for_energy(cluster, namespace, "outbid", final)
     (fold,) = st["telemetry"]["folded"]
     assert (fold["bootIds"], fold["bootEnergiesJoules"], fold["energyJoules"]) == ([boot], [final], final)
+
+
+def test_a_sidecar_held_out_by_a_token_holders_live_boots_makes_its_pod_unmeasured(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """With the pod's token, two boots claiming nothing take the pod's two places before its sidecar is
+    heard, and are kept live. The sidecar's batches are 429s (live-boots), which it retries every second;
+    once it has been held out for two live windows (an operator with a 3 s window stands in for 60 s), the
+    pod counts as unmeasured: the PodsMeasured condition and a Warning Event name it and why, and
+    status.telemetry.unmeasuredPods lists it. When the token holder stops, its boots go quiet, the
+    sidecar's boot takes a place and its energy counts, to the joule."""
+    cluster = operator.cluster
+    operator.stop()  # the session's operator would judge the same object
+    short = Operator(cluster, tmp_path / "short-window.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="3")
+    stop = threading.Event()
+    try:
+        short.start()
+        assert apply(cluster, namespace, ctj("heldout", 1)).returncode == 0
+        ((pod, uid),) = running_pods(cluster, namespace, "heldout", 1)
+        token = pod_token(cluster, namespace, pod, uid)
+
+        def keep_live() -> None:
+            seq = 0
+            while not stop.is_set():
+                seq += 1
+                for boot in ("evil-1", "evil-2"):
+                    post(
+                        short.url, token, batch_doc(namespace, "heldout", pod, boot=boot, seq=seq, joules=0.0)
+                    )
+                time.sleep(0.5)
+
+        threading.Thread(target=keep_live, daemon=True).start()
+        wait(lambda: len(status(cluster, namespace, "heldout").get("telemetry", {}).get("sources", [])) == 2,
+             what="the token holder's two boots")  # fmt: skip
+        sidecar = start_sidecar(tmp_path, short, cluster, namespace, "heldout", pod, uid)
+        _held_out_then_counted(short, namespace, pod, sidecar, stop)
+    finally:
+        stop.set()
+        short.stop()
+        operator.start()
+
+
+def _held_out_then_counted(
+    op: Operator, namespace: str, pod: str, sidecar: Sidecar, stop: threading.Event
+) -> None:
+    cluster = op.cluster
+
+    def measured() -> dict[str, Any]:
+        st = status(cluster, namespace, "heldout")
+        return next((c for c in st.get("conditions", []) if c["type"] == "PodsMeasured"), {})
+
+    condition = wait(lambda: (c := measured()).get("status") == "False" and c, timeout=60, what="unmeasured")
+    assert (
+        f"{pod}: a sidecar boot refused a place (429 live-boots) for two live windows" in condition["message"]
+    )
+    st = wait(
+        lambda: (s := status(cluster, namespace, "heldout"))["telemetry"].get("unmeasuredPods") and s,
+        what="status.telemetry.unmeasuredPods",
+    )  # the telemetry writer's field, handed over by the judgement
+    assert [p["pod"] for p in st["telemetry"]["unmeasuredPods"]] == [pod]
+    assert st["telemetry"]["refused"]["liveBoots"] > 0 and st.get("energyJoules", 0) == 0
+    said = f"1 running pod(s) unmeasured: {pod}: a sidecar boot refused a place"
+    wait(lambda: "PodsUnmeasured" in (ev := events(cluster, namespace)) and said in ev, what="the Event")
+    stop.set()  # the token holder stops: its boots go quiet, the sidecar's takes a place
+    wait(lambda: measured().get("status") == "True", timeout=60, what="measured again")
+    final = sidecar.final_energy(sidecar.stop())
+    st = wait_for_energy(cluster, namespace, "heldout", final)
+    assert sidecar_boot_counted(st, final)
+
+
+def sidecar_boot_counted(st: dict[str, Any], final: float) -> bool:
+    """The sidecar's boot is a source at its final energy (the token holder's boots claimed nothing)."""
+    return any(abs(s["energyJoules"] - final) < 1e-6 for s in st["telemetry"]["sources"])

@@ -75,7 +75,7 @@ def test_a_production_canary_with_a_silent_pod_is_halted_naming_it(
     assert job_spec(cluster, namespace, "half")["suspend"] is True and st["replicas"] == 2
     gate = next(g for g in st["gates"] if g["name"] == "carbon.budget")
     assert not gate["passed"] and gate["message"] == (
-        f"1 running pod(s) unmeasured ({silent}): no telemetry accepted from them, so the job's energy is a "
+        f"1 running pod(s) unmeasured ({silent}): no telemetry counted from them, so the job's energy is a "
         "lower bound: failing closed"
     )
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")

@@ -60,6 +60,46 @@ def test_a_restarted_sidecars_old_boot_goes_quiet_by_itself() -> None:
     assert again.verdict is Verdict.DUPLICATE and "folded into the pod's total at 70000 J" in again.message
 
 
+def test_a_restarted_sidecar_held_out_by_a_token_holders_live_boots_makes_its_pod_unmeasured() -> None:
+    """Boot a dies after 1040; a token holder keeps x live and takes a's place with y as soon as a is quiet.
+    The restarted sidecar's boot b, retrying every 30 s, is refused from 1045: its pod's energy is not
+    being counted, and after two live windows of it (1165) the pod is held out, so unmeasured
+    (core.rollout.coverage); while b keeps retrying it stays so, and once b is admitted it is not."""
+    agg = JobAggregate()
+    for seq in range(1, 5):
+        send(agg, batch("a", seq, 7000.0 * seq), at=1000 + 10 * seq)
+    held: dict[float, set[str]] = {}
+    for k in range(20):
+        at = 1035.0 + 10 * k
+        send(agg, batch("x", k + 1, 0.0), at=at)
+        if at >= 1100:
+            send(agg, batch("y", k + 1, 0.0), at=at + 0.5)
+        if k % 3 == 1:
+            assert send(agg, batch("b", 1, 700.0), at=at + 0.7).verdict is Verdict.LIVE_BOOTS
+            held[at + 0.7] = agg.held_out_pods(at + 0.7)
+    assert held == {t: (set() if t < 1165 else {"p0"}) for t in held}
+    assert agg.held_out_pods(1285.6) == {"p0"} and agg.held_out_pods(1286.0) == set()  # b stopped retrying
+    assert send(agg, batch("b", 1, 700.0), at=1300).verdict is Verdict.ACCEPTED  # x and y went quiet
+    assert agg.held_out.refusals == {} and agg.held_out_pods(1300) == set()
+
+
+def test_refused_boots_are_tracked_per_pod_in_a_bounded_set_that_keeps_the_longest_held_out() -> None:
+    """6000 new boot ids refused at once beside the pod's two live boots: 8 are tracked per pod, the first
+    refused among them, so the sidecar's boot, refused first and retrying, is still found held out."""
+    agg = JobAggregate()
+    send(agg, batch("x", 1, 0.0), at=1000)
+    send(agg, batch("y", 1, 0.0), at=1000)
+    for t in (1001.0, 1061.0, 1121.0):
+        send(agg, batch("x", int(t), 0.0), at=t)
+        send(agg, batch("y", int(t), 0.0), at=t)
+        assert send(agg, batch("sidecar", 1, 0.0), at=t + 0.5).verdict is Verdict.LIVE_BOOTS
+        for i in range(2000):
+            send(agg, batch(f"{int(t)}-{i:04d}", 1, 0.0), at=t + 0.6)
+    boots = agg.held_out.refusals["p0"]
+    assert len(boots) == 8 and boots["sidecar"] == (1001.5, 1121.5)
+    assert agg.held_out_pods(1121.6) == {"p0"}
+
+
 def test_a_final_batch_under_the_sidecars_boot_id_does_not_let_a_new_boot_fold_it() -> None:
     """A token holder sends `final` under the running sidecar's boot id, then a batch under a new boot id
     next to its own: the sidecar's boot is still live (it is heard), so the new boot waits (429) and the

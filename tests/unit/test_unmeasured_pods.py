@@ -24,7 +24,7 @@ from tests.cases.evaluation import canary_aggregate, inputs
 NOW = dt.datetime.fromtimestamp(2000.0, dt.UTC)
 TWO_PODS = (RunningPod("p0", 1000.0), RunningPod("p1", 1000.0))
 SILENT = (
-    "1 running pod(s) unmeasured (p1): no telemetry accepted from them, so the job's energy is a lower bound"
+    "1 running pod(s) unmeasured (p1): no telemetry counted from them, so the job's energy is a lower bound"
 )
 
 
@@ -138,3 +138,34 @@ def test_running_with_an_unmeasured_pod_halts_outside_development() -> None:
 def test_a_restarted_operator_gives_every_silent_pod_the_grace_again() -> None:
     plan = judged(spec(), watched_since=1990.0)
     assert plan.decision.report is None and plan.decision.state.phase == Phase.CANARY
+
+
+def test_a_pod_whose_sidecar_boot_is_held_out_is_unmeasured_and_halts_the_canary_naming_why() -> None:
+    """Telemetry was accepted from p0, but a boot of it (its restarted sidecar) has been refused a place
+    (429 live-boots) from 1870 to 1990, two live windows, while other boots of the pod stay live: p0's
+    energy is not being counted, so it is unmeasured and the production canary halts."""
+    agg = canary_aggregate()
+    for at in (1870.0, 1900.0, 1930.0, 1960.0, 1990.0):
+        agg.held_out.refused("p0", "restarted-sidecar", at, agg.limits.live_window_s)
+    one = (RunningPod("p0", 1000.0),)
+    job = spec()
+    plan = evaluate(inputs(agg, job, pods=one, measurement_grace_s=35.0, now=NOW, replicas=2))
+    assert carbon(plan).message == (
+        "1 running pod(s) unmeasured (p0): no telemetry counted from them, so the job's energy is a lower "
+        "bound: failing closed"
+    )
+    assert plan.decision.state.phase == Phase.HALTED
+    condition = next(c for c in plan.conditions if c.type == "PodsMeasured")
+    assert condition.message == (
+        "1 running pod(s) unmeasured: p0: a sidecar boot refused a place (429 live-boots) for two live "
+        "windows while other boots of the pod stay live, so the job's energy is a lower bound and the carbon "
+        "gates and the budget watch fail closed; check the pods' carbontrack-sidecar container (its logs) "
+        "and that it can reach the operator, and who holds the pod's token "
+        "(status.telemetry.refused.liveBoots)"
+    )
+    # a boot refused for less than two windows is an honest restart waiting for its old boot to go quiet
+    waiting = canary_aggregate()
+    for at in (1880.0, 1990.0):
+        waiting.held_out.refused("p0", "restarted-sidecar", at, waiting.limits.live_window_s)
+    plan = evaluate(inputs(waiting, job, pods=one, measurement_grace_s=35.0, now=NOW, replicas=2))
+    assert carbon(plan).passed and plan.pod_coverage is not None and plan.pod_coverage.unmeasured == ()

@@ -825,9 +825,10 @@ class TelemetryStatus(KubeModel):
     joules_per_step: float | None = None
     steps_per_second: float | None = None
     unmeasured_pods: list[UnmeasuredPod] = Field(default_factory=list, max_length=MAX_UNMEASURED_PODS)
-    """Running pods with no batch accepted within two status intervals plus start-up, oldest first, at
-    most 32 (unmeasuredPodCount counts them all): the job's energy is a lower bound while any is listed,
-    and staging and production carbon gates fail closed on it."""
+    """Running pods with no batch accepted within two status intervals plus start-up, or whose sidecar boot
+    has been refused a place for two live windows, oldest first, at most 32 (unmeasuredPodCount counts
+    them all): the job's energy is a lower bound while any is listed, and staging and production carbon
+    gates fail closed on it."""
     unmeasured_pod_count: int = Field(0, ge=0)
     """Every unmeasured pod, listed in unmeasuredPods or not."""
 

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from carbontrack.api.wire import DPParams, TelemetryBatch
-from carbontrack.core.accounting.boots import boots_to_fold
+from carbontrack.core.accounting.boots import HeldOut, boots_to_fold
 from carbontrack.core.accounting.emissions import emissions_g
 from carbontrack.core.accounting.folding import (
     COMPACT_FIXED_BYTES,
@@ -75,6 +75,8 @@ class JobAggregate:
     listening_since: float | None = None
     """When this aggregate received its first batch (the operator's clock): a boot restored from status
     counts as quiet only a live window after it (core.accounting.boots)."""
+    held_out: HeldOut = field(default_factory=HeldOut)
+    """Boots refused a place in their pod, until admitted (core.accounting.boots)."""
 
     @property
     def energy_j(self) -> float:
@@ -103,6 +105,10 @@ class JobAggregate:
 
     def pods(self) -> set[str]:
         return {s.pod for s in self.sources.values()} | set(self.folded)
+
+    def held_out_pods(self, now: float) -> set[str]:
+        """Pods with a sidecar boot refused a place for too long (core.accounting.boots): unmeasured."""
+        return self.held_out.pods(now, self.limits.live_window_s)
 
     def status_bytes(self) -> int:
         """JSON size of the status entries of sources and folds, an upper bound (core.accounting.folding),
@@ -175,6 +181,11 @@ class JobAggregate:
         if self.listening_since is None:
             self.listening_since = receipt.received_at
         result = self._apply(batch, receipt, pue=pue, intensity_g_per_kwh=intensity_g_per_kwh)
+        pod, boot_id = batch.pod.name, batch.boot_id
+        if result.verdict is Verdict.LIVE_BOOTS:
+            self.held_out.refused(pod, boot_id, receipt.received_at, self.limits.live_window_s)
+        elif result.verdict is Verdict.ACCEPTED:
+            self.held_out.admitted(pod, boot_id)
         if result.verdict in REFUSALS:
             key = refusal_key(result.verdict)
             self.refused[key] = self.refused.get(key, 0) + 1

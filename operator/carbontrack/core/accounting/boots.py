@@ -20,12 +20,20 @@ Why honest restarts still work: a restarted sidecar's old boot stops sending, so
 itself within the window. The new boot takes the free place, or is answered 429 and retries with
 backoff; its counters are cumulative, so it loses nothing by waiting.
 
+A boot refused a place for longer than that is *held out* (`HeldOut`): an honest restart waits at most
+one window, so a boot still retrying after `HELD_OUT_WINDOWS` windows is kept out by boots that a token
+holder keeps live (beside the sidecar before it was first heard, or in the place its restart freed). Its
+pod's energy is then not being counted, and the pod counts as unmeasured (core.rollout.coverage): staging
+and production carbon gates fail closed, naming it, rather than judge a total that misses a sidecar.
+
 Time is the operator's receive clock (Receipt.received_at), never the sender's. An aggregate restored
 from status did not hear the sidecars while no operator was listening: every boot gets a full window
 from the first batch this aggregate received (`listening_since`) before it counts as quiet.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from carbontrack.core.accounting.folding import Limits
 from carbontrack.core.accounting.sources import Source
@@ -50,3 +58,43 @@ def boots_to_fold(
     oldest_first = sorted(pod_sources, key=lambda s: (s.first_received_at, s.received_at, s.boot_id))
     quiet = [s for s in oldest_first if is_quiet(s, now, limits.live_window_s, listening_since)]
     return quiet[:excess] if len(quiet) >= excess else None
+
+
+HELD_OUT_WINDOWS = 2.0
+"""Live windows a boot may be refused a place, still retrying, before its pod counts as unmeasured."""
+HELD_OUT_TRACKED = 8
+"""Refused boots tracked per pod: the ones refused first are kept (they are the ones held out longest)."""
+
+
+@dataclass
+class HeldOut:
+    """Per pod, the boots refused a place (429 `live-boots`): when each was first and last refused, until it
+    is admitted. Not kept in status: a held-out sidecar keeps retrying, so a restarted operator finds it
+    again within `HELD_OUT_WINDOWS` windows."""
+
+    refusals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def refused(self, pod: str, boot_id: str, now: float, window_s: float) -> None:
+        boots = self.refusals.setdefault(pod, {})
+        first = boots[boot_id][0] if boot_id in boots else now
+        boots[boot_id] = (first, now)
+        for gone in [b for b, (_, last) in boots.items() if now - last >= window_s]:
+            del boots[gone]  # no longer retrying
+        while len(boots) > HELD_OUT_TRACKED:
+            del boots[max(boots, key=lambda b: boots[b][0])]
+
+    def admitted(self, pod: str, boot_id: str) -> None:
+        boots = self.refusals.get(pod)
+        if boots is not None:
+            boots.pop(boot_id, None)
+            if not boots:
+                del self.refusals[pod]
+
+    def pods(self, now: float, window_s: float) -> set[str]:
+        """Pods with a boot refused a place for `HELD_OUT_WINDOWS` windows, and again within the last."""
+        held = HELD_OUT_WINDOWS * window_s
+        return {
+            pod
+            for pod, boots in self.refusals.items()
+            if any(now - last < window_s and last - first >= held for first, last in boots.values())
+        }

@@ -334,7 +334,8 @@ def _privacy(budget: float, total_steps: int, evidence: Evidence, prof: Profile)
 
 def _energy_missing(evidence: Evidence) -> str | None:
     """Why the job's energy is not a measurement of the whole job, or None: a sidecar measuring nothing
-    (method unavailable), or running pods no telemetry was accepted from."""
+    (method unavailable), or running pods whose sidecars' telemetry is not counted (none accepted, or a
+    sidecar boot held out: core.rollout.coverage)."""
     if not evidence.energy_measured:
         return "energy was not measured (a sidecar reports method unavailable)"
     pods = evidence.unmeasured_pods
@@ -342,7 +343,7 @@ def _energy_missing(evidence: Evidence) -> str | None:
         return None
     shown = ", ".join(pods[:3]) + (f" and {len(pods) - 3} more" if len(pods) > 3 else "")
     return (
-        f"{len(pods)} running pod(s) unmeasured ({shown}): no telemetry accepted from them, so the "
+        f"{len(pods)} running pod(s) unmeasured ({shown}): no telemetry counted from them, so the "
         "job's energy is a lower bound"
     )
 

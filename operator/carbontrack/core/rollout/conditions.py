@@ -79,10 +79,11 @@ def telemetry_accepted(aggregate: JobAggregate, warned: bool) -> Signals:
 
 
 def pods_measured(cov: Coverage | None, fails_closed: bool, shown: str | None) -> Signals:
-    """PodsMeasured: a running pod no telemetry was accepted from within the grace period makes the job's
-    energy a lower bound. The condition names the pods; its Event is posted whenever the message changes
-    (`shown`: the message of the False condition already in status), so a newly unmeasured pod is said.
-    Pods not listed this round (`cov` None) leave the condition as it is."""
+    """PodsMeasured: a running pod no telemetry was accepted from within the grace period, or one whose
+    sidecar boot is held out of its places (core.rollout.coverage), makes the job's energy a lower bound.
+    The condition names the pods; its Event is posted whenever the message changes (`shown`: the message
+    of the False condition already in status), so a newly unmeasured pod is said. Pods not listed this
+    round (`cov` None) leave the condition as it is."""
     if cov is None:
         return (), ()
     if not cov.unmeasured:
@@ -95,11 +96,19 @@ def pods_measured(cov: Coverage | None, fails_closed: bool, shown: str | None) -
         if fails_closed
         else "development context: the carbon gates pass with a warning"
     )
+    silent = [name for name in cov.unmeasured_names() if name not in cov.held_out]
+    why = [f"{named(silent)}: no telemetry batch accepted within {cov.grace_s:g} s of their start"]
+    why = why if silent else []
+    if cov.held_out:
+        why.append(
+            f"{named(cov.held_out)}: a sidecar boot refused a place (429 live-boots) for two live windows "
+            "while other boots of the pod stay live"
+        )
     message = (
-        f"{len(cov.unmeasured)} running pod(s) unmeasured: {named(cov.unmeasured_names())}: no telemetry "
-        f"batch accepted within {cov.grace_s:g} s of their start, so the job's energy is a lower bound and "
-        f"{consequence}; check the pods' {SIDECAR_NAME} container (its logs) and that it can reach the "
-        "operator"
+        f"{len(cov.unmeasured)} running pod(s) unmeasured: {'; '.join(why)}, so the job's energy is a lower "
+        f"bound and {consequence}; check the pods' {SIDECAR_NAME} container (its logs) and that it can reach "
+        "the operator"
+        + (", and who holds the pod's token (status.telemetry.refused.liveBoots)" if cov.held_out else "")
     )
     condition = ConditionUpdate("PodsMeasured", False, "PodsUnmeasured", message)
     if message == shown:

@@ -9,6 +9,10 @@ bound. The staging and production carbon gates and budget watch then fail closed
 first batch, and a projection never takes the reporting pods' rate for the whole job's
 (`projection_scale`).
 
+A running pod with a sidecar boot *held out* (refused a place in its pod for two live windows while other
+boots of the pod stay live: core.accounting.boots) is unmeasured at once: telemetry was accepted from
+it, but not from the sidecar that measures it now.
+
 The grace also counts from when this operator process began watching the job (`watched_since`): after
 a restart or a failover, a batch accepted but not yet in status comes again with the sidecar's next
 cumulative batch, within the grace.
@@ -51,8 +55,10 @@ class Coverage:
     awaiting: tuple[str, ...]
     """Running pods with no accepted batch yet, still within the grace period, by name."""
     unmeasured: tuple[RunningPod, ...]
-    """Running pods with no accepted batch past the grace period, longest silent first."""
+    """Running pods with no accepted batch past the grace period, or held out, longest silent first."""
     grace_s: float
+    held_out: tuple[str, ...] = ()
+    """The unmeasured pods that are so because a sidecar boot of theirs is held out, by name."""
 
     def unmeasured_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.unmeasured)
@@ -77,16 +83,19 @@ def coverage(
     now: float,
     grace_s: float,
     watched_since: float,
+    held_out: Collection[str] = (),
 ) -> Coverage:
-    """Each running pod reporting, awaiting its first batch, or unmeasured at `now` (unix time)."""
-    silent = [p for p in pods if p.name not in reported]
+    """Each running pod reporting, awaiting its first batch, or unmeasured at `now` (unix time); a pod
+    in `held_out` is unmeasured whatever it reported."""
+    silent = [p for p in pods if p.name not in reported or p.name in held_out]
 
     def due(p: RunningPod) -> float:
-        return max(p.started_at, watched_since) + grace_s
+        return now if p.name in held_out else max(p.started_at, watched_since) + grace_s
 
     unmeasured = sorted((p for p in silent if now >= due(p)), key=lambda p: (p.started_at, p.name))
     awaiting = sorted(p.name for p in silent if now < due(p))
-    return Coverage(len(pods), len(pods) - len(silent), tuple(awaiting), tuple(unmeasured), grace_s)
+    held = tuple(sorted(p.name for p in silent if p.name in held_out))
+    return Coverage(len(pods), len(pods) - len(silent), tuple(awaiting), tuple(unmeasured), grace_s, held)
 
 
 def named(pods: Sequence[str]) -> str:

@@ -175,12 +175,14 @@ def _over_budget(inputs: Inputs, cov: coverage.Coverage | None) -> str | None:
 def _coverage(inputs: Inputs) -> coverage.Coverage | None:
     if inputs.pods is None:
         return None
+    now = inputs.now.timestamp()
     return coverage.coverage(
         inputs.pods,
         inputs.aggregate.pods(),
-        now=inputs.now.timestamp(),
+        now=now,
         grace_s=inputs.measurement_grace_s,
         watched_since=inputs.watched_since,
+        held_out=inputs.aggregate.held_out_pods(now),
     )
 
 

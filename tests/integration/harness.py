@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from carbontrack.workload.jobbuilder import CA_CONFIGMAP
 from tests.cases.bodies import batch_doc
 from tests.cases.crs import manifest
 from tests.cases.jobs import cluster_spec, production_gates
-from tests.integration.sidecars import Sidecar, free_port
+from tests.integration.sidecars import Sidecar, free_port, hold_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PUE, DE_G_PER_KWH = 1.2, lookup("DE").g_per_kwh
@@ -54,8 +55,13 @@ class Operator:
         self.url = f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
         self.logs = logs
         self.proc: subprocess.Popen[bytes] | None = None
+        self.held: socket.socket | None = None
+        """Keeps the port while the operator is stopped, so the restarted one finds it free."""
 
     def start(self, timeout_s: float = 30) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
         env = {
             **os.environ,
             **self.cluster.env(),
@@ -106,6 +112,7 @@ class Operator:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self.held = hold_port(self.port)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -114,6 +121,8 @@ class Operator:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(10)
+            self.held = hold_port(self.port)
 
     def ready(self) -> bool:
         """What the kubelet's readiness probe sees: a standby replica is not ready."""
@@ -161,10 +170,13 @@ def report_evidence(trainer: Any, step: int, accuracy: float = 0.86) -> None:
 
 
 def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
-    """Steps start..stop, then the evidence PRODUCTION_GATES judge, reported at `stop`."""
+    """The evidence PRODUCTION_GATES judge, reported at `stop`, then steps start..stop: the sidecar sends
+    what it has each interval, so the step that makes a stage judgeable never arrives before the
+    evidence (reported after it, an interval could fall between them, or between the eval and the DP
+    parameters, and the stage be judged without them)."""
+    report_evidence(trainer, stop, accuracy)
     for s in range(start, stop + 1):
         trainer.step(s)
-    report_evidence(trainer, stop, accuracy)
 
 
 def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,10 +30,45 @@ if TYPE_CHECKING:
     from hack.controlplane import ControlPlane
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections and bind(0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+PORTS = range(15000, min(_ephemeral_low(), 32768))
+"""Where servers the tests start listen: below the ephemeral range, so no outgoing connection of any
+process (kubectl, the apiserver, a sidecar) takes a port an operator stopped by a test comes back on."""
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no one holds now, from PORTS (tried as the operator binds: every address)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(PORTS)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {PORTS}")
+
+
+def hold_port(port: int) -> socket.socket | None:
+    """A socket bound to `port` (not listening) that keeps others off it until closed; None if taken.
+    SO_REUSEADDR: the stopped server's connections may linger in TIME_WAIT on it; free_port's test bind,
+    without it, still fails."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        s.close()
+        return None
+    return s
 
 
 RUNNING: list[subprocess.Popen[str]] = []

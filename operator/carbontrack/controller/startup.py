@@ -49,6 +49,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is None:
         return
+    if services.tls is not None and services.tls.task is not None:
+        services.tls.task.cancel()  # its renewals would fail on the closed API session until exit
     if services.monitor is not None:
         await services.monitor.stop()
     if services.cluster is not None:

@@ -83,9 +83,11 @@ def test_a_restarted_sidecar_held_out_by_a_token_holders_live_boots_makes_its_po
     assert agg.held_out.refusals == {} and agg.held_out_pods(1300) == set()
 
 
-def test_refused_boots_are_tracked_per_pod_in_a_bounded_set_that_keeps_the_longest_held_out() -> None:
+def test_refused_boots_are_tracked_per_pod_in_a_bounded_set_and_a_crowd_of_them_is_held_out() -> None:
     """6000 new boot ids refused at once beside the pod's two live boots: 8 are tracked per pod, the first
-    refused among them, so the sidecar's boot, refused first and retrying, is still found held out."""
+    refused among them (the sidecar's boot, refused first and retrying, among them), and a pod with more
+    boots refused at once than are tracked is held out at once (no honest restart does that), for three
+    live windows after the last such crowd."""
     agg = JobAggregate()
     send(agg, batch("x", 1, 0.0), at=1000)
     send(agg, batch("y", 1, 0.0), at=1000)
@@ -95,9 +97,29 @@ def test_refused_boots_are_tracked_per_pod_in_a_bounded_set_that_keeps_the_longe
         assert send(agg, batch("sidecar", 1, 0.0), at=t + 0.5).verdict is Verdict.LIVE_BOOTS
         for i in range(2000):
             send(agg, batch(f"{int(t)}-{i:04d}", 1, 0.0), at=t + 0.6)
+        assert agg.held_out_pods(t + 0.6) == {"p0"}
     boots = agg.held_out.refusals["p0"]
     assert len(boots) == 8 and boots["sidecar"] == (1001.5, 1121.5)
-    assert agg.held_out_pods(1121.6) == {"p0"}
+    assert agg.held_out_pods(1301.5) == {"p0"} and agg.held_out_pods(1301.6) == set()  # 3 windows on
+
+
+def test_a_token_holder_cannot_crowd_the_sidecars_boot_out_of_the_tracking() -> None:
+    """The token holder keeps the pod's two places live and has boots of its own refused beside the
+    sidecar's, new ones every 100 s, each for 40 s (so none of them is ever held out itself), hoping to
+    push the sidecar's boot out of the tracking. With 7 at a time the sidecar's boot stays tracked and is
+    held out two windows after its first refusal; with 8 the tracking is full, and the pod is held out at
+    once."""
+    for cohort, held_from in ((7, 1130.0), (8, 1010.0)):
+        agg, held = JobAggregate(), []
+        for t in range(1000, 1300, 10):
+            send(agg, batch("x", t, 0.0), at=t)
+            send(agg, batch("y", t, 0.0), at=t)
+            for k in range(cohort if (t - 1000) % 100 < 40 else 0):  # new ids every 100 s, 40 s each
+                send(agg, batch(f"evil-{k}-{(t - 1000) // 100}", 1, 0.0), at=t + 0.1)
+            if t >= 1010:
+                send(agg, batch("sidecar", 1, 0.0), at=t + 0.2)
+                held.append((t, agg.held_out_pods(t + 0.2)))
+        assert held == [(t, {"p0"} if t >= held_from else set()) for t, _ in held], cohort
 
 
 def test_a_final_batch_under_the_sidecars_boot_id_does_not_let_a_new_boot_fold_it() -> None:

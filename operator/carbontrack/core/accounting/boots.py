@@ -20,11 +20,13 @@ Why honest restarts still work: a restarted sidecar's old boot stops sending, so
 itself within the window. The new boot takes the free place, or is answered 429 and retries with
 backoff; its counters are cumulative, so it loses nothing by waiting.
 
-A boot refused a place for longer than that is *held out* (`HeldOut`): an honest restart waits at most
-one window, so a boot still retrying after `HELD_OUT_WINDOWS` windows is kept out by boots that a token
-holder keeps live (beside the sidecar before it was first heard, or in the place its restart freed). Its
-pod's energy is then not being counted, and the pod counts as unmeasured (core.rollout.coverage): staging
-and production carbon gates fail closed, naming it, rather than judge a total that misses a sidecar.
+A boot refused a place for longer than that is *held out* (`HeldOut`), and so is a pod with more boots
+refused at once than `HELD_OUT_TRACKED`: an honest restart waits at most one window, so a boot still
+retrying after `HELD_OUT_WINDOWS` windows, or a crowd of refused boots, is kept out by boots that a
+token holder keeps live (beside the sidecar before it was first heard, or in the place its restart
+freed). The pod's energy is then not being counted, and the pod counts as unmeasured
+(core.rollout.coverage): staging and production carbon gates fail closed, naming it, rather than judge
+a total that misses a sidecar.
 
 Time is the operator's receive clock (Receipt.received_at), never the sender's. An aggregate restored
 from status did not hear the sidecars while no operator was listening: every boot gets a full window
@@ -63,16 +65,19 @@ def boots_to_fold(
 HELD_OUT_WINDOWS = 2.0
 """Live windows a boot may be refused a place, still retrying, before its pod counts as unmeasured."""
 HELD_OUT_TRACKED = 8
-"""Refused boots tracked per pod: the ones refused first are kept (they are the ones held out longest)."""
+"""Refused boots tracked per pod: the ones refused first are kept (they are the ones held out longest).
+More refused at once than this is no honest restart either: the pod is held out at once, and for as long
+as the sidecar's boot, pushed out of the tracking by such a crowd, would take to be held out again."""
 
 
 @dataclass
 class HeldOut:
     """Per pod, the boots refused a place (429 `live-boots`): when each was first and last refused, until it
-    is admitted. Not kept in status: a held-out sidecar keeps retrying, so a restarted operator finds it
-    again within `HELD_OUT_WINDOWS` windows."""
+    is admitted, and when a refused boot last found the tracking full. Not kept in status: a held-out
+    sidecar keeps retrying, so a restarted operator finds it again within `HELD_OUT_WINDOWS` windows."""
 
     refusals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    crowded: dict[str, float] = field(default_factory=dict)
 
     def refused(self, pod: str, boot_id: str, now: float, window_s: float) -> None:
         boots = self.refusals.setdefault(pod, {})
@@ -82,6 +87,7 @@ class HeldOut:
             del boots[gone]  # no longer retrying
         while len(boots) > HELD_OUT_TRACKED:
             del boots[max(boots, key=lambda b: boots[b][0])]
+            self.crowded[pod] = now
 
     def admitted(self, pod: str, boot_id: str) -> None:
         boots = self.refusals.get(pod)
@@ -91,9 +97,13 @@ class HeldOut:
                 del self.refusals[pod]
 
     def pods(self, now: float, window_s: float) -> set[str]:
-        """Pods with a boot refused a place for `HELD_OUT_WINDOWS` windows, and again within the last."""
+        """Pods with a boot refused a place for `HELD_OUT_WINDOWS` windows and again within the last, or
+        with more boots refused than are tracked within the last `HELD_OUT_WINDOWS` + 1: a crowd may
+        have pushed the sidecar's boot out of the tracking, which then needs that long to hold it out
+        again (it is refused within a window of the crowd's end, retrying)."""
         held = HELD_OUT_WINDOWS * window_s
-        return {
+        crowded = {pod for pod, at in self.crowded.items() if now - at < held + window_s}
+        return crowded | {
             pod
             for pod, boots in self.refusals.items()
             if any(now - last < window_s and last - first >= held for first, last in boots.values())

@@ -6,6 +6,7 @@ its CarbonTrackedJob's phase Succeeded or Failed, with an Event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -19,6 +20,7 @@ from carbontrack.core.events import ConditionUpdate
 from carbontrack.core.rollout.evaluation import job_outcome
 from carbontrack.state import status as st
 from carbontrack.state.registry import merge_patch_status
+from carbontrack.state.status import Patch
 
 
 async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> None:
@@ -29,12 +31,31 @@ async def job_event(body: kopf.Body, type: str, memo: kopf.Memo, **_: Any) -> No
     if name:
         if type == "DELETED":
             services.seen_jobs.discard((namespace, name))
+            services.ended_jobs.pop((namespace, name), None)
         else:
             services.seen_jobs.add((namespace, name))
     outcome = job_outcome((body.get("status") or {}).get("conditions"))
     if type == "DELETED" or outcome is None or not name:
         return
+    services.ended_jobs[(namespace, name)] = outcome
     await _finish(services, namespace, name, *outcome)
+
+
+def ended_patch(
+    ended_jobs: Mapping[tuple[str, str], tuple[Phase, str]],
+    key: tuple[str, str],
+    status: Mapping[str, Any],
+    generation: int | None,
+) -> tuple[Patch, Phase] | None:
+    """The final phase a round writes when the watch saw its job's Job end and status does not say so:
+    the watch's own write is made once, and a round that read status before it can write the phase it
+    judged over it, so every round checks (None: nothing to write)."""
+    outcome = ended_jobs.get(key)
+    if outcome is None or status.get("phase") == outcome[0].value:
+        return None
+    phase, message = outcome
+    done = ConditionUpdate("Ready", False, phase.value, message)
+    return st.phase_update(status, phase, done, generation), phase
 
 
 async def _finish(services: Services, namespace: str, name: str, phase: Phase, message: str) -> None:

@@ -21,6 +21,7 @@ from carbontrack.controller import decisions, job_writes, round_guard
 from carbontrack.controller.context import JobCall, queueing_of
 from carbontrack.controller.deferral import defer, dirty_grid, record_pause
 from carbontrack.controller.evidence import gather
+from carbontrack.controller.job_watch import ended_patch
 from carbontrack.controller.services import Services, services_of
 from carbontrack.core.accounting.measurement import measurement_events
 from carbontrack.core.events import ConditionUpdate
@@ -51,6 +52,12 @@ async def promote(
     condition and an Event, and the next round tries again (controller.round_guard)."""
     services = services_of(memo)
     phase = phase_of(status.get("phase"))
+    ended = ended_patch(services.ended_jobs, (namespace, name), status, int(meta.get("generation") or 0))
+    if ended is not None and phase not in SETTLED:
+        patch.status.update(ended[0])
+        message = f"phase {status.get('phase')} -> {ended[1]}: the training Job ended"
+        kopf.info(body, reason="PhaseChanged", message=message)
+        return
     usable = None if phase in SETTLED else _usable(spec)  # a settled job's spec is not read
     step = round_for(phase, (namespace, name) in services.seen_jobs, usable)
     if step is Round.LOAD:

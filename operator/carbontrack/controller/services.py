@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import kopf
 from kubernetes_asyncio import client
 
+from carbontrack.api.contract import Phase
 from carbontrack.controller.cluster_checks import ClusterChecks
 from carbontrack.ha.leadership import PeeringMonitor
 from carbontrack.ha.peering import PeeringArgs
@@ -64,6 +65,9 @@ class Services:
     """Whether Kueue's API is served and the watched namespaces exist, checked every cluster_check_s."""
     seen_jobs: set[tuple[str, str]] = field(default_factory=set)
     """(namespace, CR name) of the Jobs the watch has shown: the judgement waits for a job's Job."""
+    ended_jobs: dict[tuple[str, str], tuple[Phase, str]] = field(default_factory=dict)
+    """(namespace, CR name) -> the final phase and its reason, of the Jobs the watch has seen end: a
+    round that finds its job not yet in that phase writes it (controller.job_watch)."""
     clock: Clock = utc_now
 
 

@@ -17,7 +17,9 @@ Each top-level field has one writer:
 
 *phase and the Ready condition also change where the world decides rather than a judgement: a spec or
 template that cannot run (`Invalid`, by the reconcile) and the Job's own end (`Succeeded`/`Failed`,
-by the Job watcher). Both go through `phase_update` here, so the three paths build one shape.
+by the Job watcher, and again by any round that finds status without it: a round that read status
+before the watcher's write can put its judged phase back). They go through `phase_update` here, so
+every path builds one shape.
 Everything the operator knows about a job is in these fields, so a restart or a failover resumes
 from status alone: energy high-water marks, the promotion state, and the gates' evidence. The
 per-pod records inside `telemetry` and `evidence` convert in state.telemetry_status.

@@ -51,11 +51,17 @@ def ended_patch(
     the watch's own write is made once, and a round that read status before it can write the phase it
     judged over it, so every round checks (None: nothing to write)."""
     outcome = ended_jobs.get(key)
-    if outcome is None or status.get("phase") == outcome[0].value:
+    if outcome is None:
         return None
-    phase, message = outcome
-    done = ConditionUpdate("Ready", False, phase.value, message)
-    return st.phase_update(status, phase, done, generation), phase
+    update = end_update(status, *outcome, generation)
+    return None if update is None else (update, outcome[0])
+
+
+def end_update(status: Mapping[str, Any], phase: Phase, message: str, generation: int | None) -> Patch | None:
+    """The status patch that records the Job's end with its Ready condition; None when status has it."""
+    if status.get("phase") == phase.value:
+        return None
+    return st.phase_update(status, phase, ConditionUpdate("Ready", False, phase.value, message), generation)
 
 
 async def _finish(services: Services, namespace: str, name: str, phase: Phase, message: str) -> None:
@@ -66,10 +72,9 @@ async def _finish(services: Services, namespace: str, name: str, phase: Phase, m
     except ApiException:
         return
     current = ctj.get("status") or {}
-    if current.get("phase") == phase:
+    update = end_update(current, phase, message, ctj["metadata"].get("generation"))
+    if update is None:
         return
-    done = ConditionUpdate("Ready", False, phase.value, message)
-    update = st.phase_update(current, phase, done, ctj["metadata"].get("generation"))
     await merge_patch_status(custom, namespace, name, {"status": update})
     kopf.info(ctj, reason="PhaseChanged", message=f"phase {current.get('phase')} -> {phase}: {message}")
     state = services.registry.jobs.get((namespace, name))

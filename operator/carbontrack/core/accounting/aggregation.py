@@ -269,14 +269,20 @@ class JobAggregate:
                 src.heard_at = max(src.heard_at, receipt.received_at)  # still sending: live
             return refusal
         growth_j = max(batch.energy_joules - src.energy_j, 0.0)
-        grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
         src.accept(batch, receipt.received_at, growth_j)
-        self._take_reports(batch, receipt.received_at)
         self.sources[key] = src
         for old in folding:
             self.folded.setdefault(old.pod, PodFold(old.pod)).take(old, receipt.received_at, self.limits)
             del self.sources[(old.pod, old.boot_id)]
+        return self._counted(batch, growth_j, receipt.received_at, pue, intensity_g_per_kwh)
+
+    def _counted(
+        self, batch: TelemetryBatch, growth_j: float, received_at: float, pue: float, g_per_kwh: float
+    ) -> Applied:
+        """An accepted batch whose `growth_j` is already in the totals: its emissions and its reports."""
+        grams = emissions_g(growth_j, pue, g_per_kwh)
         self.emissions_g += grams
+        self._take_reports(batch, received_at)
         self._take_first_reports(batch)
         return Applied(Verdict.ACCEPTED, energy_j=growth_j, emissions_g=grams)
 
@@ -303,13 +309,8 @@ class JobAggregate:
         refusal = self._refuse_past_pod_ceiling(batch, receipt, growth_j)
         if refusal is not None:
             return refusal
-        fold.grow(boot_id, batch.energy_joules, batch.uncertainty_joules, batch.shared_energy_joules)
-        fold.global_step = max(fold.global_step, batch.global_step)
-        grams = emissions_g(growth_j, pue, intensity_g_per_kwh)
-        self.emissions_g += grams
-        self._take_reports(batch, receipt.received_at)
-        self._take_first_reports(batch)
-        return Applied(Verdict.ACCEPTED, energy_j=growth_j, emissions_g=grams)
+        fold.grow(boot_id, batch)
+        return self._counted(batch, growth_j, receipt.received_at, pue, intensity_g_per_kwh)
 
     def _refuse_implausible(self, src: Source, batch: TelemetryBatch, receipt: Receipt) -> Applied | None:
         """None if the source's growth fits both ceilings (core.accounting.plausibility), else the refusal."""

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 from carbontrack.api.crd import MAX_FOLDED_IDS, MAX_SOURCE_PROFILES, PROFILE_REASON_CHARS
 
 if TYPE_CHECKING:
+    from carbontrack.api.wire import TelemetryBatch
     from carbontrack.core.accounting.sources import Source
 
 LIVE_BOOTS_PER_POD = 2
@@ -141,15 +142,18 @@ class PodFold:
         forgettable = min(len(self._quiet(now, limits)), max(after - limits.folded_ids_per_pod, 0))
         return after - forgettable <= limits.folded_ids_cap
 
-    def grow(self, boot_id: str, energy_j: float, uncertainty_j: float, shared_energy_j: float) -> float:
+    def grow(self, boot_id: str, batch: TelemetryBatch) -> float:
         """A folded boot's counter passed the energy counted for it: the difference into the pod's totals
-        (with the batch's uncertainty and shared energy in proportion); returns the difference."""
+        (with the batch's uncertainty and shared energy in proportion, its step kept if higher); returns
+        the difference."""
+        energy_j = batch.energy_joules
         growth_j = energy_j - self.marks[boot_id]
         share = growth_j / energy_j
         self.marks[boot_id] = energy_j
         self.energy_j += growth_j
-        self.uncertainty_j += uncertainty_j * share
-        self.shared_energy_j += shared_energy_j * share
+        self.uncertainty_j += batch.uncertainty_joules * share
+        self.shared_energy_j += batch.shared_energy_joules * share
+        self.global_step = max(self.global_step, batch.global_step)
         return growth_j
 
     def _quiet(self, now: float, limits: Limits) -> list[str]:

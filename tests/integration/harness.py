@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,19 @@ def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[s
     unless they name gates."""
     canary = {"replicas": replicas, "minSteps": 10, "stages": [100]}
     return manifest(name, cluster_spec(replicas, canary=canary, carbon={"pue": PUE}, gates=gates))
+
+
+@contextlib.contextmanager
+def operator_instead(session: Operator, logs: Path, **env: str) -> Iterator[Operator]:
+    """An operator with `env`, not started, in place of the session's (which would judge the same
+    objects): the session's is stopped first and started again after, on its own port."""
+    session.stop()
+    own = Operator(session.cluster, logs, **env)
+    try:
+        yield own
+    finally:
+        own.stop()
+        session.start()
 
 
 def apply(cluster: ControlPlane, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:

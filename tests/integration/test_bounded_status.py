@@ -20,6 +20,7 @@ from tests.integration.harness import (
     apply,
     chart_identity,
     ctj,
+    operator_instead,
     pod_token,
     post,
     running_pods,
@@ -104,18 +105,13 @@ def test_thousands_of_ended_boots_fold_and_keep_status_bounded_exact_and_updatin
     window is 0 (CARBONTRACK_LIVE_BOOT_WINDOW_S) takes each boot as quiet at once, as boots that each
     went quiet in turn; 3000 of them, and a SIGKILL half-way."""
     cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    folding = Operator(cluster, tmp_path / "folding.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="0")
-    try:
+    with operator_instead(operator, tmp_path / "folding.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="0") as folding:
         folding.start()
         assert apply(cluster, namespace, ctj("flood", 1)).returncode == 0
         ((pod, uid),) = running_pods(cluster, namespace, "flood", 1)
         wait(lambda: status(cluster, namespace, "flood").get("phase") == "Canary", what="phase Canary")
         token = pod_token(cluster, namespace, pod, uid)
         _fold_thousands(folding, namespace, pod, token)
-    finally:
-        folding.stop()
-        operator.start()
 
 
 def _fold_thousands(operator: Operator, namespace: str, pod: str, token: str) -> None:
@@ -205,9 +201,7 @@ def test_a_pod_beyond_the_jobs_cap_is_refused_counted_and_a_condition_across_a_r
     more pods than status holds: the second pod's batches are 422 too-many-pods, counted, not in any
     total, and TelemetryAccepted=False says so, also after a restart."""
     cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    capped = Operator(cluster, tmp_path / "capped.log", CARBONTRACK_MAX_PODS_PER_JOB="1")
-    try:
+    with operator_instead(operator, tmp_path / "capped.log", CARBONTRACK_MAX_PODS_PER_JOB="1") as capped:
         capped.start()
         assert apply(cluster, namespace, ctj("capped", 2)).returncode == 0
         (first, second) = running_pods(cluster, namespace, "capped", 2)
@@ -239,9 +233,6 @@ def test_a_pod_beyond_the_jobs_cap_is_refused_counted_and_a_condition_across_a_r
         assert [s["pod"] for s in st["telemetry"]["sources"]] == [first[0]]
         events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert '"reason": "TelemetryRefused"' in events  # once per warning: unit-tested
-    finally:
-        capped.stop()
-        operator.start()
 
 
 def test_a_403_on_the_jobs_key_secret_under_the_charts_rbac_is_a_condition(
@@ -252,9 +243,9 @@ def test_a_403_on_the_jobs_key_secret_under_the_charts_rbac_is_a_condition(
     IntensityResolved=False says so, and the table's figure stands in."""
     cluster = operator.cluster
     cluster.kubectl("create", "secret", "generic", "em-key", "-n", namespace, "--from-literal=apiKey=k")
-    operator.stop()  # the session's operator would judge the same object
-    charted = Operator(cluster, tmp_path / "charted.log", KUBECONFIG=str(chart_identity(cluster)))
-    try:
+    with operator_instead(
+        operator, tmp_path / "charted.log", KUBECONFIG=str(chart_identity(cluster))
+    ) as charted:
         charted.start()
         obj = ctj("forbidden", 1)
         obj["spec"]["carbon"]["intensity"] = {"provider": "electricitymaps", "secretName": "em-key"}
@@ -278,6 +269,3 @@ def test_a_403_on_the_jobs_key_secret_under_the_charts_rbac_is_a_condition(
         assert st["intensity"]["source"] == "static:ember-2023:fallback"
         reads = [line for line in charted.logs.read_text().splitlines() if "intensity key unreadable" in line]
         assert len(reads) == 1 and '"status": 403' in reads[0], reads
-    finally:
-        charted.stop()
-        operator.start()

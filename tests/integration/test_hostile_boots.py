@@ -21,6 +21,8 @@ from tests.integration.harness import (
     Operator,
     apply,
     ctj,
+    operator_instead,
+    phase_is,
     pod_token,
     post,
     running_pods,
@@ -32,6 +34,8 @@ from tests.integration.harness import (
 from tests.integration.objects import events
 from tests.integration.sidecars import Sidecar
 
+SHORT_WINDOW = {"CARBONTRACK_LIVE_BOOT_WINDOW_S": "3"}
+"""An operator whose live window is 3 s stands in for the 60 s one: boots go quiet within a test."""
 REJECTED = re.compile(r'carbontrack_telemetry_rejected_total\{reason="live-boots"\} ([0-9.]+)')
 
 
@@ -122,18 +126,13 @@ def test_a_claim_under_the_sidecars_boot_id_and_a_fold_cannot_freeze_its_count(
     was counted for the boot, and the sidecar's growth past the claim counts: the job ends at the
     sidecar's own energy, to the joule."""
     cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    short = Operator(cluster, tmp_path / "short-window.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="3")
-    try:
+    with operator_instead(operator, tmp_path / "short-window.log", **SHORT_WINDOW) as short:
         short.start()
         assert apply(cluster, namespace, ctj("outbid", 1)).returncode == 0
         ((pod, uid),) = running_pods(cluster, namespace, "outbid", 1)
-        wait(lambda: status(cluster, namespace, "outbid").get("phase") == "Canary", what="phase Canary")
+        phase_is(cluster, namespace, "outbid", "Canary")
         sidecar = start_sidecar(tmp_path, short, cluster, namespace, "outbid", pod, uid)
         _outbid_and_fold(short, namespace, pod, pod_token(cluster, namespace, pod, uid), sidecar)
-    finally:
-        short.stop()
-        operator.start()
 
 
 def _outbid_and_fold(op: Operator, namespace: str, pod: str, token: str, sidecar: Sidecar) -> None:
@@ -171,34 +170,34 @@ def test_a_sidecar_held_out_by_a_token_holders_live_boots_makes_its_pod_unmeasur
     status.telemetry.unmeasuredPods lists it. When the token holder stops, its boots go quiet, the
     sidecar's boot takes a place and its energy counts, to the joule."""
     cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    short = Operator(cluster, tmp_path / "short-window.log", CARBONTRACK_LIVE_BOOT_WINDOW_S="3")
     stop = threading.Event()
-    try:
-        short.start()
-        assert apply(cluster, namespace, ctj("heldout", 1)).returncode == 0
-        ((pod, uid),) = running_pods(cluster, namespace, "heldout", 1)
-        token = pod_token(cluster, namespace, pod, uid)
+    with operator_instead(operator, tmp_path / "short-window.log", **SHORT_WINDOW) as short:
+        try:
+            short.start()
+            assert apply(cluster, namespace, ctj("heldout", 1)).returncode == 0
+            ((pod, uid),) = running_pods(cluster, namespace, "heldout", 1)
+            token = pod_token(cluster, namespace, pod, uid)
+            holder = (short, token, namespace, pod, stop)
+            threading.Thread(target=_keep_two_boots_live, args=holder, daemon=True).start()
 
-        def keep_live() -> None:
-            seq = 0
-            while not stop.is_set():
-                seq += 1
-                for boot in ("evil-1", "evil-2"):
-                    post(
-                        short.url, token, batch_doc(namespace, "heldout", pod, boot=boot, seq=seq, joules=0.0)
-                    )
-                time.sleep(0.5)
+            def sources() -> list[Any]:
+                return list(status(cluster, namespace, "heldout").get("telemetry", {}).get("sources", []))
 
-        threading.Thread(target=keep_live, daemon=True).start()
-        wait(lambda: len(status(cluster, namespace, "heldout").get("telemetry", {}).get("sources", [])) == 2,
-             what="the token holder's two boots")  # fmt: skip
-        sidecar = start_sidecar(tmp_path, short, cluster, namespace, "heldout", pod, uid)
-        _held_out_then_counted(short, namespace, pod, sidecar, stop)
-    finally:
-        stop.set()
-        short.stop()
-        operator.start()
+            wait(lambda: len(sources()) == 2, what="the token holder's two boots")
+            sidecar = start_sidecar(tmp_path, short, cluster, namespace, "heldout", pod, uid)
+            _held_out_then_counted(short, namespace, pod, sidecar, stop)
+        finally:
+            stop.set()
+
+
+def _keep_two_boots_live(op: Operator, token: str, namespace: str, pod: str, stop: threading.Event) -> None:
+    """The token holder's two boots, claiming nothing, each sending twice a second until `stop`."""
+    seq = 0
+    while not stop.is_set():
+        seq += 1
+        for boot in ("evil-1", "evil-2"):
+            post(op.url, token, batch_doc(namespace, "heldout", pod, boot=boot, seq=seq, joules=0.0))
+        time.sleep(0.5)
 
 
 def _held_out_then_counted(

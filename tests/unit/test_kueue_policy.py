@@ -72,6 +72,28 @@ def test_slice_annotations_apply_a_merge_patch(
     assert kp.slice_annotations(current, changes) == expected
 
 
+def _slice(
+    name: str, *, active: bool = False, finished: bool = False, quota: bool = False
+) -> kp.WorkloadView:
+    return kp.WorkloadView(name, active=active, admitted=quota, finished=finished, holds_quota=quota)
+
+
+@pytest.mark.parametrize(
+    ("slices", "expected"),
+    [
+        ((), None),
+        ((_slice("s1"),), None),  # halted, quota released: the resume writes
+        ((_slice("s1", finished=True, quota=True), _slice("s2", quota=True)), "s2"),  # Kueue still evicts s2
+        ((_slice("s1", finished=True, quota=True), _slice("s2")), None),  # a replaced slice never blocks
+        ((_slice("s2", active=True, quota=True),), None),  # running: not a halted slice
+    ],
+)
+def test_a_resume_waits_for_a_halted_slice_to_release_its_quota(
+    slices: tuple[kp.WorkloadView, ...], expected: str | None
+) -> None:
+    assert kp.slice_releasing_quota(slices) == expected
+
+
 @pytest.mark.parametrize("q", [None, kp.Queueing("q", elastic=True)])
 def test_unqueued_or_elastic_keeps_the_stages(q: kp.Queueing | None) -> None:
     assert kp.effective_spec(SPEC, q) is SPEC
@@ -172,7 +194,11 @@ def test_workload_view_reads_active_admitted_finished_and_checks() -> None:
         "metadata": {"name": "job-a-1"},
         "spec": {"active": False},
         "status": {
-            "conditions": [{"type": "Admitted", "status": "True"}, {"type": "Finished", "status": "False"}],
+            "conditions": [
+                {"type": "Admitted", "status": "True"},
+                {"type": "Finished", "status": "False"},
+                {"type": "QuotaReserved", "status": "True"},
+            ],
             "admissionChecks": [{"name": "budget", "state": "Rejected", "message": "m"}],
         },
     }
@@ -182,6 +208,7 @@ def test_workload_view_reads_active_admitted_finished_and_checks() -> None:
         admitted=True,
         finished=False,
         checks=(kp.CheckState("budget", "Rejected", "m"),),
+        holds_quota=True,
     )
     assert view({"metadata": {"name": "w"}}) == kp.WorkloadView(
         "w", active=True, admitted=False, finished=False

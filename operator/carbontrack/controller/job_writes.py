@@ -138,16 +138,29 @@ async def _resume(
     resumed = {"spec": {**patch["spec"], "template": {"metadata": {"annotations": annotations}}}}
     written = False
     try:
+        if workload is not None and workload.elastic:  # Kueue restores the template from the slice
+            await _resume_slices(api, namespace, job_name_for(name), annotations)
         await write(client.BatchV1Api(api).patch_namespaced_job, job_name_for(name), namespace, resumed)
         written = True
-        if workload is not None and workload.elastic:  # Kueue restores the template from the slice
-            await kueue.set_slice_annotations(api, namespace, job_name_for(name), annotations)
     except ApiException as exc:
         if exc.status != 422:
             raise not_applied(target, job_name_for(name), exc) from exc
         await _unless_workers_stopping(api, namespace, job_name_for(name), target)
         log.warning("resume point not written to the pod template: %s", api_message(exc))
     return written
+
+
+async def _resume_slices(
+    api: client.ApiClient, namespace: str, job: str, annotations: dict[str, str | None]
+) -> None:
+    """Write the resume's annotations on the halted slices before the Job's template, and raise (the next
+    round resumes again) while Kueue still evicts a slice: it would put the slice's copy back on the Job."""
+    releasing = await kueue.set_slice_annotations(api, namespace, job, annotations)
+    if releasing is not None:
+        message = (
+            f"resuming the Job {job} waits for Kueue to release the quota of its halted slice {releasing}"
+        )
+        raise RoundFailed("ScaleNotApplied", message)
 
 
 async def _unless_workers_stopping(api: client.ApiClient, namespace: str, job: str, target: JobScale) -> None:

@@ -139,6 +139,19 @@ def slice_annotations(current: Mapping[str, str] | None, changes: Mapping[str, s
     return out
 
 
+def slice_releasing_quota(workloads: tuple[WorkloadView, ...]) -> str | None:
+    """The halted slice a resume waits for, if any: deactivated, unfinished, and still holding quota.
+
+    While Kueue evicts a deactivated slice it restores the Job's pod template from the slice's copy on
+    every pass, and it refuses a change of that copy until it has released the slice's quota (once the
+    workers are gone). A resume that wrote the Job's template in that window would see its world size
+    and checkpoint put back, so it writes nothing until the slice holds no quota."""
+    for wl in workloads:
+        if not wl.finished and not wl.active and wl.holds_quota:
+            return wl.name
+    return None
+
+
 # ------------------------------------------------------------------------------ budget admission
 
 
@@ -244,6 +257,7 @@ class WorkloadView:
     admitted: bool
     finished: bool
     checks: tuple[CheckState, ...] = ()
+    holds_quota: bool = False
 
 
 def admission_condition(workloads: tuple[WorkloadView, ...], ours: frozenset[str]) -> ConditionUpdate | None:

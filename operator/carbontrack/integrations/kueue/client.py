@@ -51,6 +51,7 @@ def view(wl: dict[str, Any]) -> kp.WorkloadView:
         active=(wl.get("spec") or {}).get("active", True) is not False,
         admitted=conditions.get("Admitted") == "True",
         finished=conditions.get("Finished") == "True",
+        holds_quota=conditions.get("QuotaReserved") == "True",
         checks=tuple(
             kp.CheckState(c.get("name", ""), c.get("state", ""), c.get("message", ""))
             for c in s.get("admissionChecks") or []
@@ -101,19 +102,21 @@ async def set_active(api: client.ApiClient, namespace: str, job: str, active: bo
 
 async def set_slice_annotations(
     api: client.ApiClient, namespace: str, job: str, changes: dict[str, str | None]
-) -> None:
+) -> str | None:
     """Write a resume's pod-template annotations on the Job's unfinished Workloads that hold no quota
     (a halted elastic Job: Kueue restores the Job's template from its slice's copy while it is suspended,
-    see kueue_policy.slice_annotations). Kueue refuses a change of a slice holding quota."""
+    see kueue_policy.slice_annotations). Kueue refuses a change of a slice holding quota: while a halted
+    slice still holds it, nothing is written and its name comes back (kueue_policy.slice_releasing_quota)."""
     uid = await job_uid(api, namespace, job)
     if uid is None:
-        return
+        return None
+    found = await workloads(api, namespace, uid)
+    releasing = kp.slice_releasing_quota(tuple(view(wl) for wl in found))
+    if releasing is not None:
+        return releasing
     custom = client.CustomObjectsApi(api)
-    for wl in await workloads(api, namespace, uid):
-        conditions = {
-            c.get("type"): c.get("status") for c in (wl.get("status") or {}).get("conditions") or []
-        }
-        if view(wl).finished or conditions.get("QuotaReserved") == "True":
+    for wl in found:
+        if view(wl).finished or view(wl).holds_quota:
             continue
         pod_sets = wl["spec"]["podSets"]
         for ps in pod_sets:
@@ -133,6 +136,7 @@ async def set_slice_annotations(
             _content_type="application/merge-patch+json",
         )  # type: ignore[call-arg]
         log.info("workload %s/%s: resume annotations on its pod template", namespace, wl["metadata"]["name"])
+    return None
 
 
 async def our_checks(api: client.ApiClient) -> frozenset[str]:

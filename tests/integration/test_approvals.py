@@ -9,21 +9,11 @@ kept in the job's decision log, which an administrator's edit of status does not
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import ssl
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hack.controlplane import ControlPlane
-from hack.render import render
 
 from carbontrack.core.rollout.approvals import CREATED_BY_ANNOTATION, annotation_value
 from tests.cases.jobs import gated
@@ -32,6 +22,7 @@ from tests.integration.harness import (
     apply,
     chart_identity,
     decide,
+    operator_instead,
     phase_is,
     running_pods,
     start_sidecar,
@@ -40,6 +31,14 @@ from tests.integration.harness import (
     train,
     wait,
     whoami,
+)
+from tests.integration.identities import (
+    LOG_LABEL,
+    chart_policies,
+    decide_as,
+    decision_log,
+    patch_as,
+    service_account,
 )
 from tests.integration.objects import events, get_row, job_spec
 
@@ -163,100 +162,6 @@ def test_a_rejected_pause_halts_and_suspends(operator: Operator, namespace: str,
 
 # --- with the chart's admission policies ------------------------------------------------------------
 
-LOG_LABEL = "carbontrack.io/decision-log"
-
-
-@contextlib.contextmanager
-def chart_policies(cluster: ControlPlane, namespace: str, *names: str) -> Iterator[None]:
-    """The chart's admission policies `names` (job-decisions, decision-log) and their bindings, as the
-    default release renders them (the operator is carbontrack-system's ServiceAccount carbontrack),
-    in force until the block ends: they are cluster-scoped and would judge other tests' objects."""
-    wanted = {f"carbontrack-{name}" for name in names}
-    rendered = render("--show-only", "templates/admissionpolicy.yaml", include_crds=False)
-    chosen = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] in wanted]
-    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": chosen})
-    try:
-        cluster.kubectl("apply", "--server-side", "-f", "-", input=listed)
-        for name in names:
-            wait(
-                lambda n=name: _refused_by(cluster, namespace, n),
-                what=f"the {name} admission policy in force",
-            )
-        yield
-    finally:
-        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
-            cluster.kubectl("delete", kind, *sorted(wanted), "--ignore-not-found", check=False)
-
-
-def _refused_by(cluster: ControlPlane, namespace: str, policy: str) -> bool:
-    """A server dry run of an object the policy refuses (a job whose creator is someone else, or a log
-    entry the admin creates) is refused by it: the policy is in force."""
-    if policy == "job-decisions":
-        probe = gated("probe", 0.8)
-        probe["metadata"]["annotations"] = {CREATED_BY_ANNOTATION: "somebody-else"}
-    else:
-        probe = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "probe", "labels": {LOG_LABEL: "x"}},
-        }
-    out = cluster.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(probe), check=False
-    )
-    return f"carbontrack-{policy}" in out.stderr
-
-
-def service_account(cluster: ControlPlane, namespace: str, name: str, *verbs: str) -> str:
-    """A ServiceAccount that may do `verbs` on carbontrackedjobs in `namespace`, nothing else: its user."""
-    cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
-    cluster.kubectl(
-        "create", "role", name, "-n", namespace, f"--verb={','.join(verbs)}",
-        "--resource=carbontrackedjobs.carbontrack.io",
-    )  # fmt: skip
-    cluster.kubectl(
-        "create",
-        "rolebinding",
-        name,
-        "-n",
-        namespace,
-        f"--role={name}",
-        f"--serviceaccount={namespace}:{name}",
-    )
-    return f"system:serviceaccount:{namespace}:{name}"
-
-
-def patch_as(
-    cluster: ControlPlane, token: str, namespace: str, name: str, annotations: dict[str, str]
-) -> tuple[int, str]:
-    """A JSON merge patch of the job's annotations with a bearer token, as a client holding only the
-    `patch` verb sends it (kubectl would GET first): the HTTP status and the apiserver's message."""
-    url = f"{cluster.server}/apis/carbontrack.io/v1alpha1/namespaces/{namespace}/carbontrackedjobs/{name}"
-    body = json.dumps({"metadata": {"annotations": annotations}}).encode()
-    request = urllib.request.Request(url, data=body, method="PATCH", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json",
-    })  # fmt: skip
-    context = ssl.create_default_context(cafile=str(cluster.pki / "ca.crt"))
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
-            return answer.status, ""
-    except urllib.error.HTTPError as refused:
-        return refused.code, str(json.loads(refused.read()).get("message"))
-
-
-def decide_as(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`carbontrack <args>` with a user's kubeconfig, in this process's environment (its PYTHONPATH)."""
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    return subprocess.run(
-        [sys.executable, "-m", "carbontrack.cli", *args], env=env, capture_output=True, text=True, timeout=90,
-        check=False,
-    )  # fmt: skip
-
-
-def decision_log(cluster: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
-    """The job's decision log: its ConfigMaps, oldest first."""
-    out = cluster.kubectl("get", "configmaps", "-n", namespace, "-l", f"{LOG_LABEL}={job}", "-o", "json")
-    return sorted(json.loads(out.stdout)["items"], key=lambda cm: (cm["data"]["at"], cm["data"]["reason"]))
-
 
 def test_a_forged_approval_is_refused_at_the_apiserver(crd_installed: ControlPlane, namespace: str) -> None:
     """A ServiceAccount that may only patch carbontrackedjobs, as a job's owner may, writes the approval
@@ -335,67 +240,79 @@ def test_every_decision_outlives_an_admin_status_patch(
     before acting on it. An administrator empties status.decisions; the log keeps every decision, past
     the 10 status shows, and no one but the operator can add to it."""
     cluster = operator.cluster
-    user = whoami(cluster)
-    operator.stop()  # the session's operator would judge the same object, as another user
-    charted = Operator(cluster, tmp_path / "charted.log", KUBECONFIG=str(chart_identity(cluster)))
+    identity = str(chart_identity(cluster))
+    with (
+        operator_instead(operator, tmp_path / "charted.log", KUBECONFIG=identity) as charted,
+        chart_policies(cluster, namespace, "job-decisions", "decision-log"),
+    ):
+        charted.start()
+        _decisions_outlive_a_status_patch(charted, namespace, tmp_path)
+
+
+def _decisions_outlive_a_status_patch(charted: Operator, namespace: str, tmp_path: Path) -> None:
+    cluster = charted.cluster
+    assert apply(cluster, namespace, unsure("kept")).returncode == 0
+    phase_is(cluster, namespace, "kept", "Canary")
+    ((pod, uid),) = running_pods(cluster, namespace, "kept", 1)
+    sidecar = start_sidecar(tmp_path, charted, cluster, namespace, "kept", pod, uid)
     try:
-        with chart_policies(cluster, namespace, "job-decisions", "decision-log"):
-            charted.start()
-            assert apply(cluster, namespace, unsure("kept")).returncode == 0
-            phase_is(cluster, namespace, "kept", "Canary")
-            ((pod, uid),) = running_pods(cluster, namespace, "kept", 1)
-            sidecar = start_sidecar(tmp_path, charted, cluster, namespace, "kept", pod, uid)
-            train(sidecar.client(), 1, 12, accuracy=0.86)
-            phase_is(cluster, namespace, "kept", "Paused")
-            out = decide(cluster, "approve", "kept", "-n", namespace, "--reason", "0.86 will do", "--wait")
-            assert out.returncode == 0 and "phase Promoting" in out.stdout, out
-            (entry,) = decision_log(cluster, namespace, "kept")
-            job = json.loads(cluster.kubectl("get", "ctj", "kept", "-n", namespace, "-o", "json").stdout)
-            assert entry["immutable"] is True
-            assert [o["uid"] for o in entry["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
-            assert (entry["data"]["decision"], entry["data"]["by"], entry["data"]["reason"]) == (
-                "Approved", user, "0.86 will do",
-            )  # fmt: skip
-            logged = next(
-                c for c in status(cluster, namespace, "kept")["conditions"] if c["type"] == "DecisionLogged"
-            )
-            assert logged["status"] == "True" and f"{LOG_LABEL}=kept" in logged["message"]
-            # an administrator empties the status history
-            cluster.kubectl("patch", "ctj", "kept", "-n", namespace, "--subresource=status", "--type=merge",
-                            "-p", '{"status":{"decisions":[]}}')  # fmt: skip
-            assert not status(cluster, namespace, "kept").get("decisions")
-            # eleven more decisions (the job is Promoting, so each is Ignored): status shows the last 10
-            for i in range(11):
-                cluster.kubectl("annotate", "--overwrite", "ctj", "kept", "-n", namespace,
-                                f"{APPROVE}={annotation_value(user, f'late {i}')}")  # fmt: skip
-                wait(
-                    lambda: APPROVE not in annotations(cluster, namespace, "kept"),
-                    what=f"decision {i} acted on",
-                )
-            shown = status(cluster, namespace, "kept")["decisions"]
-            assert [d["reason"] for d in shown] == [f"late {i}" for i in range(1, 11)]
-            log = decision_log(cluster, namespace, "kept")
-            assert sorted(cm["data"]["reason"] for cm in log) == sorted(
-                ["0.86 will do", *(f"late {i}" for i in range(11))]
-            )
-            assert [cm["data"]["decision"] for cm in log].count("Ignored") == 11
-            # nobody else writes the log: not an entry of their own, not a change to one
-            forged = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
-                      "metadata": {"name": "kept-decision-forged", "labels": {LOG_LABEL: "kept"}},
-                      "data": {"decision": "Approved", "by": "cto@example.com"}}  # fmt: skip
-            refused = cluster.kubectl(
-                "apply", "-n", namespace, "-f", "-", input=json.dumps(forged), check=False
-            )
-            assert refused.returncode != 0 and "created only by the carbontrack operator" in refused.stderr
-            name = entry["metadata"]["name"]
-            changed = cluster.kubectl("patch", "configmap", name, "-n", namespace, "--type=merge",
-                                      "-p", '{"data":{"by":"cto@example.com"}}', check=False)  # fmt: skip
-            assert changed.returncode != 0 and "immutable" in changed.stderr, changed.stderr
-            hidden = cluster.kubectl(
-                "label", "configmap", name, "-n", namespace, f"{LOG_LABEL}-", check=False
-            )
-            assert hidden.returncode != 0 and "does not change" in hidden.stderr, hidden.stderr
-            sidecar.stop()
+        train(sidecar.client(), 1, 12, accuracy=0.86)
+        phase_is(cluster, namespace, "kept", "Paused")
+        entry = _approval_logged(cluster, namespace)
+        _log_outlives_status(cluster, namespace, entry["metadata"]["name"])
     finally:
-        charted.stop()
-        operator.start()
+        sidecar.stop()
+
+
+def _approval_logged(cluster: ControlPlane, namespace: str) -> dict[str, Any]:
+    """The owner's approval: an immutable ConfigMap the job owns, and a DecisionLogged condition."""
+    user = whoami(cluster)
+    out = decide(cluster, "approve", "kept", "-n", namespace, "--reason", "0.86 will do", "--wait")
+    assert out.returncode == 0 and "phase Promoting" in out.stdout, out
+    (entry,) = decision_log(cluster, namespace, "kept")
+    job = json.loads(cluster.kubectl("get", "ctj", "kept", "-n", namespace, "-o", "json").stdout)
+    assert entry["immutable"] is True
+    assert [o["uid"] for o in entry["metadata"]["ownerReferences"]] == [job["metadata"]["uid"]]
+    assert (entry["data"]["decision"], entry["data"]["by"], entry["data"]["reason"]) == (
+        "Approved", user, "0.86 will do",
+    )  # fmt: skip
+    logged = next(
+        c for c in status(cluster, namespace, "kept")["conditions"] if c["type"] == "DecisionLogged"
+    )
+    assert logged["status"] == "True" and f"{LOG_LABEL}=kept" in logged["message"]
+    return entry
+
+
+def _log_outlives_status(cluster: ControlPlane, namespace: str, name: str) -> None:
+    """An administrator empties the status history; the log keeps every decision, and only the
+    operator writes it."""
+    user = whoami(cluster)
+    cluster.kubectl("patch", "ctj", "kept", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", '{"status":{"decisions":[]}}')  # fmt: skip
+    assert not status(cluster, namespace, "kept").get("decisions")
+    # eleven more decisions (the job is Promoting, so each is Ignored): status shows the last 10
+    for i in range(11):
+        cluster.kubectl("annotate", "--overwrite", "ctj", "kept", "-n", namespace,
+                        f"{APPROVE}={annotation_value(user, f'late {i}')}")  # fmt: skip
+        wait(
+            lambda: APPROVE not in annotations(cluster, namespace, "kept"),
+            what=f"decision {i} acted on",
+        )
+    shown = status(cluster, namespace, "kept")["decisions"]
+    assert [d["reason"] for d in shown] == [f"late {i}" for i in range(1, 11)]
+    log = decision_log(cluster, namespace, "kept")
+    assert sorted(cm["data"]["reason"] for cm in log) == sorted(
+        ["0.86 will do", *(f"late {i}" for i in range(11))]
+    )
+    assert [cm["data"]["decision"] for cm in log].count("Ignored") == 11
+    # nobody else writes the log: not an entry of their own, not a change to one
+    forged = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+              "metadata": {"name": "kept-decision-forged", "labels": {LOG_LABEL: "kept"}},
+              "data": {"decision": "Approved", "by": "cto@example.com"}}  # fmt: skip
+    refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(forged), check=False)
+    assert refused.returncode != 0 and "created only by the carbontrack operator" in refused.stderr
+    changed = cluster.kubectl("patch", "configmap", name, "-n", namespace, "--type=merge",
+                              "-p", '{"data":{"by":"cto@example.com"}}', check=False)  # fmt: skip
+    assert changed.returncode != 0 and "immutable" in changed.stderr, changed.stderr
+    hidden = cluster.kubectl("label", "configmap", name, "-n", namespace, f"{LOG_LABEL}-", check=False)
+    assert hidden.returncode != 0 and "does not change" in hidden.stderr, hidden.stderr

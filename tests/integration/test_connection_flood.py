@@ -25,7 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.harness import ROOT, Operator, apply, ctj, running_pods, start_sidecar, status, wait
+from tests.integration.harness import (
+    ROOT,
+    Operator,
+    apply,
+    ctj,
+    operator_instead,
+    running_pods,
+    start_sidecar,
+    status,
+    wait,
+)
 from tests.integration.sidecars import Sidecar
 
 FLOOD_CONNECTIONS = int(os.environ.get("CARBONTRACK_FLOOD_CONNECTIONS", "1500"))
@@ -98,53 +108,53 @@ def test_a_connection_flood_leaves_memory_bounded_and_a_sidecar_served(
 ) -> None:
     """The operator of this test is its own: the flood's cap, and a process whose memory is the flood's
     alone (the session's operator holds every earlier test's jobs)."""
-    cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    own = Operator(cluster, tmp_path / "flood.log", CARBONTRACK_MAX_CONNECTIONS=str(FLOOD_CAP))
-    sidecar: Sidecar | None = None
-    try:
+    with operator_instead(
+        operator, tmp_path / "flood.log", CARBONTRACK_MAX_CONNECTIONS=str(FLOOD_CAP)
+    ) as own:
         own.start()
-        assert apply(cluster, namespace, ctj("flooded", 1)).returncode == 0
-        ((pod, uid),) = running_pods(cluster, namespace, "flooded", 1)
-        sidecar = start_sidecar(tmp_path, own, cluster, namespace, "flooded", pod, uid)
-        wait(lambda: sidecar is not None and sidecar.healthz()["batchesSent"] >= 5, what="the sidecar served")
-        assert own.proc is not None
-        time.sleep(2)
-        baseline_mib = rss_mib(own.proc.pid)
-        energy_before = status(cluster, namespace, "flooded").get("energyJoules", 0.0)
-        watch = Watch(own.proc.pid, sidecar)
-        sampler = threading.Thread(target=watch.run, daemon=True)
-        sampler.start()
+        assert apply(own.cluster, namespace, ctj("flooded", 1)).returncode == 0
+        ((pod, uid),) = running_pods(own.cluster, namespace, "flooded", 1)
+        sidecar = start_sidecar(tmp_path, own, own.cluster, namespace, "flooded", pod, uid)
         try:
-            result = flood(own.port)
+            _flood_a_served_sidecar(own, namespace, sidecar)
         finally:
-            watch.done.set()
-            sampler.join(10)
-        settled_mib = wait(
-            lambda: (mib := rss_mib(own.proc.pid)) < baseline_mib + 25 and mib,  # type: ignore[union-attr]
-            timeout=30,
-            what="the flood's memory handed back",
-        )
-        health = sidecar.healthz()
-        energy_after = status(cluster, namespace, "flooded").get("energyJoules", 0.0)
-        figures = {
-            "connections": FLOOD_CONNECTIONS, "cap": FLOOD_CAP, "baselineMiB": round(baseline_mib),
-            "peakMiB": round(max(watch.rss_mib)), "settledMiB": round(settled_mib),
-            "peakSockets": max(watch.sockets), "longestStallS": round(watch.longest_stall_s(), 1),
-            "flood": {k: v for k, v in result.items() if k != "held_s"},
-            "longestHeldS": max(result["held_s"] or [0.0]),  # type: ignore[type-var]
-        }  # fmt: skip
-        print("connection flood:", json.dumps(figures))
-        assert result["attempted"] == FLOOD_CONNECTIONS and result["still_open"] == 0
-        assert result["refused"], "the flood never reached the cap: the test no longer tests it"
-        assert max(watch.sockets) <= FLOOD_CAP + ACCEPTED_UNCOUNTED + 40  # 40: its apiserver connections
-        assert max(watch.rss_mib) < CHART_MEMORY_LIMIT_MIB
-        assert max(result["held_s"]) < FIRST_REQUEST_S + 3  # type: ignore[type-var,operator]
-        assert watch.longest_stall_s() < 5, "the sidecar waited behind the flood"
-        assert health["connections"] == 1  # its one kept-alive connection, never refused or dropped
-        assert energy_after > energy_before
-    finally:
-        if sidecar is not None:
             sidecar.stop()
-        own.stop()
-        operator.start()
+
+
+def _flood_a_served_sidecar(own: Operator, namespace: str, sidecar: Sidecar) -> None:
+    wait(lambda: sidecar.healthz()["batchesSent"] >= 5, what="the sidecar served")
+    assert own.proc is not None
+    time.sleep(2)
+    baseline_mib = rss_mib(own.proc.pid)
+    energy_before = status(own.cluster, namespace, "flooded").get("energyJoules", 0.0)
+    watch = Watch(own.proc.pid, sidecar)
+    sampler = threading.Thread(target=watch.run, daemon=True)
+    sampler.start()
+    try:
+        result = flood(own.port)
+    finally:
+        watch.done.set()
+        sampler.join(10)
+    settled_mib = wait(
+        lambda: (mib := rss_mib(own.proc.pid)) < baseline_mib + 25 and mib,  # type: ignore[union-attr]
+        timeout=30,
+        what="the flood's memory handed back",
+    )
+    health = sidecar.healthz()
+    energy_after = status(own.cluster, namespace, "flooded").get("energyJoules", 0.0)
+    figures = {
+        "connections": FLOOD_CONNECTIONS, "cap": FLOOD_CAP, "baselineMiB": round(baseline_mib),
+        "peakMiB": round(max(watch.rss_mib)), "settledMiB": round(settled_mib),
+        "peakSockets": max(watch.sockets), "longestStallS": round(watch.longest_stall_s(), 1),
+        "flood": {k: v for k, v in result.items() if k != "held_s"},
+        "longestHeldS": max(result["held_s"] or [0.0]),  # type: ignore[type-var]
+    }  # fmt: skip
+    print("connection flood:", json.dumps(figures))
+    assert result["attempted"] == FLOOD_CONNECTIONS and result["still_open"] == 0
+    assert result["refused"], "the flood never reached the cap: the test no longer tests it"
+    assert max(watch.sockets) <= FLOOD_CAP + ACCEPTED_UNCOUNTED + 40  # 40: its apiserver connections
+    assert max(watch.rss_mib) < CHART_MEMORY_LIMIT_MIB
+    assert max(result["held_s"]) < FIRST_REQUEST_S + 3  # type: ignore[type-var,operator]
+    assert watch.longest_stall_s() < 5, "the sidecar waited behind the flood"
+    assert health["connections"] == 1  # its one kept-alive connection, never refused or dropped
+    assert energy_after > energy_before

@@ -20,6 +20,7 @@ from tests.integration.harness import (
     apply,
     ctj,
     metric_value,
+    operator_instead,
     pod_token,
     post,
     published_ca,
@@ -116,44 +117,45 @@ def test_no_counter_goes_back_over_five_sigkills_at_production_intervals(
     """Status written and the job judged every 10 s, and each sidecar sending every 10 s, as a cluster
     runs them by default; each SIGKILL lands at a random point of the status interval. The restarted
     operator loads the job from status at its first judgement, before most sidecars send again."""
-    cluster = operator.cluster
-    operator.stop()  # the session's operator would judge the same object
-    paced = Operator(cluster, tmp_path / "paced.log", CARBONTRACK_STATUS_INTERVAL_S="10",
-                     CARBONTRACK_JUDGE_INTERVAL_S="10")  # fmt: skip
+    paced_env = {"CARBONTRACK_STATUS_INTERVAL_S": "10", "CARBONTRACK_JUDGE_INTERVAL_S": "10"}
     stop = threading.Event()
-    try:
-        paced.start()
-        assert apply(cluster, namespace, ctj("counted", 2)).returncode == 0
-        ca = published_ca(cluster, namespace, tmp_path)
-        sidecars = [
-            Sidecar(tmp_path, paced.url, token=pod_token(cluster, namespace, pod, uid),
-                    CARBONTRACK_JOB_NAME="counted", POD_NAMESPACE=namespace, POD_NAME=pod, POD_UID=uid,
-                    CARBONTRACK_CA_FILE=str(ca), CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU
-                    CARBONTRACK_INTERVAL_S="", CARBONTRACK_MAX_BACKOFF_S="30")  # the sidecar's own defaults
-            for pod, uid in running_pods(cluster, namespace, "counted", 2)
-        ]  # fmt: skip
-        threading.Thread(target=_step_together, args=(sidecars, stop), daemon=True).start()
-
-        def scrape() -> list[float] | None:
-            text = paced.metrics()
-            values = [metric_value(text, name, namespace, "counted") for name in COUNTERS]
-            return [v for v in values if v is not None] if None not in values else None
-
-        wait(lambda: (v := scrape()) and v[0] > 0 and v, timeout=60, what="energy exported")
-        rng = random.Random()
-        for kill in range(5):
-            time.sleep(rng.uniform(0.0, 10.0))
-            before = scrape()
-            assert before is not None
-            paced.kill()
+    with operator_instead(operator, tmp_path / "paced.log", **paced_env) as paced:
+        try:
             paced.start()
-            after = wait(scrape, timeout=60, what="the job's series after the restart")
-            print(f"SIGKILL {kill + 1}: {before} -> {after}")
-            assert all(a >= b for a, b in zip(after, before, strict=True)), (kill, before, after)
-    finally:
-        stop.set()
-        paced.stop()
-        operator.start()
+            _count_through_sigkills(paced, namespace, tmp_path, stop)
+        finally:
+            stop.set()
+
+
+def _count_through_sigkills(paced: Operator, namespace: str, tmp_path: Path, stop: threading.Event) -> None:
+    cluster = paced.cluster
+    assert apply(cluster, namespace, ctj("counted", 2)).returncode == 0
+    ca = published_ca(cluster, namespace, tmp_path)
+    sidecars = [
+        Sidecar(tmp_path, paced.url, token=pod_token(cluster, namespace, pod, uid),
+                CARBONTRACK_JOB_NAME="counted", POD_NAMESPACE=namespace, POD_NAME=pod, POD_UID=uid,
+                CARBONTRACK_CA_FILE=str(ca), CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU
+                CARBONTRACK_INTERVAL_S="", CARBONTRACK_MAX_BACKOFF_S="30")  # the sidecar's own defaults
+        for pod, uid in running_pods(cluster, namespace, "counted", 2)
+    ]  # fmt: skip
+    threading.Thread(target=_step_together, args=(sidecars, stop), daemon=True).start()
+
+    def scrape() -> list[float] | None:
+        text = paced.metrics()
+        values = [metric_value(text, name, namespace, "counted") for name in COUNTERS]
+        return [v for v in values if v is not None] if None not in values else None
+
+    wait(lambda: (v := scrape()) and v[0] > 0 and v, timeout=60, what="energy exported")
+    rng = random.Random()
+    for kill in range(5):
+        time.sleep(rng.uniform(0.0, 10.0))
+        before = scrape()
+        assert before is not None
+        paced.kill()
+        paced.start()
+        after = wait(scrape, timeout=60, what="the job's series after the restart")
+        print(f"SIGKILL {kill + 1}: {before} -> {after}")
+        assert all(a >= b for a, b in zip(after, before, strict=True)), (kill, before, after)
 
 
 def _step_together(sidecars: list[Sidecar], stop: threading.Event) -> None:

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import cpu_seconds, machine, percentile, row, rss_mb, write_rows
 from hack.controlplane import ControlPlane
-from ingest import Load, Pod, drive
 from kube import (
     Api,
     apiserver_requests,
@@ -43,6 +42,7 @@ from kube import (
     running_pods,
     watch_jobs,
 )
+from sidecar_load import Load, Pod, drive
 from tests.integration.harness import Operator, chart_identity
 
 from carbontrack.state.config import OperatorConfig

@@ -122,31 +122,30 @@ def codecarbon(calls: int) -> dict[str, float]:
         tracker.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--peer-calls", type=int, default=2000)
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    logging.disable(logging.WARNING)
-    results: dict[str, dict[str, float] | str] = {"machine": machine()}
+Results = dict[str, dict[str, float] | str]
+PEERS = ("Zeus end_window+begin_window", "CodeCarbon stop_task+start_task")
+
+
+def measure_all(calls: int, peer_calls: int) -> Results:
+    """Ours with the sampler idle and on, then each peer on the simulated GPUs (a peer that cannot run
+    here is reported, not fatal)."""
+    results: Results = {"machine": machine()}
     results["timer floor"] = {"p50_us": timer_floor()}
-    results["carbontrack client.step()"] = ours(args.calls)
-    results["carbontrack client.step(), NVML sampler on"] = ours(args.calls, nvml=fake_nvml())
+    results["carbontrack client.step()"] = ours(calls)
+    results["carbontrack client.step(), NVML sampler on"] = ours(calls, nvml=fake_nvml())
     import simnvml
 
     gpu = SimulatedBackend([bursty(i) for i in range(8)])
     simnvml.install(gpu)
-    for name, fn in (
-        ("Zeus end_window+begin_window", lambda: zeus(args.peer_calls, gpu)),
-        ("CodeCarbon stop_task+start_task", lambda: codecarbon(args.peer_calls)),
-    ):
+    for name, fn in zip(PEERS, (lambda: zeus(peer_calls, gpu), lambda: codecarbon(peer_calls)), strict=True):
         try:
             results[name] = fn()
-        except Exception as exc:  # a peer that cannot run here is reported, not fatal
+        except Exception as exc:
             results[name] = f"could not run: {type(exc).__name__}: {exc}"[:300]
+    return results
+
+
+def print_table(results: Results) -> None:
     print(f"\nStep-marking cost per training step ({results['machine']})\n")
     print("| tool | calls | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
@@ -160,6 +159,19 @@ def main() -> None:
             )
         else:
             print(f"| {name} | - | {r['p50_us']:.3f} | | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--peer-calls", type=int, default=2000)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    results = measure_all(args.calls, args.peer_calls)
+    print_table(results)
     ours_r = results["carbontrack client.step()"]
     sampled = results["carbontrack client.step(), NVML sampler on"]
     assert isinstance(ours_r, dict) and isinstance(sampled, dict)
@@ -171,7 +183,7 @@ def main() -> None:
 
     def peer(q: str) -> str:
         parts = []
-        for name in ("Zeus end_window+begin_window", "CodeCarbon stop_task+start_task"):
+        for name in PEERS:
             r = results[name]
             tool = name.split()[0]
             parts.append(f"{tool} {r[q]:.2f}" if isinstance(r, dict) else f"{tool}: n/a")

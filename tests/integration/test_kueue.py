@@ -30,6 +30,18 @@ from tests.integration.harness import (
     status,
     wait,
 )
+from tests.integration.kueue_objects import (
+    CHECK,
+    FLAVOR,
+    cluster_queue,
+    condition,
+    get,
+    job_writes,
+    slices,
+    suspend_in,
+    workload,
+    workloads,
+)
 
 pytestmark = [
     pytest.mark.own_control_plane(
@@ -39,43 +51,6 @@ pytestmark = [
         not kueue.present(), reason=f"no Kueue build in {kueue.DIR}: run `python hack/kueue.py build`"
     ),
 ]
-
-FLAVOR = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "gpu"}}
-CHECK = {
-    "apiVersion": "kueue.x-k8s.io/v1beta2",
-    "kind": "AdmissionCheck",
-    "metadata": {"name": "carbon-budget"},
-    "spec": {"controllerName": "carbontrack.io/budget"},
-}
-
-
-def cluster_queue(name: str, checks: list[str]) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "namespaceSelector": {},
-        "resourceGroups": [
-            {
-                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                "flavors": [
-                    {
-                        "name": "gpu",
-                        "resources": [
-                            {"name": "cpu", "nominalQuota": "100"},
-                            {"name": "memory", "nominalQuota": "100Gi"},
-                            {"name": "nvidia.com/gpu", "nominalQuota": "64"},
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    if checks:
-        spec["admissionChecksStrategy"] = {"admissionChecks": [{"name": c} for c in checks]}
-    return {
-        "apiVersion": "kueue.x-k8s.io/v1beta2",
-        "kind": "ClusterQueue",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -130,45 +105,6 @@ def queued(
         gates=production_gates(min_score),
     )
     return manifest(name, spec, labels={"kueue.x-k8s.io/queue-name": queue}, annotations=annotations)
-
-
-def get(cluster: ControlPlane, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    return dict(json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout))
-
-
-def workloads(cluster: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
-    """The Job's Workloads (with elastic Jobs, one per slice), oldest first."""
-    uid = get(cluster, "job", namespace, job)["metadata"]["uid"]
-    out = cluster.kubectl(
-        "get", "workloads", "-n", namespace, "-l", f"kueue.x-k8s.io/job-uid={uid}", "-o", "json"
-    )
-    return sorted(json.loads(out.stdout)["items"], key=lambda w: w["metadata"]["creationTimestamp"])
-
-
-def workload(cluster: ControlPlane, namespace: str, job: str) -> dict[str, Any] | None:
-    items = workloads(cluster, namespace, job)
-    return items[0] if items else None
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
-
-
-def job_writes(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    """Every create/update/patch of a Job in `namespace`, from the audit log (level Request)."""
-    out = []
-    for line in cluster.audit_log.read_text().splitlines():
-        e = json.loads(line)
-        ref = e.get("objectRef") or {}
-        if ref.get("resource") == "jobs" and ref.get("namespace") == namespace and e["verb"] in (
-            "create", "update", "patch",
-        ) and not ref.get("subresource"):  # fmt: skip
-            out.append(e)
-    return out
-
-
-def suspend_in(request: dict[str, Any] | None) -> bool:
-    return "suspend" in ((request or {}).get("spec") or {})
 
 
 def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
@@ -275,22 +211,6 @@ def test_the_budget_admission_check_keeps_an_over_budget_job_out(kop: Operator, 
     assert wl is not None
     check = next(c for c in wl["status"]["admissionChecks"] if c["name"] == "carbon-budget")
     assert check["state"] == "Ready" and "within budget" in check["message"], check
-
-
-def slices(cluster: ControlPlane, namespace: str, job: str) -> list[tuple[str, int, bool, str, str]]:
-    """(name, pod count, admitted, the Finished reason or "", replacement-for) of each Workload slice,
-    oldest first."""
-    out = []
-    for w in workloads(cluster, namespace, job):
-        finished = condition(w, "Finished")
-        out.append((
-            w["metadata"]["name"],
-            w["spec"]["podSets"][0]["count"],
-            condition(w, "Admitted").get("status") == "True",
-            finished.get("reason", "") if finished.get("status") == "True" else "",
-            (w["metadata"].get("annotations") or {}).get("kueue.x-k8s.io/workload-slice-replacement-for", ""),
-        ))  # fmt: skip
-    return out
 
 
 def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(

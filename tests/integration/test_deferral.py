@@ -77,13 +77,21 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
     clean_at = now + dt.timedelta(seconds=25)
     electricitymaps.forecast[zone] = [(now - dt.timedelta(minutes=5), 450.0), (clean_at, 120.0)]
     key_secret(cluster, namespace, electricitymaps)
-    assert (
-        apply(
-            cluster, namespace, deferred("clean", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h"})
-        ).returncode
-        == 0
-    )
+    job = deferred("clean", zone, {"maxGramsPerKwh": 200, "maxDelay": "1h"})
+    assert apply(cluster, namespace, job).returncode == 0
+    _deferred_until(cluster, namespace, clean_at)
+    _started_at_the_clean_hour(cluster, namespace, clean_at)
+    ((pod, uid),) = running_pods(cluster, namespace, "clean", 1)
+    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "clean", pod, uid)
+    trainer = sidecar.client()
+    for s in range(1, 6):
+        trainer.step(s)
+    _saving_shown(operator, namespace)
+    _model_card_names_the_zone_and_gpus(cluster, namespace, zone)
 
+
+def _deferred_until(cluster: ControlPlane, namespace: str, clean_at: dt.datetime) -> None:
+    """Deferred to the forecast's clean hour: status, condition, a suspended Job and the kubectl row."""
     st = wait(lambda: (s := status(cluster, namespace, "clean")).get("schedule", {}).get("reason") and s,
               what="a deferral decision")  # fmt: skip
     assert st["phase"] == "Deferred", st
@@ -95,6 +103,8 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
     row = cluster.kubectl("get", "ctj", "clean", "-n", namespace).stdout
     assert "Deferred" in row and f"ForecastCleaner until {clean_at:%Y-%m-%dT%H:%M}Z" in row, row
 
+
+def _started_at_the_clean_hour(cluster: ControlPlane, namespace: str, clean_at: dt.datetime) -> None:
     st = wait(lambda: (s := status(cluster, namespace, "clean")).get("phase") == "Canary" and s,
               timeout=90, what="the start at the clean hour")  # fmt: skip
     sched = st["schedule"]
@@ -109,11 +119,10 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
     assert condition(st, "Deferred")["status"] == "False"
     assert job_suspended(cluster, namespace, "clean") is False
 
-    ((pod, uid),) = running_pods(cluster, namespace, "clean", 1)
-    sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "clean", pod, uid)
-    trainer = sidecar.client()
-    for s in range(1, 6):
-        trainer.step(s)
+
+def _saving_shown(operator: Operator, namespace: str) -> None:
+    """The avoided emissions estimate matches the measured energy once steps stop, in status and metrics."""
+    cluster = operator.cluster
 
     def saving() -> dict[str, Any] | None:
         s = status(cluster, namespace, "clean")
@@ -136,7 +145,9 @@ def test_waits_for_the_clean_hour_the_forecast_names_and_shows_the_saving(
     assert 20 <= (metric_value(text, "carbontrack_deferred_seconds", namespace, "clean") or 0) <= 40
     assert "StartGridClean" in events(cluster, namespace)
 
-    # the model-card block of this job, as `carbontrack report` prints it from the cluster
+
+def _model_card_names_the_zone_and_gpus(cluster: ControlPlane, namespace: str, zone: str) -> None:
+    """The model-card block of this job, as `carbontrack report` prints it from the cluster."""
     out = subprocess.run(
         [sys.executable, "-m", "carbontrack.cli", "report", "clean", "-n", namespace, "--format",
          "model-card"],
@@ -253,12 +264,7 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
     wait(lambda: status(cluster, namespace, "dirty").get("phase") == "Running", what="promoted to Running")
 
     electricitymaps.intensity[zone] = 500.0  # the grid turns dirty: ask first, stop after the checkpoint
-    step, deadline = 12, time.monotonic() + 60
-    while not trainer.should_stop():
-        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
-        step += 1
-        trainer.step(step)
-        time.sleep(0.1)
+    step = _train_until_asked_to_stop(trainer, 12)
     st = status(cluster, namespace, "dirty")
     assert st["phase"] == "Running" and "suspendedAt" not in st["halt"], st
     assert job(cluster, namespace, "dirty")["spec"]["suspend"] is False  # still saving: not stopped yet
@@ -273,6 +279,23 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
     sidecar.stop()
 
     electricitymaps.intensity[zone] = 100.0  # clean again: resume from the checkpoint
+    _resumed_from(operator, namespace, uid, step, tmp_path)
+
+
+def _train_until_asked_to_stop(trainer: Any, step: int) -> int:
+    """Steps on (ten a second) until the operator asks the trainer to stop; the last step."""
+    deadline = time.monotonic() + 60
+    while not trainer.should_stop():
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
+        step += 1
+        trainer.step(step)
+        time.sleep(0.1)
+    return step
+
+
+def _resumed_from(operator: Operator, namespace: str, uid: str, step: int, tmp_path: Path) -> None:
+    """Running again with a new pod that starts from the checkpoint, and no stop request for it."""
+    cluster = operator.cluster
     st = wait(lambda: (s := status(cluster, namespace, "dirty")).get("phase") == "Running" and s,
               timeout=60, what="resumed when clean")  # fmt: skip
     assert "halt" not in st

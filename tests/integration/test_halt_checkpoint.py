@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hack.controlplane import ControlPlane
+
 from carbontrack.trainer import client
 from tests.cases.crs import manifest
 from tests.cases.jobs import cluster_spec
@@ -59,8 +61,17 @@ def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_c
     assert job(cluster, namespace, "ckpt")["spec"]["suspend"] is False  # still saving: not stopped yet
     assert sidecar.healthz()["stopRequested"] is True
     trainer.report_checkpoint(step, f"/ckpt/step-{step}")
-    saved = step
+    _suspended_after_the_checkpoint(cluster, namespace, step)
+    sidecar.stop()
+    # The fix: a lower bar. The edit re-judges, the Job resumes, and its new pod knows where from.
+    patch = json.dumps({"spec": {"gates": {"quality": {"minScore": 0.4}}}})
+    cluster.kubectl("patch", "ctj", "ckpt", "-n", namespace, "--type=merge", "-p", patch)
+    _resumed_from_the_checkpoint(operator, namespace, (pod, uid), step, tmp_path)
 
+
+def _suspended_after_the_checkpoint(cluster: ControlPlane, namespace: str, saved: int) -> None:
+    """The halt is done once the trainer saved: status.checkpoint names it, the Job is suspended and its
+    pods are gone."""
     st = wait(
         lambda: (s := status(cluster, namespace, "ckpt")).get("halt", {}).get("outcome") and s,
         what="the halt done",
@@ -74,11 +85,13 @@ def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_c
     assert st["checkpoint"]["uri"] == f"/ckpt/step-{saved}"
     wait(lambda: job(cluster, namespace, "ckpt")["spec"]["suspend"] is True, what="the Job suspended")
     wait(lambda: not pods(cluster, namespace, "ckpt"), what="the pods deleted by the suspension")
-    sidecar.stop()
 
-    # The fix: a lower bar. The edit re-judges, the Job resumes, and its new pod knows where from.
-    patch = json.dumps({"spec": {"gates": {"quality": {"minScore": 0.4}}}})
-    cluster.kubectl("patch", "ctj", "ckpt", "-n", namespace, "--type=merge", "-p", patch)
+
+def _resumed_from_the_checkpoint(
+    operator: Operator, namespace: str, halted: tuple[str, str], saved: int, tmp_path: Path
+) -> None:
+    """The resumed canary counts from the checkpoint, its new pod starts from it, and it is promoted."""
+    cluster, (pod, uid) = operator.cluster, halted
     wait(lambda: status(cluster, namespace, "ckpt").get("phase") == "Canary", what="resumed to Canary")
     resumed = status(cluster, namespace, "ckpt")
     assert "halt" not in resumed

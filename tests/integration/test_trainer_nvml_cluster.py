@@ -47,13 +47,7 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
     lib = build()
     gpus = node_gpus(**{"6": {"mig": True, "mig_devices": ["MIG-6a"]}})
     cfg = FakeGpus(gpus).write(tmp_path / "node.conf")
-    obj: dict[str, Any] = ctj("cdi", 2)
-    obj["spec"]["carbon"]["budgetKg"] = 1000
-    # pod A's trainer is given two GPUs: its pods hold two (a batch may list no more than its pod holds)
-    obj["spec"]["template"] = copy.deepcopy(obj["spec"]["template"])
-    obj["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 2}}
-    obj["spec"]["gates"] = {"context": "production"}
-    assert apply(cluster, namespace, obj).returncode == 0
+    assert apply(cluster, namespace, _two_gpu_production_job("cdi")).returncode == 0
     pods = sorted(running_pods(cluster, namespace, "cdi", 2))
     job = json.loads(cluster.kubectl("get", "job", "cdi", "-n", namespace, "-o", "json").stdout)
     sidecar_env = {e["name"] for e in job["spec"]["template"]["spec"]["initContainers"][0]["env"]}
@@ -79,9 +73,30 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
         ),
         what="both sidecars' final batches in status",
     )
-
     assert st["steps"] == 12
-    # the name NVML gives (status.gpus[].name feeds the model card's hardware_used)
+    _gpus_named_and_mig_shared(st, pod_a, pod_b, finals[1])
+    # Exact per step: each pod's records telescope to its power x (its last marker - its GPUs' first
+    # reading), so status J/step x 12 (the sum over pods: each works on every global step) must fall
+    # between those bounds, to the counters' mJ and the readings' 50 us windows.
+    (low_a, high_a), (low_b, high_b) = span_j(out_a, 375.0, 2), span_j(out_b, 250.0, 1)
+    assert low_a + low_b <= st["telemetry"]["joulesPerStep"] * 12 <= high_a + high_b, (st["telemetry"], out_a)
+    _mig_unmeasured_in_production(operator, namespace, pod_b)
+
+
+def _two_gpu_production_job(name: str) -> dict[str, Any]:
+    """Two pods of two GPUs each (a batch may list no more than its pod holds), production gates and a
+    budget far above what the test burns."""
+    obj: dict[str, Any] = ctj(name, 2)
+    obj["spec"]["carbon"]["budgetKg"] = 1000
+    obj["spec"]["template"] = copy.deepcopy(obj["spec"]["template"])
+    obj["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 2}}
+    obj["spec"]["gates"] = {"context": "production"}
+    return obj
+
+
+def _gpus_named_and_mig_shared(st: dict[str, Any], pod_a: str, pod_b: str, mig_energy: float) -> None:
+    """status.gpus carries the name NVML gives (it feeds the model card's hardware_used), MIG first;
+    the MIG pod's board energy is shared energy, and the bound lies above the figure."""
     assert st["gpus"] == [
         {"uuid": NODE[6], "index": 0, "pod": pod_b, "sharing": "mig", "method": "energy-counter",
          "foreignProcesses": 0, "name": FAKE_NAME},
@@ -90,7 +105,7 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
         {"uuid": NODE[5], "index": 1, "pod": pod_a, "sharing": "exclusive", "method": "energy-counter",
          "foreignProcesses": 0, "name": FAKE_NAME},
     ]  # fmt: skip
-    assert st["sharedGpuEnergyJoules"] == pytest.approx(finals[1], abs=1e-6)
+    assert st["sharedGpuEnergyJoules"] == pytest.approx(mig_energy, abs=1e-6)
     assert st["energyJoulesUpperBound"] > st["energyJoules"]
     source_a = next(s for s in st["telemetry"]["sources"] if s["pod"] == pod_a)
     assert (
@@ -98,19 +113,17 @@ def test_trainer_side_energy_reaches_status_exactly_and_mig_is_unmeasured_in_pro
         and source_a["methodReason"] == "the trainer's NVML samples"
     )
 
-    # Exact per step: each pod's records telescope to its power x (its last marker - its GPUs' first
-    # reading), so status J/step x 12 (the sum over pods: each works on every global step) must fall
-    # between those bounds, to the counters' mJ and the readings' 50 us windows.
-    def span_j(out: dict[str, Any], watts: float, gpus: int) -> tuple[float, float]:
-        before, after = out["last_step_ns"]
-        slack = watts * 2 * READ_WINDOW_NS / 1e9 + 0.002 * gpus
-        return watts * (before - out["first_ns"]) / 1e9 - slack, watts * (
-            after - out["first_ns"]
-        ) / 1e9 + slack
 
-    (low_a, high_a), (low_b, high_b) = span_j(out_a, 375.0, 2), span_j(out_b, 250.0, 1)
-    assert low_a + low_b <= st["telemetry"]["joulesPerStep"] * 12 <= high_a + high_b, (st["telemetry"], out_a)
+def span_j(out: dict[str, Any], watts: float, gpus: int) -> tuple[float, float]:
+    """The bounds of a pod's energy over its steps: its power x (its last marker - its GPUs' first
+    reading), before and after the marker's reading, with the readings' windows and the counters' mJ."""
+    before, after = out["last_step_ns"]
+    slack = watts * 2 * READ_WINDOW_NS / 1e9 + 0.002 * gpus
+    return watts * (before - out["first_ns"]) / 1e9 - slack, watts * (after - out["first_ns"]) / 1e9 + slack
 
+
+def _mig_unmeasured_in_production(operator: Operator, namespace: str, pod_b: str) -> None:
+    cluster = operator.cluster
     gate = wait(
         lambda: next(
             (g for g in status(cluster, namespace, "cdi").get("gates", []) if g["name"] == "carbon.budget"),

@@ -99,39 +99,7 @@ def test_one_replica_is_active_and_the_other_takes_over_when_it_dies(
         code, body = post_batch(second.url, token, ns, "shared", token_pod)
         assert code == 503 and "standby" in body
         assert 'carbontrack_telemetry_rejected_total{reason="standby"} 1.0' in second.metrics()
-
-        with ReadyService(lambda: [first.url, second.url]) as service:
-            sidecars = [start_sidecar(tmp_path, service, cluster, ns, "shared", p, u) for p, u in pods]  # type: ignore[arg-type]
-            trainers = [s.client() for s in sidecars]
-            for step in range(1, 6):
-                for t in trainers:
-                    t.step(step)
-                time.sleep(0.05)
-            report_evidence(trainers[0], 5)
-            wait(lambda: status(cluster, ns, "shared").get("steps") == 5, what="steps via the first replica")
-            wait(
-                lambda: (status(cluster, ns, "shared").get("evidence") or {}).get("dp"),
-                what="evidence in status",
-            )
-
-            first.kill()  # no goodbye: its keep-alive stays until it expires
-            killed = time.monotonic()
-            step = 5
-            while not second.ready():
-                step += 1
-                for t in trainers:
-                    t.step(step)
-                time.sleep(0.2)
-                assert time.monotonic() - killed < LIFETIME_S + 10, second.logs.read_text()[-2000:]
-            takeover = time.monotonic() - killed
-            print(f"takeover after SIGKILL: {takeover:.1f} s (peer lifetime {LIFETIME_S} s)")
-            for _ in range(20):
-                step += 1
-                for t in trainers:
-                    t.step(step)
-                time.sleep(0.05)
-            finals = [s.final_energy(s.stop()) for s in sidecars]
-            assert service.forwarded.get(second.url, 0) > 0
+        step, finals, takeover = _train_through_a_takeover(first, second, ns, pods, tmp_path)
         st = wait_for_energy(cluster, ns, "shared", sum(finals), timeout=60)
         assert st["steps"] == step
         # the survivor runs the promotion too (kopf resumed its handlers and timers)
@@ -146,3 +114,44 @@ def test_one_replica_is_active_and_the_other_takes_over_when_it_dies(
     finally:
         first.stop()
         second.stop()
+
+
+def _train_through_a_takeover(
+    first: Operator, second: Operator, ns: str, pods: list[tuple[str, str]], tmp_path: Path
+) -> tuple[int, list[float], float]:
+    """Both pods step through the Service while the first replica is active, then on through its SIGKILL
+    until the second takes over, and 20 steps more: (the last step, each sidecar's final energy, the
+    seconds the takeover took)."""
+    cluster = first.cluster
+    with ReadyService(lambda: [first.url, second.url]) as service:
+        sidecars = [start_sidecar(tmp_path, service, cluster, ns, "shared", p, u) for p, u in pods]  # type: ignore[arg-type]
+        trainers = [s.client() for s in sidecars]
+        for step in range(1, 6):
+            for t in trainers:
+                t.step(step)
+            time.sleep(0.05)
+        report_evidence(trainers[0], 5)
+        wait(lambda: status(cluster, ns, "shared").get("steps") == 5, what="steps via the first replica")
+        wait(
+            lambda: (status(cluster, ns, "shared").get("evidence") or {}).get("dp"),
+            what="evidence in status",
+        )
+        first.kill()  # no goodbye: its keep-alive stays until it expires
+        killed = time.monotonic()
+        step = 5
+        while not second.ready():
+            step += 1
+            for t in trainers:
+                t.step(step)
+            time.sleep(0.2)
+            assert time.monotonic() - killed < LIFETIME_S + 10, second.logs.read_text()[-2000:]
+        takeover = time.monotonic() - killed
+        print(f"takeover after SIGKILL: {takeover:.1f} s (peer lifetime {LIFETIME_S} s)")
+        for _ in range(20):
+            step += 1
+            for t in trainers:
+                t.step(step)
+            time.sleep(0.05)
+        finals = [s.final_energy(s.stop()) for s in sidecars]
+        assert service.forwarded.get(second.url, 0) > 0
+    return step, finals, takeover

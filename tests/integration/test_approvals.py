@@ -74,16 +74,7 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
     sidecar = start_sidecar(tmp_path, operator, cluster, namespace, "unsure", pod, uid)
     trainer = sidecar.client()
     train(trainer, 1, 12, accuracy=0.86)
-    st = phase_is(cluster, namespace, "unsure", "Paused")
-    print(get_row(cluster, namespace, "unsure"))
-    assert st["gateSummary"] == "quality.score inconclusive"
-    assert st["promotion"]["pauseReason"] == "Inconclusive"
-    score = next(g for g in st["gates"] if g["name"] == "quality.score")
-    assert (score["verdict"], score["observed"], score["threshold"]) == ("Inconclusive", 0.86, 0.9)
-    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "GateInconclusive")
-    spec = job_spec(cluster, namespace, "unsure")
-    assert (spec["suspend"], spec["parallelism"]) == (False, 1)  # the canary keeps training
+    _paused_inconclusive(cluster, namespace)
     # a person approves with the CLI: the promotion continues as if the gates passed
     out = decide(cluster, "approve", "unsure", "-n", namespace, "--reason", "0.86 is enough here", "--wait")
     assert out.returncode == 0, out
@@ -112,6 +103,29 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
     st = phase_is(cluster, namespace, "unsure", "Running")
     assert st["replicas"] == 4
     start_sidecars(tmp_path, operator, cluster, namespace, "unsure", 4, sidecars)
+    _annotation_approval_recorded(cluster, namespace, st, user)
+    for each in sidecars.values():
+        each.stop()
+
+
+def _paused_inconclusive(cluster: ControlPlane, namespace: str) -> None:
+    """Paused on an inconclusive score: the gate, the Ready condition and a canary that keeps training."""
+    st = phase_is(cluster, namespace, "unsure", "Paused")
+    print(get_row(cluster, namespace, "unsure"))
+    assert st["gateSummary"] == "quality.score inconclusive"
+    assert st["promotion"]["pauseReason"] == "Inconclusive"
+    score = next(g for g in st["gates"] if g["name"] == "quality.score")
+    assert (score["verdict"], score["observed"], score["threshold"]) == ("Inconclusive", 0.86, 0.9)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "GateInconclusive")
+    spec = job_spec(cluster, namespace, "unsure")
+    assert (spec["suspend"], spec["parallelism"]) == (False, 1)  # the canary keeps training
+
+
+def _annotation_approval_recorded(
+    cluster: ControlPlane, namespace: str, st: dict[str, Any], user: str
+) -> None:
+    """The bare annotation's decision names its field manager, and Events tell both approvals."""
     second = st["decisions"][1]
     assert (second["decision"], second["reason"], second["stage"]) == (
         "Approved",
@@ -126,8 +140,6 @@ def test_inconclusive_pauses_and_approvals_continue_the_promotion(
                  f"approved by {user} at stage canary: 0.86 is enough here",
                  "approved by kubectl-annotate"):  # fmt: skip
         assert text in ev, ev
-    for each in sidecars.values():
-        each.stop()
 
 
 def test_a_rejected_pause_halts_and_suspends(operator: Operator, namespace: str, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ to Jobs that the apiserver's audit log (level Request) recorded, with their bodi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from hack.controlplane import ControlPlane
@@ -82,8 +83,52 @@ def job_writes(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     return out
 
 
-def suspend_in(request: dict[str, Any] | None) -> bool:
-    return "suspend" in ((request or {}).get("spec") or {})
+def _sets(request: dict[str, Any] | None, field: str) -> bool:
+    return field in ((request or {}).get("spec") or {})
+
+
+@dataclass(frozen=True)
+class JobWrites:
+    """The writes to a namespace's Jobs, by who made them: carbontrack (its API client's and kopf's user
+    agents) and Kueue's manager."""
+
+    every: list[dict[str, Any]]
+
+    @property
+    def ours(self) -> list[dict[str, Any]]:
+        return [e for e in self.every if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
+
+    @property
+    def kueues(self) -> list[dict[str, Any]]:
+        return [e for e in self.every if e.get("userAgent", "").startswith("kueue/")]
+
+    def our_suspends(self) -> list[dict[str, Any]]:
+        """carbontrack's writes (after the create) that set spec.suspend: none, for a queued Job."""
+        return [
+            e["requestObject"]
+            for e in self.ours
+            if e["verb"] != "create" and _sets(e.get("requestObject"), "suspend")
+        ]
+
+    def our_scales(self) -> list[int]:
+        """The parallelism of each of carbontrack's writes after the create that set one."""
+        return [
+            e["requestObject"]["spec"]["parallelism"]
+            for e in self.ours
+            if e["verb"] != "create" and _sets(e.get("requestObject"), "parallelism")
+        ]
+
+    def kueue_suspends(self) -> list[bool]:
+        """spec.suspend as Kueue's manager wrote it, in order."""
+        return [
+            e["requestObject"]["spec"]["suspend"]
+            for e in self.kueues
+            if _sets(e.get("requestObject"), "suspend")
+        ]
+
+
+def writes_by_client(cluster: ControlPlane, namespace: str) -> JobWrites:
+    return JobWrites(job_writes(cluster, namespace))
 
 
 def slices(cluster: ControlPlane, namespace: str, job: str) -> list[tuple[str, int, bool, str, str]]:

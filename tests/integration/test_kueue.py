@@ -36,11 +36,10 @@ from tests.integration.kueue_objects import (
     cluster_queue,
     condition,
     get,
-    job_writes,
     slices,
-    suspend_in,
     workload,
     workloads,
+    writes_by_client,
 )
 
 pytestmark = [
@@ -151,15 +150,11 @@ def test_a_gate_failure_halts_through_the_workload_and_never_writes_the_jobs_sus
     # The operator's own requests (its API client and kopf's): its patches never carry spec.suspend. Its
     # create is not judged by the logged body, which is after defaulting (batch/v1 defaults suspend to
     # false), but by what followed: Kueue's first write unsuspends the Job, so its webhook had suspended it.
-    writes = job_writes(cluster, kns)
-    ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
-    kueues = [e for e in writes if e.get("userAgent", "").startswith("kueue/")]
-    assert ours and kueues, [(e["verb"], e.get("userAgent")) for e in writes]
-    wrote = [e["requestObject"] for e in ours if e["verb"] != "create" and suspend_in(e.get("requestObject"))]
-    assert not wrote, f"carbontrack wrote spec.suspend: {wrote}"
+    writes = writes_by_client(cluster, kns)
+    assert writes.ours and writes.kueues, [(e["verb"], e.get("userAgent")) for e in writes.every]
+    assert not writes.our_suspends(), f"carbontrack wrote spec.suspend: {writes.our_suspends()}"
     # Kueue unsuspended (admission), suspended (the halt) and unsuspended (the resume): all by its manager
-    flips = [e["requestObject"]["spec"]["suspend"] for e in kueues if suspend_in(e.get("requestObject"))]
-    assert flips == [False, True, False], flips
+    assert writes.kueue_suspends() == [False, True, False], writes.kueue_suspends()
     owners = [
         m["manager"] for m in json.loads(
             cluster.kubectl("get", "job", "weak", "-n", kns, "--show-managed-fields", "-o", "json").stdout
@@ -213,26 +208,42 @@ def test_the_budget_admission_check_keeps_an_over_budget_job_out(kop: Operator, 
     assert check["state"] == "Ready" and "within budget" in check["message"], check
 
 
-def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
-    kop: Operator, kns: str, tmp_path: Path
-) -> None:
-    cluster = kop.cluster
-    assert apply(cluster, kns, queued("grow", "plain", replicas=4, elastic=True)).returncode == 0
+def grown(cluster: ControlPlane, kns: str, count: int) -> list[tuple[str, int, bool, str, str]] | None:
+    """The job's slices once exactly one is live, admitted, with `count` pods; else None."""
+    s = slices(cluster, kns, "grow")
+    live = [x for x in s if not x[3]]
+    return s if len(live) == 1 and live[0][1:3] == (count, True) else None
+
+
+def _canary_of_one_in_stages(cluster: ControlPlane, kns: str) -> None:
+    """An elastic queued job keeps its stages: the Job starts at the canary's size."""
     st = wait(lambda: (s := status(cluster, kns, "grow")).get("phase") == "Canary" and s, what="phase Canary")
     canary = condition({"status": st}, "CanaryStages")
     assert (canary["status"], canary["reason"]) == ("True", "KueueElastic"), st
     job = get(cluster, "job", kns, "grow")
     assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (1, 1)  # the canary, not full size
     assert job["metadata"]["annotations"]["kueue.x-k8s.io/elastic-job"] == "true"
+
+
+def _gated_by_kueue(cluster: ControlPlane, kns: str) -> None:
+    """Kueue's webhook put its elastic-job scheduling gate on the template: a pod waits until its slice
+    is admitted (Kueue lifts the gate then)."""
+    gates = get(cluster, "job", kns, "grow")["spec"]["template"]["spec"].get("schedulingGates") or []
+    assert {"name": "kueue.x-k8s.io/elastic-job"} in gates, gates
+
+
+def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
+    kop: Operator, kns: str, tmp_path: Path
+) -> None:
+    cluster = kop.cluster
+    assert apply(cluster, kns, queued("grow", "plain", replicas=4, elastic=True)).returncode == 0
+    _canary_of_one_in_stages(cluster, kns)
     ((pod, uid),) = running_pods(cluster, kns, "grow", 1)
     first = wait(
         lambda: (s := slices(cluster, kns, "grow")) and s[0][2] and s, what="the first slice admitted"
     )
     assert [(c, a, f) for _, c, a, f, _ in first] == [(1, True, "")], first
-    # Kueue's webhook put its elastic-job scheduling gate on the template: a pod waits until its slice is
-    # admitted (Kueue lifts the gate then)
-    gates = get(cluster, "job", kns, "grow")["spec"]["template"]["spec"].get("schedulingGates") or []
-    assert {"name": "kueue.x-k8s.io/elastic-job"} in gates, gates
+    _gated_by_kueue(cluster, kns)
     sidecar = start_sidecar(tmp_path, kop, cluster, kns, "grow", pod, uid)
     trainer = sidecar.client()
     train(trainer, 1, 12, accuracy=0.86)
@@ -242,13 +253,7 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
     assert get(cluster, "job", kns, "grow")["spec"]["parallelism"] == 2
     sidecars = start_sidecars(tmp_path, kop, cluster, kns, "grow", 2, {pod: sidecar})
-
-    def grown(count: int) -> list[tuple[str, int, bool, str, str]] | None:
-        s = slices(cluster, kns, "grow")
-        live = [x for x in s if not x[3]]
-        return s if len(live) == 1 and live[0][1:3] == (count, True) else None
-
-    second = wait(lambda: grown(2), what="a slice of 2 admitted, the old one finished")
+    second = wait(lambda: grown(cluster, kns, 2), what="a slice of 2 admitted, the old one finished")
     print("slices after stage 50 %:", second)
     # the canary's slice is finished by Kueue's scheduler as it admits its replacement
     assert (second[0][0], second[0][3]) == (first[0][0], "WorkloadSliceReplaced"), second
@@ -262,7 +267,7 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     after = running_pods(cluster, kns, "grow", 4)
     assert (pod, uid) in after, after  # the canary's worker (index 0) ran on through both scale-ups
     start_sidecars(tmp_path, kop, cluster, kns, "grow", 4, sidecars)
-    third = wait(lambda: grown(4), what="a slice of 4 admitted")
+    third = wait(lambda: grown(cluster, kns, 4), what="a slice of 4 admitted")
     print("slices after stage 100 %:", third)
     assert third[-1][4] == f"{kns}/{second[-1][0]}" and third[-2][3] == "WorkloadSliceReplaced", third
     assert condition({"status": st}, "CanaryStages")["status"] == "True"
@@ -271,19 +276,11 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
 
     # carbontrack wrote the scale and never spec.suspend; Kueue unsuspended the Job once, on the first
     # admission, and never suspended it for a scale-up
-    writes = job_writes(cluster, kns)
-    ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
-    kueues = [e for e in writes if e.get("userAgent", "").startswith("kueue/")]
-    scales = [
-        e["requestObject"]["spec"]["parallelism"]
-        for e in ours
-        if e["verb"] != "create" and "parallelism" in ((e.get("requestObject") or {}).get("spec") or {})
-    ]
-    assert scales == [1, 2, 4], scales  # the canary's start (the size it was created with), then each stage
-    wrote = [e["requestObject"] for e in ours if e["verb"] != "create" and suspend_in(e.get("requestObject"))]
-    assert not wrote, f"carbontrack wrote spec.suspend: {wrote}"
-    flips = [e["requestObject"]["spec"]["suspend"] for e in kueues if suspend_in(e.get("requestObject"))]
-    assert flips == [False], flips
+    writes = writes_by_client(cluster, kns)
+    # the canary's start (the size it was created with), then each stage
+    assert writes.our_scales() == [1, 2, 4], writes.our_scales()
+    assert not writes.our_suspends(), f"carbontrack wrote spec.suspend: {writes.our_suspends()}"
+    assert writes.kueue_suspends() == [False], writes.kueue_suspends()
 
 
 def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_workload(
@@ -323,10 +320,6 @@ def test_an_elastic_job_halted_after_a_scale_up_stops_and_resumes_through_its_wo
     for each in sidecars.values():
         each.stop()
 
-    writes = job_writes(cluster, kns)
-    ours = [e for e in writes if e.get("userAgent", "").startswith(("OpenAPI-Generator", "kopf"))]
-    kueues = [e for e in writes if e.get("userAgent", "").startswith("kueue/")]
-    wrote = [e["requestObject"] for e in ours if e["verb"] != "create" and suspend_in(e.get("requestObject"))]
-    assert not wrote, f"carbontrack wrote spec.suspend: {wrote}"
-    flips = [e["requestObject"]["spec"]["suspend"] for e in kueues if suspend_in(e.get("requestObject"))]
-    assert flips == [False, True, False], flips
+    writes = writes_by_client(cluster, kns)
+    assert not writes.our_suspends(), f"carbontrack wrote spec.suspend: {writes.our_suspends()}"
+    assert writes.kueue_suspends() == [False, True, False], writes.kueue_suspends()

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from hack.controlplane import ControlPlane
 
 from carbontrack.core.accounting.emissions import emissions_g
 from tests.integration.harness import (
@@ -41,12 +42,7 @@ from tests.integration.harness import (
 def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: str, tmp_path: Path) -> None:
     cluster = operator.cluster
     assert apply(cluster, namespace, ctj("llama", 2)).returncode == 0
-    get_job = ("get", "job", "llama", "-n", namespace, "-o", "json")
-    wait(lambda: cluster.kubectl(*get_job, check=False).returncode == 0, what="the Job created")
-    job = json.loads(cluster.kubectl(*get_job).stdout)
-    init = job["spec"]["template"]["spec"]["initContainers"][0]
-    assert init["name"] == "carbontrack-sidecar" and init["restartPolicy"] == "Always"
-    assert job["metadata"]["ownerReferences"][0]["kind"] == "CarbonTrackedJob"
+    _job_owned_with_a_native_sidecar(cluster, namespace)
     pods = running_pods(cluster, namespace, "llama", 2)
     sidecars = [start_sidecar(tmp_path, operator, cluster, namespace, "llama", p, u) for p, u in pods]
     trainers = [s.client() for s in sidecars]
@@ -54,16 +50,7 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
         for t in trainers:
             t.step(step)
         time.sleep(0.05)
-    # kubectl get ctj shows energy and emissions growing while the sidecars run
-    row = wait(
-        lambda: (
-            (r := cluster.kubectl("get", "ctj", "llama", "-n", namespace, "--no-headers").stdout.split())
-            and int(r[3]) == 20
-            and r
-        ),
-        what="STEPS column at 20",
-    )
-    assert float(row[4]) > 0 and float(row[5]) > 0  # kWh and kgCO2e
+    _row_shows_energy_and_emissions(cluster, namespace)
     first = float(status(cluster, namespace, "llama")["energyJoules"])
 
     operator.kill()  # SIGKILL: no final status flush; the sidecars keep buffering
@@ -81,13 +68,39 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     assert st["steps"] == 40
     assert st["intensity"] == {"gramsPerKwh": DE_G_PER_KWH, "zone": "DE", "source": "static:ember-2023"}
     assert len(st["telemetry"]["sources"]) == 2 and all(s["final"] for s in st["telemetry"]["sources"])
-    # The totals Prometheus sees after the restart are the status totals: no reset, no double count.
+    _series_are_the_status_totals(operator, namespace, st)
+
+
+def _job_owned_with_a_native_sidecar(cluster: ControlPlane, namespace: str) -> None:
+    get_job = ("get", "job", "llama", "-n", namespace, "-o", "json")
+    wait(lambda: cluster.kubectl(*get_job, check=False).returncode == 0, what="the Job created")
+    job = json.loads(cluster.kubectl(*get_job).stdout)
+    init = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["name"] == "carbontrack-sidecar" and init["restartPolicy"] == "Always"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CarbonTrackedJob"
+
+
+def _row_shows_energy_and_emissions(cluster: ControlPlane, namespace: str) -> None:
+    """kubectl get ctj shows energy and emissions growing while the sidecars run."""
+    row = wait(
+        lambda: (
+            (r := cluster.kubectl("get", "ctj", "llama", "-n", namespace, "--no-headers").stdout.split())
+            and int(r[3]) == 20
+            and r
+        ),
+        what="STEPS column at 20",
+    )
+    assert float(row[4]) > 0 and float(row[5]) > 0  # kWh and kgCO2e
+
+
+def _series_are_the_status_totals(operator: Operator, namespace: str, st: dict[str, Any]) -> None:
+    """The totals Prometheus sees after the restart are the status totals: no reset, no double count;
+    and again after a restart with no telemetry at all: the series come back from status alone."""
     metrics = operator.metrics()
     energy = metric_value(metrics, "carbontrack_gpu_energy_joules_total", namespace, "llama")
     grams = metric_value(metrics, "carbontrack_emissions_grams_total", namespace, "llama")
     assert energy == pytest.approx(st["energyJoules"], abs=1e-6)
     assert grams == pytest.approx(st["emissionsGrams"], rel=1e-12)
-    # and again after a restart with no telemetry at all: the series come back from status alone
     operator.kill()
     operator.start()
     metrics = wait(
@@ -163,18 +176,11 @@ def test_a_misspelt_zone_is_a_warning_and_a_condition_naming_the_figure_used(
     wait(lambda: (c := zone_condition()) and c["status"] == "True", what="ZoneResolved=True after the fix")
 
 
-def test_telemetry_is_tls_verified_by_name_and_survives_rotation(
-    operator: Operator, namespace: str, tmp_path: Path
-) -> None:
-    """HTTPS only; the sidecar trusts the CA the operator published in the job's namespace and checks the
-    server's name; the serving certificate rotates every ~9 s here and no batch is lost to it."""
+def _the_operators_ca_published(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Path:
+    """The job's pods mount the CA the operator published in their namespace, and it is the CA of the
+    operator's serving certificate."""
     import base64
-    import http.client
 
-    assert operator.tls and operator.url.startswith("https://localhost:")
-    cluster = operator.cluster
-    assert apply(cluster, namespace, ctj("tls", 1)).returncode == 0
-    ((pod, uid),) = running_pods(cluster, namespace, "tls", 1)
     job = json.loads(cluster.kubectl("get", "job", "tls", "-n", namespace, "-o", "json").stdout)
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["carbontrack-ca"]["configMap"]["name"] == "carbontrack-ca"
@@ -182,7 +188,21 @@ def test_telemetry_is_tls_verified_by_name_and_survives_rotation(
                              "jsonpath={.data.ca\\.crt}").stdout  # fmt: skip
     ca_file = published_ca(cluster, namespace, tmp_path)
     assert ca_file.read_bytes() == base64.b64decode(secret)
+    return ca_file
 
+
+def test_telemetry_is_tls_verified_by_name_and_survives_rotation(
+    operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """HTTPS only; the sidecar trusts the CA the operator published in the job's namespace and checks the
+    server's name; the serving certificate rotates every ~9 s here and no batch is lost to it."""
+    import http.client
+
+    assert operator.tls and operator.url.startswith("https://localhost:")
+    cluster = operator.cluster
+    assert apply(cluster, namespace, ctj("tls", 1)).returncode == 0
+    ((pod, uid),) = running_pods(cluster, namespace, "tls", 1)
+    ca_file = _the_operators_ca_published(cluster, namespace, tmp_path)
     with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP is not served
         urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=3)
     trusting = ssl.create_default_context(cafile=str(ca_file))

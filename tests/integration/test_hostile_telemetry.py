@@ -78,6 +78,37 @@ def test_bad_telemetry_is_refused_and_counted(operator: Operator, namespace: str
         assert f'carbontrack_telemetry_rejected_total{{reason="{reason}"}}' in metrics, reason
 
 
+def _trickle_until_closed(
+    slow_headers: list[socket.socket],
+    slow_bodies: list[socket.socket],
+    opened_at: dict[socket.socket, float],
+    until: float,
+) -> tuple[dict[socket.socket, bytes], list[float], list[bytes]]:
+    """Send each connection one more byte every 0.25 s (never done) until the server closes it or
+    `until` (monotonic): (those still open, seconds each closed one lived, what each closed one got)."""
+    open_ = {s: b"" for s in slow_headers + slow_bodies}
+    closed_after: list[float] = []
+    replies: list[bytes] = []
+    while open_ and time.monotonic() < until:
+        for sock in list(open_):
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x" if sock in slow_headers else b" ")
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                try:
+                    chunk = sock.recv(4096)
+                except OSError:
+                    chunk = b""
+                open_[sock] += chunk
+                if not chunk:
+                    closed_after.append(time.monotonic() - opened_at[sock])
+                    replies.append(open_[sock])
+                    sock.close()
+                    del open_[sock]
+        time.sleep(0.25)
+    return open_, closed_after, replies
+
+
 def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operator, namespace: str) -> None:
     """Connections that trickle headers or a body are closed after the client timeout (3 s here)."""
     cluster = operator.cluster
@@ -114,26 +145,7 @@ def test_slow_loris_clients_are_cut_off_while_others_are_served(operator: Operat
     code, _ = post(operator.url, token, batch_doc(namespace, "loris", pod, boot="b1", joules=7.0))
     assert code == 200 and time.monotonic() - t0 < 2, "a good client waited behind slow ones"
 
-    open_ = {s: b"" for s in slow_headers + slow_bodies}
-    closed_after: list[float] = []
-    replies: list[bytes] = []
-    while open_ and time.monotonic() - started < 20:
-        for sock in list(open_):
-            with contextlib.suppress(OSError):
-                sock.sendall(b"x" if sock in slow_headers else b" ")  # one byte at a time, never done
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
-                try:
-                    chunk = sock.recv(4096)
-                except OSError:
-                    chunk = b""
-                open_[sock] += chunk
-                if not chunk:
-                    closed_after.append(time.monotonic() - opened_at[sock])
-                    replies.append(open_[sock])
-                    sock.close()
-                    del open_[sock]
-        time.sleep(0.25)
+    open_, closed_after, replies = _trickle_until_closed(slow_headers, slow_bodies, opened_at, started + 20)
     assert not open_, f"{len(open_)} slow connections still open after 20 s"
     assert max(closed_after) < 3 + 4, f"slowest cut off after {max(closed_after):.1f} s"
     assert sum(b"408" in reply.split(b"\r\n", 1)[0] for reply in replies) == len(slow_bodies)

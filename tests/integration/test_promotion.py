@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hack.controlplane import ControlPlane
 
 from tests.cases.jobs import gated
 from tests.integration.harness import (
@@ -65,10 +66,7 @@ def test_gates_pass_and_the_job_is_promoted_to_full_scale(
     assert "claims 0.9" in privacy["message"]
     wait(lambda: status(cluster, namespace, "llama").get("energyJoules", 0) > 0, what="energy in status")
     README_ROWS.append(get_row(cluster, namespace, "llama"))
-    ev = events(cluster, namespace)
-    for reason in ("JobCreated", "CanaryStarted", "GatesPassed", "Promoted", "PhaseChanged"):
-        assert reason in ev, ev
-    assert "PodsUnmeasured" not in ev, ev
+    _events_tell_the_promotion(cluster, namespace)
     # The Job completes when its pods do: every index exits 0 (its sidecar's final flush first) -> Succeeded.
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "carbontrack.io/job=llama",
                                       "-o", "json").stdout)["items"]  # fmt: skip
@@ -77,7 +75,18 @@ def test_gates_pass_and_the_job_is_promoted_to_full_scale(
     wait(lambda: status(cluster, namespace, "llama").get("phase") == "Succeeded", what="phase Succeeded")
     README_ROWS.append(get_row(cluster, namespace, "llama"))
     print("\n".join(README_ROWS))  # the README's worked example comes from this output (pytest -s)
-    # the finished job's model-card block, as `carbontrack report` prints it, is the Hub's metadata
+    _model_card_is_the_hubs_metadata(cluster, namespace)
+
+
+def _events_tell_the_promotion(cluster: ControlPlane, namespace: str) -> None:
+    ev = events(cluster, namespace)
+    for reason in ("JobCreated", "CanaryStarted", "GatesPassed", "Promoted", "PhaseChanged"):
+        assert reason in ev, ev
+    assert "PodsUnmeasured" not in ev, ev
+
+
+def _model_card_is_the_hubs_metadata(cluster: ControlPlane, namespace: str) -> None:
+    """The finished job's model-card block, as `carbontrack report` prints it, is the Hub's metadata."""
     out = subprocess.run(
         [sys.executable, "-m", "carbontrack.cli", "report", "llama", "-n", namespace,
          "--format", "model-card"],

@@ -241,34 +241,9 @@ def test_each_job_is_served_by_one_shard_and_a_shard_failover_loses_nothing(
     for name in picked.values():
         wait(lambda n=name: status(cluster, NS, n).get("steps") == 10, what=f"{name} at step 10")
     for k, name in picked.items():
-        _, pod, uid = cars[k]
-        token = pod_token(cluster, NS, pod, uid)
-        for other in shards:
-            active = other.active()
-            assert active is not None
-            series = metric_value(active.metrics(), "carbontrack_training_steps_total", NS, name)
-            if other.k == k:
-                assert series == 10
-                continue
-            code, body = post_batch(active.url, token, NS, name, pod, seq=99)
-            assert code == 421 and f"served by shard {k}" in body, (other.k, body)
-            assert series is None, f"shard {other.k} exports {name}"
-
+        _served_by_its_shard_alone(cluster, shards, k, name, cars[k][1:])
     # SIGKILL shard 1's active replica: its standby takes over; shards 0 and 2 carry on meanwhile
-    victim = shards[1].active()
-    assert victim is not None
-    others = [picked[0], picked[2]]
-    before = {n: status(cluster, NS, n)["energyJoules"] for n in others}
-    victim.kill()
-    killed, step = time.monotonic(), 10
-    while shards[1].active() is None:
-        step_all(trainers, step + 1, step + 2)
-        step += 2
-        assert time.monotonic() - killed < LIFETIME_S + 10, "the standby did not take over"
-    takeover = time.monotonic() - killed
-    during = {n: status(cluster, NS, n)["energyJoules"] for n in others}
-    assert all(during[n] > before[n] for n in others), (before, during)
-    print(f"shard 1 taken over after {takeover:.1f} s; shards 0 and 2 counted on: {before} -> {during}")
+    step, takeover = _shard_1_taken_over(cluster, shards, [picked[0], picked[2]], trainers, 10)
     step_all(trainers, step + 1, step + 20)
     step += 20
     finals = {k: car.final_energy(car.stop()) for k, (car, _, _) in cars.items()}
@@ -278,6 +253,46 @@ def test_each_job_is_served_by_one_shard_and_a_shard_failover_loses_nothing(
         # judged and promoted: the judgement waits for the Job, which only its shard's Job watch shows
         assert phase_is(cluster, NS, name, "Running")["phase"] == "Running"
     assert takeover < LIFETIME_S + 3, f"takeover took {takeover:.1f} s"
+
+
+def _served_by_its_shard_alone(
+    cluster: ControlPlane, shards: list[Shard], k: int, name: str, pod_uid: tuple[str, str]
+) -> None:
+    """Shard k exports the job's steps; every other shard refuses its telemetry (421, naming shard k) and
+    exports no series of it."""
+    pod, uid = pod_uid
+    token = pod_token(cluster, NS, pod, uid)
+    for other in shards:
+        active = other.active()
+        assert active is not None
+        series = metric_value(active.metrics(), "carbontrack_training_steps_total", NS, name)
+        if other.k == k:
+            assert series == 10
+            continue
+        code, body = post_batch(active.url, token, NS, name, pod, seq=99)
+        assert code == 421 and f"served by shard {k}" in body, (other.k, body)
+        assert series is None, f"shard {other.k} exports {name}"
+
+
+def _shard_1_taken_over(
+    cluster: ControlPlane, shards: list[Shard], others: list[str], trainers: list[Any], step: int
+) -> tuple[int, float]:
+    """SIGKILL shard 1's active replica and step on until its standby is active, the other shards' jobs
+    counting on meanwhile: (the last step, the seconds the takeover took)."""
+    victim = shards[1].active()
+    assert victim is not None
+    before = {n: status(cluster, NS, n)["energyJoules"] for n in others}
+    victim.kill()
+    killed = time.monotonic()
+    while shards[1].active() is None:
+        step_all(trainers, step + 1, step + 2)
+        step += 2
+        assert time.monotonic() - killed < LIFETIME_S + 10, "the standby did not take over"
+    takeover = time.monotonic() - killed
+    during = {n: status(cluster, NS, n)["energyJoules"] for n in others}
+    assert all(during[n] > before[n] for n in others), (before, during)
+    print(f"shard 1 taken over after {takeover:.1f} s; shards 0 and 2 counted on: {before} -> {during}")
+    return step, takeover
 
 
 def test_a_fourth_shard_moves_no_running_job(

@@ -28,23 +28,10 @@ def from_schema(
     if "enum" in schema:
         return st.sampled_from(list(schema["enum"]))
     if kind == "object":
-        props = schema.get("properties")
-        if not props:
-            return st.just({})  # free-form (x-kubernetes-preserve-unknown-fields): override it to fuzz
-        required = set(schema.get("required", ()))
-
-        def child(name: str) -> st.SearchStrategy[Any]:
-            return from_schema(props[name], overrides, f"{path}.{name}" if path else name)
-
-        return st.fixed_dictionaries(
-            {n: child(n) for n in props if n in required},
-            optional={n: child(n) for n in props if n not in required},
-        )
+        return _object(schema, overrides, path)
     if kind == "integer":
-        lo = schema.get("minimum", -(2**53))
-        hi = schema.get("maximum", 2**53)
-        lo += 1 if schema.get("exclusiveMinimum") is True else 0
-        hi -= 1 if schema.get("exclusiveMaximum") is True else 0
+        lo = schema.get("minimum", -(2**53)) + (1 if schema.get("exclusiveMinimum") is True else 0)
+        hi = schema.get("maximum", 2**53) - (1 if schema.get("exclusiveMaximum") is True else 0)
         return st.integers(lo, hi)
     if kind == "number":
         return st.floats(
@@ -69,3 +56,22 @@ def from_schema(
             unique=schema.get("x-kubernetes-list-type") == "set",
         )  # fmt: skip
     raise ValueError(f"no strategy for {path}: {schema}")
+
+
+def _object(
+    schema: Mapping[str, Any], overrides: Mapping[str, st.SearchStrategy[Any]], path: str
+) -> st.SearchStrategy[Any]:
+    """Its required properties always, the others sometimes; a free-form object (no properties, as
+    x-kubernetes-preserve-unknown-fields) is {} unless overridden."""
+    props = schema.get("properties")
+    if not props:
+        return st.just({})
+
+    def child(name: str) -> st.SearchStrategy[Any]:
+        return from_schema(props[name], overrides, f"{path}.{name}" if path else name)
+
+    required = set(schema.get("required", ()))
+    return st.fixed_dictionaries(
+        {n: child(n) for n in props if n in required},
+        optional={n: child(n) for n in props if n not in required},
+    )

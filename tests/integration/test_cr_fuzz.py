@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hack.controlplane import ControlPlane
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,6 +92,34 @@ def _bare(spec: dict[str, Any]) -> dict[str, Any]:
     return bare
 
 
+def _outcome(obj: dict[str, Any]) -> str | None:
+    """What became of a CR: the Ready=False condition's reason and message, else its phase."""
+    st_ = obj.get("status") or {}
+    for c in st_.get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "False" and c.get("message"):
+            return f"{c['reason']}: {c['message']}"
+    return st_.get("phase")
+
+
+def _every_outcome(cluster: ControlPlane, namespace: str, accepted: set[str]) -> dict[str, str]:
+    """Each accepted CR's outcome, once every one has one (2 min at most; the stuck ones named if not)."""
+
+    def items() -> list[dict[str, Any]]:
+        return list(json.loads(cluster.kubectl("get", "ctj", "-n", namespace, "-o", "json").stdout)["items"])
+
+    def all_settled() -> dict[str, str] | None:
+        seen = {i["metadata"]["name"]: _outcome(i) for i in items() if i["metadata"]["name"] in accepted}
+        if len(seen) == len(accepted) and all(seen.values()):
+            return {name: str(outcome) for name, outcome in seen.items()}
+        return None
+
+    try:
+        return dict(wait(all_settled, timeout=120, what="every fuzzed CR has a phase or a condition"))
+    except AssertionError:
+        stuck = {i["metadata"]["name"]: i.get("spec") for i in items() if not _outcome(i)}
+        raise AssertionError(f"no outcome for: {json.dumps(stuck)[:3000]}") from None
+
+
 def test_schema_valid_crs_never_crash_the_operator_and_each_says_what_became_of_it(
     operator: Operator, namespace: str
 ) -> None:
@@ -121,25 +150,7 @@ def test_schema_valid_crs_never_crash_the_operator_and_each_says_what_became_of_
 
     create()
     assert len(accepted) >= EXAMPLES // 2, refused
-
-    def outcome(obj: dict[str, Any]) -> str | None:
-        st_ = obj.get("status") or {}
-        for c in st_.get("conditions") or []:
-            if c.get("type") == "Ready" and c.get("status") == "False" and c.get("message"):
-                return f"{c['reason']}: {c['message']}"
-        return st_.get("phase")
-
-    def all_settled() -> dict[str, str] | None:
-        items = json.loads(cluster.kubectl("get", "ctj", "-n", namespace, "-o", "json").stdout)["items"]
-        seen = {i["metadata"]["name"]: outcome(i) for i in items if i["metadata"]["name"] in accepted}
-        return seen if len(seen) == len(accepted) and all(seen.values()) else None
-
-    try:
-        outcomes = wait(all_settled, timeout=120, what="every fuzzed CR has a phase or a condition")
-    except AssertionError:
-        items = json.loads(cluster.kubectl("get", "ctj", "-n", namespace, "-o", "json").stdout)["items"]
-        stuck = {i["metadata"]["name"]: i.get("spec") for i in items if not outcome(i)}
-        raise AssertionError(f"no outcome for: {json.dumps(stuck)[:3000]}") from None
+    outcomes = _every_outcome(cluster, namespace, set(accepted))
     time.sleep(2)  # a few promotion-timer rounds over all of them
     assert operator.proc is not None and operator.proc.poll() is None, "the operator died"
     log = operator.logs.read_bytes()[log_offset:].decode(errors="replace")

@@ -86,6 +86,12 @@ def test_workers_train_together_through_a_promotion_and_end_with_identical_param
                 p.kill()
         for s in sidecars:
             s.stop()
+    _resumed_from_the_canarys_checkpoint_with_one_model(work)
+
+
+def _resumed_from_the_canarys_checkpoint_with_one_model(work: Path) -> None:
+    """Both ranks end with the same parameters; the canary started from scratch, and the re-rendezvous
+    at world size 2 from its newest checkpoint."""
     a, b = (torch.load(work / f"params-rank{r}.pt") for r in (0, 1))
     assert a["world"] == b["world"] == 2 and a["step"] == b["step"]
     assert torch.equal(a["params"], b["params"])  # data-parallel: one model, two workers

@@ -9,6 +9,7 @@ of a queued Job, and that Kueue's manager made every change of it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.integration.kueue_objects import (
     workloads,
     writes_by_client,
 )
+from tests.integration.objects import pods, resolved_env
 
 pytestmark = [
     pytest.mark.own_control_plane(
@@ -162,6 +164,41 @@ def test_a_gate_failure_halts_through_the_workload_and_never_writes_the_jobs_sus
         if "f:suspend" in json.dumps(m.get("fieldsV1", {}))
     ]  # fmt: skip
     assert owners and all(o.startswith("kueue") for o in owners), owners
+
+
+def test_a_queued_job_resumes_from_the_checkpoint_its_halt_saved(
+    kop: Operator, kns: str, tmp_path: Path
+) -> None:
+    """While a halted Job's Workload is inactive, Kueue puts the Workload's copy of the pod template back
+    on the Job on every pass: the resume point reaches that copy too, or the workers start from scratch."""
+    cluster = kop.cluster
+    assert apply(cluster, kns, queued("saved", "plain", min_score=0.9)).returncode == 0
+    wait(lambda: status(cluster, kns, "saved").get("phase") == "Canary", what="phase Canary")
+    sidecars = start_sidecars(tmp_path, kop, cluster, kns, "saved", 2, {})
+    trainer = next(iter(sidecars.values())).client()
+    train(trainer, 1, 12, accuracy=0.86)  # under minScore 0.9: the halt asks for a checkpoint first
+    wait(lambda: status(cluster, kns, "saved").get("phase") == "Halted", what="phase Halted")
+    step = 12
+    while not trainer.should_stop():
+        step += 1
+        trainer.step(step)
+        time.sleep(0.1)
+    trainer.report_checkpoint(step, f"/ckpt/step-{step}")
+    wait(lambda: get(cluster, "job", kns, "saved")["spec"]["suspend"] is True, what="Kueue suspends the Job")
+    for each in sidecars.values():
+        each.stop()
+    cluster.kubectl("patch", "ctj", "saved", "-n", kns, "--type=merge",
+                    "-p", json.dumps({"spec": {"gates": {"quality": {"minScore": 0.8}}}}))  # fmt: skip
+    wait(
+        lambda: get(cluster, "job", kns, "saved")["spec"]["suspend"] is False, what="Kueue unsuspends the Job"
+    )
+    running_pods(cluster, kns, "saved", 2)
+    resume = f"{step} /ckpt/step-{step}"
+    template = get(cluster, "job", kns, "saved")["spec"]["template"]["metadata"]["annotations"]
+    assert template.get("carbontrack.io/resume-from") == resume, template
+    assert {resolved_env(pod)["CARBONTRACK_RESUME_FROM"] for pod in pods(cluster, kns, "saved").values()} == {
+        resume
+    }
 
 
 def test_the_budget_admission_check_keeps_an_over_budget_job_out(kop: Operator, kns: str) -> None:

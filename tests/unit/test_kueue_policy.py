@@ -66,10 +66,10 @@ def test_not_elastic_makes_the_canary_the_full_job_with_one_stage() -> None:
         ({"b": "x"}, {"gone": None}, {"b": "x"}),
     ],
 )
-def test_slice_annotations_apply_a_merge_patch(
+def test_workload_annotations_apply_a_merge_patch(
     current: dict[str, str] | None, changes: dict[str, str | None], expected: dict[str, str]
 ) -> None:
-    assert kp.slice_annotations(current, changes) == expected
+    assert kp.workload_annotations(current, changes) == expected
 
 
 def _slice(
@@ -88,10 +88,10 @@ def _slice(
         ((_slice("s2", active=True, quota=True),), None),  # running: not a halted slice
     ],
 )
-def test_a_resume_waits_for_a_halted_slice_to_release_its_quota(
+def test_a_resume_waits_for_a_halted_workload_to_release_its_quota(
     slices: tuple[kp.WorkloadView, ...], expected: str | None
 ) -> None:
-    assert kp.slice_releasing_quota(slices) == expected
+    assert kp.workload_releasing_quota(slices) == expected
 
 
 @pytest.mark.parametrize("q", [None, kp.Queueing("q", elastic=True)])

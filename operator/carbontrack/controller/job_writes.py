@@ -138,8 +138,8 @@ async def _resume(
     resumed = {"spec": {**patch["spec"], "template": {"metadata": {"annotations": annotations}}}}
     written = False
     try:
-        if workload is not None and workload.elastic:  # Kueue restores the template from the slice
-            await _resume_slices(api, namespace, job_name_for(name), annotations)
+        if workload is not None:  # Kueue restores the Job's template from its Workload's copy
+            await _resume_workloads(api, namespace, job_name_for(name), annotations)
         await write(client.BatchV1Api(api).patch_namespaced_job, job_name_for(name), namespace, resumed)
         written = True
     except ApiException as exc:
@@ -150,15 +150,15 @@ async def _resume(
     return written
 
 
-async def _resume_slices(
+async def _resume_workloads(
     api: client.ApiClient, namespace: str, job: str, annotations: dict[str, str | None]
 ) -> None:
-    """Write the resume's annotations on the halted slices before the Job's template, and raise (the next
-    round resumes again) while Kueue still evicts a slice: it would put the slice's copy back on the Job."""
-    releasing = await kueue.set_slice_annotations(api, namespace, job, annotations)
+    """Write the resume's annotations on the halted Job's Workloads before its template, and raise (the
+    next round resumes again) while Kueue still evicts one: it would put that copy back on the Job."""
+    releasing = await kueue.set_workload_annotations(api, namespace, job, annotations)
     if releasing is not None:
         message = (
-            f"resuming the Job {job} waits for Kueue to release the quota of its halted slice {releasing}"
+            f"resuming the Job {job} waits for Kueue to release the quota of its halted Workload {releasing}"
         )
         raise RoundFailed("ScaleNotApplied", message)
 

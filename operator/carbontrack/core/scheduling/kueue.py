@@ -123,13 +123,16 @@ def canary_condition(spec: CarbonTrackedJobSpec, q: Queueing | None) -> Conditio
     )
 
 
-def slice_annotations(current: Mapping[str, str] | None, changes: Mapping[str, str | None]) -> dict[str, str]:
-    """A slice's pod-template annotations after a resume's merge patch `changes` (None deletes a key).
+def workload_annotations(
+    current: Mapping[str, str] | None, changes: Mapping[str, str | None]
+) -> dict[str, str]:
+    """A Workload's pod-template annotations after a resume's merge patch `changes` (None deletes a key).
 
-    A halted elastic Job's workers stop, and Kueue restores the Job's pod template from its slice's copy
-    (the template the slice was created with, before the last promotion), also after the operator's
-    resume wrote the stage's world size and checkpoint on the Job: so the resume writes them on the
-    suspended slice's template too (integrations.kueue.client.set_slice_annotations)."""
+    While a halted Job's Workload is inactive, Kueue puts the Workload's copy of the pod template (the
+    template it was created with: for an elastic Job's slice, before the last promotion) back on the
+    suspended Job on every pass, also after the operator's resume wrote the stage's world size and the
+    checkpoint on the Job: so the resume writes them on the Workload's copy too
+    (integrations.kueue.client.set_workload_annotations)."""
     out = dict(current or {})
     for key, value in changes.items():
         if value is None:
@@ -139,13 +142,12 @@ def slice_annotations(current: Mapping[str, str] | None, changes: Mapping[str, s
     return out
 
 
-def slice_releasing_quota(workloads: tuple[WorkloadView, ...]) -> str | None:
-    """The halted slice a resume waits for, if any: deactivated, unfinished, and still holding quota.
+def workload_releasing_quota(workloads: tuple[WorkloadView, ...]) -> str | None:
+    """The halted Workload a resume waits for, if any: deactivated, unfinished, and still holding quota.
 
-    While Kueue evicts a deactivated slice it restores the Job's pod template from the slice's copy on
-    every pass, and it refuses a change of that copy until it has released the slice's quota (once the
-    workers are gone). A resume that wrote the Job's template in that window would see its world size
-    and checkpoint put back, so it writes nothing until the slice holds no quota."""
+    Kueue refuses a change of a Workload's pod template while it holds quota, and releases a deactivated
+    one's once the workers are gone; until then its copy is the one Kueue puts back on the Job, so a
+    resume writes nothing before the Workload holds no quota."""
     for wl in workloads:
         if not wl.finished and not wl.active and wl.holds_quota:
             return wl.name

@@ -4,8 +4,8 @@ The rules are in core/scheduling/kueue.py; this module reads and writes Kueue's 
 kueue.x-k8s.io/v1beta2; tested with Kueue v0.19.2). The operator never writes a queued Job's `spec.suspend`:
 Kueue's webhook suspends the Job at creation, and its manager suspends and unsuspends it as it
 deactivates, evicts and admits the Workload, so halting is `active: false` on every unfinished
-Workload of the Job, resuming `active: true` (a grown elastic Job's resume also writes its pod-template
-annotations on the suspended slice: set_slice_annotations).
+Workload of the Job, resuming `active: true` (the resume first writes its pod-template annotations on
+the inactive Workload's copy of the template, which Kueue puts back on the Job: set_workload_annotations).
 
 The AdmissionCheck controller answers the checks whose AdmissionCheck names controllerName
 `carbontrack.io/budget`: it sets their state on each Workload (server-side apply of its own entry of
@@ -100,18 +100,18 @@ async def set_active(api: client.ApiClient, namespace: str, job: str, active: bo
     return bool(found)
 
 
-async def set_slice_annotations(
+async def set_workload_annotations(
     api: client.ApiClient, namespace: str, job: str, changes: dict[str, str | None]
 ) -> str | None:
     """Write a resume's pod-template annotations on the Job's unfinished Workloads that hold no quota
-    (a halted elastic Job: Kueue restores the Job's template from its slice's copy while it is suspended,
-    see kueue_policy.slice_annotations). Kueue refuses a change of a slice holding quota: while a halted
-    slice still holds it, nothing is written and its name comes back (kueue_policy.slice_releasing_quota)."""
+    (Kueue restores a halted Job's template from its Workload's copy, see kueue_policy.workload_annotations).
+    Kueue refuses a change of a Workload holding quota: while a halted one still holds it, nothing is
+    written and its name comes back (kueue_policy.workload_releasing_quota)."""
     uid = await job_uid(api, namespace, job)
     if uid is None:
         return None
     found = await workloads(api, namespace, uid)
-    releasing = kp.slice_releasing_quota(tuple(view(wl) for wl in found))
+    releasing = kp.workload_releasing_quota(tuple(view(wl) for wl in found))
     if releasing is not None:
         return releasing
     custom = client.CustomObjectsApi(api)
@@ -121,7 +121,7 @@ async def set_slice_annotations(
         pod_sets = wl["spec"]["podSets"]
         for ps in pod_sets:
             meta = ps.setdefault("template", {}).setdefault("metadata", {})
-            meta["annotations"] = kp.slice_annotations(meta.get("annotations"), changes)
+            meta["annotations"] = kp.workload_annotations(meta.get("annotations"), changes)
         body = {
             "metadata": {"resourceVersion": wl["metadata"]["resourceVersion"]},
             "spec": {"podSets": pod_sets},

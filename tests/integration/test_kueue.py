@@ -178,8 +178,9 @@ def test_a_queued_job_resumes_from_the_checkpoint_its_halt_saved(
     trainer = next(iter(sidecars.values())).client()
     train(trainer, 1, 12, accuracy=0.86)  # under minScore 0.9: the halt asks for a checkpoint first
     wait(lambda: status(cluster, kns, "saved").get("phase") == "Halted", what="phase Halted")
-    step = 12
+    step, deadline = 12, time.monotonic() + 60
     while not trainer.should_stop():
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
         step += 1
         trainer.step(step)
         time.sleep(0.1)

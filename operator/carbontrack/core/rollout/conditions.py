@@ -97,8 +97,11 @@ def pods_measured(cov: Coverage | None, fails_closed: bool, shown: str | None) -
         else "development context: the carbon gates pass with a warning"
     )
     silent = [name for name in cov.unmeasured_names() if name not in cov.held_out]
-    why = [f"{named(silent)}: no telemetry batch accepted within {cov.grace_s:g} s of their start"]
-    why = why if silent else []
+    why = (
+        [f"{named(silent)}: no telemetry batch accepted within {cov.grace_s:g} s of their start"]
+        if silent
+        else []
+    )
     if cov.held_out:
         why.append(
             f"{named(cov.held_out)}: a sidecar boot refused a place (429 live-boots) for two live windows "

@@ -110,13 +110,13 @@ async def set_workload_annotations(
     uid = await job_uid(api, namespace, job)
     if uid is None:
         return None
-    found = await workloads(api, namespace, uid)
-    releasing = kp.workload_releasing_quota(tuple(view(wl) for wl in found))
+    found = [(wl, view(wl)) for wl in await workloads(api, namespace, uid)]
+    releasing = kp.workload_releasing_quota(tuple(seen for _, seen in found))
     if releasing is not None:
         return releasing
     custom = client.CustomObjectsApi(api)
-    for wl in found:
-        if view(wl).finished or view(wl).holds_quota:
+    for wl, seen in found:
+        if seen.finished or seen.holds_quota:
             continue
         pod_sets = wl["spec"]["podSets"]
         for ps in pod_sets:

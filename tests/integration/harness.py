@@ -181,6 +181,26 @@ def train(trainer: Any, start: int, stop: int, accuracy: float) -> None:
         trainer.step(s)
 
 
+def step_all(trainers: list[Any], first: int, last: int, pause_s: float = 0.05) -> None:
+    """The pods of a data-parallel job step together: every trainer marks each step first..last."""
+    for step in range(first, last + 1):
+        for t in trainers:
+            t.step(step)
+        time.sleep(pause_s)
+
+
+def train_until_asked_to_stop(trainer: Any, step: int, timeout_s: float = 60) -> int:
+    """The training loop of a trainer that checkpoints on request: a step (ten a second), then the check,
+    until the operator asks it to stop; the last step."""
+    deadline = time.monotonic() + timeout_s
+    while not trainer.should_stop():
+        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
+        step += 1
+        trainer.step(step)
+        time.sleep(0.1)
+    return step
+
+
 def ctj(name: str, replicas: int, gates: dict[str, Any] | None = None) -> dict[str, Any]:
     """A job whose canary is already full size; telemetry tests: promotion is not what they judge,
     unless they name gates."""

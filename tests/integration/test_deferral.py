@@ -31,6 +31,7 @@ from tests.integration.harness import (
     running_pods,
     start_sidecar,
     status,
+    train_until_asked_to_stop,
     wait,
 )
 from tests.integration.objects import job, pods, resolved_env
@@ -264,7 +265,7 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
     wait(lambda: status(cluster, namespace, "dirty").get("phase") == "Running", what="promoted to Running")
 
     electricitymaps.intensity[zone] = 500.0  # the grid turns dirty: ask first, stop after the checkpoint
-    step = _train_until_asked_to_stop(trainer, 12)
+    step = train_until_asked_to_stop(trainer, 12)
     st = status(cluster, namespace, "dirty")
     assert st["phase"] == "Running" and "suspendedAt" not in st["halt"], st
     assert job(cluster, namespace, "dirty")["spec"]["suspend"] is False  # still saving: not stopped yet
@@ -280,17 +281,6 @@ def test_a_dirty_grid_pauses_at_a_checkpoint_and_resumes_from_it_when_clean(
 
     electricitymaps.intensity[zone] = 100.0  # clean again: resume from the checkpoint
     _resumed_from(operator, namespace, uid, step, tmp_path)
-
-
-def _train_until_asked_to_stop(trainer: Any, step: int) -> int:
-    """Steps on (ten a second) until the operator asks the trainer to stop; the last step."""
-    deadline = time.monotonic() + 60
-    while not trainer.should_stop():
-        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
-        step += 1
-        trainer.step(step)
-        time.sleep(0.1)
-    return step
 
 
 def _resumed_from(operator: Operator, namespace: str, uid: str, step: int, tmp_path: Path) -> None:

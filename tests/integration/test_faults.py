@@ -22,6 +22,7 @@ from tests.integration.harness import (
     running_pods,
     start_sidecar,
     status,
+    step_all,
     wait,
     wait_for_energy,
 )
@@ -71,10 +72,7 @@ def test_an_unreachable_operator_for_60s_loses_nothing(
         CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU
     )  # fmt: skip
     trainers = [roomy.client(), tight.client()]
-    for step in range(1, 6):
-        for t in trainers:
-            t.step(step)
-        time.sleep(0.02)
+    step_all(trainers, 1, 5, pause_s=0.02)
     wait(lambda: status(cluster, namespace, "outage").get("steps") == 5, what="first batches in status")
     operator.kill()
     down_until = time.monotonic() + 60

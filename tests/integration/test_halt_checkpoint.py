@@ -16,7 +16,15 @@ from hack.controlplane import ControlPlane
 from carbontrack.trainer import client
 from tests.cases.crs import manifest
 from tests.cases.jobs import cluster_spec
-from tests.integration.harness import Operator, apply, running_pods, start_sidecar, status, wait
+from tests.integration.harness import (
+    Operator,
+    apply,
+    running_pods,
+    start_sidecar,
+    status,
+    train_until_asked_to_stop,
+    wait,
+)
 from tests.integration.objects import job, pods, resolved_env
 
 
@@ -51,13 +59,7 @@ def test_a_gate_failure_asks_for_a_checkpoint_suspends_after_it_and_the_resume_c
         what="phase Halted with a halt in status",
     )
     assert st["halt"]["step"] == 12 and "suspendedAt" not in st["halt"], st["halt"]
-    step = 12
-    deadline = time.monotonic() + 30
-    while not trainer.should_stop():  # the training loop: a step, then the check
-        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
-        step += 1
-        trainer.step(step)
-        time.sleep(0.1)
+    step = train_until_asked_to_stop(trainer, 12, timeout_s=30)
     assert job(cluster, namespace, "ckpt")["spec"]["suspend"] is False  # still saving: not stopped yet
     assert sidecar.healthz()["stopRequested"] is True
     trainer.report_checkpoint(step, f"/ckpt/step-{step}")

@@ -9,7 +9,6 @@ of a queued Job, and that Kueue's manager made every change of it.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.integration.harness import (
     start_sidecar,
     start_sidecars,
     status,
+    train_until_asked_to_stop,
     wait,
 )
 from tests.integration.kueue_objects import (
@@ -178,12 +178,7 @@ def test_a_queued_job_resumes_from_the_checkpoint_its_halt_saved(
     trainer = next(iter(sidecars.values())).client()
     train(trainer, 1, 12, accuracy=0.86)  # under minScore 0.9: the halt asks for a checkpoint first
     wait(lambda: status(cluster, kns, "saved").get("phase") == "Halted", what="phase Halted")
-    step, deadline = 12, time.monotonic() + 60
-    while not trainer.should_stop():
-        assert time.monotonic() < deadline, "the stop request did not reach the trainer"
-        step += 1
-        trainer.step(step)
-        time.sleep(0.1)
+    step = train_until_asked_to_stop(trainer, 12)
     trainer.report_checkpoint(step, f"/ckpt/step-{step}")
     wait(lambda: get(cluster, "job", kns, "saved")["spec"]["suspend"] is True, what="Kueue suspends the Job")
     for each in sidecars.values():
@@ -246,9 +241,11 @@ def test_the_budget_admission_check_keeps_an_over_budget_job_out(kop: Operator, 
     assert check["state"] == "Ready" and "within budget" in check["message"], check
 
 
-def grown(cluster: ControlPlane, kns: str, count: int) -> list[tuple[str, int, bool, str, str]] | None:
+def grown(
+    cluster: ControlPlane, kns: str, job: str, count: int
+) -> list[tuple[str, int, bool, str, str]] | None:
     """The job's slices once exactly one is live, admitted, with `count` pods; else None."""
-    s = slices(cluster, kns, "grow")
+    s = slices(cluster, kns, job)
     live = [x for x in s if not x[3]]
     return s if len(live) == 1 and live[0][1:3] == (count, True) else None
 
@@ -291,7 +288,7 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     assert st["replicas"] == 2 and st["gateSummary"] == "8/8 passed", st
     assert get(cluster, "job", kns, "grow")["spec"]["parallelism"] == 2
     sidecars = start_sidecars(tmp_path, kop, cluster, kns, "grow", 2, {pod: sidecar})
-    second = wait(lambda: grown(cluster, kns, 2), what="a slice of 2 admitted, the old one finished")
+    second = wait(lambda: grown(cluster, kns, "grow", 2), what="a slice of 2 admitted, the old one finished")
     print("slices after stage 50 %:", second)
     # the canary's slice is finished by Kueue's scheduler as it admits its replacement
     assert (second[0][0], second[0][3]) == (first[0][0], "WorkloadSliceReplaced"), second
@@ -305,7 +302,7 @@ def test_an_elastic_queued_job_grows_stage_by_stage_through_workload_slices(
     after = running_pods(cluster, kns, "grow", 4)
     assert (pod, uid) in after, after  # the canary's worker (index 0) ran on through both scale-ups
     start_sidecars(tmp_path, kop, cluster, kns, "grow", 4, sidecars)
-    third = wait(lambda: grown(cluster, kns, 4), what="a slice of 4 admitted")
+    third = wait(lambda: grown(cluster, kns, "grow", 4), what="a slice of 4 admitted")
     print("slices after stage 100 %:", third)
     assert third[-1][4] == f"{kns}/{second[-1][0]}" and third[-2][3] == "WorkloadSliceReplaced", third
     assert condition({"status": st}, "CanaryStages")["status"] == "True"

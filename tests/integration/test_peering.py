@@ -29,6 +29,7 @@ from tests.integration.harness import (
     running_pods,
     start_sidecar,
     status,
+    step_all,
     wait,
     wait_for_energy,
 )
@@ -126,10 +127,7 @@ def _train_through_a_takeover(
     with ReadyService(lambda: [first.url, second.url]) as service:
         sidecars = [start_sidecar(tmp_path, service, cluster, ns, "shared", p, u) for p, u in pods]  # type: ignore[arg-type]
         trainers = [s.client() for s in sidecars]
-        for step in range(1, 6):
-            for t in trainers:
-                t.step(step)
-            time.sleep(0.05)
+        step_all(trainers, 1, 5)
         report_evidence(trainers[0], 5)
         wait(lambda: status(cluster, ns, "shared").get("steps") == 5, what="steps via the first replica")
         wait(
@@ -147,11 +145,8 @@ def _train_through_a_takeover(
             assert time.monotonic() - killed < LIFETIME_S + 10, second.logs.read_text()[-2000:]
         takeover = time.monotonic() - killed
         print(f"takeover after SIGKILL: {takeover:.1f} s (peer lifetime {LIFETIME_S} s)")
-        for _ in range(20):
-            step += 1
-            for t in trainers:
-                t.step(step)
-            time.sleep(0.05)
+        step_all(trainers, step + 1, step + 20)
+        step += 20
         finals = [s.final_energy(s.stop()) for s in sidecars]
         assert service.forwarded.get(second.url, 0) > 0
     return step, finals, takeover

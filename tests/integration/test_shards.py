@@ -39,6 +39,7 @@ from tests.integration.harness import (
     post_batch,
     running_pods,
     status,
+    step_all,
     wait,
     wait_for_energy,
 )
@@ -209,13 +210,6 @@ def sidecar(tmp: Path, cluster: ControlPlane, name: str) -> tuple[Sidecar, str, 
         CARBONTRACK_SIM_GPUS="1",  # the pod holds one GPU: a batch listing more is refused
     )  # fmt: skip
     return car, pod, uid
-
-
-def step_all(trainers: list[Any], first: int, last: int) -> None:
-    for step in range(first, last + 1):
-        for t in trainers:
-            t.step(step)
-        time.sleep(0.05)
 
 
 def test_each_job_is_served_by_one_shard_and_a_shard_failover_loses_nothing(

@@ -34,6 +34,7 @@ from tests.integration.harness import (
     running_pods,
     start_sidecar,
     status,
+    step_all,
     wait,
     wait_for_energy,
 )
@@ -46,18 +47,12 @@ def test_status_is_exact_across_an_operator_kill(operator: Operator, namespace: 
     pods = running_pods(cluster, namespace, "llama", 2)
     sidecars = [start_sidecar(tmp_path, operator, cluster, namespace, "llama", p, u) for p, u in pods]
     trainers = [s.client() for s in sidecars]
-    for step in range(1, 21):
-        for t in trainers:
-            t.step(step)
-        time.sleep(0.05)
+    step_all(trainers, 1, 20)
     _row_shows_energy_and_emissions(cluster, namespace)
     first = float(status(cluster, namespace, "llama")["energyJoules"])
 
     operator.kill()  # SIGKILL: no final status flush; the sidecars keep buffering
-    for step in range(21, 41):
-        for t in trainers:
-            t.step(step)
-        time.sleep(0.05)
+    step_all(trainers, 21, 40)
     operator.start()
     finals = [s.final_energy(s.stop()) for s in sidecars]
     expected_j = sum(finals)

@@ -90,10 +90,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def start(cp: ControlPlane, work: Path, args: argparse.Namespace) -> Operator:
+def start(cp: ControlPlane, work: Path, args: argparse.Namespace) -> tuple[Operator, Api]:
     """The control plane with its GPU nodes, the CRD, and the operator with production settings (one
     status patch per job per 10 s, gates judged every 10 s), acting as the chart's ServiceAccount with
-    its ClusterRole, so the audit log tells its requests apart."""
+    its ClusterRole, so the audit log tells its requests apart; the benchmark's namespace, and its
+    apiserver client (the admin certificate)."""
     # created suspended, no pod ever starts: GPU nodes would only add their kubelets' heartbeats (1000
     # kwok nodes patched their status and leases 60 times a second, on the same two cores)
     nodes = 2 if args.suspended else 2 + -(-args.jobs * args.pods * args.gpus // NODE_GPUS)
@@ -113,11 +114,12 @@ def start(cp: ControlPlane, work: Path, args: argparse.Namespace) -> Operator:
         KUBECONFIG=str(chart_identity(cp)),
     )  # fmt: skip
     op.start()
-    Api(cp).call(
+    api = Api(cp)
+    api.call(
         "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
     )
     time.sleep(2)  # default ServiceAccount
-    return op
+    return op, api
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,9 @@ class Reconciled:
     latencies: list[float]
 
 
-def reconcile(cp: ControlPlane, op: Operator, args: argparse.Namespace) -> Reconciled:
+def reconcile(cp: ControlPlane, api: Api, op: Operator, args: argparse.Namespace) -> Reconciled:
     """Create the jobs from 8 threads and wait (15 min at most) until a watch has seen every Job."""
-    api, created, seen = Api(cp), dict[str, float](), dict[str, float]()
+    created, seen = dict[str, float](), dict[str, float]()
 
     def create(i: int) -> None:
         name = f"job-{i:04d}"
@@ -188,9 +190,9 @@ def report_suspended(rec: Reconciled, args: argparse.Namespace) -> None:
     ])  # fmt: skip
 
 
-def senders(cp: ControlPlane, args: argparse.Namespace) -> list[Pod]:
+def senders(api: Api, args: argparse.Namespace) -> list[Pod]:
     """Every running pod (waiting up to 15 min for jobs x pods), with a pod-bound token of its own."""
-    api, want, deadline = Api(cp), args.jobs * args.pods, time.monotonic() + 900
+    want, deadline = args.jobs * args.pods, time.monotonic() + 900
     pods: list[dict[str, Any]] = []
     t_pods = time.monotonic()
     while time.monotonic() < deadline:
@@ -225,10 +227,12 @@ class Telemetry:
     operator_kinds: list[tuple[str, int]]
 
 
-def telemetry(cp: ControlPlane, op: Operator, sims: list[Pod], args: argparse.Namespace) -> Telemetry:
+def telemetry(
+    cp: ControlPlane, api: Api, op: Operator, sims: list[Pod], args: argparse.Namespace
+) -> Telemetry:
     """Every pod speaks the sidecar's protocol for --seconds after a warm-up; the operator's peak RSS is
     sampled every second, its status patches and the apiserver's requests read at both ends."""
-    api, proc = Api(cp), op.proc
+    proc = op.proc
     assert proc is not None
     peak = [0.0]
     stop_rss = threading.Event()
@@ -324,13 +328,13 @@ def main() -> int:
     cp = ControlPlane(work / "cluster")
     op: Operator | None = None
     try:
-        op = start(cp, work, args)
-        rec = reconcile(cp, op, args)
+        op, api = start(cp, work, args)
+        rec = reconcile(cp, api, op, args)
         if args.suspended:
             report_suspended(rec, args)
             return 0
-        sims = senders(cp, args)
-        report(rec, telemetry(cp, op, sims, args), len(sims), args)
+        sims = senders(api, args)
+        report(rec, telemetry(cp, api, op, sims, args), len(sims), args)
         return 0
     finally:
         if op is not None:
